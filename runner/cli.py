@@ -1,0 +1,52 @@
+"""The `runner` command: parse the arguments, dispatch to one command, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from runner import __version__
+from runner.errors import ExitCode, RunnerError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runner", description="Declarative fine-tuning jobs: validate -> plan -> run.")
+    parser.add_argument("--version", action="version", version=f"runner {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check specs (fast, no torch)",
+                                   description="Check job specs: fields, rules, data files and model.")
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="spec files, or folders to search")
+    validate.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
+
+    schema = commands.add_parser("schema", help="write the JSON Schemas from the models")
+    schema.add_argument("--dir", default="schemas", help="folder to write into (default: schemas)")
+    schema.add_argument("--check", action="store_true", help="only report stale schemas (exit 1)")
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        from runner.commands.validate import validate
+
+        return validate(args.paths, args.output_format)
+    if args.command == "schema":
+        from runner.commands.schema import write_schemas
+
+        return write_schemas(args.dir, args.check)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(dispatch(args))
+    except RunnerError as error:
+        print(f"runner {args.command}: error: {error.message}", file=sys.stderr)
+        if error.hint:
+            print(f"  hint: {error.hint}", file=sys.stderr)
+        return int(error.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)

@@ -1,0 +1,103 @@
+"""`runner validate PATH...`: check specs without torch, every problem at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from runner.errors import ExitCode, UsageError
+from runner.spec.check import SpecResult, check_spec, display_path
+from runner.spec.jobs import SPEC_SUFFIXES
+
+_SKIPPED_FOLDERS = {"runs", "node_modules", "__pycache__", "site-packages"}
+_LOOKS_LIKE_SPEC = re.compile(r"^(version|method)\s*:", re.MULTILINE)
+
+
+def validate(paths: list[str], output_format: str = "text") -> int:
+    results = [check_spec(path) for path in find_specs(paths)]
+    if output_format == "json":
+        print(json.dumps(json_report(results), indent=2))
+    else:
+        print(text_report(results))
+    return ExitCode.INVALID if any(result.errors for result in results) else ExitCode.OK
+
+
+def find_specs(paths: list[str]) -> list[Path]:
+    """Files as given; folders searched recursively for YAML files that look like specs."""
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(_specs_under(path))
+        else:
+            raise UsageError(f"{given}: no such file or folder")
+    if not found:
+        raise UsageError(f"no spec files under {', '.join(paths)}",
+                         hint="specs are .yaml or .yml files with version: and method: keys")
+    return found
+
+
+def _specs_under(folder: Path) -> list[Path]:
+    specs = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = sorted(f for f in folders if not f.startswith(".") and f not in _SKIPPED_FOLDERS)
+        for name in sorted(files):
+            path = Path(root) / name
+            if path.suffix in SPEC_SUFFIXES and _LOOKS_LIKE_SPEC.search(_head(path)):
+                specs.append(path)
+    return specs
+
+
+def _head(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read(64 * 1024)
+    except OSError:
+        return ""
+
+
+def text_report(results: list[SpecResult]) -> str:
+    colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    lines = []
+    for result in results:
+        for diagnostic in result.diagnostics:
+            text = diagnostic.format_text()
+            if colour:
+                code = "31" if diagnostic.is_error else "33"
+                text = text.replace(f": {diagnostic.severity}:", f": \033[1;{code}m{diagnostic.severity}\033[0m:", 1)
+            lines.append(text)
+    errors = sum(len(result.errors) for result in results)
+    warnings = sum(len(result.warnings) for result in results)
+    invalid = sum(1 for result in results if result.errors)
+    noun = "spec" if len(results) == 1 else "specs"
+    summary = f"{len(results)} {noun} checked: {len(results) - invalid} valid, {invalid} invalid"
+    if errors or warnings:
+        summary += f" ({errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)})"
+    return "\n".join(lines + [summary])
+
+
+def json_report(results: list[SpecResult]) -> dict:
+    """Shaped like `terraform validate -json`, with a record per file."""
+    diagnostics = [d for result in results for d in result.diagnostics]
+    return {
+        "format_version": "1.0",
+        "valid": not any(d.is_error for d in diagnostics),
+        "error_count": sum(d.is_error for d in diagnostics),
+        "warning_count": sum(not d.is_error for d in diagnostics),
+        "diagnostics": [d.to_json() for d in diagnostics],
+        "files": [_file_record(result) for result in results],
+    }
+
+
+def _file_record(result: SpecResult) -> dict:
+    record = {"file": display_path(result.path), "valid": not result.errors}
+    if result.spec is not None:
+        record.update(name=result.spec.name, method=result.spec.method)
+    record["data"] = {key: {"rows": report.rows, "usable_rows": report.usable, "format": report.format,
+                            "variant": report.variant} for key, report in result.data.items()}
+    return record

@@ -1,0 +1,188 @@
+"""Check one spec file completely: YAML, fields, cross-field rules, data files and the model.
+
+Every problem is collected; nothing stops at the first one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from runner import trainable
+from runner.errors import RunnerError
+from runner.spec import datacheck, jobs, modelinfo, rules
+from runner.spec.diagnostics import Diagnostic, Span, sort_key
+from runner.spec.explain import explain
+from runner.spec.models import JobSpec, ModelSource, TrainableSpec
+from runner.spec.yamlpos import FieldPath, YamlDocument, format_path, load_yaml
+
+
+@dataclass
+class SpecResult:
+    path: Path
+    spec: JobSpec | None = None
+    """The validated spec; None when there is any error."""
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    data: dict[str, datacheck.DataReport] = field(default_factory=dict)
+    model: modelinfo.ModelFacts | None = None
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if not d.is_error]
+
+
+def display_path(path: Path) -> str:
+    """A path as the user would type it: relative to the current folder when it is inside."""
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+def check_spec(path: Path, *, check_inputs: bool = True) -> SpecResult:
+    result = SpecResult(path)
+    document, result.diagnostics = load_yaml(path, display_path(path))
+    if document is None:
+        return result
+    report = _Reporter(document, result.diagnostics)
+
+    broken: set[str] = set()
+    spec = None
+    try:
+        spec = JobSpec.model_validate(document.data)
+    except ValidationError as error:
+        for item in error.errors(include_url=False):
+            result.diagnostics.append(explain(item, document))
+            broken.add(str(item["loc"][0]) if item["loc"] else "")
+
+    view = rules.SpecView.of(document.data, broken)
+    for problem in rules.check(view):
+        report.add(problem.severity, problem.path, problem.message, problem.hint, at_key=problem.at_key)
+
+    if check_inputs:
+        data = view.sections.get("data")
+        if data is not None:
+            _check_data(report, result, path.parent, data, view.method)
+        source = view.sections.get("base_model")
+        if source is not None:
+            result.model = _check_model(report, path.parent, source, view.sections.get("trainable"), view.method)
+
+    result.diagnostics.sort(key=sort_key)
+    result.spec = spec if not result.errors else None
+    return result
+
+
+class _Reporter:
+    def __init__(self, document: YamlDocument, diagnostics: list[Diagnostic]) -> None:
+        self.document, self.diagnostics = document, diagnostics
+
+    def add(self, severity: str, path: FieldPath, message: str, hint: str | None = None, *,
+            at_key: bool = False, detail: str = "") -> None:
+        self.diagnostics.append(Diagnostic(severity, message, self.document.file, format_path(path),
+                                           self.document.locate(path, key=at_key), detail, hint))
+
+
+def _check_data(report: _Reporter, result: SpecResult, folder: Path, data, method: str | None) -> None:
+    for key in ("train", "eval"):
+        relative = getattr(data, key)
+        if relative is None:
+            continue
+        file_path = folder / relative
+        try:
+            checked = datacheck.check_file(file_path, data.format, method)
+        except datacheck.DataFileError as error:
+            report.add("error", ("data", key), str(error).replace(str(file_path), relative))
+            continue
+        result.data[key] = checked
+        if checked.bad_count:
+            _report_bad_rows(report, key, relative, checked, data.max_rejected)
+        formats_of = {name: r.format for name, r in result.data.items()}
+        if key == "eval" and formats_of.get("train") not in (None, checked.format):
+            report.add("error", ("data", "eval"),
+                       f"eval rows are {checked.format}, train rows are {formats_of['train']}",
+                       "use the same format for both")
+
+
+def _report_bad_rows(report: _Reporter, key: str, relative: str, checked: datacheck.DataReport,
+                     max_rejected: float) -> None:
+    share = checked.bad_count / checked.rows
+    tolerated = share <= max_rejected
+    severity = "warning" if tolerated else "error"
+    data_file = display_path(checked.path)
+    for line, reason in checked.bad_rows:
+        report.diagnostics.append(Diagnostic(
+            severity, reason, data_file, f"data.{key}", Span(line, 1, line, 1)))
+    verdict = (f"within data.max_rejected ({max_rejected:.0%}); they will be skipped and listed in rejected.jsonl"
+               if tolerated else "fix them, or allow a share with data.max_rejected")
+    more = f" (first {len(checked.bad_rows)} shown)" if checked.bad_count > len(checked.bad_rows) else ""
+    report.add(severity, ("data", key),
+               f"{checked.bad_count} of {checked.rows} rows in {relative} cannot be used{more}", verdict)
+
+
+def _check_model(report: _Reporter, folder: Path, source: ModelSource, trainable_spec: TrainableSpec | None,
+                 method: str | None) -> modelinfo.ModelFacts | None:
+    if source.job is not None:
+        try:
+            jobs.find_job_spec(folder, source.job)
+        except RunnerError as error:
+            report.add("error", ("base_model", "job"), error.message, error.hint)
+        return None
+    if source.hub is not None and (folder / source.hub).is_dir():
+        report.add("warning", ("base_model",),
+                   f"'{source.hub}' is read as a hub id, but a local folder of that name exists",
+                   f"for the local folder write ./{source.hub}")
+    try:
+        facts = modelinfo.read_facts(source, folder)
+    except modelinfo.ModelFileError as error:
+        report.add("error", ("base_model",), str(error), "paths are relative to the spec file")
+        return None
+    if facts is None:
+        report.add("warning", ("base_model",),
+                   f"{source.describe()} is not in the local hub cache; its layers and parameter "
+                   "names could not be checked", "runner plan checks them once the model is reachable")
+        return None
+    if method == "reward":
+        facts = modelinfo.with_score_head(facts)
+    if trainable_spec is not None:
+        _check_selection(report, facts, trainable_spec, trainable.NEW_HEADS.get(method or "", ()))
+    return facts
+
+
+def _check_selection(report: _Reporter, facts: modelinfo.ModelFacts, spec: TrainableSpec,
+                     new: tuple[str, ...]) -> None:
+    policy = spec.policy()
+    num_layers = facts.num_layers
+    if not facts.shapes:
+        if num_layers:
+            try:
+                policy.layers.indices(num_layers)
+            except trainable.SelectionError as error:
+                report.add("error", ("trainable", "layers"), str(error))
+        return
+    try:
+        selection = trainable.select(facts.shapes, policy, num_layers=num_layers, tied=facts.tied, new=new)
+    except trainable.SelectionError as error:
+        report.add("error", ("trainable", "layers"), str(error))
+        return
+    for field_name, pattern in selection.unmatched:
+        patterns = getattr(spec, field_name)
+        index = patterns.index(pattern) if pattern in patterns else None
+        where = ("trainable", field_name) + ((index,) if index is not None else ())
+        report.add("error", where, f"'{pattern}' matches no parameter",
+                   "parameters look like: " + trainable.describe_names(list(facts.shapes)))
+    if not selection.trains_anything and not selection.unmatched:
+        report.add("error", ("trainable",), "this selection trains no parameter",
+                   "widen layers or modules, or add parameters with also")
+    for alias, canonical in selection.tied:
+        size = math.prod(facts.shapes.get(canonical, ()))
+        report.add("warning", ("trainable", "also"),
+                   f"{alias} is tied to {canonical} ({size / 1e6:.1f}M parameters): training it trains the "
+                   "input embedding too, and gradients flow through every layer")

