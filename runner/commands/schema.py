@@ -9,10 +9,11 @@ from runner.errors import ExitCode
 
 
 def schemas() -> dict[str, dict]:
+    from runner.spec.fielddocs import describe_schema
     from runner.spec.models import JobSpec
 
     job = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "runner job spec"}
-    job.update(JobSpec.model_json_schema())
+    job.update(describe_schema(JobSpec.model_json_schema(), "JobSpec"))
     return {"job.schema.json": job}
 
 

@@ -63,7 +63,7 @@ def check_spec(path: Path, *, check_inputs: bool = True) -> SpecResult:
             result.diagnostics.append(explain(item, document))
             broken.add(str(item["loc"][0]) if item["loc"] else "")
 
-    view = rules.SpecView.of(document.data, broken)
+    view = rules.SpecView.of_spec(document.data, spec) if spec else rules.SpecView.of(document.data, broken)
     for problem in rules.check(view):
         report.add(problem.severity, problem.path, problem.message, problem.hint, at_key=problem.at_key)
 
@@ -75,7 +75,7 @@ def check_spec(path: Path, *, check_inputs: bool = True) -> SpecResult:
         if source is not None:
             result.model = _check_model(report, path.parent, source, view.sections.get("trainable"), view.method)
 
-    result.diagnostics.sort(key=sort_key)
+    result.diagnostics.sort(key=lambda d: (d.file != document.file, sort_key(d)))  # the spec's own first
     result.spec = spec if not result.errors else None
     return result
 

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from runner.spec.diagnostics import Diagnostic
+from runner.spec.fielddocs import field_docs
 from runner.spec.models import NAME_PATTERN, JobSpec
 from runner.spec.yamlpos import YamlDocument, format_path
 
@@ -61,9 +62,9 @@ def explain(error: dict, document: YamlDocument) -> Diagnostic:
         hint = _did_you_mean(loc[-1], known) or (f"keys allowed here: {', '.join(known)}" if known else None)
     elif kind == "missing":
         parent = model_at(JobSpec, loc[:-1])
-        field = parent.model_fields.get(str(loc[-1])) if parent else None
+        doc = field_docs().get(parent.__name__, {}).get(str(loc[-1]), "") if parent else ""
         summary = f"missing required key '{loc[-1]}'"
-        hint = field.description.splitlines()[0] if field and field.description else None
+        hint = doc.splitlines()[0] if doc else None
     elif kind == "literal_error":
         choices = re.findall(r"'([^']*)'|\b(\d+)\b", context.get("expected", ""))
         choices = [text or number for text, number in choices]

@@ -6,6 +6,7 @@ GGUF header; no weights are read.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -14,9 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from runner.fsutil import write_atomically
 from runner.trainable import count_layers
 
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+CACHE_VERSION = 1
+
+
+def cache_directory() -> Path:
+    """Where runner keeps derived facts it can always recompute (never anything that matters)."""
+    base = os.environ.get("RUNNER_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "runner")
+    return Path(base)
 
 
 class ModelFileError(ValueError):
@@ -146,7 +156,33 @@ class _Reader:
 
 
 def gguf_file(path: Path) -> ModelFacts:
-    """Read a GGUF header: architecture, layer count, and tensor names mapped to transformers names."""
+    """Read a GGUF header: architecture, layer count, and tensor names mapped to transformers names.
+
+    A GGUF header carries the whole tokenizer (about 100,000 strings for SmolLM2), which takes
+    tens of milliseconds to skip in Python, so the facts are cached by path, size and mtime.
+    """
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise ModelFileError(f"cannot read {path}: {error.strerror or error}") from None
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{CACHE_VERSION}".encode())
+    cache_file = cache_directory() / f"gguf-{key.hexdigest()[:32]}.json"
+    try:
+        cached = json.loads(cache_file.read_text())
+        return ModelFacts(str(path), cached["config"], {k: tuple(v) for k, v in cached["shapes"].items()},
+                          cached["tied"], cached["notes"])
+    except (OSError, ValueError, KeyError):
+        pass
+    facts = _read_gguf(path)
+    record = {"config": facts.config, "shapes": facts.shapes, "tied": facts.tied, "notes": facts.notes}
+    try:
+        write_atomically(cache_file, json.dumps(record))
+    except OSError:
+        pass  # a cache that cannot be written is simply not used
+    return facts
+
+
+def _read_gguf(path: Path) -> ModelFacts:
     facts = ModelFacts(str(path))
     try:
         with open(path, "rb") as handle:

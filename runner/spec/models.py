@@ -1,5 +1,8 @@
 """The job spec, version 1: pydantic models with a docstring per field.
 
+The docstring under each field is its documentation (read by `runner.spec.fielddocs` for
+the JSON Schema and for hints).
+
 Models check each value on its own; rules that relate several fields live in
 `runner.spec.rules`, so that every broken rule is reported, not just the first.
 Every hyperparameter that has a sensible resolution accepts `auto`; the planner
@@ -23,7 +26,7 @@ FUNCTION_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 def _or_auto(expected: str) -> WrapValidator:

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import formats
-from runner.spec.models import METHODS, SECTION_MODELS, SECTIONS, Section
+from pydantic import ValidationError
+
+from runner.spec.models import METHODS, SECTION_MODELS, SECTIONS, JobSpec, Section
 from runner.spec.yamlpos import FieldPath
 
 
@@ -41,7 +43,12 @@ class SpecView:
         return name in self.raw
 
     @classmethod
+    def of_spec(cls, raw: dict[str, Any], spec: JobSpec) -> SpecView:
+        return cls(raw, {name: getattr(spec, name) for name in SECTIONS if getattr(spec, name) is not None})
+
+    @classmethod
     def of(cls, raw: dict[str, Any], broken: set[str]) -> SpecView:
+        """Validate each section on its own (the slow path, for specs with errors)."""
         view = cls(raw)
         for name, model in SECTIONS.items():
             if name in broken:
@@ -51,7 +58,7 @@ class SpecView:
                 continue
             try:
                 view.sections[name] = model.model_validate(value if value is not None else {})
-            except Exception:  # reported by the model validation already
+            except ValidationError:  # reported by the whole spec's validation already
                 continue
         return view
 

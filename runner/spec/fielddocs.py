@@ -1,0 +1,47 @@
+"""Field documentation from the docstrings under each field of the spec models.
+
+pydantic can read these itself (`use_attribute_docstrings`), but it re-reads the source of
+every class at import time, which costs `runner validate` about 15 ms on every run. The
+docs are needed only for the schema and for some hints, so they are read here, on demand.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+
+
+@functools.cache
+def field_docs() -> dict[str, dict[str, str]]:
+    """{model class name: {field name: docstring}} for the models of runner.spec.models."""
+    from runner.spec import models
+
+    docs: dict[str, dict[str, str]] = {}
+    for node in ast.parse(inspect.getsource(models)).body:
+        if isinstance(node, ast.ClassDef):
+            docs[node.name] = _class_docs(node)
+    return docs
+
+
+def _class_docs(node: ast.ClassDef) -> dict[str, str]:
+    found = {}
+    for statement, following in zip(node.body, node.body[1:]):
+        if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)):
+            found[statement.target.id] = inspect.cleandoc(following.value.value)
+    return found
+
+
+def describe_schema(schema: dict, root: str) -> dict:
+    """Add the field docs to a JSON Schema made by `model_json_schema`, in place."""
+    docs = field_docs()
+    for name, definition in [(root, schema), *schema.get("$defs", {}).items()]:
+        target = definition
+        if "anyOf" in definition:  # models with a string shorthand
+            target = next((part for part in definition["anyOf"] if "properties" in part), definition)
+        for field_name, prop in target.get("properties", {}).items():
+            if field_name in docs.get(name, {}):
+                prop["description"] = docs[name][field_name]
+    return schema

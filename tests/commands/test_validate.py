@@ -1,0 +1,85 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from runner.cli import main
+from runner.commands.validate import find_specs
+from tests.conftest import BASE_SPEC, REPO
+
+
+def test_valid_spec_exits_0(project, capsys):
+    assert main(["validate", str(project(BASE_SPEC))]) == 0
+    assert "1 spec checked: 1 valid, 0 invalid" in capsys.readouterr().out
+
+
+def test_invalid_spec_exits_1_with_file_line_column(project, capsys):
+    path = project(BASE_SPEC + "training:\n  lerning_rate: 1e-4\n")
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path.name}:8:3: error: training.lerning_rate: unknown key 'lerning_rate'" in out
+    assert "hint: did you mean 'learning_rate'?" in out
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "absent.yaml")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["validate", "--format", "xml", "x"])
+    assert stop.value.code == 2
+    assert main(["validate", str(tmp_path)]) == 2
+
+
+def test_json_output_is_shaped_like_terraform(project, capsys):
+    path = project(BASE_SPEC.replace("method: sft", "method: sfft"))
+    assert main(["validate", "--format", "json", str(path)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["valid"] is False and report["error_count"] == 1 and report["warning_count"] == 0
+    (diagnostic,) = report["diagnostics"]
+    assert diagnostic["severity"] == "error" and diagnostic["path"] == "method"
+    assert diagnostic["range"]["start"] == {"line": 3, "column": 9}
+    assert diagnostic["range"]["filename"].endswith("job.yaml")
+    assert set(diagnostic) == {"severity", "summary", "detail", "range", "path", "hint"}
+    assert report["files"][0]["valid"] is False
+
+
+def test_folders_are_searched_for_specs_only(project, tmp_path, capsys):
+    (tmp_path / "nested" / "deep").mkdir(parents=True)
+    project(BASE_SPEC, name="nested/deep/one.yaml")
+    (tmp_path / "notes.yaml").write_text("just: some config\n")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "old.yaml").write_text(BASE_SPEC)
+    found = find_specs([str(tmp_path)])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["nested/deep/one.yaml"]
+
+
+def test_every_example_spec_is_valid(capsys):
+    examples = find_specs([str(REPO / "specs")])
+    assert len(examples) >= 10
+    code = main(["validate", "--format", "json", str(REPO / "specs")])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, [d for d in report["diagnostics"] if d["severity"] == "error"]
+    methods = {record["method"] for record in report["files"]}
+    assert methods == {"sft", "dpo", "reward", "ppo", "grpo"}
+    modes = {line.split(":")[1].strip() for path in examples for line in path.read_text().splitlines()
+             if line.strip().startswith("mode:")}
+    assert modes == {"full", "freeze", "lora"}
+
+
+def test_validate_never_imports_the_training_stack():
+    code = (
+        "import sys\n"
+        "from runner.cli import main\n"
+        f"main(['validate', {str(REPO / 'specs')!r}])\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'accelerate', 'datasets') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_the_console_script_runs(project):
+    completed = subprocess.run([sys.executable, "-m", "runner", "validate", str(project(BASE_SPEC))],
+                               capture_output=True, text=True)
+    assert completed.returncode == 0 and "1 valid" in completed.stdout

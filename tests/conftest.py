@@ -1,0 +1,81 @@
+"""Shared fixtures: spec files, data files and model folders written by the tests themselves."""
+
+from __future__ import annotations
+
+import json
+import struct
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
+    return path
+
+
+def write_safetensors_header(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """A safetensors file whose header names these tensors (the data is never read by validate)."""
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 4
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * offset)
+
+
+def llama_shapes(layers: int = 4, hidden: int = 8, vocab: int = 32, tied: bool = True) -> dict:
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
+    for i in range(layers):
+        prefix = f"model.layers.{i}."
+        shapes.update({
+            prefix + "input_layernorm.weight": (hidden,), prefix + "post_attention_layernorm.weight": (hidden,),
+            **{prefix + f"self_attn.{p}_proj.weight": (hidden, hidden) for p in "qkvo"},
+            **{prefix + f"mlp.{p}_proj.weight": (2 * hidden, hidden) for p in ("gate", "up")},
+            prefix + "mlp.down_proj.weight": (hidden, 2 * hidden),
+        })
+    if not tied:
+        shapes["lm_head.weight"] = (vocab, hidden)
+    return shapes
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A local model folder with 4 llama-style layers and tied embeddings (headers only)."""
+    folder = tmp_path / "tiny-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(
+        {"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 8, "tie_word_embeddings": True}))
+    write_safetensors_header(folder / "model.safetensors", llama_shapes())
+    return folder
+
+
+@pytest.fixture
+def project(tmp_path: Path, model_dir: Path):
+    """A folder with prompt/completion data and a helper that writes a spec into it."""
+    write_jsonl(tmp_path / "data" / "train.jsonl",
+                [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(8)])
+
+    def write_spec(text: str, name: str = "job.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    return write_spec
+
+
+BASE_SPEC = """
+version: 1
+name: tiny
+method: sft
+base_model: ./tiny-model
+data:
+  train: data/train.jsonl
+"""

@@ -1,0 +1,173 @@
+"""check_spec end to end: every diagnostic kind, with its field path, line and column."""
+
+from runner.spec.check import check_spec
+from tests.conftest import BASE_SPEC, write_jsonl
+
+
+def diagnostics_of(path):
+    return [(d.severity, d.path, d.span.line if d.span else None, d.span.column if d.span else None, d.summary,
+             d.hint) for d in check_spec(path).diagnostics]
+
+
+def find(path, field):
+    found = [d for d in check_spec(path).diagnostics if d.path == field]
+    assert found, f"no diagnostic for {field}: {diagnostics_of(path)}"
+    return found[0]
+
+
+def test_a_valid_spec_has_no_diagnostics(project):
+    result = check_spec(project(BASE_SPEC))
+    assert result.diagnostics == []
+    assert result.spec.name == "tiny" and result.spec.trainable.mode == "full"
+    assert result.data["train"].format == "prompt_completion" and result.data["train"].rows == 8
+
+
+def test_unknown_key_points_at_the_key_and_suggests(project):
+    error = find(project(BASE_SPEC + "training:\n  lerning_rate: 1e-4\n"), "training.lerning_rate")
+    assert (error.span.line, error.span.column) == (8, 3)
+    assert error.summary == "unknown key 'lerning_rate'" and error.hint == "did you mean 'learning_rate'?"
+
+
+def test_unknown_key_without_a_close_match_lists_the_keys(project):
+    error = find(project(BASE_SPEC + "hardware:\n  colour: blue\n"), "hardware.colour")
+    assert "keys allowed here" in error.hint and "precision" in error.hint
+
+
+def test_bad_enum_value_suggests_the_closest(project):
+    error = find(project(BASE_SPEC.replace("method: sft", "method: dop")), "method")
+    assert (error.span.line, error.span.column) == (3, 9)
+    assert error.hint == "did you mean 'dpo'?"
+
+
+def test_missing_required_key(project):
+    error = find(project(BASE_SPEC.replace("name: tiny\n", "")), "name")
+    assert error.summary == "missing required key 'name'"
+    assert error.span.line == 1
+
+
+def test_type_and_range_errors(project):
+    path = project(BASE_SPEC + "training:\n  batch_size: many\n  seed: -3\ntrainable:\n  mode: lora\n"
+                   "  lora: {r: 0}\n")
+    assert find(path, "training.batch_size").summary == "expected a whole number >= 1 or 'auto', got 'many'"
+    assert find(path, "training.seed").span.line == 9
+    error = find(path, "trainable.lora.r")
+    assert (error.span.line, error.span.column) == (12, 13) and "greater than or equal to 1" in error.summary
+
+
+def test_all_problems_in_one_run(project):
+    path = project(BASE_SPEC.replace("method: sft", "method: sfft")
+                   + "training:\n  epochs: fast\nhardware:\n  precision: fp8\noutputs:\n  dir: /etc\n")
+    fields = {d.path for d in check_spec(path).diagnostics}
+    assert {"method", "training.epochs", "hardware.precision", "outputs.dir"} <= fields
+
+
+def test_layer_selection_is_checked_against_the_model(project):
+    error = find(project(BASE_SPEC + "trainable:\n  mode: freeze\n  layers: last:40\n"), "trainable.layers")
+    assert error.summary == "last:40 asks for 40 layers; the model has 4 (0-3)"
+    assert error.span.line == 9
+
+
+def test_a_glob_that_matches_nothing_lists_what_exists(project):
+    error = find(project(BASE_SPEC + "trainable:\n  mode: freeze\n  also: [norm, '*.q_prj.*']\n"),
+                 "trainable.also[1]")
+    assert error.summary == "'*.q_prj.*' matches no parameter"
+    assert "model.layers.N.self_attn.q_proj.weight" in error.hint
+    assert error.span.column == 16
+
+
+def test_unknown_module_family_suggests(project):
+    error = find(project(BASE_SPEC + "trainable:\n  mode: freeze\n  modules: [atention]\n"), "trainable.modules")
+    assert "did you mean 'attention'" in error.summary
+
+
+def test_tied_lm_head_is_a_warning_with_the_size(project):
+    result = check_spec(project(BASE_SPEC + "trainable:\n  mode: freeze\n  layers: last:1\n  also: [lm_head]\n"))
+    assert result.spec is not None
+    (warning,) = result.warnings
+    assert "tied to model.embed_tokens.weight" in warning.summary
+
+
+def test_cross_field_rules(project):
+    path = project(BASE_SPEC + "trainable:\n  layers: last:2\n  lora: {r: 8}\noutputs:\n  save: adapter\n"
+                   "dpo:\n  beta: 0.2\ntraining:\n  batch_size: 6\n  micro_batch_size: 4\n")
+    assert "mode: full trains every parameter" in find(path, "trainable.layers").summary
+    assert find(path, "trainable.lora").summary == "LoRA settings given, but mode is full"
+    assert find(path, "outputs.save").summary == "save: adapter needs trainable.mode: lora"
+    assert "applies to method dpo" in find(path, "dpo").summary
+    batch = find(path, "training.batch_size")
+    assert "not a multiple of micro_batch_size 4" in batch.summary and batch.hint == "use a batch_size of 8"
+
+
+def test_rl_methods_need_a_reward_source(project):
+    error = find(project(BASE_SPEC.replace("method: sft", "method: ppo")), "method")
+    assert "needs a 'ppo' section with a reward source" in error.summary
+
+
+def test_reward_source_needs_exactly_one_kind(project):
+    spec = BASE_SPEC.replace("method: sft", "method: grpo") + "grpo:\n  reward: {function: not a function}\n"
+    assert "is not 'module:function'" in find(project(spec), "grpo.reward.function").summary
+
+
+def test_preference_data_is_required_for_dpo(project, tmp_path):
+    error = find(project(BASE_SPEC.replace("method: sft", "method: dpo")), "data.train")
+    assert "method dpo takes preference" in error.summary
+
+
+def test_bad_rows_are_reported_at_their_line_in_the_data_file(project, tmp_path):
+    write_jsonl(tmp_path / "data" / "train.jsonl",
+                [{"prompt": "a", "completion": "b"}, "{broken", {"prompt": "c", "completion": 4}, {"x": 1}]
+                + [{"prompt": "d", "completion": "e"}] * 6)
+    result = check_spec(project(BASE_SPEC))
+    rows = [(d.file.rsplit("/", 1)[-1], d.span.line, d.summary) for d in result.errors if d.file.endswith("jsonl")]
+    assert [(name, line) for name, line, _ in rows] == [("train.jsonl", 2), ("train.jsonl", 3), ("train.jsonl", 4)]
+    assert "not valid JSON" in rows[0][2] and '"completion" must be a string' in rows[1][2]
+    summary = find(project(BASE_SPEC), "data.train")
+    assert summary.summary == "3 of 10 rows in data/train.jsonl cannot be used"
+
+
+def test_tolerated_bad_rows_are_warnings(project, tmp_path):
+    write_jsonl(tmp_path / "data" / "train.jsonl", ["{broken"] + [{"prompt": "d", "completion": "e"}] * 19)
+    result = check_spec(project(BASE_SPEC + "  max_rejected: 0.1\n"))
+    assert result.spec is not None and len(result.warnings) == 2
+
+
+def test_missing_data_and_model(project):
+    path = project(BASE_SPEC.replace("./tiny-model", "./absent").replace("train.jsonl", "nope.jsonl"))
+    assert find(path, "data.train").summary.endswith("data/nope.jsonl does not exist")
+    assert find(path, "base_model").summary == "./absent does not exist"
+
+
+def test_job_reference_must_name_a_spec_beside_it(project):
+    project(BASE_SPEC.replace("name: tiny", "name: first-stage"), name="first.yaml")
+    assert check_spec(project(BASE_SPEC.replace("./tiny-model", "{job: first-stage}"))).errors == []
+    error = find(project(BASE_SPEC.replace("./tiny-model", "{job: second-stage}")), "base_model.job")
+    assert error.summary.startswith("no spec named 'second-stage'")
+
+
+def test_hub_model_not_cached_is_a_warning(project, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    result = check_spec(project(BASE_SPEC.replace("./tiny-model", "someorg/some-model")))
+    assert result.errors == [] and "not in the local hub cache" in result.warnings[0].summary
+
+
+def test_hub_model_in_the_cache_is_checked(project, monkeypatch, tmp_path, model_dir):
+    cache = tmp_path / "cache"
+    snapshot = cache / "models--someorg--some-model" / "snapshots" / "abc123"
+    snapshot.parent.mkdir(parents=True)
+    model_dir.rename(snapshot)
+    (cache / "models--someorg--some-model" / "refs").mkdir()
+    (cache / "models--someorg--some-model" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    spec = BASE_SPEC.replace("./tiny-model", "someorg/some-model") + "trainable:\n  mode: freeze\n  layers: [9]\n"
+    assert "layer 9 does not exist" in find(project(spec), "trainable.layers").summary
+
+
+def test_bad_hub_id(project):
+    error = find(project(BASE_SPEC.replace("./tiny-model", "not a/valid/id")), "base_model.hub")
+    assert "is not a hub id" in error.summary
+
+
+def test_reward_head_is_trained_without_being_named(project, tmp_path):
+    write_jsonl(tmp_path / "data" / "train.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}] * 4)
+    spec = BASE_SPEC.replace("method: sft", "method: reward") + "trainable:\n  mode: freeze\n  layers: last:1\n"
+    assert check_spec(project(spec)).errors == []
