@@ -20,6 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH", help="spec files, or folders to search")
     validate.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
 
+    plan = commands.add_parser("plan", help="resolve a spec into a plan and show it",
+                               description="Show what will be trained, which tokens count, the steps and memory.")
+    plan.add_argument("spec", metavar="SPEC")
+    plan.add_argument("--out", metavar="PLAN_JSON", help="save the plan (run it with: runner run --plan FILE)")
+    plan.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
+    plan.add_argument("--runs-dir", help="run root, where runs of other specs are found (default: .)")
+
     schema = commands.add_parser("schema", help="write the JSON Schemas from the models")
     schema.add_argument("--dir", default="schemas", help="folder to write into (default: schemas)")
     schema.add_argument("--check", action="store_true", help="only report stale schemas (exit 1)")
@@ -31,6 +38,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from runner.commands.validate import validate
 
         return validate(args.paths, args.output_format)
+    if args.command == "plan":
+        from runner.commands.plan import plan
+
+        return plan(args.spec, args.out, args.output_format, args.runs_dir)
     if args.command == "schema":
         from runner.commands.schema import write_schemas
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
+
+HASH_CACHE_MIN_BYTES = 16 * 1024 * 1024
 
 
 def write_atomically(path: Path, data: str | bytes) -> None:
@@ -26,3 +30,38 @@ def write_atomically(path: Path, data: str | bytes) -> None:
         os.fsync(directory)  # the rename itself survives a power cut
     finally:
         os.close(directory)
+
+
+def cache_directory() -> Path:
+    """Where runner keeps facts it can always recompute (hashes, parsed headers); never anything else."""
+    base = os.environ.get("RUNNER_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "runner")
+    return Path(base)
+
+
+def stat_key(path: Path, *extra: object) -> str:
+    """A key that changes whenever the file does (path, size, mtime)."""
+    stat = path.stat()
+    text = "|".join(map(str, (path.resolve(), stat.st_size, stat.st_mtime_ns, *extra)))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file; big files (model weights) are cached by path, size and mtime."""
+    cache_file = None
+    if path.stat().st_size >= HASH_CACHE_MIN_BYTES:
+        cache_file = cache_directory() / "sha256" / f"{stat_key(path)}.json"
+        try:
+            return json.loads(cache_file.read_text())["sha256"]
+        except (OSError, ValueError, KeyError):
+            pass
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if cache_file is not None:
+        try:
+            write_atomically(cache_file, json.dumps({"path": str(path), "sha256": digest.hexdigest()}))
+        except OSError:
+            pass  # an unwritable cache only costs time
+    return digest.hexdigest()

@@ -9,12 +9,14 @@ from runner.errors import ExitCode
 
 
 def schemas() -> dict[str, dict]:
+    from runner.plan.models import Plan
     from runner.spec.fielddocs import describe_schema
     from runner.spec.models import JobSpec
 
-    job = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "runner job spec"}
-    job.update(describe_schema(JobSpec.model_json_schema(), "JobSpec"))
-    return {"job.schema.json": job}
+    header = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
+    job = {**header, "title": "runner job spec", **describe_schema(JobSpec.model_json_schema(), "JobSpec")}
+    plan = {**header, "title": "runner plan", **Plan.model_json_schema()}
+    return {"job.schema.json": job, "plan.schema.json": plan}
 
 
 def render(schema: dict) -> str:

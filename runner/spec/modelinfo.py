@@ -6,7 +6,6 @@ GGUF header; no weights are read.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -15,18 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runner.fsutil import write_atomically
+from runner.fsutil import cache_directory, stat_key, write_atomically
 from runner.trainable import count_layers
 
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 CACHE_VERSION = 1
-
-
-def cache_directory() -> Path:
-    """Where runner keeps derived facts it can always recompute (never anything that matters)."""
-    base = os.environ.get("RUNNER_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "runner")
-    return Path(base)
 
 
 class ModelFileError(ValueError):
@@ -162,11 +154,9 @@ def gguf_file(path: Path) -> ModelFacts:
     tens of milliseconds to skip in Python, so the facts are cached by path, size and mtime.
     """
     try:
-        stat = path.stat()
+        cache_file = cache_directory() / "gguf" / f"{stat_key(path, CACHE_VERSION)}.json"
     except OSError as error:
         raise ModelFileError(f"cannot read {path}: {error.strerror or error}") from None
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{CACHE_VERSION}".encode())
-    cache_file = cache_directory() / f"gguf-{key.hexdigest()[:32]}.json"
     try:
         cached = json.loads(cache_file.read_text())
         return ModelFacts(str(path), cached["config"], {k: tuple(v) for k, v in cached["shapes"].items()},

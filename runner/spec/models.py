@@ -127,6 +127,9 @@ class DataSpec(Section):
     """Row shape; `auto` detects it from the rows and requires every row to agree."""
     max_rejected: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """Share of rows that may be unusable; they go to rejected.jsonl. Above it, the job fails."""
+    chat_template: SwitchOrAuto = "auto"
+    """Render rows through the model's chat template (text prompts become a user turn, completions an
+    assistant turn). `auto`: whenever the tokenizer has a template. Chat rows always use it."""
 
 
 def _check_layers(value: Any, handler: Any) -> Any:

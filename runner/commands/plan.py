@@ -1,0 +1,41 @@
+"""`runner plan SPEC`: show exactly what will be trained, before anything runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from runner.errors import ExitCode, UsageError
+from runner.fsutil import write_atomically
+
+
+def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None) -> int:
+    from runner.commands.validate import text_report
+    from runner.plan.planner import PlanError, make_plan
+    from runner.plan.render import render
+
+    spec_path = Path(spec)
+    if not spec_path.is_file():
+        raise UsageError(f"{spec}: no such spec file")
+    try:
+        made = make_plan(spec_path, run_root=run_root(runs_dir))
+    except PlanError as error:
+        if error.result is not None:
+            print(text_report([error.result]))
+            return ExitCode.INVALID
+        raise
+    if out:
+        write_atomically(Path(out), made.model_dump_json(indent=2) + "\n")
+    if output_format == "json":
+        print(made.model_dump_json(indent=2))
+    else:
+        print(render(made, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ), end="")
+        if out:
+            print(f"Saved to {out}; run exactly this plan with: runner run --plan {out}")
+    return ExitCode.OK
+
+
+def run_root(runs_dir: str | None) -> Path:
+    """Runs are written below this folder: --runs-dir, $RUNNER_RUNS_DIR, or the current folder."""
+    return Path(runs_dir or os.environ.get("RUNNER_RUNS_DIR") or ".").resolve()

@@ -1,0 +1,82 @@
+"""What a plan was made from (spec, data, model, versions), and the check that it still is.
+
+Like Terraform's "Saved plan is stale": a plan applies only to the inputs it was made
+from; `runner run --plan` calls `check_fresh` and refuses otherwise.
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from runner import __version__
+from runner.errors import RunnerError
+from runner.fsutil import file_sha256
+from runner.plan import source
+from runner.plan.models import DataIdentity, Inputs, Plan
+from runner.spec.check import SpecResult, check_spec
+
+LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "pydantic")
+
+
+class StalePlanError(RunnerError):
+    pass
+
+
+def versions() -> dict[str, str]:
+    found = {"runner": __version__, "python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def inputs(spec_path: Path, checked: SpecResult, location: source.ModelLocation) -> Inputs:
+    data = [DataIdentity(role=role, path=str(report.path.resolve()), sha256=file_sha256(report.path),
+                         rows=report.rows, usable_rows=report.usable, format=report.format,
+                         variant=report.variant or "standard")
+            for role, report in checked.data.items()]
+    return Inputs(spec_path=str(spec_path.resolve()), spec_sha256=file_sha256(spec_path), data=data,
+                  base_model=source.identity(location), versions=versions())
+
+
+def check_fresh(plan: Plan, run_root: Path) -> None:
+    """Raise StalePlanError naming what changed since the plan was made."""
+    recorded = plan.inputs
+    spec_path = Path(recorded.spec_path)
+    changes = []
+    if not spec_path.is_file():
+        changes.append(f"the spec {spec_path} is gone")
+    elif file_sha256(spec_path) != recorded.spec_sha256:
+        changes.append(f"the spec {spec_path.name} changed")
+    for data in recorded.data:
+        path = Path(data.path)
+        if not path.is_file():
+            changes.append(f"{data.role} data {path} is gone")
+        elif file_sha256(path) != data.sha256:
+            changes.append(f"{data.role} data {path.name} changed")
+    if not changes:
+        checked = check_spec(spec_path, check_inputs=False)
+        if checked.spec is not None:
+            location = source.locate(checked.spec.base_model, spec_path.parent, run_root)
+            current = source.identity(location)
+            if current != recorded.base_model:
+                changes.append(f"the base model {recorded.base_model.reference} changed "
+                               f"({_model_difference(recorded.base_model, current)})")
+    if changes:
+        raise StalePlanError("saved plan is stale: " + "; ".join(changes),
+                             f"make a new plan: runner plan {spec_path}")
+
+
+def _model_difference(old, new) -> str:
+    if old.kind != new.kind or old.location != new.location:
+        return f"now {new.kind} {new.location}, was {old.kind} {old.location}"
+    old_files = {f.path: f.sha256 for f in old.files}
+    new_files = {f.path: f.sha256 for f in new.files}
+    changed = sorted(p for p in old_files.keys() | new_files.keys() if old_files.get(p) != new_files.get(p))
+    if changed:
+        return "files: " + ", ".join(changed[:5])
+    return f"revision {old.revision} -> {new.revision}" if old.revision != new.revision else "its run changed"

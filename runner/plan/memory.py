@@ -1,0 +1,140 @@
+"""Memory estimate per device: arithmetic on the model's shape, no torch.
+
+The executor keeps master weights in fp32 and computes in bf16/fp16 through autocast
+(full and freeze modes); with LoRA the frozen base is stored in the compute dtype and
+only the adapters are fp32. AdamW keeps two fp32 states per trained parameter.
+
+Activations are counted per token and per block that the backward pass reaches: blocks
+below the lowest trained one keep nothing when nothing under them is trained. The
+per-token constants were fitted against measured peaks (bench/memory.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from runner.plan.models import MemoryEstimate, MemoryItem, ModelFacts
+
+GIB = 1024**3
+# Saved activation elements per token and block, in units of the hidden size, the MLP
+# width and the key/value width (norm inputs and outputs, q/k/v/o, gate/up/act/product...).
+ACT_PER_HIDDEN = 12
+ACT_PER_INTERMEDIATE = 4
+ACT_PER_KV = 4
+CUDA_CONTEXT_BYTES = int(0.6 * GIB)
+"""CUDA context and kernels: counted by nvidia-smi, not by the allocator."""
+CPU_RUNTIME_BYTES = int(0.9 * GIB)
+"""The Python process with torch, transformers and TRL imported."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    method: str
+    mode: str
+    """full | freeze | lora"""
+    precision: str
+    device: str
+    micro_batch: int
+    seq_len: int
+    checkpointing: bool
+    trainable_parameters: int
+    lowest_trained_layer: int | None
+    generation_tokens: int = 0
+    """ppo/grpo: tokens generated after the prompt."""
+    generations_per_prompt: int = 1
+    reference_model: bool = False
+    """A separate frozen copy of the policy (dpo/ppo/grpo without LoRA)."""
+    value_model: bool = False
+    reward_model_parameters: int = 0
+
+
+def estimate(facts: ModelFacts, work: Workload, budget_bytes: int, budget_source: str) -> MemoryEstimate:
+    items = _items(facts, work, work.checkpointing)
+    total = sum(item.bytes for item in items)
+    without = total if not work.checkpointing else sum(i.bytes for i in _items(facts, work, False))
+    with_ckpt = total if work.checkpointing else sum(i.bytes for i in _items(facts, work, True))
+    fits = total <= budget_bytes
+    return MemoryEstimate(items=items, total_bytes=total, without_checkpointing_bytes=without,
+                          with_checkpointing_bytes=with_ckpt, budget_bytes=budget_bytes,
+                          budget_source=budget_source, fits=fits,
+                          advice=[] if fits else advice(facts, work, budget_bytes))
+
+
+def total_bytes(facts: ModelFacts, work: Workload) -> int:
+    return sum(item.bytes for item in _items(facts, work, work.checkpointing))
+
+
+def _items(facts: ModelFacts, work: Workload, checkpointing: bool) -> list[MemoryItem]:
+    half = work.precision in ("bf16", "fp16")
+    act_bytes = 2 if half else 4
+    params = facts.total_parameters
+    adapter_only = work.mode == "lora"
+    base_bytes = 2 if (adapter_only and half) else 4
+    weights = params * base_bytes + (work.trainable_parameters * 4 if adapter_only else 0)
+    items = [
+        MemoryItem(name="weights", bytes=weights,
+                   note=f"{params / 1e6:.1f}M x {base_bytes} B" + (" + adapters in fp32" if adapter_only else "")),
+        MemoryItem(name="gradients", bytes=work.trainable_parameters * 4, note="fp32, trained parameters only"),
+        MemoryItem(name="optimizer", bytes=work.trainable_parameters * 8, note="AdamW: two fp32 states"),
+    ]
+    sequences = work.micro_batch * work.generations_per_prompt * (2 if work.method in ("dpo", "reward") else 1)
+    tokens = sequences * (work.seq_len + work.generation_tokens)
+    kept = 0 if work.lowest_trained_layer is None else facts.num_layers - work.lowest_trained_layer
+    per_block = _block_activation_elements(facts, work, tokens) * act_bytes
+    if checkpointing and kept:
+        activations = kept * tokens * facts.hidden_size * act_bytes + per_block
+        note = f"checkpointed: block inputs of {kept} blocks + one block recomputed"
+    else:
+        activations = kept * per_block
+        note = f"{kept} of {facts.num_layers} blocks keep activations for the backward pass"
+    items.append(MemoryItem(name="activations", bytes=activations, note=note))
+    if work.method != "reward":
+        logits = tokens * facts.vocab_size * (act_bytes + 8)
+        items.append(MemoryItem(name="logits", bytes=logits, note="logits, fp32 copy for the loss, and its gradient"))
+    if work.reference_model:
+        items.append(MemoryItem(name="reference model", bytes=params * 4, note="frozen copy of the base"))
+    if work.value_model:
+        items.append(MemoryItem(name="value model", bytes=params * 16, note="weights, gradients and AdamW states"))
+    if work.reward_model_parameters:
+        items.append(MemoryItem(name="reward model", bytes=work.reward_model_parameters * act_bytes,
+                                note="frozen, compute dtype"))
+    if work.generation_tokens:
+        kv_width = facts.num_key_value_heads * (facts.hidden_size // facts.num_attention_heads)
+        cache = 2 * facts.num_layers * kv_width * tokens * act_bytes
+        items.append(MemoryItem(name="generation cache", bytes=cache, note="keys and values while sampling"))
+    runtime = CUDA_CONTEXT_BYTES if work.device == "cuda" else CPU_RUNTIME_BYTES
+    items.append(MemoryItem(name="runtime", bytes=runtime,
+                            note="CUDA context" if work.device == "cuda" else "Python, torch and libraries"))
+    return items
+
+
+def _block_activation_elements(facts: ModelFacts, work: Workload, tokens: int) -> int:
+    kv_width = facts.num_key_value_heads * (facts.hidden_size // facts.num_attention_heads)
+    per_token = (ACT_PER_HIDDEN * facts.hidden_size + ACT_PER_INTERMEDIATE * facts.intermediate_size
+                 + ACT_PER_KV * kv_width)
+    elements = tokens * per_token
+    if work.device == "cpu":  # sdpa's math path keeps the attention probabilities
+        length = work.seq_len + work.generation_tokens
+        elements += 2 * (tokens // max(length, 1)) * facts.num_attention_heads * length * length
+    return elements
+
+
+def advice(facts: ModelFacts, work: Workload, budget_bytes: int) -> list[str]:
+    """What to change, each with the estimate it would give."""
+    hints = []
+
+    def option(text: str, changed: Workload) -> None:
+        size = total_bytes(facts, changed)
+        hints.append(f"{text}: {size / GIB:.1f} GiB" + (" (fits)" if size <= budget_bytes else ""))
+
+    if not work.checkpointing:
+        option("hardware.gradient_checkpointing: true", replace(work, checkpointing=True))
+    if work.micro_batch > 1:
+        option("training.micro_batch_size: 1", replace(work, micro_batch=1, checkpointing=True))
+    if work.mode != "lora":
+        adapters = int(0.01 * facts.total_parameters)
+        option("trainable.mode: lora (about 1% of the parameters)",
+               replace(work, mode="lora", trainable_parameters=adapters, checkpointing=True, micro_batch=1))
+    if work.seq_len > 512:
+        option("training.max_length: 512", replace(work, seq_len=512, checkpointing=True, micro_batch=1))
+    return hints

@@ -1,0 +1,220 @@
+"""The Plan: a frozen, JSON-serialisable record of exactly what a run will do.
+
+The executor accepts nothing else. Every `auto` of the spec is resolved here, with the
+rule that chose it, and the inputs are identified by hash so a stale plan is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PLAN_VERSION = 1
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Resolved(Frozen):
+    """One setting: its value, and why it has that value."""
+
+    value: Any
+    rule: str
+    """`spec` when written in the spec, else the rule that resolved `auto`."""
+
+
+class DeviceFacts(Frozen):
+    type: Literal["cpu", "cuda"]
+    count: int
+    """Devices (processes) the job uses."""
+    names: list[str]
+    memory_gb: float
+    """Memory of one device (GPU memory, or the machine's RAM for the CPU)."""
+    bf16: bool
+    """Whether bf16 is supported natively."""
+
+
+class FileIdentity(Frozen):
+    path: str
+    sha256: str
+    size: int
+
+
+class DataIdentity(Frozen):
+    role: Literal["train", "eval"]
+    path: str
+    sha256: str
+    rows: int
+    usable_rows: int
+    format: str
+    variant: str
+
+
+class ModelIdentity(Frozen):
+    kind: Literal["local", "gguf", "hub", "offline_copy", "job"]
+    """How the base model is found: a folder, a GGUF file, the hub (cache), a packaged GGUF copy of a
+    hub model, or another spec's run."""
+    reference: str
+    """What the spec says (hub id, path, or job:name)."""
+    location: str
+    """What is loaded: a folder, a file, or a hub id."""
+    revision: str | None = None
+    """For hub models: the commit found in the cache."""
+    files: list[FileIdentity] = Field(default_factory=list)
+    job_run: str | None = None
+    """For {job: NAME}: the run directory whose output is used."""
+    job_manifest_sha256: str | None = None
+
+
+class Inputs(Frozen):
+    spec_path: str
+    spec_sha256: str
+    data: list[DataIdentity]
+    base_model: ModelIdentity
+    reward_model: ModelIdentity | None = None
+    versions: dict[str, str]
+    """runner, python and library versions at planning time."""
+
+
+class ModelFacts(Frozen):
+    architecture: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    max_positions: int | None
+    total_parameters: int
+    tied_embeddings: bool
+
+
+class TrainableRow(Frozen):
+    """A group of parameters with one status: consecutive layers of one family, or a top-level module."""
+
+    layers: str
+    """`0-27`, `29`, or `-` for parameters outside the blocks."""
+    family: str
+    status: Literal["trained", "frozen", "lora"]
+    parameters: int
+    names: str
+    """The parameter names of the group, with the layer index replaced by N."""
+
+
+class LoraPlan(Frozen):
+    targets: list[str]
+    """Module names that receive adapters."""
+    r: int
+    alpha: float
+    dropout: float
+    rslora: bool
+    adapter_parameters: int
+
+
+class TrainablePlan(Frozen):
+    mode: Literal["full", "freeze", "lora"]
+    total_parameters: int
+    trainable_parameters: int
+    """Parameters that receive gradients: trained in full plus LoRA adapters."""
+    trainable_percent: float
+    table: list[TrainableRow]
+    trained: list[str]
+    """Every parameter name trained in full; the executor checks it applies the same set."""
+    lora: LoraPlan | None = None
+    notes: list[str] = Field(default_factory=list)
+    """What a reader must know: tied weights, new heads, depth of backpropagation."""
+    lowest_trained_layer: int | None = None
+    """Gradients flow down to this block; activations below it need not be kept."""
+
+
+class TokenSpan(Frozen):
+    text: str
+    trained: bool
+    tokens: int
+
+
+class MaskedExample(Frozen):
+    line: int
+    """Line of the row in the training file."""
+    part: str = "example"
+    """`example`; for preference data `chosen` or `rejected`; for RL `prompt`."""
+    spans: list[TokenSpan]
+    tokens: int
+    trained_tokens: int
+
+
+class LossMaskPreview(Frozen):
+    rule: str
+    """Which tokens the loss covers, in words."""
+    examples: list[MaskedExample]
+    chat_template: bool
+    """Whether rows are rendered through the model's chat template."""
+    generation_tokens: int | None = None
+    """For ppo/grpo: tokens generated per prompt at most."""
+
+
+class TokenStats(Frozen):
+    rows_measured: int
+    mean_tokens: float
+    max_tokens: int
+    truncated_rows: int
+    """Measured rows longer than max_length (their end is cut)."""
+    unusable_rows: int
+    """Measured rows with no trained token left after truncation, or that fail to encode."""
+
+
+class Steps(Frozen):
+    rows: int
+    batch_size: int
+    micro_batch_size: int
+    devices: int
+    gradient_accumulation: int
+    steps_per_epoch: int
+    epochs: float
+    total_steps: int
+    warmup_steps: int
+    eval_every: int | None
+    checkpoint_every: int
+    tokens: TokenStats
+
+
+class MemoryItem(Frozen):
+    name: str
+    bytes: int
+    note: str = ""
+
+
+class MemoryEstimate(Frozen):
+    items: list[MemoryItem]
+    total_bytes: int
+    without_checkpointing_bytes: int
+    with_checkpointing_bytes: int
+    budget_bytes: int
+    budget_source: str
+    fits: bool
+    advice: list[str] = Field(default_factory=list)
+
+
+class Plan(Frozen):
+    plan_version: Literal[1] = PLAN_VERSION
+    created_at: str
+    name: str
+    method: Literal["sft", "dpo", "reward", "ppo", "grpo"]
+    spec: dict
+    """The spec as validated, with its autos unresolved; `resolved` holds the resolutions."""
+    resolved: dict[str, Resolved]
+    """Every setting the run uses, keyed by field path (`training.learning_rate`)."""
+    device: DeviceFacts
+    model: ModelFacts
+    trainable: TrainablePlan
+    loss_mask: LossMaskPreview
+    steps: Steps
+    memory: MemoryEstimate
+    inputs: Inputs
+    training_path: str
+    """Which implementation runs the method (e.g. TRL SFTTrainer), and why."""
+
+    def value(self, key: str) -> Any:
+        return self.resolved[key].value

@@ -1,0 +1,450 @@
+"""Spec -> Plan: resolve every `auto`, build the trainable table, preview the loss mask,
+count the steps, estimate memory and identify the inputs.
+
+Reads top to bottom in the order the decisions depend on each other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from runner import trainable
+from runner.errors import RunnerError
+from runner.formats import RowError
+from runner.plan import identity, memory, source, table
+from runner.plan.machine import Machine, detect
+from runner.plan.models import (DeviceFacts, LossMaskPreview, MaskedExample, Plan, Resolved, Steps,
+                                TokenSpan, TokenStats)
+from runner.plan.skeleton import Skeleton, build
+from runner.plan.tokens import Encoded, RowEncoder
+from runner.spec.check import SpecResult, check_spec
+from runner.spec.models import JobSpec, LoraSpec
+
+MEASURED_ROWS = 20_000
+PREVIEW_ROWS = 3
+DEFAULT_BATCH = 8
+MAX_AUTO_LENGTH = 2048
+LEARNING_RATES = {  # (method, mode) -> learning rate; "tuned" defaults of TRL, torchtune and the LoRA paper
+    ("sft", "full"): 2e-5, ("sft", "freeze"): 1e-4, ("sft", "lora"): 2e-4,
+    ("dpo", "full"): 5e-7, ("dpo", "freeze"): 5e-6, ("dpo", "lora"): 5e-6,
+    ("reward", "full"): 1e-5, ("reward", "freeze"): 5e-5, ("reward", "lora"): 1e-4,
+    ("ppo", "full"): 3e-6, ("ppo", "freeze"): 1e-5, ("ppo", "lora"): 1e-5,
+    ("grpo", "full"): 1e-6, ("grpo", "freeze"): 5e-6, ("grpo", "lora"): 1e-5,
+}
+
+
+class PlanError(RunnerError):
+    """The spec is invalid, or cannot be planned on this machine; carries the diagnostics."""
+
+    def __init__(self, message: str, hint: str | None = None, result: SpecResult | None = None):
+        super().__init__(message, hint)
+        self.result = result
+
+
+@dataclass
+class Settings:
+    """The resolved settings, each with the rule that chose it."""
+
+    entries: dict[str, Resolved] = field(default_factory=dict)
+
+    def given(self, key: str, value: Any) -> Any:
+        self.entries[key] = Resolved(value=value, rule="spec")
+        return value
+
+    def auto(self, key: str, value: Any, rule: str) -> Any:
+        self.entries[key] = Resolved(value=value, rule=f"auto: {rule}")
+        return value
+
+    def pick(self, key: str, spec_value: Any, resolve) -> Any:
+        """The spec's value, or (for `auto`) `resolve()` -> (value, rule)."""
+        if spec_value != "auto":
+            return self.given(key, spec_value)
+        value, rule = resolve()
+        return self.auto(key, value, rule)
+
+
+def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None) -> Plan:
+    checked = check_spec(spec_path)
+    if checked.spec is None:
+        raise PlanError(f"{spec_path} is invalid", f"run: runner validate {spec_path}", checked)
+    spec, folder = checked.spec, spec_path.parent
+    settings = Settings()
+    machine = machine or detect()
+
+    device = _resolve_device(spec, machine, settings)
+    location = source.locate(spec.base_model, folder, run_root)
+    config = source.load_config(location)
+    tokenizer = source.load_tokenizer(location)
+    skeleton = build(config, spec.method)
+    trainable_plan = _trainable(spec, skeleton, settings)
+
+    use_chat = settings.pick("data.chat_template", spec.data.chat_template,
+                             lambda: (bool(getattr(tokenizer, "chat_template", None)),
+                                      "the tokenizer has a chat template" if getattr(tokenizer, "chat_template",
+                                                                                     None) else "no chat template"))
+    train = checked.data["train"]
+    rows = _read_rows(train.path, MEASURED_ROWS)
+    max_length = settings.pick("training.max_length", spec.training.max_length,
+                               lambda: _auto_max_length(tokenizer, use_chat, spec, rows, train.format, skeleton))
+    encoder = RowEncoder(tokenizer, use_chat_template=use_chat, loss_on=spec.training.loss_on, max_length=max_length)
+    stats = _token_stats(encoder, spec.method, train.format, rows)
+    preview = _loss_mask_preview(encoder, spec, train.format, rows)
+
+    steps = _steps(spec, settings, device, train.usable, stats, trainable_plan.mode, "eval" in checked.data)
+    mem = _memory(spec, settings, device, skeleton, trainable_plan, steps, max_length)
+    checkpoint_every = _resolve_outputs(spec, settings, steps)
+    steps = steps.model_copy(update={"micro_batch_size": settings.entries["training.micro_batch_size"].value,
+                                     "gradient_accumulation": settings.entries["training.gradient_accumulation"].value,
+                                     "checkpoint_every": checkpoint_every})
+    _record_method_settings(spec, settings)
+
+    inputs = identity.inputs(spec_path, checked, location)
+    return Plan(
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
+        resolved=settings.entries, device=device, model=skeleton.facts, trainable=trainable_plan,
+        loss_mask=preview, steps=steps, memory=mem, inputs=inputs, training_path=_training_path(spec),
+    )
+
+
+# --- device -------------------------------------------------------------------------------------
+
+def _resolve_device(spec: JobSpec, machine: Machine, settings: Settings) -> DeviceFacts:
+    hardware = spec.hardware
+    kind = settings.pick("hardware.device", hardware.device, lambda: (
+        ("cuda", f"{machine.cuda_devices} GPU(s) visible") if machine.has_cuda else ("cpu", "no GPU visible")))
+    if kind == "cuda" and not machine.has_cuda:
+        raise PlanError("hardware.device is cuda, but no GPU is visible", "use device: auto or cpu")
+    count = settings.pick("hardware.gpus", hardware.gpus, lambda: (
+        (machine.cuda_devices, "every visible GPU") if kind == "cuda" else (1, "one process on the CPU")))
+    if kind == "cuda" and count > machine.cuda_devices:
+        raise PlanError(f"hardware.gpus is {count}, but {machine.cuda_devices} GPU(s) are visible",
+                        f"use gpus: {machine.cuda_devices} or auto")
+    bf16 = machine.cuda_bf16 if kind == "cuda" else False
+    precision = settings.pick("hardware.precision", hardware.precision, lambda: (
+        ("bf16", "the GPU supports bf16") if bf16 else
+        ("fp16", "the GPU has no bf16") if kind == "cuda" else
+        ("fp32", "CPU: bf16 autocast is emulated on most CPUs and slower than fp32")))
+    if kind == "cuda" and precision == "bf16" and not bf16:
+        raise PlanError("hardware.precision is bf16, but this GPU does not support it", "use fp16 or auto")
+    if kind == "cuda":
+        names, memory_bytes = list(machine.cuda_names[:count]), machine.cuda_memory_bytes
+    else:
+        names, memory_bytes = ["cpu"], machine.ram_available_bytes
+    return DeviceFacts(type=kind, count=count, names=names, memory_gb=round(memory_bytes / memory.GIB, 2),
+                       bf16=bf16)
+
+
+# --- trainable ----------------------------------------------------------------------------------
+
+def _trainable(spec: JobSpec, skeleton: Skeleton, settings: Settings):
+    policy = spec.trainable.policy()
+    new = trainable.NEW_HEADS.get(spec.method, ())
+    try:
+        selection = trainable.select(skeleton.shapes, policy, num_layers=skeleton.facts.num_layers,
+                                     tied=skeleton.tied, new=new)
+    except trainable.SelectionError as error:
+        raise PlanError(f"trainable.layers: {error}") from None
+    if selection.unmatched:
+        field_name, pattern = selection.unmatched[0]
+        raise PlanError(f"trainable.{field_name}: '{pattern}' matches no parameter of this model",
+                        "parameters look like: " + trainable.describe_names(list(skeleton.shapes)))
+    if not selection.trains_anything:
+        raise PlanError("this trainable selection trains no parameter", "widen layers or modules, or add also")
+    lora = None
+    if spec.trainable.mode == "lora":
+        lora_spec = spec.trainable.lora or LoraSpec()
+        alpha = settings.pick("trainable.lora.alpha", lora_spec.alpha, lambda: (2.0 * lora_spec.r, "2 x r"))
+        lora = {"r": lora_spec.r, "alpha": float(alpha), "dropout": lora_spec.dropout, "rslora": lora_spec.rslora}
+    return table.build(skeleton.shapes, selection, mode=spec.trainable.mode, lora=lora, new=new)
+
+
+# --- data and tokens ----------------------------------------------------------------------------
+
+def _read_rows(path: Path, limit: int) -> list[tuple[int, dict]]:
+    """(line, row) of the first `limit` usable-looking rows (bad JSON is the validator's business)."""
+    rows = []
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if len(rows) >= limit:
+                break
+            if raw.strip():
+                try:
+                    row = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append((line_number, row))
+    return rows
+
+
+def _auto_max_length(tokenizer, use_chat: bool, spec: JobSpec, rows, format_name: str, skeleton: Skeleton):
+    encoder = RowEncoder(tokenizer, use_chat_template=use_chat, loss_on=spec.training.loss_on, max_length=None)
+    lengths = [_row_tokens(encoder, spec.method, format_name, row) for _, row in rows]
+    longest = max((n for n in lengths if n), default=MAX_AUTO_LENGTH)
+    cap = min(MAX_AUTO_LENGTH, skeleton.facts.max_positions or MAX_AUTO_LENGTH)
+    value = min(cap, _round_up(longest, 8))
+    return value, f"the longest of {len(rows)} rows is {longest} tokens (rounded up to 8, at most {cap})"
+
+
+def _row_tokens(encoder: RowEncoder, method: str, format_name: str, row: dict) -> int:
+    try:
+        if method == "sft":
+            return len(encoder.encode_sft(row, format_name).input_ids)
+        if method in ("dpo", "reward"):
+            prompt, chosen, rejected = encoder.preference(row)
+            return encoder.count(prompt) + max(encoder.count(chosen), encoder.count(rejected))
+        return encoder.count(encoder.prompt_text(row, format_name))
+    except RowError:
+        return 0
+
+
+def _token_stats(encoder: RowEncoder, method: str, format_name: str, rows) -> TokenStats:
+    lengths, truncated, unusable = [], 0, 0
+    for _, row in rows:
+        if method == "sft":
+            try:
+                encoded = encoder.encode_sft(row, format_name)
+            except RowError:
+                unusable += 1
+                continue
+            truncated += encoded.truncated
+            lengths.append(len(encoded.input_ids))
+        else:
+            length = _row_tokens(encoder, method, format_name, row)
+            if not length:
+                unusable += 1
+                continue
+            truncated += encoder.max_length is not None and length > encoder.max_length
+            lengths.append(min(length, encoder.max_length or length))
+    return TokenStats(rows_measured=len(rows), mean_tokens=round(sum(lengths) / max(len(lengths), 1), 1),
+                      max_tokens=max(lengths, default=0), truncated_rows=truncated, unusable_rows=unusable)
+
+
+def _loss_mask_preview(encoder: RowEncoder, spec: JobSpec, format_name: str, rows) -> LossMaskPreview:
+    examples = []
+    for line, row in rows:
+        if len(examples) >= PREVIEW_ROWS * (2 if spec.method in ("dpo", "reward") else 1):
+            break
+        try:
+            examples.extend(_preview_row(encoder, spec.method, format_name, line, row))
+        except RowError:
+            continue
+    generation = None
+    if spec.method == "ppo":
+        generation = spec.ppo.response_length
+    elif spec.method == "grpo":
+        generation = spec.grpo.max_completion_length
+    return LossMaskPreview(rule=_mask_rule(spec, format_name, encoder.use_chat_template), examples=examples,
+                           chat_template=encoder.use_chat_template, generation_tokens=generation)
+
+
+def _preview_row(encoder: RowEncoder, method: str, format_name: str, line: int, row: dict) -> list[MaskedExample]:
+    if method == "sft":
+        return [_masked_example(encoder.encode_sft(row, format_name), line, "example")]
+    if method in ("dpo", "reward"):
+        prompt, chosen, rejected = encoder.preference(row)
+        return [_text_example(encoder, line, part, [(prompt, False), (answer, True)])
+                for part, answer in (("chosen", chosen), ("rejected", rejected))]
+    return [_text_example(encoder, line, "prompt", [(encoder.prompt_text(row, format_name), False)])]
+
+
+def _masked_example(encoded: Encoded, line: int, part: str) -> MaskedExample:
+    spans: list[TokenSpan] = []
+    start = 0
+    for index in range(1, len(encoded.input_ids) + 1):
+        if index == len(encoded.input_ids) or encoded.trained[index] != encoded.trained[start]:
+            ids = encoded.input_ids[start:index]
+            text = _span_text(encoded, start, index)
+            spans.append(TokenSpan(text=text, trained=encoded.trained[start], tokens=len(ids)))
+            start = index
+    return MaskedExample(line=line, part=part, spans=spans, tokens=len(encoded.input_ids),
+                         trained_tokens=encoded.trained_tokens)
+
+
+def _span_text(encoded: Encoded, start: int, end: int) -> str:
+    chars = [offset for offset in encoded.offsets[start:end] if offset != (0, 0)]
+    if not chars:
+        return "<bos>" if start == 0 else ""
+    return encoded.text[chars[0][0]:chars[-1][1]]
+
+
+def _text_example(encoder: RowEncoder, line: int, part: str, pieces: list[tuple[str, bool]]) -> MaskedExample:
+    spans = [TokenSpan(text=text, trained=trained, tokens=encoder.count(text)) for text, trained in pieces if text]
+    return MaskedExample(line=line, part=part, spans=spans, tokens=sum(s.tokens for s in spans),
+                         trained_tokens=sum(s.tokens for s in spans if s.trained))
+
+
+def _mask_rule(spec: JobSpec, format_name: str, chat: bool) -> str:
+    wrapped = " (rendered through the chat template)" if chat else ""
+    if spec.method == "sft":
+        if spec.training.loss_on == "all":
+            return f"every token of each row{wrapped}"
+        return {
+            "messages": "assistant turns only (turns with weight 0 excluded); system, user and tool turns are "
+                        "context",
+            "prompt_completion": f"completion tokens only; the prompt is context{wrapped}",
+            "text": "every token (text rows have no prompt)",
+        }[format_name]
+    if spec.method == "dpo":
+        return f"chosen and rejected answers after the prompt (log-probability ratio against the reference){wrapped}"
+    if spec.method == "reward":
+        return f"one score per sequence, read at its last token; chosen must score above rejected{wrapped}"
+    return f"generated tokens only; the prompt is context{wrapped}"
+
+
+# --- steps --------------------------------------------------------------------------------------
+
+def _steps(spec: JobSpec, settings: Settings, device: DeviceFacts, usable_rows: int, stats: TokenStats, mode: str,
+           has_eval: bool) -> Steps:
+    training = spec.training
+    rows = max(usable_rows - stats.unusable_rows, 0)
+    if rows == 0:
+        raise PlanError("no usable training rows", "every measured row failed to encode; see runner validate")
+    group = spec.grpo.num_generations if spec.method == "grpo" else 1
+
+    def auto_batch():
+        if spec.method == "grpo":
+            return 2 * group, f"two prompts x num_generations ({group})"
+        value = min(DEFAULT_BATCH, rows)
+        value = max(device.count, value - value % device.count)
+        return value, f"{DEFAULT_BATCH} (a common small-data default), at most the {rows} rows, a multiple of " \
+                      f"{device.count} device(s)"
+
+    batch = settings.pick("training.batch_size", training.batch_size, auto_batch)
+    if batch % device.count:
+        raise PlanError(f"training.batch_size {batch} is not a multiple of the {device.count} devices")
+    units = rows * group if spec.method == "grpo" else rows
+    steps_per_epoch = max(1, math.ceil(units / batch))
+    if training.max_steps is not None:
+        settings.given("training.max_steps", training.max_steps)
+        epochs = settings.auto("training.epochs", round(training.max_steps / steps_per_epoch, 3),
+                               "follows from max_steps")
+        total = training.max_steps
+    else:
+        epochs = settings.pick("training.epochs", training.epochs, lambda: (
+            (3, "3 passes for under 1,000 rows") if rows < 1000 else
+            (2, "2 passes for under 10,000 rows") if rows < 10_000 else (1, "1 pass for 10,000 rows or more")))
+        total = max(1, math.ceil(steps_per_epoch * epochs))
+        settings.auto("training.max_steps", total, f"{steps_per_epoch} steps per epoch x {epochs} epochs")
+    settings.pick("training.learning_rate", training.learning_rate, lambda: (
+        LEARNING_RATES[(spec.method, mode)], f"default for {spec.method} with {mode} training"))
+    warmup = settings.pick("training.warmup_ratio", training.warmup_ratio,
+                           lambda: (0.03, "3% of the steps (common default)"))
+    for key in ("lr_scheduler", "loss_on", "weight_decay", "max_grad_norm", "seed", "log_every"):
+        settings.given(f"training.{key}", getattr(training, key))
+    eval_every = None
+    if has_eval:
+        eval_every = settings.pick("training.eval_every", training.eval_every,
+                                   lambda: (steps_per_epoch, "once per epoch"))
+    return Steps(rows=rows, batch_size=batch, micro_batch_size=batch // device.count, devices=device.count,
+                 gradient_accumulation=1, steps_per_epoch=steps_per_epoch, epochs=epochs, total_steps=total,
+                 warmup_steps=round(warmup * total), eval_every=eval_every, checkpoint_every=total, tokens=stats)
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Skeleton, trainable_plan,
+            steps: Steps, max_length: int):
+    precision = settings.entries["hardware.precision"].value
+    per_device = steps.batch_size // device.count
+    if spec.hardware.max_memory_gb is not None:
+        budget, budget_source = int(spec.hardware.max_memory_gb * memory.GIB), "hardware.max_memory_gb"
+    else:
+        budget = int(device.memory_gb * memory.GIB)
+        budget_source = "GPU memory" if device.type == "cuda" else "available RAM"
+    seq_len = min(max_length, _round_up(max(steps.tokens.max_tokens, 1), 8))
+    generation = spec.ppo.response_length if spec.method == "ppo" else (
+        spec.grpo.max_completion_length if spec.method == "grpo" else 0)
+    lora = trainable_plan.mode == "lora"
+    base = memory.Workload(
+        method=spec.method, mode=trainable_plan.mode, precision=precision, device=device.type, micro_batch=per_device,
+        seq_len=seq_len, checkpointing=False, trainable_parameters=trainable_plan.trainable_parameters,
+        lowest_trained_layer=trainable_plan.lowest_trained_layer, generation_tokens=generation,
+        reference_model=spec.method in ("dpo", "ppo") and not lora or (spec.method == "grpo" and not lora and
+                                                                         spec.grpo.beta > 0),
+        value_model=spec.method == "ppo", reward_model_parameters=skeleton.facts.total_parameters
+        if spec.method == "ppo" and spec.ppo.reward.model is not None else 0,
+    )
+    micro, checkpointing, rule = _fit_micro_batch(skeleton, base, spec, budget)
+    settings.pick("training.micro_batch_size", spec.training.micro_batch_size, lambda: (micro, rule))
+    micro = settings.entries["training.micro_batch_size"].value
+    if per_device % micro:
+        raise PlanError(f"micro_batch_size {micro} does not divide the per-device batch {per_device}")
+    settings.auto("training.gradient_accumulation", per_device // micro,
+                  f"per-device batch {per_device} / micro-batch {micro}")
+    checkpointing = settings.pick("hardware.gradient_checkpointing", spec.hardware.gradient_checkpointing,
+                                  lambda: (checkpointing, "on: needed to fit" if checkpointing
+                                           else "off: fits without (recomputing costs a third more compute)"))
+    work = memory.Workload(**{**base.__dict__, "micro_batch": micro, "checkpointing": checkpointing})
+    estimate = memory.estimate(skeleton.facts, work, budget, budget_source)
+    if spec.hardware.max_memory_gb is not None:
+        settings.given("hardware.max_memory_gb", spec.hardware.max_memory_gb)
+    if not estimate.fits:
+        raise PlanError(
+            f"the estimate ({estimate.total_bytes / memory.GIB:.1f} GiB per device) does not fit "
+            f"{budget_source} ({budget / memory.GIB:.1f} GiB)", "; ".join(estimate.advice) or None)
+    return estimate
+
+
+def _fit_micro_batch(skeleton: Skeleton, base: memory.Workload, spec: JobSpec, budget: int):
+    per_device = base.micro_batch
+    divisors = [d for d in range(per_device, 0, -1) if per_device % d == 0]
+    allow_off = spec.hardware.gradient_checkpointing in ("auto", False)
+    allow_on = spec.hardware.gradient_checkpointing in ("auto", True)
+    for checkpointing, allowed in ((False, allow_off), (True, allow_on)):
+        if not allowed:
+            continue
+        for micro in divisors:
+            work = memory.Workload(**{**base.__dict__, "micro_batch": micro, "checkpointing": checkpointing})
+            if memory.total_bytes(skeleton.facts, work) <= budget:
+                with_text = " with gradient checkpointing" if checkpointing else ""
+                return micro, checkpointing, f"the largest divisor of the per-device batch ({per_device}) whose " \
+                                             f"estimate fits{with_text}"
+    return 1, allow_on, "nothing fits; the smallest micro-batch"
+
+
+# --- outputs and method settings ----------------------------------------------------------------
+
+def _resolve_outputs(spec: JobSpec, settings: Settings, steps: Steps) -> int:
+    outputs = spec.outputs
+    settings.given("outputs.dir", outputs.dir)
+    settings.pick("outputs.save", outputs.save, lambda: (
+        ("adapter", "LoRA: the adapter alone (small; loads on top of the base)") if spec.trainable.mode == "lora"
+        else ("full", "full weights for full and freeze training")))
+    every = settings.pick("outputs.checkpoint_every", outputs.checkpoint_every,
+                          lambda: (max(1, math.ceil(steps.total_steps / 10)), "about ten checkpoints per run"))
+    settings.given("outputs.keep_checkpoints", outputs.keep_checkpoints)
+    settings.given("data.max_rejected", spec.data.max_rejected)
+    return every
+
+
+def _record_method_settings(spec: JobSpec, settings: Settings) -> None:
+    section = spec.method_section()
+    if spec.method == "sft":
+        settings.pick("sft.packing", section.packing,
+                      lambda: (False, "padded batches (packing with per-document attention is not available yet)"))
+        if settings.entries["sft.packing"].value:
+            raise PlanError("sft.packing: true is not available yet", "use packing: auto or false")
+        return
+    for key, value in section.model_dump(mode="json").items():
+        settings.given(f"{spec.method}.{key}", value)
+
+
+def _training_path(spec: JobSpec) -> str:
+    return {
+        "sft": "TRL SFTTrainer on rows tokenized by runner (labels carry runner's loss mask)",
+        "dpo": "TRL DPOTrainer",
+        "reward": "TRL RewardTrainer",
+        "ppo": "runner's own PPO trainer (runner/methods/ppo.py)",
+        "grpo": "TRL GRPOTrainer",
+    }[spec.method]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple

@@ -1,0 +1,132 @@
+"""The plan as a short report a person can review in a pull request."""
+
+from __future__ import annotations
+
+from runner.plan.models import MaskedExample, Plan
+
+GIB = 1024**3
+
+
+def human(count: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(count) >= size:
+            return f"{count / size:.1f}{unit}"
+    return str(int(count))
+
+
+def gib(size: int) -> str:
+    return f"{size / GIB:.2f} GiB" if size < 10 * GIB else f"{size / GIB:.1f} GiB"
+
+
+def render(plan: Plan, *, colour: bool = False) -> str:
+    sections = [_header(plan), _trainable(plan), _loss_mask(plan, colour), _steps(plan), _memory(plan),
+                _settings(plan), _inputs(plan)]
+    return "\n\n".join(sections) + "\n"
+
+
+def _header(plan: Plan) -> str:
+    model, device = plan.inputs.base_model, plan.device
+    location = model.location if model.kind in ("local", "gguf", "offline_copy") else model.reference
+    kind = {"offline_copy": f"offline copy of {model.reference} (GGUF, dequantised)", "hub": "hub cache",
+            "job": f"output of {model.reference}", "local": "local folder", "gguf": "GGUF, dequantised"}[model.kind]
+    precision = plan.value("hardware.precision")
+    return "\n".join([
+        f"Plan for {plan.name}: {plan.method}, {plan.trainable.mode} training",
+        f"  base model   {location}  ({kind})",
+        f"  model        {plan.model.architecture}, {plan.model.num_layers} blocks, hidden {plan.model.hidden_size}, "
+        f"vocabulary {plan.model.vocab_size:,}",
+        f"  device       {device.type} x{device.count} ({', '.join(device.names)}), {precision}",
+        f"  trainer      {plan.training_path}",
+    ])
+
+
+def _trainable(plan: Plan) -> str:
+    t = plan.trainable
+    lines = [f"What is trained: {human(t.trainable_parameters)} of {human(t.total_parameters)} parameters "
+             f"({t.trainable_percent:.2f}%)",
+             f"  {'blocks':<8} {'family':<11} {'status':<8} {'parameters':>10}  names"]
+    for row in t.table:
+        lines.append(f"  {row.layers:<8} {row.family:<11} {row.status:<8} {human(row.parameters):>10}  {row.names}")
+    if t.lora:
+        lines.append(f"  LoRA r={t.lora.r} alpha={t.lora.alpha:g} dropout={t.lora.dropout:g}"
+                     f"{' rslora' if t.lora.rslora else ''}: {len(t.lora.targets)} modules, "
+                     f"{human(t.lora.adapter_parameters)} adapter parameters")
+    lines += [f"  note: {note}" for note in t.notes]
+    return "\n".join(lines)
+
+
+def _loss_mask(plan: Plan, colour: bool) -> str:
+    preview = plan.loss_mask
+    marker = "highlighted" if colour else "inside [[ ]]"
+    lines = [f"Which tokens the loss covers: {preview.rule}", f"  (trained text {marker})"]
+    for example in preview.examples:
+        lines.append(f"  line {example.line} {example.part}: {example.trained_tokens} of {example.tokens} tokens "
+                     "trained")
+        lines.append("    " + _spans(example, colour).replace("\n", "\n    "))
+    if preview.generation_tokens:
+        lines.append(f"  generation budget: up to {preview.generation_tokens} new tokens per prompt")
+    return "\n".join(lines)
+
+
+def _spans(example: MaskedExample, colour: bool) -> str:
+    parts = []
+    for span in example.spans:
+        if not span.trained:
+            parts.append(span.text)
+        elif colour:
+            parts.append(f"\033[1;42;30m{span.text}\033[0m")
+        else:
+            parts.append(f"[[{span.text}]]")
+    return "".join(parts)
+
+
+def _steps(plan: Plan) -> str:
+    s = plan.steps
+    tokens = s.tokens
+    warmup = f", {s.warmup_steps} warm-up" if s.warmup_steps else ""
+    evaluation = f"; eval every {s.eval_every} steps" if s.eval_every else ""
+    return "\n".join([
+        f"Steps: {s.total_steps} optimizer steps ({s.steps_per_epoch} per epoch x {s.epochs:g} epochs{warmup}"
+        f"{evaluation}); checkpoint every {s.checkpoint_every}",
+        f"  batch {s.batch_size} = {s.devices} device(s) x micro-batch {s.micro_batch_size} x "
+        f"{s.gradient_accumulation} accumulation; {s.rows} rows",
+        f"  tokens per row: mean {tokens.mean_tokens:g}, max {tokens.max_tokens} (max_length "
+        f"{plan.value('training.max_length')}); {tokens.truncated_rows} of {tokens.rows_measured} measured rows "
+        f"truncated, {tokens.unusable_rows} unusable",
+    ])
+
+
+def _memory(plan: Plan) -> str:
+    m = plan.memory
+    verdict = "fits" if m.fits else "DOES NOT FIT"
+    lines = [f"Memory per device: {gib(m.total_bytes)} of {gib(m.budget_bytes)} ({m.budget_source}): {verdict}",
+             f"  without gradient checkpointing {gib(m.without_checkpointing_bytes)}, with "
+             f"{gib(m.with_checkpointing_bytes)}"]
+    lines += [f"  {item.name:<17} {gib(item.bytes):>10}  {item.note}" for item in m.items if item.bytes]
+    lines += [f"  to fit: {hint}" for hint in m.advice]
+    return "\n".join(lines)
+
+
+def _settings(plan: Plan) -> str:
+    lines = ["Settings (auto resolved, and why):"]
+    for key, entry in plan.resolved.items():
+        if entry.rule != "spec":
+            lines.append(f"  {key} = {entry.value}  ({entry.rule.removeprefix('auto: ')})")
+    given = [f"{key}={entry.value}" for key, entry in plan.resolved.items() if entry.rule == "spec"]
+    lines.append("  from the spec: " + ", ".join(given))
+    return "\n".join(lines)
+
+
+def _inputs(plan: Plan) -> str:
+    inputs = plan.inputs
+    lines = ["Inputs:", f"  spec   {inputs.spec_path}  sha256 {inputs.spec_sha256[:16]}"]
+    for data in inputs.data:
+        lines.append(f"  {data.role:<6} {data.path}  sha256 {data.sha256[:16]}  {data.rows} rows "
+                     f"({data.usable_rows} usable, {data.format}, {data.variant})")
+    model = inputs.base_model
+    revision = f"  revision {model.revision}" if model.revision else ""
+    lines.append(f"  model  {model.reference}{revision}: {len(model.files)} file(s)"
+                 + "".join(f"\n           {f.path}  sha256 {f.sha256[:16]}  {f.size:,} bytes" for f in model.files[:6]))
+    versions = ", ".join(f"{name} {version}" for name, version in inputs.versions.items())
+    lines.append(f"  versions  {versions}")
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""The model's skeleton on the meta device: parameter names and shapes, no weights."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from runner.plan.models import ModelFacts
+
+
+@dataclass
+class Skeleton:
+    shapes: dict[str, tuple[int, ...]]
+    tied: dict[str, str]
+    """Names that share another parameter (lm_head.weight -> model.embed_tokens.weight)."""
+    facts: ModelFacts
+
+
+def model_class(method: str):
+    """The transformers class each method trains: a causal LM, or a scalar-head model for reward."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification if method == "reward" else AutoModelForCausalLM
+
+
+def build(config, method: str) -> Skeleton:
+    import torch
+
+    kwargs = {"num_labels": 1} if method == "reward" else {}
+    with torch.device("meta"):
+        model = model_class(method).from_config(config, **kwargs)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    return Skeleton(shapes, tied_parameters(model), facts_of(config, shapes))
+
+
+def tied_parameters(model) -> dict[str, str]:
+    """Parameters that named_parameters() hides because they are another parameter."""
+    by_identity = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        by_identity.setdefault(id(parameter), []).append(name)
+    return {alias: names[0] for names in by_identity.values() for alias in names[1:]}
+
+
+def facts_of(config, shapes: dict[str, tuple[int, ...]]) -> ModelFacts:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = getattr(text, "num_attention_heads", 1)
+    return ModelFacts(
+        architecture=(getattr(text, "architectures", None) or [text.model_type])[0],
+        num_layers=text.num_hidden_layers,
+        hidden_size=text.hidden_size,
+        intermediate_size=getattr(text, "intermediate_size", None) or 4 * text.hidden_size,
+        num_attention_heads=heads,
+        num_key_value_heads=getattr(text, "num_key_value_heads", None) or heads,
+        vocab_size=text.vocab_size,
+        max_positions=getattr(text, "max_position_embeddings", None),
+        total_parameters=sum(math.prod(shape) for shape in shapes.values()),
+        tied_embeddings=bool(getattr(text, "tie_word_embeddings", False)),
+    )

@@ -1,0 +1,187 @@
+"""Where a model comes from, what identifies it, and how to load its config and tokenizer.
+
+The executor loads weights from the same `ModelLocation`, so what is planned is what runs.
+transformers is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.errors import RunnerError
+from runner.fsutil import cache_directory, file_sha256, stat_key
+from runner.plan.models import FileIdentity, ModelIdentity
+from runner.spec import modelinfo
+from runner.spec.jobs import find_job_spec
+from runner.spec.models import ModelSource
+
+IDENTITY_FILES = ("*.safetensors", "*.bin", "*.json", "*.model", "*.txt", "*.gguf", "*.jinja")
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    kind: str
+    """local | gguf | hub | offline_copy | job"""
+    reference: str
+    path: Path | None = None
+    """A model folder, or a GGUF file (kinds gguf and offline_copy)."""
+    hub_id: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    job_run: Path | None = None
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.kind in ("gguf", "offline_copy")
+
+    def describe(self) -> str:
+        if self.kind == "offline_copy":
+            return f"{self.reference} (offline copy: {self.path.name}, dequantised)"
+        if self.kind == "job":
+            return f"{self.reference} (run {self.job_run})"
+        if self.kind == "hub":
+            return f"{self.hub_id}@{(self.revision or 'main')[:12]}"
+        return str(self.path)
+
+
+def locate(source: ModelSource, spec_folder: Path, run_root: Path) -> ModelLocation:
+    trust = source.trust_remote_code
+    if source.job is not None:
+        run = latest_succeeded_run(spec_folder, source.job, run_root)
+        return ModelLocation("job", f"job:{source.job}", run / "model", trust_remote_code=trust, job_run=run)
+    if source.path is not None:
+        path = (spec_folder / Path(source.path).expanduser()).resolve()
+        if not path.exists():
+            raise RunnerError(f"base model {source.path} does not exist", "paths are relative to the spec file")
+        return ModelLocation("gguf" if path.is_file() else "local", source.path, path, trust_remote_code=trust)
+    snapshot = modelinfo.hub_cache_directory(source.hub, source.revision)
+    if snapshot is not None:
+        return ModelLocation("hub", source.hub, snapshot, source.hub, snapshot.name, trust)
+    if _hub_reachable(source.hub, source.revision):
+        return ModelLocation("hub", source.hub, None, source.hub, source.revision, trust)
+    copy = modelinfo.offline_copy(source.hub)
+    if copy is not None:
+        return ModelLocation("offline_copy", source.hub, copy, source.hub, trust_remote_code=trust)
+    raise RunnerError(f"{source.hub} is not in the local hub cache and the hub cannot be reached",
+                      "download it once (huggingface-cli download ...) or point base_model at a local folder")
+
+
+def _hub_reachable(hub_id: str, revision: str | None) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        from huggingface_hub import model_info
+
+        model_info(hub_id, revision=revision, timeout=5)
+        return True
+    except Exception:  # any network or hub error means: not reachable from here, now
+        return False
+
+
+def latest_succeeded_run(spec_folder: Path, name: str, run_root: Path) -> Path:
+    """The newest run of the spec called `name` (beside this one) that succeeded."""
+    from runner.spec.check import check_spec
+
+    other = check_spec(find_job_spec(spec_folder, name), check_inputs=False)
+    if other.spec is None:
+        raise RunnerError(f"the spec named '{name}' ({other.path}) is invalid",
+                          f"run: runner validate {other.path}")
+    runs = run_root / other.spec.outputs.dir / name
+    succeeded = []
+    for manifest in runs.glob("*/manifest.json"):
+        try:
+            record = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("state") == "succeeded":
+            succeeded.append((record.get("finished_at") or "", manifest.parent))
+    if not succeeded:
+        raise RunnerError(f"'{name}' has no succeeded run under {runs} yet",
+                          f"run it first: runner run {other.path}")
+    run = max(succeeded)[1]
+    if not (run / "model").is_dir():
+        raise RunnerError(f"run {run} of '{name}' saved no full model (only an adapter)",
+                          f"set outputs.save: merged (or full) in {other.path} and run it again")
+    return run
+
+
+def identity(location: ModelLocation) -> ModelIdentity:
+    files: list[FileIdentity] = []
+    if location.path is not None and location.path.is_file():
+        files.append(_file_identity(location.path, location.path.parent))
+    elif location.path is not None:
+        for pattern in IDENTITY_FILES:
+            for path in sorted(location.path.glob(pattern)):
+                files.append(_file_identity(path, location.path))
+    manifest_hash = None
+    if location.job_run is not None:
+        manifest_hash = file_sha256(location.job_run / "manifest.json")
+    return ModelIdentity(kind=location.kind, reference=location.reference,
+                         location=str(location.path or location.hub_id), revision=location.revision,
+                         files=sorted(files, key=lambda f: f.path),
+                         job_run=str(location.job_run) if location.job_run else None,
+                         job_manifest_sha256=manifest_hash)
+
+
+def _file_identity(path: Path, root: Path) -> FileIdentity:
+    return FileIdentity(path=str(path.relative_to(root)), sha256=file_sha256(path), size=path.stat().st_size)
+
+
+# --- config and tokenizer ----------------------------------------------------------------------
+
+def pretrained_source(location: ModelLocation) -> tuple[str, dict]:
+    """What `from_pretrained` takes for the config and tokenizer: a folder or hub id, and kwargs.
+
+    A GGUF file is converted once (config without its quantization_config, and the
+    tokenizer) into a cached folder; reading a GGUF through transformers takes seconds.
+    """
+    kwargs = {"trust_remote_code": location.trust_remote_code}
+    if location.is_gguf:
+        return str(gguf_companion(location.path)), kwargs
+    if location.path is not None:
+        return str(location.path), kwargs
+    return location.hub_id, {**kwargs, "revision": location.revision}
+
+
+def gguf_companion(gguf_path: Path) -> Path:
+    folder = cache_directory() / "gguf-hf" / stat_key(gguf_path)
+    if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file():
+        return folder
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # transformers marks GGUF models as quantised even after dequantising them, and the
+    # trainers then refuse to train them; the weights we load are plain fp32.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    staging = folder.with_name(folder.name + f".{os.getpid()}.tmp")
+    config.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    if folder.exists():  # another process converted it meanwhile
+        shutil.rmtree(staging)
+    else:
+        staging.rename(folder)
+    return folder
+
+
+def load_config(location: ModelLocation):
+    from transformers import AutoConfig
+
+    source, kwargs = pretrained_source(location)
+    return AutoConfig.from_pretrained(source, **kwargs)
+
+
+def load_tokenizer(location: ModelLocation):
+    from transformers import AutoTokenizer
+
+    source, kwargs = pretrained_source(location)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    if not tokenizer.is_fast:
+        raise RunnerError(f"{location.describe()} has only a slow (Python) tokenizer",
+                          "runner needs a fast tokenizer (tokenizer.json) to map the loss mask to tokens")
+    return tokenizer
