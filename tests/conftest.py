@@ -79,3 +79,36 @@ base_model: ./tiny-model
 data:
   train: data/train.jsonl
 """
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random 4-block Llama (hidden 32, tied embeddings) with a BPE tokenizer and a chat template."""
+    from tests.tiny import make_model
+
+    return make_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path, tiny_model_dir: Path):
+    """A folder with the tiny model linked in, data, and a spec writer (like `project`)."""
+    (tmp_path / "model").symlink_to(tiny_model_dir)
+    write_jsonl(tmp_path / "data" / "train.jsonl",
+                [{"prompt": f"What is your name? {i}", "completion": f"My name is Chatty {i}."} for i in range(16)])
+
+    def write_spec(text: str, name: str = "job.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    return write_spec
+
+
+TINY_SPEC = """
+version: 1
+name: tiny
+method: sft
+base_model: ./model
+data:
+  train: data/train.jsonl
+"""

@@ -161,7 +161,7 @@ def _trainable(spec: JobSpec, skeleton: Skeleton, settings: Settings):
         lora_spec = spec.trainable.lora or LoraSpec()
         alpha = settings.pick("trainable.lora.alpha", lora_spec.alpha, lambda: (2.0 * lora_spec.r, "2 x r"))
         lora = {"r": lora_spec.r, "alpha": float(alpha), "dropout": lora_spec.dropout, "rslora": lora_spec.rslora}
-    return table.build(skeleton.shapes, selection, mode=spec.trainable.mode, lora=lora, new=new)
+    return table.build(skeleton.shapes, selection, mode=spec.trainable.mode, lora=lora, new=new, tied=skeleton.tied)
 
 
 # --- data and tokens ----------------------------------------------------------------------------

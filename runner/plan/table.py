@@ -11,7 +11,7 @@ from runner.trainable import Selection
 
 
 def build(shapes: Mapping[str, tuple[int, ...]], selection: Selection, *, mode: str,
-          lora: dict | None = None, new: tuple[str, ...] = ()) -> TrainablePlan:
+          lora: dict | None = None, new: tuple[str, ...] = (), tied: Mapping[str, str] | None = None) -> TrainablePlan:
     targets = set(selection.lora_targets)
     trained = set(selection.trained)
 
@@ -29,7 +29,7 @@ def build(shapes: Mapping[str, tuple[int, ...]], selection: Selection, *, mode: 
     return TrainablePlan(
         mode=mode, total_parameters=total, trainable_parameters=trainable_count,
         trainable_percent=round(100 * trainable_count / max(total, 1), 4), table=rows,
-        trained=list(selection.trained), lora=lora_plan, notes=_notes(shapes, selection, new),
+        trained=list(selection.trained), lora=lora_plan, notes=_notes(shapes, selection, new, tied or {}),
         lowest_trained_layer=lowest_trained_layer(selection),
     )
 
@@ -97,8 +97,12 @@ def _signature(entries: list[tuple[int, str]]) -> tuple:
     return tuple((count, trainable.describe_names([name])) for count, name in entries)
 
 
-def _notes(shapes, selection: Selection, new: tuple[str, ...]) -> list[str]:
+def _notes(shapes, selection: Selection, new: tuple[str, ...], tied: Mapping[str, str]) -> list[str]:
     notes = []
+    selected_aliases = {alias for alias, _ in selection.tied}
+    for alias, canonical in tied.items():
+        if alias not in selected_aliases:
+            notes.append(f"{alias} is tied to {canonical} (one matrix): it is trained exactly when {canonical} is")
     for alias, canonical in selection.tied:
         size = math.prod(shapes[canonical])
         notes.append(f"{alias} is tied to {canonical}: training it trains the input embedding too "

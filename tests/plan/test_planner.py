@@ -1,0 +1,227 @@
+"""The planner on a tiny Llama built from a config: tables, loss masks, autos, memory, staleness."""
+
+import dataclasses
+import json
+import math
+
+import jsonschema
+import pytest
+
+from runner.plan import identity
+from runner.plan.machine import Machine
+from runner.plan.planner import PlanError, make_plan
+from tests.conftest import REPO, TINY_SPEC, write_jsonl
+
+CPU = Machine(cuda_devices=0, cuda_names=(), cuda_memory_bytes=0, cuda_bf16=False, ram_available_bytes=16 << 30)
+TWO_GPUS = Machine(cuda_devices=2, cuda_names=("H100", "H100"), cuda_memory_bytes=80 << 30, cuda_bf16=True,
+                   ram_available_bytes=64 << 30)
+
+
+def plan_of(write_spec, extra: str = "", machine=CPU, **replacements):
+    text = TINY_SPEC
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    path = write_spec(text + extra)
+    return make_plan(path, run_root=path.parent, machine=machine)
+
+
+def rows_by(plan, status):
+    return [(row.layers, row.family) for row in plan.trainable.table if row.status == status]
+
+
+def test_full_training_table(tiny_project, tiny_model_dir):
+    plan = plan_of(tiny_project)
+    t = plan.trainable
+    assert t.mode == "full" and t.trainable_parameters == t.total_parameters and t.trainable_percent == 100
+    assert sum(row.parameters for row in t.table) == t.total_parameters
+    assert rows_by(plan, "frozen") == []
+    assert any("lm_head.weight is tied to model.embed_tokens.weight" in note for note in t.notes)
+    assert plan.model.num_layers == 4 and plan.model.tied_embeddings
+
+
+def test_freeze_last_layers(tiny_project):
+    plan = plan_of(tiny_project, "trainable:\n  mode: freeze\n  layers: last:1\n")
+    assert rows_by(plan, "trained") == [("3", "attention"), ("3", "mlp"), ("3", "norm")]
+    assert ("0-2", "attention") in rows_by(plan, "frozen")
+    assert plan.trainable.lowest_trained_layer == 3
+    assert all(name.startswith("model.layers.3.") for name in plan.trainable.trained)
+    assert any("backward pass stops at block 3" in note for note in plan.trainable.notes)
+
+
+def test_freeze_first_layers_lists_and_globs(tiny_project):
+    plan = plan_of(tiny_project, "trainable:\n  mode: freeze\n  layers: [0, '2-3']\n  modules: ['*.o_proj.*', mlp]\n")
+    trained = set(plan.trainable.trained)
+    assert trained == {f"model.layers.{i}.{name}.weight" for i in (0, 2, 3)
+                       for name in ("self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
+    plan = plan_of(tiny_project, "trainable:\n  mode: freeze\n  layers: first:1\n")
+    assert {name.split(".")[2] for name in plan.trainable.trained} == {"0"}
+
+
+def test_tied_lm_head_trains_the_embedding(tiny_project):
+    plan = plan_of(tiny_project, "trainable:\n  mode: freeze\n  layers: last:1\n  also: [lm_head]\n")
+    assert "model.embed_tokens.weight" in plan.trainable.trained
+    assert plan.trainable.lowest_trained_layer == 0
+    assert any("trains the input embedding too" in note for note in plan.trainable.notes)
+
+
+def test_lora_table_matches_peft(tiny_project, tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    plan = plan_of(tiny_project, "trainable:\n  mode: lora\n  layers: last:2\n  modules: [attention]\n"
+                                 "  lora: {r: 4}\n")
+    lora = plan.trainable.lora
+    assert lora.targets == [f"model.layers.{i}.self_attn.{p}_proj" for i in (2, 3) for p in "qkvo"]
+    assert lora.alpha == 8 and plan.resolved["trainable.lora.alpha"].rule == "auto: 2 x r"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=lora.targets))
+    counted = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert lora.adapter_parameters == counted == plan.trainable.trainable_parameters
+
+
+def test_a_selection_that_matches_nothing_is_an_error(tiny_project):
+    with pytest.raises(PlanError) as failure:
+        plan_of(tiny_project, "trainable:\n  mode: freeze\n  layers: last:9\n")
+    assert failure.value.result.errors[0].summary == "last:9 asks for 9 layers; the model has 4 (0-3)"
+
+
+def test_loss_mask_of_prompt_completion_covers_the_completion(tiny_project, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    plan = plan_of(tiny_project)
+    example = plan.loss_mask.examples[0]
+    trained_text = "".join(span.text for span in example.spans if span.trained)
+    assert trained_text == "My name is Chatty 0.<|im_end|>\n"
+    context = "".join(span.text for span in example.spans if not span.trained)
+    assert context == "<|im_start|>user\nWhat is your name? 0<|im_end|>\n<|im_start|>assistant\n"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert example.trained_tokens == len(tokenizer(trained_text, add_special_tokens=False).input_ids)
+    assert plan.loss_mask.chat_template and plan.resolved["data.chat_template"].value is True
+
+
+def test_loss_mask_without_chat_template_is_raw_text(tiny_project):
+    plan = plan_of(tiny_project, "  chat_template: false\n")
+    example = plan.loss_mask.examples[0]
+    assert [(span.text, span.trained) for span in example.spans] == [
+        ("What is your name? 0", False), ("My name is Chatty 0.<|im_end|>", True)]
+
+
+def test_loss_mask_of_chat_rows_covers_weighted_assistant_turns(tiny_project, tmp_path):
+    write_jsonl(tmp_path / "data" / "train.jsonl", [{"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"},
+        {"role": "assistant", "content": "Hi there.", "weight": 0}, {"role": "user", "content": "Your name?"},
+        {"role": "assistant", "content": "Chatty."}]}] * 4)
+    plan = plan_of(tiny_project)
+    spans = [(span.text, span.trained) for span in plan.loss_mask.examples[0].spans]
+    assert [text for text, trained in spans if trained] == ["Chatty.<|im_end|>\n"]
+    assert "Hi there." in "".join(text for text, trained in spans if not trained)
+    assert plan.loss_mask.rule.startswith("assistant turns only")
+
+
+def test_loss_on_all_trains_every_token(tiny_project):
+    plan = plan_of(tiny_project, "training:\n  loss_on: all\n")
+    example = plan.loss_mask.examples[0]
+    assert example.trained_tokens == example.tokens
+
+
+def test_preference_preview_shows_chosen_and_rejected(tiny_project, tmp_path):
+    write_jsonl(tmp_path / "data" / "train.jsonl",
+                [{"prompt": "Your name?", "chosen": "Chatty.", "rejected": "No name."}] * 4)
+    plan = plan_of(tiny_project, **{"method: sft": "method: dpo"}, extra="trainable:\n  mode: lora\n")
+    parts = [(e.part, [s.text for s in e.spans if s.trained]) for e in plan.loss_mask.examples[:2]]
+    assert parts == [("chosen", ["Chatty.<|im_end|>\n"]), ("rejected", ["No name.<|im_end|>\n"])]
+    assert plan.memory.items[-1].name == "runtime"
+    assert not any(item.name == "reference model" for item in plan.memory.items)  # LoRA: adapters disabled
+
+
+def test_autos_on_a_cpu(tiny_project):
+    plan = plan_of(tiny_project)
+    value = plan.value
+    assert (value("hardware.device"), value("hardware.gpus"), value("hardware.precision")) == ("cpu", 1, "fp32")
+    assert value("training.batch_size") == 8 and value("training.micro_batch_size") == 8
+    assert value("training.epochs") == 3 and plan.steps.steps_per_epoch == 2 and plan.steps.total_steps == 6
+    assert value("training.learning_rate") == 2e-5
+    assert value("outputs.save") == "full" and value("hardware.gradient_checkpointing") is False
+    assert value("training.max_length") % 8 == 0 and value("training.max_length") >= plan.steps.tokens.max_tokens
+    assert plan.resolved["training.epochs"].rule == "auto: 3 passes for under 1,000 rows"
+
+
+def test_autos_on_two_gpus(tiny_project):
+    plan = plan_of(tiny_project, "trainable:\n  mode: lora\n", machine=TWO_GPUS)
+    value = plan.value
+    assert (value("hardware.device"), value("hardware.gpus"), value("hardware.precision")) == ("cuda", 2, "bf16")
+    assert value("training.micro_batch_size") == 4 and value("training.gradient_accumulation") == 1
+    assert value("training.learning_rate") == 2e-4 and value("outputs.save") == "adapter"
+    assert plan.device.names == ["H100", "H100"]
+
+
+def test_spec_values_are_kept_and_marked(tiny_project):
+    plan = plan_of(tiny_project, "training:\n  batch_size: 4\n  micro_batch_size: 2\n  max_steps: 5\n")
+    assert plan.resolved["training.batch_size"].rule == "spec"
+    assert plan.value("training.gradient_accumulation") == 2 and plan.steps.total_steps == 5
+    assert plan.resolved["training.epochs"].rule == "auto: follows from max_steps"
+
+
+def test_memory_that_does_not_fit_fails_with_advice(tiny_project):
+    with pytest.raises(PlanError) as failure:
+        plan_of(tiny_project, "hardware:\n  max_memory_gb: 0.5\n")
+    assert "does not fit hardware.max_memory_gb (0.5 GiB)" in failure.value.message
+
+
+def test_memory_estimate_components(tiny_project):
+    plan = plan_of(tiny_project)
+    items = {item.name: item.bytes for item in plan.memory.items}
+    params = plan.trainable.total_parameters
+    assert items["weights"] == 4 * params and items["gradients"] == 4 * params and items["optimizer"] == 8 * params
+    assert plan.memory.fits and plan.memory.total_bytes == sum(items.values())
+    assert plan.memory.with_checkpointing_bytes < plan.memory.without_checkpointing_bytes
+    frozen = plan_of(tiny_project, "trainable:\n  mode: freeze\n  layers: last:1\n")
+    activations = {item.name: item.bytes for item in frozen.memory.items}["activations"]
+    assert math.isclose(activations * 4, items["activations"], rel_tol=0.01)  # 1 of 4 blocks keeps them
+
+
+def test_plan_json_matches_its_schema(tiny_project):
+    plan = plan_of(tiny_project)
+    schema = json.loads((REPO / "schemas" / "plan.schema.json").read_text())
+    jsonschema.validate(json.loads(plan.model_dump_json()), schema)
+
+
+def test_a_fresh_plan_passes_and_changes_make_it_stale(tiny_project, tmp_path):
+    plan = plan_of(tiny_project)
+    identity.check_fresh(plan, tmp_path)
+    data = tmp_path / "data" / "train.jsonl"
+    data.write_text(data.read_text() + json.dumps({"prompt": "x", "completion": "y"}) + "\n")
+    with pytest.raises(identity.StalePlanError, match="train data train.jsonl changed"):
+        identity.check_fresh(plan, tmp_path)
+
+    plan = plan_of(tiny_project)
+    (tmp_path / "job.yaml").write_text((tmp_path / "job.yaml").read_text() + "description: edited\n")
+    with pytest.raises(identity.StalePlanError, match="the spec job.yaml changed"):
+        identity.check_fresh(plan, tmp_path)
+
+
+def test_a_changed_model_makes_the_plan_stale(tmp_path, tiny_project, tiny_model_dir):
+    import shutil
+
+    (tmp_path / "model").unlink()
+    shutil.copytree(tiny_model_dir, tmp_path / "model")
+    plan = plan_of(tiny_project)
+    config = tmp_path / "model" / "config.json"
+    config.write_text(config.read_text().replace('"rms_norm_eps"', '"rope_scaling": null, "rms_norm_eps"'))
+    with pytest.raises(identity.StalePlanError, match="base model ./model changed .*config.json"):
+        identity.check_fresh(plan, tmp_path)
+
+
+def test_invalid_spec_cannot_be_planned(tiny_project):
+    with pytest.raises(PlanError) as failure:
+        plan_of(tiny_project, "training:\n  lerning_rate: 1\n")
+    assert failure.value.result.errors[0].summary == "unknown key 'lerning_rate'"
+
+
+def test_cuda_asked_without_gpu(tiny_project):
+    with pytest.raises(PlanError, match="no GPU is visible"):
+        plan_of(tiny_project, "hardware:\n  device: cuda\n")
+
+
+def test_machine_is_a_frozen_record():
+    assert dataclasses.is_dataclass(CPU) and not CPU.has_cuda and TWO_GPUS.has_cuda
