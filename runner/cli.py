@@ -27,6 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
     plan.add_argument("--runs-dir", help="run root, where runs of other specs are found (default: .)")
 
+    run = commands.add_parser("run", help="train: a spec (validate + plan + run) or a saved plan",
+                              description="Run a spec, or exactly a saved plan (refused when stale).")
+    target = run.add_mutually_exclusive_group(required=True)
+    target.add_argument("spec", nargs="?", metavar="SPEC")
+    target.add_argument("--plan", dest="plan_file", metavar="PLAN_JSON", help="a plan saved by runner plan --out")
+    run.add_argument("--runs-dir", help="run root: runs go to <run root>/<outputs.dir>/<name>/<run-id> (default: .)")
+    run.add_argument("--quiet", action="store_true", help="do not print the plan before running")
+
+    sample = commands.add_parser("sample", help="answer prompts with a finished run's model")
+    sample.add_argument("run_dir", metavar="RUN_DIR")
+    sample.add_argument("prompts", nargs="+", metavar="PROMPT")
+    sample.add_argument("--max-new-tokens", type=int, default=64)
+
     schema = commands.add_parser("schema", help="write the JSON Schemas from the models")
     schema.add_argument("--dir", default="schemas", help="folder to write into (default: schemas)")
     schema.add_argument("--check", action="store_true", help="only report stale schemas (exit 1)")
@@ -42,6 +55,14 @@ def dispatch(args: argparse.Namespace) -> int:
         from runner.commands.plan import plan
 
         return plan(args.spec, args.out, args.output_format, args.runs_dir)
+    if args.command == "run":
+        from runner.commands.run import run
+
+        return run(args.spec, args.plan_file, args.runs_dir, args.quiet)
+    if args.command == "sample":
+        from runner.commands.sample import sample
+
+        return sample(args.run_dir, args.prompts, args.max_new_tokens)
     if args.command == "schema":
         from runner.commands.schema import write_schemas
 

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 
 HASH_CACHE_MIN_BYTES = 16 * 1024 * 1024
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def write_atomically(path: Path, data: str | bytes) -> None:
@@ -17,6 +19,7 @@ def write_atomically(path: Path, data: str | bytes) -> None:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
             stream.flush()

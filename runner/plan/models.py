@@ -218,3 +218,8 @@ class Plan(Frozen):
 
     def value(self, key: str) -> Any:
         return self.resolved[key].value
+
+    def trainable_policy(self):
+        from runner.spec.models import TrainableSpec
+
+        return TrainableSpec.model_validate(self.spec["trainable"]).policy()

@@ -29,6 +29,7 @@ MEASURED_ROWS = 20_000
 PREVIEW_ROWS = 3
 DEFAULT_BATCH = 8
 MAX_AUTO_LENGTH = 2048
+CHECKPOINT_MIN_STEPS = 50
 LEARNING_RATES = {  # (method, mode) -> learning rate; "tuned" defaults of TRL, torchtune and the LoRA paper
     ("sft", "full"): 2e-5, ("sft", "freeze"): 1e-4, ("sft", "lora"): 2e-4,
     ("dpo", "full"): 5e-7, ("dpo", "freeze"): 5e-6, ("dpo", "lora"): 5e-6,
@@ -417,8 +418,10 @@ def _resolve_outputs(spec: JobSpec, settings: Settings, steps: Steps) -> int:
     settings.pick("outputs.save", outputs.save, lambda: (
         ("adapter", "LoRA: the adapter alone (small; loads on top of the base)") if spec.trainable.mode == "lora"
         else ("full", "full weights for full and freeze training")))
-    every = settings.pick("outputs.checkpoint_every", outputs.checkpoint_every,
-                          lambda: (max(1, math.ceil(steps.total_steps / 10)), "about ten checkpoints per run"))
+    every = settings.pick("outputs.checkpoint_every", outputs.checkpoint_every, lambda: (
+        min(steps.total_steps, max(CHECKPOINT_MIN_STEPS, math.ceil(steps.total_steps / 5))),
+        f"about five per run, at least {CHECKPOINT_MIN_STEPS} steps apart (a checkpoint with its optimizer state "
+        "is about three times the weights)"))
     settings.given("outputs.keep_checkpoints", outputs.keep_checkpoints)
     settings.given("data.max_rejected", spec.data.max_rejected)
     return every

@@ -153,25 +153,40 @@ class RowEncoder:
     def _prompt(self, messages: list[Message]) -> str:
         return self._render([_plain(m) for m in messages], generation_prompt=True)
 
-    def preference(self, row: dict) -> tuple[str, str, str]:
-        """(prompt, chosen, rejected) as text; chosen and rejected continue the prompt."""
+    def preference_row(self, row: dict) -> dict:
+        """A preference row in the shape TRL's DPO and reward trainers take: message lists when a
+        chat template is used (TRL renders them as `preference` below does), else plain text."""
         if "preferred_output" in row:
-            prompt = [_plain(m) for m in row["input"]["messages"]]
-            chosen, rejected = row["preferred_output"], row["non_preferred_output"]
-        elif isinstance(row["chosen"], list):
-            prompt = [_plain(m) for m in row.get("prompt", [])]
-            chosen, rejected = row["chosen"], row["rejected"]
-        elif self.use_chat_template:
-            prompt = [{"role": "user", "content": row.get("prompt", "")}]
-            chosen = [{"role": "assistant", "content": row["chosen"]}]
-            rejected = [{"role": "assistant", "content": row["rejected"]}]
+            return {"prompt": [_plain(m) for m in row["input"]["messages"]],
+                    "chosen": [_plain(m) for m in row["preferred_output"]],
+                    "rejected": [_plain(m) for m in row["non_preferred_output"]]}
+        chosen, rejected = row["chosen"], row["rejected"]
+        if isinstance(chosen, list):
+            chosen, rejected = [_plain(m) for m in chosen], [_plain(m) for m in rejected]
+            prompt = [_plain(m) for m in row["prompt"]] if "prompt" in row else _common_prefix(chosen, rejected)
+            return {"prompt": prompt, "chosen": chosen[len(prompt):] if "prompt" not in row else chosen,
+                    "rejected": rejected[len(prompt):] if "prompt" not in row else rejected}
+        if "prompt" not in row:
+            prompt = _common_text_prefix(chosen, rejected)
+            chosen, rejected = chosen[len(prompt):], rejected[len(prompt):]
         else:
+            prompt = row["prompt"]
+        if self.use_chat_template:
+            return {"prompt": [{"role": "user", "content": prompt}],
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}]}
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+    def preference(self, row: dict) -> tuple[str, str, str]:
+        """(prompt, chosen, rejected) as text, the way the trainers render and tokenize them."""
+        pair = self.preference_row(row)
+        if not isinstance(pair["chosen"], list):
             eos = self.tokenizer.eos_token or ""
-            return row.get("prompt", ""), row["chosen"] + eos, row["rejected"] + eos
-        prompt_text = self._render(prompt, generation_prompt=True) if prompt else ""
+            return pair["prompt"], *(a if a.endswith(eos) else a + eos for a in (pair["chosen"], pair["rejected"]))
+        prompt_text = self._render(pair["prompt"], generation_prompt=True) if pair["prompt"] else ""
         answers = []
-        for answer in (chosen, rejected):
-            full = self._render(prompt + [_plain(m) for m in answer], generation_prompt=False)
+        for answer in (pair["chosen"], pair["rejected"]):
+            full = self._render(pair["prompt"] + answer, generation_prompt=False)
             if not full.startswith(prompt_text):
                 raise RowError("the chat template renders the prompt differently once an answer follows")
             answers.append(full[len(prompt_text):])
@@ -186,3 +201,17 @@ def _added_prefix(tokenizer) -> list[int]:
     with_special = list(tokenizer("a", add_special_tokens=True)["input_ids"])
     without = list(tokenizer("a", add_special_tokens=False)["input_ids"])
     return with_special[: len(with_special) - len(without)] if with_special[-len(without):] == without else []
+
+
+def _common_prefix(first: list, second: list) -> list:
+    length = 0
+    while length < min(len(first), len(second)) - 1 and first[length] == second[length]:
+        length += 1
+    return first[:length]
+
+
+def _common_text_prefix(first: str, second: str) -> str:
+    length = 0
+    while length < min(len(first), len(second)) and first[length] == second[length]:
+        length += 1
+    return first[:length]

@@ -328,7 +328,7 @@ class OutputsSpec(Section):
     """adapter (LoRA only), merged (LoRA folded into the base), or full weights; `auto`: adapter for
     LoRA, full otherwise."""
     checkpoint_every: CountOrAuto = "auto"
-    """Steps between checkpoints; `auto` is about ten per run."""
+    """Steps between checkpoints; `auto` is about five per run, at least 50 steps apart."""
     keep_checkpoints: Count = 2
     """Newest checkpoints kept; older ones are deleted."""
 

@@ -1,0 +1,86 @@
+"""`runner run SPEC` (validate + plan + run) and `runner run --plan plan.json` (exactly a saved plan)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from runner.commands.plan import run_root
+from runner.errors import ExitCode, UsageError
+
+
+def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bool = False) -> int:
+    from runner.commands.validate import text_report
+    from runner.plan.models import Plan
+    from runner.plan.planner import PlanError, make_plan
+    from runner.plan.render import render
+
+    root = run_root(runs_dir)
+    if plan_file:
+        plan = _load_plan(Path(plan_file))
+        from runner.plan.identity import check_fresh
+
+        check_fresh(plan, root)
+    else:
+        if not spec or not Path(spec).is_file():
+            raise UsageError(f"{spec}: no such spec file")
+        try:
+            plan = make_plan(Path(spec), run_root=root)
+        except PlanError as error:
+            if error.result is not None:
+                print(text_report([error.result]))
+                return ExitCode.INVALID
+            raise
+        if not quiet and not os.environ.get("RANK"):
+            print(render(plan, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+    spec_text = Path(plan.inputs.spec_path).read_text(encoding="utf-8")
+
+    from runner.execute.job import run_plan
+    from runner.rundir import RunDirectory
+
+    code, run_dir = run_plan(plan, run_root=root, spec_text=spec_text)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(summary(RunDirectory(run_dir)))
+    return code
+
+
+def _load_plan(path: Path):
+    from pydantic import ValidationError
+
+    from runner.errors import RunnerError
+    from runner.plan.models import Plan
+
+    if not path.is_file():
+        raise UsageError(f"{path}: no such plan file")
+    try:
+        return Plan.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as error:
+        raise RunnerError(f"{path} is not a runner plan ({error.error_count()} problems)",
+                          "make one with: runner plan SPEC --out plan.json") from None
+
+
+def summary(run) -> str:
+    manifest = run.read_manifest()
+    if manifest is None:
+        return f"run directory: {run.path} (no manifest)"
+    lines = [f"\n{manifest.name}: {manifest.state.upper()}  ({run.path})"]
+    if manifest.error:
+        lines.append(f"  {manifest.error.kind}: {manifest.error.message}")
+        if manifest.error.hint:
+            lines.append(f"  hint: {manifest.error.hint}")
+    metrics = manifest.metrics
+    if metrics.train_loss is not None:
+        lines.append(f"  loss {metrics.first_loss:.4f} -> {metrics.train_loss:.4f} over {metrics.steps} steps"
+                     + (f", eval loss {metrics.eval_loss:.4f}" if metrics.eval_loss is not None else "")
+                     + (f", {metrics.tokens_per_second:,.0f} tokens/s" if metrics.tokens_per_second else ""))
+    if manifest.parameters:
+        p = manifest.parameters
+        adapters = f", {p.adapters_changed} LoRA adapter tensors" if p.adapters_changed else ""
+        lines.append(f"  changed parameters: {len(p.changed)} of the base's{adapters}; outside the plan: "
+                     f"{len(p.unexpected)}")
+    for sample in manifest.samples:
+        lines += [f"  Q: {sample.prompt}", f"     before: {sample.before}", f"     after:  {sample.after}"]
+    if manifest.timings.duration_s:
+        lines.append(f"  took {manifest.timings.duration_s:.0f} s; manifest: {run.manifest_file}")
+    return "\n".join(lines)

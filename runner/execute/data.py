@@ -1,0 +1,107 @@
+"""Rows -> training examples, with the plan's loss mask. Unusable rows are kept, with a reason.
+
+The same row checks as `runner validate` (runner.formats) and the same encoder as the
+plan's preview (runner.plan.tokens.RowEncoder): nothing is decided twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner import formats
+from runner.errors import RunnerError
+from runner.formats import RowError
+from runner.plan.models import Plan
+from runner.plan.tokens import RowEncoder
+
+
+class TooManyRejected(RunnerError):
+    pass
+
+
+@dataclass
+class Split:
+    role: str
+    path: Path
+    rows: int = 0
+    examples: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    """{"file", "line", "reason"} for each row that cannot be used."""
+
+
+def encoder_for(plan: Plan, tokenizer) -> RowEncoder:
+    return RowEncoder(tokenizer, use_chat_template=plan.value("data.chat_template"),
+                      loss_on=plan.value("training.loss_on"), max_length=plan.value("training.max_length"))
+
+
+def prepare(plan: Plan, tokenizer) -> dict[str, Split]:
+    encoder = encoder_for(plan, tokenizer)
+    splits = {}
+    for data in plan.inputs.data:
+        split = Split(data.role, Path(data.path))
+        for line, row, problem in _rows(split.path, data.format):
+            split.rows += 1
+            try:
+                if problem:
+                    raise RowError(problem)
+                split.examples.append(example(plan.method, encoder, row, data.format))
+            except RowError as error:
+                split.rejected.append({"file": str(split.path), "line": line, "reason": str(error)})
+        share = len(split.rejected) / max(split.rows, 1)
+        if share > plan.value("data.max_rejected"):
+            first = split.rejected[0]
+            raise TooManyRejected(
+                f"{len(split.rejected)} of {split.rows} {data.role} rows cannot be used ({share:.1%}, allowed "
+                f"{plan.value('data.max_rejected'):.1%}); first: line {first['line']}: {first['reason']}",
+                "see rejected.jsonl in the run directory; fix the rows or raise data.max_rejected")
+        if not split.examples:
+            raise TooManyRejected(f"no usable {data.role} rows")
+        splits[data.role] = split
+    return splits
+
+
+def _rows(path: Path, format_name: str):
+    """(line, row, problem) for every non-blank line; problem is None when the row looks usable."""
+    with open(path, "rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+                found = formats.detect(row)
+                if found != format_name:
+                    raise RowError(f"row is {found}, but the file is {format_name}")
+                formats.check(row, found)
+            except (ValueError, RowError) as error:
+                yield line, None, str(error) if isinstance(error, RowError) else f"not valid JSON: {error}"
+                continue
+            yield line, row, None
+
+
+def example(method: str, encoder: RowEncoder, row: dict, format_name: str) -> dict:
+    """One training example in the shape the method's trainer takes."""
+    if method == "sft":
+        encoded = encoder.encode_sft(row, format_name)
+        return {"input_ids": encoded.input_ids, "labels": encoded.labels()}
+    if method in ("dpo", "reward"):
+        encoder.preference(row)  # renders the pair as the trainer will, so a row that cannot be fails here
+        return encoder.preference_row(row)
+    return {"prompt": encoder.prompt_text(row, format_name)}
+
+
+def sample_prompts(plan: Plan, encoder: RowEncoder, limit: int = 3) -> list[tuple[str, str]]:
+    """(shown prompt, rendered prompt) for before/after samples: the spec's `samples`, else eval/train rows."""
+    if plan.spec.get("samples"):
+        return [(text, encoder.prompt_text({"prompt": text}, "prompt_only")) for text in plan.spec["samples"]]
+    chosen = []
+    for data in sorted(plan.inputs.data, key=lambda d: d.role != "eval"):
+        for _, row, problem in _rows(Path(data.path), data.format):
+            if problem is None and len(chosen) < limit:
+                shown = row.get("prompt") if isinstance(row.get("prompt"), str) else None
+                rendered = encoder.prompt_text(row, data.format)
+                chosen.append((shown or rendered, rendered))
+        if chosen:
+            break
+    return chosen

@@ -1,0 +1,81 @@
+"""Load the tokenizer and the model a plan names, in the dtype the plan's precision implies.
+
+GGUF files are dequantised by transformers (with the gguf package). transformers keeps
+`quantization_config: {quant_method: gguf}` on such a model, and the trainers then refuse
+to train it, so the weights are loaded once, rebuilt into a model made from the clean
+config, and saved as safetensors beside the cached config and tokenizer.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from runner.plan import source
+from runner.plan.models import Plan
+from runner.plan.skeleton import model_class
+from runner.plan.source import ModelLocation
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def location_of(plan: Plan) -> ModelLocation:
+    """The model location recorded in the plan (no new lookup: the plan is what runs)."""
+    model = plan.inputs.base_model
+    local = model.kind != "hub" or Path(model.location).is_absolute()  # a hub model is local once cached
+    return ModelLocation(
+        model.kind, model.reference, Path(model.location) if local else None,
+        hub_id=model.reference if model.kind in ("hub", "offline_copy") else None, revision=model.revision,
+        trust_remote_code=bool(plan.spec["base_model"].get("trust_remote_code")),
+        job_run=Path(model.job_run) if model.job_run else None)
+
+
+def weights_dtype(plan: Plan) -> torch.dtype:
+    """fp32 master weights, except a frozen LoRA base, which is stored in the compute dtype."""
+    precision = plan.value("hardware.precision")
+    return DTYPES[precision] if plan.trainable.mode == "lora" else torch.float32
+
+
+def load_tokenizer(location: ModelLocation):
+    tokenizer = source.load_tokenizer(location)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(location: ModelLocation, method: str, dtype: torch.dtype, *, pad_token_id: int | None = None):
+    folder, kwargs = weights_source(location)
+    extra = {"num_labels": 1} if method == "reward" else {}
+    model = model_class(method).from_pretrained(folder, dtype=dtype, **kwargs, **extra)
+    if method == "reward" and pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id  # the score is read at the last non-pad token
+    return model
+
+
+def weights_source(location: ModelLocation) -> tuple[str, dict]:
+    if location.is_gguf:
+        return str(dequantised_gguf(location.path)), {"trust_remote_code": location.trust_remote_code}
+    return source.pretrained_source(location)
+
+
+def dequantised_gguf(gguf_path: Path) -> Path:
+    folder = source.gguf_companion(gguf_path)
+    if any(folder.glob("*.safetensors")):
+        return folder
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    state = loaded.state_dict()
+    del loaded
+    config = AutoConfig.from_pretrained(folder)
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(state, strict=True)
+    clean.tie_weights()
+    staging = folder / f".weights.{id(state)}.tmp"
+    clean.save_pretrained(staging)
+    for weights in staging.glob("*.safetensors*"):
+        weights.replace(folder / weights.name)  # same folder: each rename is atomic
+    shutil.rmtree(staging)
+    return folder

@@ -1,0 +1,23 @@
+"""Before/after answers: the same prompts, greedy decoding, base model then trained model."""
+
+from __future__ import annotations
+
+import torch
+
+MAX_NEW_TOKENS = 48
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], *, templated: bool, max_new_tokens: int = MAX_NEW_TOKENS):
+    """Greedy answers; `templated` prompts already hold their special tokens (chat template)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    answers = []
+    for prompt in prompts:
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not templated).to(device)
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+                                top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)
+        answers.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    model.train(was_training)
+    return answers

@@ -1,0 +1,141 @@
+"""The result manifest: what was trained, on what, with which code, and what came out.
+
+Written atomically at every state change of a run (so a crash leaves the last true
+state), read by `runner status`, the daemon and `{job: NAME}` references. No torch here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runner.plan.models import ModelIdentity, Plan
+
+MANIFEST_VERSION = 1
+RunState = Literal["running", "succeeded", "failed", "interrupted"]
+FailureKind = Literal["plan", "stale", "data", "oom", "runtime", "interrupted", "integrity"]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunError(Record):
+    kind: FailureKind
+    """plan / stale: refused before training; data: too many unusable rows; oom: out of memory;
+    runtime: an exception; interrupted: SIGINT/SIGTERM; integrity: parameters outside the plan changed."""
+    message: str
+    hint: str | None = None
+    traceback: str | None = None
+    """The last lines of the traceback, for runtime errors."""
+
+
+class Attempt(Record):
+    number: int
+    started_at: str
+    finished_at: str | None = None
+    state: RunState = "running"
+    resumed_from_step: int = 0
+    """0 for a fresh start; else the checkpoint step it resumed from."""
+    pid: int
+    host: str
+
+
+class DataRecord(Record):
+    role: Literal["train", "eval"]
+    path: str
+    sha256: str
+    rows: int
+    used_rows: int
+    rejected_rows: int
+    """Rows that could not be used (listed with line and reason in rejected.jsonl)."""
+
+
+class Environment(Record):
+    python: str
+    platform: str
+    host: str
+    versions: dict[str, str]
+    cuda: str | None = None
+    gpus: list[str] = Field(default_factory=list)
+
+
+class GitRecord(Record):
+    repository: str
+    commit: str
+    dirty: bool
+    """True when the spec or any tracked file had uncommitted changes."""
+
+
+class Timings(Record):
+    started_at: str
+    finished_at: str | None = None
+    duration_s: float | None = None
+    load_s: float | None = None
+    train_s: float | None = None
+
+
+class Metrics(Record):
+    steps: int = 0
+    train_loss: float | None = None
+    """Mean loss of the last logged steps."""
+    first_loss: float | None = None
+    eval_loss: float | None = None
+    tokens_per_second: float | None = None
+    trained_tokens: int | None = None
+    peak_memory_bytes: int | None = None
+    """Peak GPU memory allocated (CUDA) or peak RSS of the process (CPU)."""
+    method: dict[str, float] = Field(default_factory=dict)
+    """Method metrics of the last log line (DPO reward accuracy and margins, PPO scores...)."""
+
+
+class ParameterChanges(Record):
+    """Proof of what was trained: parameters compared bit for bit with the base, before and after."""
+
+    changed: list[str]
+    """Parameters whose values differ from the base model's."""
+    planned_unchanged: list[str]
+    """Planned as trained, yet identical to the base (no gradient reached them)."""
+    unexpected: list[str]
+    """Changed although the plan froze them: the run fails."""
+    adapters_changed: int = 0
+    """LoRA adapter tensors that moved away from their initial values."""
+
+
+class Sample(Record):
+    prompt: str
+    before: str
+    after: str | None = None
+
+
+class Artifact(Record):
+    path: str
+    """Relative to the run directory."""
+    sha256: str
+    size: int
+
+
+class Manifest(Record):
+    manifest_version: Literal[1] = MANIFEST_VERSION
+    run_id: str
+    name: str
+    method: str
+    state: RunState
+    error: RunError | None = None
+    attempts: list[Attempt]
+    spec_path: str
+    spec_sha256: str
+    plan_sha256: str
+    """Hash of the plan (without its creation time): runs of the same plan resume each other."""
+    plan: Plan
+    data: list[DataRecord] = Field(default_factory=list)
+    base_model: ModelIdentity
+    environment: Environment
+    git: GitRecord | None = None
+    timings: Timings
+    metrics: Metrics = Field(default_factory=Metrics)
+    parameters: ParameterChanges | None = None
+    samples: list[Sample] = Field(default_factory=list)
+    artifacts: list[Artifact] = Field(default_factory=list)
+    finished_at: str | None = None

@@ -1,0 +1,92 @@
+"""Run directories: `<run root>/<outputs.dir>/<name>/<run-id>/`, their layout, and their manifests.
+
+Torch-free: the CLI, the daemon and `{job: NAME}` references read runs through this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from runner.errors import RunnerError
+from runner.fsutil import write_atomically
+from runner.manifest import Manifest
+from runner.plan.models import Plan
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def plan_sha256(plan: Plan) -> str:
+    """The plan's identity without its creation time: the same inputs give the same hash."""
+    record = plan.model_dump(mode="json", exclude={"created_at"})
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+class RunDirectory:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    spec = property(lambda self: self.path / "spec.yaml")
+    plan = property(lambda self: self.path / "plan.json")
+    events = property(lambda self: self.path / "events.jsonl")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    rejected = property(lambda self: self.path / "rejected.jsonl")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    model = property(lambda self: self.path / "model")
+    adapter = property(lambda self: self.path / "adapter")
+    loss_plot = property(lambda self: self.path / "loss.png")
+    manifest_file = property(lambda self: self.path / "manifest.json")
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def read_manifest(self) -> Manifest | None:
+        try:
+            return Manifest.model_validate_json(self.manifest_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        write_atomically(self.manifest_file, manifest.model_dump_json(indent=2) + "\n")
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint (trainer state written last, so its presence means complete)."""
+        done = [p for p in self.checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+
+
+def runs_folder(run_root: Path, plan: Plan) -> Path:
+    """Where runs of this plan's spec go; refuses anything that would leave the run root."""
+    root = run_root.resolve()
+    folder = (root / plan.value("outputs.dir") / plan.name).resolve()
+    if root != folder and root not in folder.parents:
+        raise RunnerError(f"outputs.dir {plan.value('outputs.dir')!r} resolves to {folder}, outside the run root "
+                          f"{root}", "use a relative folder without symbolic links that leave the run root")
+    return folder
+
+
+def resumable_run(folder: Path, plan_hash: str) -> RunDirectory | None:
+    """The newest unfinished run of exactly this plan: running it again resumes it."""
+    candidates = []
+    for manifest_file in folder.glob("*/manifest.json"):
+        run = RunDirectory(manifest_file.parent)
+        manifest = run.read_manifest()
+        if manifest and manifest.plan_sha256 == plan_hash and manifest.state != "succeeded":
+            candidates.append(run)
+    return max(candidates, key=lambda run: run.run_id, default=None)
+
+
+def new_run(folder: Path, plan_hash: str) -> RunDirectory:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path = folder / f"{stamp}-{plan_hash[:8]}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = folder / f"{stamp}-{plan_hash[:8]}-{suffix}"
+    path.mkdir(parents=True)
+    return RunDirectory(path)
