@@ -11,6 +11,9 @@ Formats (one per file; every row is checked):
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 FORMATS = ("messages", "prompt_completion", "text", "preference", "prompt_only")
@@ -68,6 +71,28 @@ def variant(row: dict) -> str:
 def check(row: dict, format_name: str) -> None:
     """Raise RowError if `row` (already detected as `format_name`) is not usable."""
     _CHECKS[format_name](row)
+
+
+def read_rows(path: Path, format_name: str | None) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line, row, problem) for every non-blank line of a JSONL file; `problem` says why a row cannot
+    be used. Rows must all be `format_name`; when it is None, the first usable row decides it."""
+    expected = format_name
+    with open(path, "rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+                found = detect(row)
+                if expected is not None and found != expected:
+                    raise RowError(f"row is {found}, but the file is {expected}")
+                check(row, found)
+            except (ValueError, RowError) as error:
+                problem = str(error) if isinstance(error, RowError) else f"not valid JSON: {error.args[0]}"
+                yield line, None, problem
+                continue
+            expected = found
+            yield line, row, None
 
 
 def _check_messages(row: dict) -> None:

@@ -9,6 +9,7 @@ from runner.errors import ExitCode
 
 
 def schemas() -> dict[str, dict]:
+    from runner.manifest import Manifest
     from runner.plan.models import Plan
     from runner.spec.fielddocs import describe_schema
     from runner.spec.models import JobSpec
@@ -16,7 +17,8 @@ def schemas() -> dict[str, dict]:
     header = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
     job = {**header, "title": "runner job spec", **describe_schema(JobSpec.model_json_schema(), "JobSpec")}
     plan = {**header, "title": "runner plan", **Plan.model_json_schema()}
-    return {"job.schema.json": job, "plan.schema.json": plan}
+    manifest = {**header, "title": "runner result manifest", **Manifest.model_json_schema()}
+    return {"job.schema.json": job, "plan.schema.json": plan, "manifest.schema.json": manifest}
 
 
 def render(schema: dict) -> str:

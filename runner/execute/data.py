@@ -6,7 +6,6 @@ plan's preview (runner.plan.tokens.RowEncoder): nothing is decided twice.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +40,7 @@ def prepare(plan: Plan, tokenizer) -> dict[str, Split]:
     splits = {}
     for data in plan.inputs.data:
         split = Split(data.role, Path(data.path))
-        for line, row, problem in _rows(split.path, data.format):
+        for line, row, problem in formats.read_rows(split.path, data.format):
             split.rows += 1
             try:
                 if problem:
@@ -62,24 +61,6 @@ def prepare(plan: Plan, tokenizer) -> dict[str, Split]:
     return splits
 
 
-def _rows(path: Path, format_name: str):
-    """(line, row, problem) for every non-blank line; problem is None when the row looks usable."""
-    with open(path, "rb") as handle:
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-                found = formats.detect(row)
-                if found != format_name:
-                    raise RowError(f"row is {found}, but the file is {format_name}")
-                formats.check(row, found)
-            except (ValueError, RowError) as error:
-                yield line, None, str(error) if isinstance(error, RowError) else f"not valid JSON: {error}"
-                continue
-            yield line, row, None
-
-
 def example(method: str, encoder: RowEncoder, row: dict, format_name: str) -> dict:
     """One training example in the shape the method's trainer takes."""
     if method == "sft":
@@ -97,7 +78,7 @@ def sample_prompts(plan: Plan, encoder: RowEncoder, limit: int = 3) -> list[tupl
         return [(text, encoder.prompt_text({"prompt": text}, "prompt_only")) for text in plan.spec["samples"]]
     chosen = []
     for data in sorted(plan.inputs.data, key=lambda d: d.role != "eval"):
-        for _, row, problem in _rows(Path(data.path), data.format):
+        for _, row, problem in formats.read_rows(Path(data.path), data.format):
             if problem is None and len(chosen) < limit:
                 shown = row.get("prompt") if isinstance(row.get("prompt"), str) else None
                 rendered = encoder.prompt_text(row, data.format)

@@ -6,14 +6,13 @@ Reads top to bottom in the order the decisions depend on each other.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runner import trainable
+from runner import formats, trainable
 from runner.errors import RunnerError
 from runner.formats import RowError
 from runner.plan import identity, memory, source, table
@@ -89,7 +88,7 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
                                       "the tokenizer has a chat template" if getattr(tokenizer, "chat_template",
                                                                                      None) else "no chat template"))
     train = checked.data["train"]
-    rows = _read_rows(train.path, MEASURED_ROWS)
+    rows = _read_rows(train.path, train.format, MEASURED_ROWS)
     max_length = settings.pick("training.max_length", spec.training.max_length,
                                lambda: _auto_max_length(tokenizer, use_chat, spec, rows, train.format, skeleton))
     encoder = RowEncoder(tokenizer, use_chat_template=use_chat, loss_on=spec.training.loss_on, max_length=max_length)
@@ -167,20 +166,14 @@ def _trainable(spec: JobSpec, skeleton: Skeleton, settings: Settings):
 
 # --- data and tokens ----------------------------------------------------------------------------
 
-def _read_rows(path: Path, limit: int) -> list[tuple[int, dict]]:
-    """(line, row) of the first `limit` usable-looking rows (bad JSON is the validator's business)."""
+def _read_rows(path: Path, format_name: str, limit: int) -> list[tuple[int, dict]]:
+    """(line, row) of the first `limit` usable rows (the unusable ones are the validator's business)."""
     rows = []
-    with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if len(rows) >= limit:
-                break
-            if raw.strip():
-                try:
-                    row = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append((line_number, row))
+    for line, row, problem in formats.read_rows(path, format_name):
+        if len(rows) >= limit:
+            break
+        if problem is None:
+            rows.append((line, row))
     return rows
 
 

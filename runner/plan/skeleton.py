@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -26,9 +27,11 @@ def model_class(method: str):
 def build(config, method: str) -> Skeleton:
     import torch
 
-    kwargs = {"num_labels": 1} if method == "reward" else {}
+    if method == "reward":
+        config = copy.deepcopy(config)
+        config.num_labels = 1
     with torch.device("meta"):
-        model = model_class(method).from_config(config, **kwargs)
+        model = model_class(method).from_config(config)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     return Skeleton(shapes, tied_parameters(model), facts_of(config, shapes))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,41 +39,17 @@ def check_file(path: Path, declared_format: str, method: str | None) -> DataRepo
     if path.suffix not in (".jsonl", ".json"):
         raise DataFileError(f"{path.name}: only JSON Lines files (.jsonl) are read; convert it to JSONL")
     report = DataReport(path)
-    expected = None if declared_format == "auto" else declared_format
-    with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            report.rows += 1
-            reason = _row_problem(raw, expected, report)
-            if reason:
-                report.bad_count += 1
-                if len(report.bad_rows) < SHOWN_BAD_ROWS:
-                    report.bad_rows.append((line_number, reason))
-            elif expected is None:
-                expected = report.format
+    for line, row, problem in formats.read_rows(path, None if declared_format == "auto" else declared_format):
+        report.rows += 1
+        if problem:
+            report.bad_count += 1
+            if len(report.bad_rows) < SHOWN_BAD_ROWS:
+                report.bad_rows.append((line, problem))
+        elif report.format is None:
+            report.format, report.variant = formats.detect(row), formats.variant(row)
     if report.rows == 0:
         raise DataFileError(f"{path.name} has no rows")
-    if report.format is None:
-        report.format = expected
     if method and report.format and report.format not in formats.FORMATS_FOR_METHOD[method]:
         allowed = ", ".join(formats.FORMATS_FOR_METHOD[method])
         raise DataFileError(f"{path.name} holds {report.format} rows; method {method} takes {allowed}")
     return report
-
-
-def _row_problem(raw: bytes, expected: str | None, report: DataReport) -> str | None:
-    try:
-        row = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        return f"not valid JSON: {getattr(error, 'msg', error)}"
-    try:
-        found = formats.detect(row)
-        if expected and found != expected:
-            return f"row is {found}, but the file is {expected}"
-        formats.check(row, found)
-    except formats.RowError as error:
-        return str(error)
-    if report.format is None:
-        report.format, report.variant = found, formats.variant(row)
-    return None

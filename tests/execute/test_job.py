@@ -1,0 +1,191 @@
+"""End to end on a tiny Llama: every method, every trainable mode, and what the manifest proves."""
+
+import json
+import os
+import signal
+
+import jsonschema
+import pytest
+
+from runner.cli import main
+from runner.execute.job import run_plan
+from runner.manifest import Manifest
+from runner.plan.planner import make_plan
+from runner.rundir import RunDirectory
+from tests.conftest import REPO, TINY_SPEC, write_jsonl
+from tests.plan.test_planner import CPU
+
+FAST = "training:\n  max_steps: 4\n  batch_size: 4\n  learning_rate: 1.0e-3\n"
+
+
+def run_spec(write_spec, extra="", *, machine=CPU, **replacements):
+    text = TINY_SPEC
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    path = write_spec(text + extra)
+    plan = make_plan(path, run_root=path.parent, machine=machine)
+    code, run_dir = run_plan(plan, run_root=path.parent, spec_text=path.read_text(), console=False)
+    run = RunDirectory(run_dir)
+    return code, run, run.read_manifest()
+
+
+def layers_of(names):
+    return {name.split(".")[2] for name in names if name.startswith("model.layers.")}
+
+
+def test_sft_full_writes_a_complete_run(tiny_project):
+    code, run, manifest = run_spec(tiny_project, FAST + "samples: [What is your name?]\n")
+    assert code == 0 and manifest.state == "succeeded" and manifest.error is None
+    schema = json.loads((REPO / "schemas" / "manifest.schema.json").read_text())
+    jsonschema.validate(json.loads(run.manifest_file.read_text()), schema)
+    assert set(manifest.parameters.changed) == set(manifest.plan.trainable.trained)
+    assert manifest.parameters.unexpected == [] and manifest.metrics.steps == 4
+    assert manifest.metrics.train_loss is not None and manifest.metrics.peak_memory_bytes > 0
+    assert manifest.samples[0].prompt == "What is your name?" and manifest.samples[0].after is not None
+    assert manifest.attempts[0].number == 1 and manifest.data[0].used_rows == 16
+    for path in (run.spec, run.plan, run.events, run.metrics, run.loss_plot, run.model / "config.json",
+                 run.model / "model.safetensors", run.model / "tokenizer.json", run.model / "README.md"):
+        assert path.is_file(), path
+    card = (run.model / "README.md").read_text()
+    assert "base_model: ./model" in card and manifest.data[0].sha256[:16] in card and "| 0-3 | attention |" in card
+    steps = [json.loads(line)["step"] for line in run.metrics.read_text().splitlines()]
+    assert steps[:4] == [1, 2, 3, 4]
+    events = [json.loads(line)["event"] for line in run.events.read_text().splitlines()]
+    assert events[0] == "run_started" and events[-1] == "run_finished" and "parameters_compared" in events
+    artifacts = {artifact.path for artifact in manifest.artifacts}
+    assert "model/model.safetensors" in artifacts and "loss.png" in artifacts
+
+
+def test_sft_chat_rows_freeze_last_layer(tiny_project, tmp_path):
+    write_jsonl(tmp_path / "data" / "train.jsonl", [{"messages": [
+        {"role": "user", "content": f"Name {i}?"}, {"role": "assistant", "content": "Chatty."}]} for i in range(8)])
+    code, _, manifest = run_spec(tiny_project, FAST + "trainable:\n  mode: freeze\n  layers: last:1\n")
+    assert code == 0 and layers_of(manifest.parameters.changed) == {"3"}
+    assert "model.embed_tokens.weight" not in manifest.parameters.changed
+
+
+def test_sft_text_with_lora_keeps_the_base_and_saves_an_adapter(tiny_project, tmp_path, capsys):
+    write_jsonl(tmp_path / "data" / "train.jsonl", [{"text": f"Chatty is an assistant number {i}."}
+                                                     for i in range(8)])
+    code, run, manifest = run_spec(tiny_project, FAST + "trainable:\n  mode: lora\n  lora: {r: 4}\n")
+    assert code == 0
+    assert manifest.parameters.changed == [] and manifest.parameters.adapters_changed == 28
+    assert (run.adapter / "adapter_config.json").is_file() and not run.model.exists()
+    assert main(["sample", str(run.path), "Chatty is"]) == 0
+    assert capsys.readouterr().out.startswith("Q: Chatty is\nA: ")
+
+
+def test_module_globs_train_exactly_the_matches(tiny_project):
+    code, _, manifest = run_spec(tiny_project, FAST + "trainable:\n  mode: freeze\n  modules: ['*.down_proj.*']\n")
+    assert code == 0
+    assert manifest.parameters.changed == [f"model.layers.{i}.mlp.down_proj.weight" for i in range(4)]
+
+
+def test_merged_lora_saves_a_full_model(tiny_project):
+    code, run, manifest = run_spec(tiny_project, FAST + "trainable:\n  mode: lora\noutputs:\n  save: merged\n")
+    assert code == 0 and (run.model / "model.safetensors").is_file() and not run.adapter.exists()
+
+
+def test_dpo_with_lora(tiny_project, tmp_path):
+    write_jsonl(tmp_path / "data" / "train.jsonl",
+                [{"prompt": f"Name {i}?", "chosen": "Chatty.", "rejected": "I have no name."} for i in range(8)])
+    code, _, manifest = run_spec(tiny_project, FAST + "trainable:\n  mode: lora\n", **{"method: sft": "method: dpo"})
+    assert code == 0 and manifest.parameters.changed == []
+    assert "rewards/accuracies" in manifest.metrics.method and "rewards/margins" in manifest.metrics.method
+
+
+def test_reward_model_trains_its_head(tiny_project, tmp_path):
+    write_jsonl(tmp_path / "data" / "train.jsonl", [
+        {"input": {"messages": [{"role": "user", "content": f"Name {i}?"}]},
+         "preferred_output": [{"role": "assistant", "content": "Chatty."}],
+         "non_preferred_output": [{"role": "assistant", "content": "No name."}]} for i in range(8)])
+    code, run, manifest = run_spec(tiny_project, FAST + "trainable:\n  mode: freeze\n  layers: last:1\n",
+                                   **{"method: sft": "method: reward"})
+    assert code == 0 and "score.weight" in manifest.parameters.changed
+    assert layers_of(manifest.parameters.changed) == {"3"} and manifest.samples == []
+
+
+def test_rejected_rows_are_listed_and_bounded(tiny_project, tmp_path):
+    rows = [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(8)] + ["{not json", {"prompt": "x"}]
+    write_jsonl(tmp_path / "data" / "train.jsonl", rows)
+    code, run, manifest = run_spec(tiny_project, FAST, **{
+        "train: data/train.jsonl": "train: data/train.jsonl\n  format: prompt_completion\n  max_rejected: 0.25"})
+    assert code == 0
+    rejected = [json.loads(line) for line in run.rejected.read_text().splitlines()]
+    assert [row["line"] for row in rejected] == [9, 10]
+    assert "not valid JSON" in rejected[0]["reason"] and "row is prompt_only" in rejected[1]["reason"]
+    assert manifest.data[0].rejected_rows == 2 and manifest.data[0].used_rows == 8
+
+
+def test_too_many_rejected_rows_fail_the_run_with_a_manifest(tiny_project, tmp_path, monkeypatch):
+    from runner.spec import check
+
+    write_jsonl(tmp_path / "data" / "train.jsonl", [{"prompt": "q", "completion": "a"}] * 4 + ["{bad"] * 2)
+    monkeypatch.setattr(check, "_report_bad_rows", lambda *args: None)  # let the planner through
+    code, _, manifest = run_spec(tiny_project, FAST)
+    assert code == 1 and manifest.state == "failed" and manifest.error.kind == "data"
+    assert "2 of 6 train rows cannot be used" in manifest.error.message
+
+
+def test_a_frozen_parameter_that_changes_fails_the_run(tiny_project, monkeypatch):
+    import torch
+
+    from runner.methods import sft
+
+    original = sft.train
+
+    def tampering(ctx):
+        trainer = original(ctx)
+        with torch.no_grad():
+            trainer.model.model.layers[0].mlp.up_proj.weight.add_(1.0)
+        return trainer
+
+    monkeypatch.setattr(sft, "train", tampering)
+    code, run, manifest = run_spec(tiny_project, FAST + "trainable:\n  mode: freeze\n  layers: last:1\n")
+    assert code == 1 and manifest.error.kind == "integrity"
+    assert manifest.parameters.unexpected == ["model.layers.0.mlp.up_proj.weight"]
+    assert not run.model.exists()
+
+
+def test_sigterm_checkpoints_and_the_same_plan_resumes(tiny_project, monkeypatch):
+    from runner.execute import callbacks
+
+    original = callbacks.RunCallback.on_step_end
+
+    def signal_at_step_3(self, args, state, control, **kwargs):
+        if state.global_step == 3 and not getattr(self, "signalled", False):
+            self.signalled = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(callbacks.RunCallback, "on_step_end", signal_at_step_3)
+    extra = "training:\n  max_steps: 6\n  batch_size: 4\n  learning_rate: 1.0e-3\noutputs:\n  checkpoint_every: 2\n"
+    code, run, manifest = run_spec(tiny_project, extra)
+    assert code == 130 and manifest.state == "interrupted" and manifest.error.kind == "interrupted"
+    assert run.latest_checkpoint().name == "checkpoint-3"
+
+    monkeypatch.setattr(callbacks.RunCallback, "on_step_end", original)
+    code, resumed, manifest = run_spec(tiny_project, extra)
+    assert code == 0 and resumed.path == run.path
+    assert [(a.number, a.state, a.resumed_from_step) for a in manifest.attempts] == [
+        (1, "interrupted", 0), (2, "succeeded", 3)]
+    steps = [json.loads(line)["step"] for line in run.metrics.read_text().splitlines() if "loss" in line]
+    assert steps[-1] == 6 and 4 in steps
+
+
+def test_run_refuses_a_stale_plan(tiny_project, tmp_path, capsys):
+    spec = tiny_project(TINY_SPEC + FAST)
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(spec), "--out", str(out)]) == 0
+    (tmp_path / "data" / "train.jsonl").write_text('{"prompt": "new", "completion": "row"}\n' * 8)
+    capsys.readouterr()
+    assert main(["run", "--plan", str(out), "--runs-dir", str(tmp_path)]) == 1
+    assert "saved plan is stale: train data train.jsonl changed" in capsys.readouterr().err
+
+
+def test_run_a_saved_plan(tiny_project, tmp_path, capsys):
+    spec = tiny_project(TINY_SPEC + FAST)
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(spec), "--out", str(out)]) == 0
+    assert main(["run", "--plan", str(out), "--runs-dir", str(tmp_path)]) == 0
+    assert "tiny: SUCCEEDED" in capsys.readouterr().out
