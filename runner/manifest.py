@@ -35,7 +35,8 @@ class Attempt(Record):
     number: int
     started_at: str
     finished_at: str | None = None
-    state: RunState = "running"
+    state: RunState | Literal["killed"] = "running"
+    """`killed`: the process vanished (kill -9, a reboot, the OOM killer) without recording an end."""
     resumed_from_step: int = 0
     """0 for a fresh start; else the checkpoint step it resumed from."""
     pid: int

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,8 +23,12 @@ def now() -> str:
 
 
 def plan_sha256(plan: Plan) -> str:
-    """The plan's identity without its creation time: the same inputs give the same hash."""
-    record = plan.model_dump(mode="json", exclude={"created_at"})
+    """What makes two plans the same run: the spec, every resolved setting, the trainable set, the
+    steps and the inputs. Not when it was made, nor the memory free at that moment, nor library
+    versions, so that running the same spec again after an interruption resumes it."""
+    record = plan.model_dump(mode="json", include={"name", "method", "spec", "resolved", "trainable", "steps",
+                                                   "inputs"})
+    record["inputs"].pop("versions")
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
@@ -79,6 +85,19 @@ def resumable_run(folder: Path, plan_hash: str) -> RunDirectory | None:
         if manifest and manifest.plan_sha256 == plan_hash and manifest.state != "succeeded":
             candidates.append(run)
     return max(candidates, key=lambda run: run.run_id, default=None)
+
+
+def process_alive(pid: int, host: str) -> bool:
+    """Whether the process that wrote an attempt still runs (only knowable on the same host)."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_run(folder: Path, plan_hash: str) -> RunDirectory:

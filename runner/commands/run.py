@@ -32,15 +32,15 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
                 print(text_report([error.result]))
                 return ExitCode.INVALID
             raise
-        if not quiet and not os.environ.get("RANK"):
+        if not quiet:
             print(render(plan, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
     spec_text = Path(plan.inputs.spec_path).read_text(encoding="utf-8")
 
-    from runner.execute.job import run_plan
+    from runner.execute.job import WORKER_RUN_DIR, run_plan
     from runner.rundir import RunDirectory
 
     code, run_dir = run_plan(plan, run_root=root, spec_text=spec_text)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if not os.environ.get(WORKER_RUN_DIR):  # the launching process reports, not its workers
         print(summary(RunDirectory(run_dir)))
     return code
 

@@ -33,6 +33,7 @@ def common(plan: Plan, run: RunDirectory) -> dict:
         use_cpu=cpu,
         optim="adamw_torch" if cpu else "adamw_torch_fused",
         ddp_backend="gloo" if cpu and plan.device.count > 1 else None,
+        ddp_find_unused_parameters=False,  # frozen parameters take no gradient; nothing is unused
         logging_steps=value("training.log_every"),
         logging_first_step=True,
         save_strategy="steps",

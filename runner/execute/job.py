@@ -39,7 +39,7 @@ from runner.manifest import (Artifact, Attempt, DataRecord, Environment, GitReco
                              Sample, Timings)
 from runner.plan.identity import versions
 from runner.plan.models import Plan
-from runner.rundir import RunDirectory, new_run, now, plan_sha256, resumable_run, runs_folder
+from runner.rundir import RunDirectory, new_run, now, plan_sha256, process_alive, resumable_run, runs_folder
 
 WORKER_RUN_DIR = "RUNNER_RUN_DIR"
 """Set for the worker processes of a multi-process run: the run directory they share."""
@@ -95,6 +95,12 @@ def _start(plan: Plan, run_root: Path, spec_text: str | None) -> tuple[RunDirect
         return run, run.read_manifest()
     run = resumable_run(folder, plan_hash) or new_run(folder, plan_hash)
     manifest = run.read_manifest()
+    if manifest is not None and manifest.attempts and manifest.attempts[-1].state == "running":
+        last = manifest.attempts[-1]
+        if process_alive(last.pid, last.host):
+            raise RunnerError(f"this plan is already running in {run.path} (pid {last.pid} on {last.host})",
+                              "wait for it, or stop it (SIGTERM checkpoints) and run again to resume")
+        last.state = "killed"
     checkpoint = run.latest_checkpoint()
     resumed_from = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
     if manifest is None:

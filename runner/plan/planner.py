@@ -349,9 +349,11 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
     per_device = steps.batch_size // device.count
     if spec.hardware.max_memory_gb is not None:
         budget, budget_source = int(spec.hardware.max_memory_gb * memory.GIB), "hardware.max_memory_gb"
-    else:
-        budget = int(device.memory_gb * memory.GIB)
-        budget_source = "GPU memory" if device.type == "cuda" else "available RAM"
+    elif device.type == "cuda":
+        budget, budget_source = int(device.memory_gb * memory.GIB), "GPU memory"
+    else:  # processes on one CPU share its memory
+        budget = int(device.memory_gb * memory.GIB / device.count)
+        budget_source = "available RAM" + (f" / {device.count} processes" if device.count > 1 else "")
     seq_len = min(max_length, _round_up(max(steps.tokens.max_tokens, 1), 8))
     generation = spec.ppo.response_length if spec.method == "ppo" else (
         spec.grpo.max_completion_length if spec.method == "grpo" else 0)

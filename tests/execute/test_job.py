@@ -189,3 +189,57 @@ def test_run_a_saved_plan(tiny_project, tmp_path, capsys):
     assert main(["plan", str(spec), "--out", str(out)]) == 0
     assert main(["run", "--plan", str(out), "--runs-dir", str(tmp_path)]) == 0
     assert "tiny: SUCCEEDED" in capsys.readouterr().out
+
+
+def test_two_processes_train_data_parallel_on_the_cpu(tiny_project, tmp_path, capsys):
+    spec = tiny_project(TINY_SPEC + "training:\n  max_steps: 3\n  batch_size: 8\n  learning_rate: 1.0e-3\n"
+                        "trainable:\n  mode: freeze\n  layers: last:1\nhardware:\n  device: cpu\n  gpus: 2\n")
+    assert main(["run", str(spec), "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("tiny: SUCCEEDED") == 1
+    (manifest_file,) = (tmp_path / "runs" / "tiny").glob("*/manifest.json")
+    manifest = Manifest.model_validate_json(manifest_file.read_text())
+    assert manifest.plan.device.count == 2 and manifest.metrics.steps == 3
+    assert layers_of(manifest.parameters.changed) == {"3"}
+    assert (manifest_file.parent / "events-rank1.jsonl").is_file()
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_project, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    spec = tiny_project(TINY_SPEC + "training:\n  max_steps: 200\n  batch_size: 4\n  learning_rate: 1.0e-3\n"
+                        "outputs:\n  checkpoint_every: 50\n")
+    command = [sys.executable, "-m", "runner", "run", str(spec), "--runs-dir", str(tmp_path), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "runs" / "tiny").glob("*/checkpoints/checkpoint-*/trainer_state.json")):
+        assert time.monotonic() < deadline and process.poll() is None, "no checkpoint before the deadline"
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    assert RunDirectory(run_dir).read_manifest().state == "running"
+
+    plan = make_plan(spec, run_root=tmp_path, machine=CPU)  # the same spec makes the same plan
+    code, resumed = run_plan(plan, run_root=tmp_path, spec_text=spec.read_text(), console=False)
+    manifest = RunDirectory(resumed).read_manifest()
+    assert code == 0 and resumed == run_dir
+    assert [a.state for a in manifest.attempts] == ["killed", "succeeded"]
+    assert manifest.attempts[1].resumed_from_step >= 50 and manifest.metrics.steps == 200
+
+
+def test_out_of_memory_fails_with_a_hint(tiny_project, monkeypatch):
+    import torch
+
+    from runner.methods import sft
+
+    def exhausted(ctx):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(sft, "train", exhausted)
+    code, run, manifest = run_spec(tiny_project, FAST)
+    assert code == 1 and manifest.state == "failed" and manifest.error.kind == "oom"
+    assert "micro_batch_size" in manifest.error.hint and "Tried to allocate" in manifest.error.message
+    assert manifest.attempts[-1].state == "failed" and manifest.finished_at is not None
