@@ -46,6 +46,10 @@ class Workload:
     """A separate frozen copy of the policy (dpo/ppo/grpo without LoRA)."""
     value_model: bool = False
     reward_model_parameters: int = 0
+    adapter_inputs: int = 0
+    """LoRA: per token, the summed input width of every adapted module (kept for the adapter's backward)."""
+    adapter_dropout: bool = False
+    """LoRA dropout makes a copy of each adapted module's input (and a mask)."""
 
 
 def estimate(facts: ModelFacts, work: Workload, budget_bytes: int, budget_source: str) -> MemoryEstimate:
@@ -80,13 +84,15 @@ def _items(facts: ModelFacts, work: Workload, checkpointing: bool) -> list[Memor
     sequences = work.micro_batch * work.generations_per_prompt * (2 if work.method in ("dpo", "reward") else 1)
     tokens = sequences * (work.seq_len + work.generation_tokens)
     kept = 0 if work.lowest_trained_layer is None else facts.num_layers - work.lowest_trained_layer
+    adapters = tokens * work.adapter_inputs * (act_bytes + 1) if work.adapter_dropout else 0
     per_block = _block_activation_elements(facts, work, tokens) * act_bytes
     if checkpointing and kept:
-        activations = kept * tokens * facts.hidden_size * act_bytes + per_block
+        activations = kept * tokens * facts.hidden_size * act_bytes + per_block + adapters // max(kept, 1)
         note = f"checkpointed: block inputs of {kept} blocks + one block recomputed"
     else:
-        activations = kept * per_block
+        activations = kept * per_block + adapters
         note = f"{kept} of {facts.num_layers} blocks keep activations for the backward pass"
+        note += "; LoRA dropout copies each adapted input" if adapters else ""
     items.append(MemoryItem(name="activations", bytes=activations, note=note))
     if work.method != "reward":
         logits = tokens * facts.vocab_size * (act_bytes + 8)

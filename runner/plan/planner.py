@@ -358,6 +358,7 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
     generation = spec.ppo.response_length if spec.method == "ppo" else (
         spec.grpo.max_completion_length if spec.method == "grpo" else 0)
     lora = trainable_plan.mode == "lora"
+    adapted = trainable_plan.lora.targets if lora else []
     base = memory.Workload(
         method=spec.method, mode=trainable_plan.mode, precision=precision, device=device.type, micro_batch=per_device,
         seq_len=seq_len, checkpointing=False, trainable_parameters=trainable_plan.trainable_parameters,
@@ -366,6 +367,8 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
                                                                          spec.grpo.beta > 0),
         value_model=spec.method == "ppo", reward_model_parameters=skeleton.facts.total_parameters
         if spec.method == "ppo" and spec.ppo.reward.model is not None else 0,
+        adapter_inputs=sum(skeleton.shapes[target + ".weight"][1] for target in adapted),
+        adapter_dropout=bool(lora and trainable_plan.lora.dropout > 0),
     )
     micro, checkpointing, rule = _fit_micro_batch(skeleton, base, spec, budget)
     settings.pick("training.micro_batch_size", spec.training.micro_batch_size, lambda: (micro, rule))
