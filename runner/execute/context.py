@@ -12,6 +12,20 @@ from runner.rundir import RunDirectory
 
 
 @dataclass
+class Trained:
+    """What a recipe hands back: the trained model and how far it got."""
+
+    model: object
+    steps: int
+    tokens_seen: int = 0
+
+    @classmethod
+    def of(cls, trainer) -> Trained:
+        """From a transformers Trainer (the TRL recipes)."""
+        return cls(trainer.model, trainer.state.global_step, trainer.state.num_input_tokens_seen or 0)
+
+
+@dataclass
 class Context:
     plan: Plan
     run: RunDirectory

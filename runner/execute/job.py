@@ -29,7 +29,7 @@ from runner.errors import ExitCode, RunnerError
 from runner.execute import card, loading
 from runner.execute import trainable as trained
 from runner.execute.callbacks import RunCallback
-from runner.execute.context import Context
+from runner.execute.context import Context, Trained
 from runner.execute.data import TooManyRejected, encoder_for, prepare, sample_prompts
 from runner.execute.events import EventLog, MetricsLog
 from runner.execute.samples import generate
@@ -188,9 +188,9 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
     callback = RunCallback(events, MetricsLog(run.metrics), stop, plan.steps.total_steps)
     recipe = importlib.import_module(f"runner.methods.{plan.method}")
     training_started = time.monotonic()
-    trainer = recipe.train(Context(plan, run, model, tokenizer, splits, callback, checkpoint))
+    result = recipe.train(Context(plan, run, model, tokenizer, splits, callback, checkpoint))
     manifest.timings.train_s = round(time.monotonic() - training_started, 2)
-    _record_metrics(manifest, trainer, callback, MetricsLog(run.metrics).read())
+    _record_metrics(manifest, result, callback, MetricsLog(run.metrics).read())
     if stop.is_set():
         manifest.error = RunError(kind="interrupted", message="stopped by a signal after writing a checkpoint",
                                   hint="run the same plan again to resume from the last checkpoint")
@@ -198,7 +198,7 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
     if not _is_rank_zero():
         return "succeeded"
 
-    model = trainer.model
+    model = result.model
     manifest.parameters = trained.compare(before, model, base, plan)
     events.event("parameters_compared", changed=len(manifest.parameters.changed),
                  unexpected=manifest.parameters.unexpected[:5], adapters_changed=manifest.parameters.adapters_changed)
@@ -232,16 +232,16 @@ def _record_data(plan: Plan, run: RunDirectory, manifest: Manifest, splits) -> N
                      for role, split in splits.items()]
 
 
-def _record_metrics(manifest: Manifest, trainer, callback: RunCallback, records: list[dict]) -> None:
+def _record_metrics(manifest: Manifest, result: Trained, callback: RunCallback, records: list[dict]) -> None:
     losses = [r["loss"] for r in records if "loss" in r]
     evals = [r["eval_loss"] for r in records if "eval_loss" in r]
-    last = next((r for r in reversed(records) if "loss" in r), {})
+    last = next((r for r in reversed(records) if "loss" in r or "objective/scores" in r), {})
     method = {key: value for key, value in last.items() if "/" in key and isinstance(value, (int, float))}
     manifest.metrics = Metrics(
-        steps=trainer.state.global_step, train_loss=losses[-1] if losses else None,
+        steps=result.steps, train_loss=losses[-1] if losses else None,
         first_loss=losses[0] if losses else None, eval_loss=evals[-1] if evals else None,
         tokens_per_second=round(callback.tokens_per_second, 1) if callback.tokens_per_second else None,
-        trained_tokens=trainer.state.num_input_tokens_seen or None, method=method)
+        trained_tokens=result.tokens_seen or None, method=method)
 
 
 def _artifacts(run: RunDirectory, folder: Path) -> list[Artifact]:

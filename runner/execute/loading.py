@@ -14,21 +14,22 @@ from pathlib import Path
 import torch
 
 from runner.plan import source
-from runner.plan.models import Plan
+from runner.plan.models import ModelIdentity, Plan
 from runner.plan.skeleton import model_class
 from runner.plan.source import ModelLocation
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def location_of(plan: Plan) -> ModelLocation:
-    """The model location recorded in the plan (no new lookup: the plan is what runs)."""
-    model = plan.inputs.base_model
+def location_of(plan: Plan, model: ModelIdentity | None = None) -> ModelLocation:
+    """Where a model recorded in the plan is (the base model unless another is named): no new
+    lookup, the plan is what runs."""
+    model = model or plan.inputs.base_model
     local = model.kind != "hub" or Path(model.location).is_absolute()  # a hub model is local once cached
     return ModelLocation(
         model.kind, model.reference, Path(model.location) if local else None,
         hub_id=model.reference if model.kind in ("hub", "offline_copy") else None, revision=model.revision,
-        trust_remote_code=bool(plan.spec["base_model"].get("trust_remote_code")),
+        trust_remote_code=model.trust_remote_code,
         job_run=Path(model.job_run) if model.job_run else None)
 
 

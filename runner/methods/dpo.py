@@ -10,10 +10,10 @@ from __future__ import annotations
 from trl import DPOConfig, DPOTrainer
 
 from runner.execute import arguments
-from runner.execute.context import Context
+from runner.execute.context import Context, Trained
 
 
-def train(ctx: Context) -> DPOTrainer:
+def train(ctx: Context) -> Trained:
     # --- setup ---
     value = ctx.plan.value
     config = DPOConfig(
@@ -35,4 +35,4 @@ def train(ctx: Context) -> DPOTrainer:
     ctx.console_is_ours(trainer)
     # --- train ---
     trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
-    return trainer
+    return Trained.of(trainer)

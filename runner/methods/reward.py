@@ -6,10 +6,10 @@ from __future__ import annotations
 from trl import RewardConfig, RewardTrainer
 
 from runner.execute import arguments
-from runner.execute.context import Context
+from runner.execute.context import Context, Trained
 
 
-def train(ctx: Context) -> RewardTrainer:
+def train(ctx: Context) -> Trained:
     # --- setup ---
     value = ctx.plan.value
     config = RewardConfig(
@@ -28,4 +28,4 @@ def train(ctx: Context) -> RewardTrainer:
     ctx.console_is_ours(trainer)
     # --- train ---
     trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
-    return trainer
+    return Trained.of(trainer)

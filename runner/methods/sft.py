@@ -9,10 +9,10 @@ from __future__ import annotations
 from trl import SFTConfig, SFTTrainer
 
 from runner.execute import arguments
-from runner.execute.context import Context
+from runner.execute.context import Context, Trained
 
 
-def train(ctx: Context) -> SFTTrainer:
+def train(ctx: Context) -> Trained:
     # --- setup ---
     config = SFTConfig(
         **arguments.common(ctx.plan, ctx.run),
@@ -32,4 +32,4 @@ def train(ctx: Context) -> SFTTrainer:
     ctx.console_is_ours(trainer)
     # --- train ---
     trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
-    return trainer
+    return Trained.of(trainer)

@@ -34,13 +34,15 @@ def versions() -> dict[str, str]:
     return found
 
 
-def inputs(spec_path: Path, checked: SpecResult, location: source.ModelLocation) -> Inputs:
+def inputs(spec_path: Path, checked: SpecResult, location: source.ModelLocation,
+           reward_location: source.ModelLocation | None = None) -> Inputs:
     data = [DataIdentity(role=role, path=str(report.path.resolve()), sha256=file_sha256(report.path),
                          rows=report.rows, usable_rows=report.usable, format=report.format,
                          variant=report.variant or "standard")
             for role, report in checked.data.items()]
     return Inputs(spec_path=str(spec_path.resolve()), spec_sha256=file_sha256(spec_path), data=data,
-                  base_model=source.identity(location), versions=versions())
+                  base_model=source.identity(location),
+                  reward_model=source.identity(reward_location) if reward_location else None, versions=versions())
 
 
 def check_fresh(plan: Plan, run_root: Path) -> None:
@@ -61,11 +63,13 @@ def check_fresh(plan: Plan, run_root: Path) -> None:
     if not changes:
         checked = check_spec(spec_path, check_inputs=False)
         if checked.spec is not None:
-            location = source.locate(checked.spec.base_model, spec_path.parent, run_root)
-            current = source.identity(location)
-            if current != recorded.base_model:
-                changes.append(f"the base model {recorded.base_model.reference} changed "
-                               f"({_model_difference(recorded.base_model, current)})")
+            models = [(checked.spec.base_model, recorded.base_model, "base model")]
+            if recorded.reward_model is not None:
+                models.append((checked.spec.method_section().reward.model, recorded.reward_model, "reward model"))
+            for spec_source, before, role in models:
+                current = source.identity(source.locate(spec_source, spec_path.parent, run_root))
+                if current != before:
+                    changes.append(f"the {role} {before.reference} changed ({_model_difference(before, current)})")
     if changes:
         raise StalePlanError("saved plan is stale: " + "; ".join(changes),
                              f"make a new plan: runner plan {spec_path}")

@@ -66,6 +66,8 @@ class ModelIdentity(Frozen):
     job_run: str | None = None
     """For {job: NAME}: the run directory whose output is used."""
     job_manifest_sha256: str | None = None
+    trust_remote_code: bool = False
+    """Whether the spec allows this model's own Python code to run."""
 
 
 class Inputs(Frozen):

@@ -78,6 +78,7 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
 
     device = _resolve_device(spec, machine, settings)
     location = source.locate(spec.base_model, folder, run_root)
+    reward_location = _reward_location(spec, folder, run_root)
     config = source.load_config(location)
     tokenizer = source.load_tokenizer(location)
     skeleton = build(config, spec.method)
@@ -103,13 +104,20 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
                                      "checkpoint_every": checkpoint_every})
     _record_method_settings(spec, settings)
 
-    inputs = identity.inputs(spec_path, checked, location)
+    inputs = identity.inputs(spec_path, checked, location, reward_location)
     return Plan(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
         resolved=settings.entries, device=device, model=skeleton.facts, trainable=trainable_plan,
         loss_mask=preview, steps=steps, memory=mem, inputs=inputs, training_path=_training_path(spec),
     )
+
+
+def _reward_location(spec: JobSpec, folder: Path, run_root: Path) -> source.ModelLocation | None:
+    if spec.method not in ("ppo", "grpo"):
+        return None
+    reward = spec.method_section().reward
+    return source.locate(reward.model, folder, run_root) if reward.model is not None else None
 
 
 # --- device -------------------------------------------------------------------------------------
@@ -122,6 +130,8 @@ def _resolve_device(spec: JobSpec, machine: Machine, settings: Settings) -> Devi
         raise PlanError("hardware.device is cuda, but no GPU is visible", "use device: auto or cpu")
     count = settings.pick("hardware.gpus", hardware.gpus, lambda: (
         (machine.cuda_devices, "every visible GPU") if kind == "cuda" else (1, "one process on the CPU")))
+    if spec.method == "ppo" and count > 1:
+        raise PlanError("runner's PPO trainer runs on one device", "set hardware.gpus: 1")
     if kind == "cuda" and count > machine.cuda_devices:
         raise PlanError(f"hardware.gpus is {count}, but {machine.cuda_devices} GPU(s) are visible",
                         f"use gpus: {machine.cuda_devices} or auto")
@@ -315,6 +325,9 @@ def _steps(spec: JobSpec, settings: Settings, device: DeviceFacts, usable_rows: 
         raise PlanError(f"training.batch_size {batch} is not a multiple of the {device.count} devices")
     units = rows * group if spec.method == "grpo" else rows
     steps_per_epoch = max(1, math.ceil(units / batch))
+    if spec.method == "ppo" and spec.ppo.total_episodes is not None and training.max_steps is None:
+        settings.given("ppo.total_episodes", spec.ppo.total_episodes)
+        training = training.model_copy(update={"max_steps": math.ceil(spec.ppo.total_episodes / batch)})
     if training.max_steps is not None:
         settings.given("training.max_steps", training.max_steps)
         epochs = settings.auto("training.epochs", round(training.max_steps / steps_per_epoch, 3),
@@ -365,7 +378,7 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
         lowest_trained_layer=trainable_plan.lowest_trained_layer, generation_tokens=generation,
         reference_model=spec.method in ("dpo", "ppo") and not lora or (spec.method == "grpo" and not lora and
                                                                          spec.grpo.beta > 0),
-        value_model=spec.method == "ppo", reward_model_parameters=skeleton.facts.total_parameters
+        value_model=spec.method == "ppo" and _value_model(spec) == "separate", reward_model_parameters=skeleton.facts.total_parameters
         if spec.method == "ppo" and spec.ppo.reward.model is not None else 0,
         adapter_inputs=sum(skeleton.shapes[target + ".weight"][1] for target in adapted),
         adapter_dropout=bool(lora and trainable_plan.lora.dropout > 0),
@@ -373,10 +386,11 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
     micro, checkpointing, rule = _fit_micro_batch(skeleton, base, spec, budget)
     settings.pick("training.micro_batch_size", spec.training.micro_batch_size, lambda: (micro, rule))
     micro = settings.entries["training.micro_batch_size"].value
-    if per_device % micro:
-        raise PlanError(f"micro_batch_size {micro} does not divide the per-device batch {per_device}")
-    settings.auto("training.gradient_accumulation", per_device // micro,
-                  f"per-device batch {per_device} / micro-batch {micro}")
+    unit = per_device // (spec.ppo.num_mini_batches if spec.method == "ppo" else 1)
+    if unit % micro:
+        raise PlanError(f"micro_batch_size {micro} does not divide the {'minibatch' if spec.method == 'ppo' else 'per-device batch'} {unit}")
+    settings.auto("training.gradient_accumulation", unit // micro,
+                  f"{'minibatch' if spec.method == 'ppo' else 'per-device batch'} {unit} / micro-batch {micro}")
     checkpointing = settings.pick("hardware.gradient_checkpointing", spec.hardware.gradient_checkpointing,
                                   lambda: (checkpointing, "on: needed to fit" if checkpointing
                                            else "off: fits without (recomputing costs a third more compute)"))
@@ -392,7 +406,7 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
 
 
 def _fit_micro_batch(skeleton: Skeleton, base: memory.Workload, spec: JobSpec, budget: int):
-    per_device = base.micro_batch
+    per_device = base.micro_batch // (spec.ppo.num_mini_batches if spec.method == "ppo" else 1)
     divisors = [d for d in range(per_device, 0, -1) if per_device % d == 0]
     allow_off = spec.hardware.gradient_checkpointing in ("auto", False)
     allow_on = spec.hardware.gradient_checkpointing in ("auto", True)
@@ -434,7 +448,17 @@ def _record_method_settings(spec: JobSpec, settings: Settings) -> None:
             raise PlanError("sft.packing: true is not available yet", "use packing: auto or false")
         return
     for key, value in section.model_dump(mode="json").items():
-        settings.given(f"{spec.method}.{key}", value)
+        if key == "value_model":
+            settings.pick("ppo.value_model", value, lambda: (
+                _value_model(spec), "LoRA: a second adapter on the shared base" if spec.trainable.mode == "lora"
+                else "a separate model, started from the reward model when there is one"))
+        elif f"{spec.method}.{key}" not in settings.entries:
+            settings.given(f"{spec.method}.{key}", value)
+
+
+def _value_model(spec: JobSpec) -> str:
+    chosen = spec.ppo.value_model
+    return chosen if chosen != "auto" else ("shared" if spec.trainable.mode == "lora" else "separate")
 
 
 def _training_path(spec: JobSpec) -> str:

@@ -124,7 +124,7 @@ def identity(location: ModelLocation) -> ModelIdentity:
                          location=str(location.path or location.hub_id), revision=location.revision,
                          files=sorted(files, key=lambda f: f.path),
                          job_run=str(location.job_run) if location.job_run else None,
-                         job_manifest_sha256=manifest_hash)
+                         job_manifest_sha256=manifest_hash, trust_remote_code=location.trust_remote_code)
 
 
 def _file_identity(path: Path, root: Path) -> FileIdentity:

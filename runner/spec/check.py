@@ -5,6 +5,7 @@ Every problem is collected; nothing stops at the first one.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from dataclasses import dataclass, field
@@ -74,6 +75,9 @@ def check_spec(path: Path, *, check_inputs: bool = True) -> SpecResult:
         source = view.sections.get("base_model")
         if source is not None:
             result.model = _check_model(report, path.parent, source, view.sections.get("trainable"), view.method)
+
+    if check_inputs and view.method in ("ppo", "grpo") and view.method in view.sections:
+        _check_reward_source(report, path.parent, view.method, view.sections[view.method].reward)
 
     result.diagnostics.sort(key=lambda d: (d.file != document.file, sort_key(d)))  # the spec's own first
     result.spec = spec if not result.errors else None
@@ -154,6 +158,22 @@ def _check_model(report: _Reporter, folder: Path, source: ModelSource, trainable
     if trainable_spec is not None:
         _check_selection(report, facts, trainable_spec, trainable.NEW_HEADS.get(method or "", ()))
     return facts
+
+
+def _check_reward_source(report: _Reporter, folder: Path, method: str, reward) -> None:
+    if reward.model is not None and reward.model.job is not None:
+        try:
+            jobs.find_job_spec(folder, reward.model.job)
+        except RunnerError as error:
+            report.add("error", (method, "reward", "model", "job"), error.message, error.hint)
+    if reward.function is not None:
+        module = reward.function.split(":")[0]
+        relative = Path(*module.split("."))
+        beside = (folder / relative).with_suffix(".py").is_file() or (folder / relative / "__init__.py").is_file()
+        if not beside and importlib.util.find_spec(module.split(".")[0]) is None:
+            report.add("error", (method, "reward", "function"),
+                       f"module '{module}' is neither beside the spec ({relative}.py) nor installed",
+                       "put the module next to the spec file, or install the package that has it")
 
 
 def _check_selection(report: _Reporter, facts: modelinfo.ModelFacts, spec: TrainableSpec,

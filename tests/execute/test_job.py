@@ -135,10 +135,10 @@ def test_a_frozen_parameter_that_changes_fails_the_run(tiny_project, monkeypatch
     original = sft.train
 
     def tampering(ctx):
-        trainer = original(ctx)
+        result = original(ctx)
         with torch.no_grad():
-            trainer.model.model.layers[0].mlp.up_proj.weight.add_(1.0)
-        return trainer
+            result.model.model.layers[0].mlp.up_proj.weight.add_(1.0)
+        return result
 
     monkeypatch.setattr(sft, "train", tampering)
     code, run, manifest = run_spec(tiny_project, FAST + "trainable:\n  mode: freeze\n  layers: last:1\n")

@@ -171,3 +171,16 @@ def test_reward_head_is_trained_without_being_named(project, tmp_path):
     write_jsonl(tmp_path / "data" / "train.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}] * 4)
     spec = BASE_SPEC.replace("method: sft", "method: reward") + "trainable:\n  mode: freeze\n  layers: last:1\n"
     assert check_spec(project(spec)).errors == []
+
+
+def test_reward_function_module_must_exist(project, tmp_path):
+    spec = BASE_SPEC.replace("method: sft", "method: grpo") + "grpo:\n  reward: {function: 'scoring:score'}\n"
+    error = find(project(spec), "grpo.reward.function")
+    assert "module 'scoring' is neither beside the spec" in error.summary
+    (tmp_path / "scoring.py").write_text("def score(prompts, completions):\n    return [0.0] * len(prompts)\n")
+    assert check_spec(project(spec)).errors == []
+
+
+def test_reward_model_job_must_exist(project):
+    spec = BASE_SPEC.replace("method: sft", "method: ppo") + "ppo:\n  reward: {model: {job: my-rm}}\n"
+    assert "no spec named 'my-rm'" in find(project(spec), "ppo.reward.model.job").summary
