@@ -26,7 +26,8 @@ class RunCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         now = time.monotonic()
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4),
+                  "elapsed_s": round(now - self.started, 3)}
         tokens = state.num_input_tokens_seen or 0
         if "loss" in logs and now > self.last_time and tokens > self.last_tokens:
             self.tokens_per_second = (tokens - self.last_tokens) / (now - self.last_time)

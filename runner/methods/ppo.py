@@ -275,7 +275,7 @@ def load_reward_function(reference: str, spec_folder: Path):
 
 def disable_dropout(*models) -> None:
     for model in models:
-        for module in model.modules():
+        for module in model.modules() if model is not None else ():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
 

@@ -1,0 +1,76 @@
+"""PPO and GRPO jobs end to end on a tiny Llama, and specs that build on other specs."""
+
+import json
+
+import pytest
+
+from runner.errors import RunnerError
+from runner.plan.planner import make_plan
+from tests.conftest import TINY_SPEC, write_jsonl
+from tests.execute.test_job import run_spec
+from tests.plan.test_planner import CPU
+
+REWARDS = "def score(prompts, completions):\n    return [float(len(c)) / 10 for c in completions]\n"
+QUICK = "training:\n  max_steps: 2\n  batch_size: 8\n  learning_rate: 1.0e-3\n"
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    write_jsonl(tmp_path / "data" / "prompts.jsonl", [{"prompt": f"What is your name? {i}"} for i in range(8)])
+    (tmp_path / "scoring.py").write_text(REWARDS)
+
+
+def test_ppo_with_a_reward_function(tiny_project, tmp_path, prompts):
+    code, run, manifest = run_spec(
+        tiny_project, QUICK + "ppo:\n  reward: {function: 'scoring:score'}\n  response_length: 6\n",
+        **{"method: sft": "method: ppo", "data/train.jsonl": "data/prompts.jsonl"})
+    assert code == 0, manifest.error
+    records = [json.loads(line) for line in run.metrics.read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    for key in ("objective/kl", "objective/scores", "objective/entropy", "policy/clipfrac_avg", "val/clipfrac_avg",
+                "val/eos_rate", "val/response_length", "time/generation_s", "time/training_s", "loss/policy_avg"):
+        assert key in records[0], key
+    assert records[0]["objective/kl"] == 0.0
+    assert manifest.plan.value("ppo.value_model") == "separate" and manifest.plan.loss_mask.generation_tokens == 6
+    assert set(manifest.parameters.changed) == set(manifest.plan.trainable.trained)
+
+
+def test_grpo_with_a_reward_function(tiny_project, tmp_path, prompts):
+    code, _, manifest = run_spec(
+        tiny_project, QUICK + "trainable:\n  mode: lora\ngrpo:\n  reward: {function: 'scoring:score'}\n"
+                              "  num_generations: 4\n  max_completion_length: 6\n",
+        **{"method: sft": "method: grpo", "data/train.jsonl": "data/prompts.jsonl"})
+    assert code == 0, manifest.error
+    assert manifest.parameters.changed == [] and manifest.parameters.adapters_changed > 0
+
+
+def test_sft_reward_ppo_chain_through_job_references(tiny_project, tmp_path, prompts):
+    write_jsonl(tmp_path / "data" / "pairs.jsonl",
+                [{"prompt": f"Name {i}?", "chosen": "Chatty.", "rejected": "No name."} for i in range(8)])
+    sft = TINY_SPEC.replace("name: tiny", "name: stage-sft") + QUICK
+    tiny_project(sft, name="sft.yaml")
+    reward = (TINY_SPEC.replace("name: tiny", "name: stage-rm").replace("method: sft", "method: reward")
+              .replace("data/train.jsonl", "data/pairs.jsonl") + QUICK)
+    tiny_project(reward, name="rm.yaml")
+    ppo = (TINY_SPEC.replace("name: tiny", "name: stage-ppo").replace("method: sft", "method: ppo")
+           .replace("./model", "{job: stage-sft}").replace("data/train.jsonl", "data/prompts.jsonl")
+           + QUICK + "trainable:\n  mode: lora\nppo:\n  reward: {model: {job: stage-rm}}\n  response_length: 6\n")
+    ppo_path = tiny_project(ppo, name="ppo.yaml")
+    with pytest.raises(RunnerError, match="'stage-sft' has no succeeded run"):
+        make_plan(ppo_path, run_root=tmp_path, machine=CPU)
+
+    for name in ("sft.yaml", "rm.yaml"):
+        from runner.execute.job import run_plan
+
+        plan = make_plan(tmp_path / name, run_root=tmp_path, machine=CPU)
+        assert run_plan(plan, run_root=tmp_path, console=False)[0] == 0
+
+    plan = make_plan(ppo_path, run_root=tmp_path, machine=CPU)
+    base, reward_model = plan.inputs.base_model, plan.inputs.reward_model
+    assert base.kind == "job" and "stage-sft" in base.job_run and len(base.job_manifest_sha256) == 64
+    assert reward_model.kind == "job" and "stage-rm" in reward_model.job_run
+    assert plan.value("ppo.value_model") == "shared"
+    from runner.execute.job import run_plan
+
+    code, run_dir = run_plan(plan, run_root=tmp_path, console=False)
+    assert code == 0
