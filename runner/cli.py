@@ -40,10 +40,38 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("prompts", nargs="+", metavar="PROMPT")
     sample.add_argument("--max-new-tokens", type=int, default=64)
 
+    watch = commands.add_parser("watch", help="run the specs dropped into a folder (daemon)",
+                                description="Watch a folder of specs and run each new or changed one exactly once.")
+    watch.add_argument("folder", metavar="DIR")
+    _state_dir(watch)
+    watch.add_argument("--runs-dir", help="run root for the jobs (default: the state dir)")
+    watch.add_argument("--settle", type=float, default=0.5, help="seconds a file must stay unchanged (default 0.5)")
+    watch.add_argument("--rescan", type=float, default=30.0, help="seconds between full rescans (default 30)")
+    watch.add_argument("--poll", action="store_true", help="poll instead of inotify (network filesystems)")
+    watch.add_argument("--max-attempts", type=int, default=3, help="starts of one job at most (default 3)")
+    watch.add_argument("--job-timeout", type=float, help="seconds a job may run before it is stopped")
+    watch.add_argument("--runner-command", help="command that starts runner children (default: this python -m runner)")
+
+    status = commands.add_parser("status", help="queued, running and recent jobs of the daemon")
+    _state_dir(status)
+    status.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
+    for name, text in (("cancel", "cancel a queued or running job"), ("retry", "run a failed or cancelled job again")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("name", metavar="NAME", help="the spec's name (or its path)")
+        _state_dir(command)
+    logs = commands.add_parser("logs", help="a job's output")
+    logs.add_argument("name", metavar="NAME")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    _state_dir(logs)
+
     schema = commands.add_parser("schema", help="write the JSON Schemas from the models")
     schema.add_argument("--dir", default="schemas", help="folder to write into (default: schemas)")
     schema.add_argument("--check", action="store_true", help="only report stale schemas (exit 1)")
     return parser
+
+
+def _state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", help="the daemon's state (default: $RUNNER_STATE_DIR or ~/.local/state/runner)")
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -63,6 +91,28 @@ def dispatch(args: argparse.Namespace) -> int:
         from runner.commands.sample import sample
 
         return sample(args.run_dir, args.prompts, args.max_new_tokens)
+    if args.command == "watch":
+        from runner.commands.watch import watch
+
+        return watch(args.folder, args.state_dir, args.runs_dir, settle=args.settle, rescan=args.rescan,
+                     poll=args.poll, max_attempts=args.max_attempts, job_timeout=args.job_timeout,
+                     runner_command=args.runner_command)
+    if args.command == "status":
+        from runner.commands.status import status
+
+        return status(args.state_dir, args.output_format)
+    if args.command == "cancel":
+        from runner.commands.cancel import cancel
+
+        return cancel(args.name, args.state_dir)
+    if args.command == "retry":
+        from runner.commands.retry import retry
+
+        return retry(args.name, args.state_dir)
+    if args.command == "logs":
+        from runner.commands.logs import logs
+
+        return logs(args.name, args.state_dir, args.follow)
     if args.command == "schema":
         from runner.commands.schema import write_schemas
 
@@ -82,3 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:  # `runner status | head`: the reader left; nothing is wrong
+        sys.stderr.close()
+        return int(ExitCode.OK)

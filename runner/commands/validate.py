@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
 from runner.errors import ExitCode, UsageError
 from runner.spec.check import SpecResult, check_spec, display_path
-from runner.spec.jobs import SPEC_SUFFIXES
+from runner.spec.jobs import SPEC_SUFFIXES, looks_like_spec
 
 _SKIPPED_FOLDERS = {"runs", "node_modules", "__pycache__", "site-packages"}
-_LOOKS_LIKE_SPEC = re.compile(r"^(version|method)\s*:", re.MULTILINE)
 
 
 def validate(paths: list[str], output_format: str = "text") -> int:
@@ -48,7 +46,7 @@ def _specs_under(folder: Path) -> list[Path]:
         folders[:] = sorted(f for f in folders if not f.startswith(".") and f not in _SKIPPED_FOLDERS)
         for name in sorted(files):
             path = Path(root) / name
-            if path.suffix in SPEC_SUFFIXES and _LOOKS_LIKE_SPEC.search(_head(path)):
+            if path.suffix in SPEC_SUFFIXES and looks_like_spec(_head(path)):
                 specs.append(path)
     return specs
 

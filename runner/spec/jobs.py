@@ -8,7 +8,13 @@ from pathlib import Path
 from runner.errors import RunnerError
 
 SPEC_SUFFIXES = (".yaml", ".yml")
+_LOOKS_LIKE_SPEC = re.compile(r"^(version|method)\s*:", re.MULTILINE)
 _NAME_LINE = re.compile(r"""^name:\s*["']?([a-z0-9][a-z0-9-]*)["']?\s*(?:#.*)?$""", re.MULTILINE)
+
+
+def looks_like_spec(text: str) -> bool:
+    """A YAML file is taken for a spec when it has a top-level `version:` or `method:` key."""
+    return bool(_LOOKS_LIKE_SPEC.search(text))
 
 
 def spec_name(path: Path) -> str | None:

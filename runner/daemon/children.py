@@ -1,0 +1,95 @@
+"""Child processes: one process group per job, so a crash, an OOM kill or a segfault ends one
+job and never the daemon; and the facts needed to recognise a child after a daemon restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.daemon.store import Failure, State
+from runner.manifest import Manifest
+
+LOG_TAIL_LINES = 12
+
+
+def runner_command() -> list[str]:
+    """How the daemon starts runner: the same interpreter, so children see the same install."""
+    return [sys.executable, "-m", "runner"]
+
+
+@dataclass
+class Child:
+    job_id: int
+    stage: str
+    """plan | run"""
+    pid: int
+    process: subprocess.Popen | None = None
+    """None for a child adopted after a daemon restart (not ours to wait on)."""
+    started: float = field(default_factory=time.monotonic)
+    log_path: Path | None = None
+    stop_sent: float | None = None
+    run_dir_known: bool = False
+
+    def exit_code(self) -> int | None:
+        """The exit status once it ended; for an adopted child, -1 (unknown) once it is gone."""
+        if self.process is not None:
+            return self.process.poll()
+        return None if process_start_time(self.pid) is not None else -1
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.killpg(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def launch(job_id: int, stage: str, command: list[str], log_path: Path, env: dict[str, str]) -> Child:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, env=env)
+    return Child(job_id, stage, process.pid, process, log_path=log_path)
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of a process (clock ticks since boot): with the pid, it tells a
+    live child from an unrelated process that reused the pid after a reboot or a long time."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return fields[19] if fields[0] not in ("Z", "X") else None
+    except (OSError, IndexError):
+        return None
+
+
+def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
+    if path is None or not path.is_file():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 16384))
+        text = handle.read().decode("utf-8", errors="replace")
+    kept = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def run_outcome(exit_code: int, manifest: Manifest | None, log_path: Path | None) -> tuple[State, str | None, str]:
+    """(state, failure kind, reason) of a finished run child."""
+    if manifest is not None and manifest.state == "succeeded" and exit_code in (0, -1):
+        return State.SUCCEEDED, None, "succeeded"
+    if manifest is not None and manifest.error is not None and manifest.state == "failed":
+        kind = {"oom": Failure.OOM, "plan": Failure.PLAN, "stale": Failure.PLAN}.get(manifest.error.kind,
+                                                                                      Failure.RUNTIME)
+        return State.FAILED, kind.value, manifest.error.message
+    if exit_code < -1:
+        name = signal.Signals(-exit_code).name
+        if -exit_code == signal.SIGKILL:
+            return State.FAILED, Failure.KILLED.value, "killed by SIGKILL (the kernel's OOM killer, or kill -9)"
+        return State.FAILED, Failure.RUNTIME.value, f"crashed with {name}"
+    tail = log_tail(log_path, 3)
+    return State.FAILED, Failure.RUNTIME.value, f"exited with code {exit_code}" + (f": {tail}" if tail else "")
