@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     _state_dir(watch)
     watch.add_argument("--runs-dir", help="run root for the jobs (default: the state dir)")
     watch.add_argument("--settle", type=float, default=0.5, help="seconds a file must stay unchanged (default 0.5)")
+    watch.add_argument("--invalid-grace", type=float, default=5.0,
+                       help="seconds an invalid spec may still change before it is recorded invalid (default 5)")
     watch.add_argument("--rescan", type=float, default=30.0, help="seconds between full rescans (default 30)")
     watch.add_argument("--poll", action="store_true", help="poll instead of inotify (network filesystems)")
     watch.add_argument("--max-attempts", type=int, default=3, help="starts of one job at most (default 3)")
@@ -94,7 +96,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "watch":
         from runner.commands.watch import watch
 
-        return watch(args.folder, args.state_dir, args.runs_dir, settle=args.settle, rescan=args.rescan,
+        return watch(args.folder, args.state_dir, args.runs_dir, settle=args.settle,
+                     invalid_grace=args.invalid_grace, rescan=args.rescan,
                      poll=args.poll, max_attempts=args.max_attempts, job_timeout=args.job_timeout,
                      runner_command=args.runner_command)
     if args.command == "status":

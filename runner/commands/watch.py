@@ -10,7 +10,8 @@ from pathlib import Path
 from runner.errors import RunnerError, UsageError
 
 
-def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: float, rescan: float, poll: bool,
+def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: float, invalid_grace: float,
+          rescan: float, poll: bool,
           max_attempts: int, job_timeout: float | None, runner_command: str | None) -> int:
     from runner.daemon.paths import runs_directory, state_directory
     from runner.daemon.store import Store
@@ -29,6 +30,7 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
                           "stop it first, or give this one its own --state-dir") from None
     log_file = open(state / "daemon.jsonl", "a", buffering=1)
     supervisor = Supervisor(watched, Store(state), state, runs_directory(runs_dir, state), settle=settle,
+                            invalid_grace=invalid_grace,
                             rescan=rescan, poll=poll, max_attempts=max_attempts, job_timeout=job_timeout,
                             command=shlex.split(runner_command) if runner_command else None,
                             log_file=_Tee(log_file, sys.stdout))

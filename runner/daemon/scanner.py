@@ -25,6 +25,8 @@ class SpecFile:
     path: str
     sha256: str
     content: bytes
+    stable_for: float
+    """Seconds its size and mtime have not changed."""
 
 
 class Scanner:
@@ -51,7 +53,8 @@ class Scanner:
                 self._seen[key] = (*signature, now)
                 wait = self.settle if wait is None else min(wait, self.settle)
                 continue
-            remaining = self.settle - (now - previous[2])
+            stable_for = now - previous[2]
+            remaining = self.settle - stable_for
             if remaining > 0:
                 wait = remaining if wait is None else min(wait, remaining)
                 continue
@@ -61,7 +64,7 @@ class Scanner:
                 continue
             if not looks_like_spec(content[:65536].decode("utf-8", errors="replace")):
                 continue
-            settled.append(SpecFile(key, hashlib.sha256(content).hexdigest(), content))
+            settled.append(SpecFile(key, hashlib.sha256(content).hexdigest(), content, stable_for))
         for gone in set(self._seen) - present:
             del self._seen[gone]
         return settled, present, wait

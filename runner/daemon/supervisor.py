@@ -41,10 +41,11 @@ BUSY_POLL_SECONDS = 0.5
 
 class Supervisor:
     def __init__(self, folder: Path, store: Store, state_dir: Path, runs_dir: Path, *, settle: float = 0.5,
-                 rescan: float = 30.0, poll: bool = False, max_attempts: int = 3, job_timeout: float | None = None,
+                 invalid_grace: float = 5.0, rescan: float = 30.0, poll: bool = False, max_attempts: int = 3, job_timeout: float | None = None,
                  command: list[str] | None = None, devices: Devices | None = None, log_file=None) -> None:
         self.folder, self.store, self.state_dir, self.runs_dir = folder.resolve(), store, state_dir, runs_dir
         self.scanner = Scanner(folder, settle)
+        self.invalid_grace = invalid_grace
         self.rescan, self.poll, self.max_attempts, self.job_timeout = rescan, poll, max_attempts, job_timeout
         self.command = command or children.runner_command()
         self.devices = devices if devices is not None else Devices.detect()
@@ -93,15 +94,22 @@ class Supervisor:
         files, present, wait = self.scanner.scan()
         for spec in files:
             if self.store.find(spec.path, spec.sha256) is None:
-                self.admit(spec)
+                retry_in = self.admit(spec)
+                if retry_in is not None:
+                    wait = retry_in if wait is None else min(wait, retry_in)
         for job in self.store.jobs(State.QUEUED, State.INVALID):
             if job.path not in present and job.path.startswith(str(self.folder)):
                 if job.state == State.QUEUED and job.id not in self.children:
                     self._finish(job, State.CANCELLED, None, "the spec file was deleted", expect=State.QUEUED)
         return wait
 
-    def admit(self, spec: SpecFile) -> None:
+    def admit(self, spec: SpecFile) -> float | None:
+        """Queue a settled spec, or record it as invalid. An invalid one is given `invalid_grace`
+        seconds more first: a spec written in parts is usually invalid until the last part lands.
+        Returns the seconds to wait when it is deferred."""
         checked = check_spec(Path(spec.path))
+        if checked.errors and spec.stable_for < self.invalid_grace:
+            return self.invalid_grace - spec.stable_for
         for older in self.store.jobs(State.QUEUED):
             if older.path == spec.path and older.id not in self.children:
                 self._finish(older, State.CANCELLED, None, "superseded: the spec changed", expect=State.QUEUED)
@@ -110,7 +118,7 @@ class Supervisor:
             job = self.store.add(spec.path, spec.sha256, None, State.INVALID, diagnostics=diagnostics,
                                  reason=f"{len(checked.errors)} error(s), the first: {_where(checked.errors[0])}")
             self.log.msg("job_invalid", job=job.id, path=spec.path, errors=len(checked.errors))
-            return
+            return None
         depends = [checked.spec.base_model.job] if checked.spec.base_model.job else []
         section = checked.spec.method_section()
         reward = getattr(section, "reward", None)
@@ -119,6 +127,7 @@ class Supervisor:
         job = self.store.add(spec.path, spec.sha256, checked.spec.name, State.QUEUED, depends_on=depends,
                              reason="waiting to be planned")
         self.log.msg("job_queued", job=job.id, name=job.name, path=spec.path, depends_on=depends)
+        return None
 
     # --- actual state: children ---------------------------------------------------------------------
 
@@ -155,17 +164,18 @@ class Supervisor:
     def _ran(self, job: Job, code: int, child: Child) -> None:
         run = self._run_directory(job)
         manifest = run.read_manifest() if run else None
+        recorded = manifest is not None and manifest.state in ("succeeded", "failed")
         if job.cancel_requested:
             self._finish(job, State.CANCELLED, None, "cancelled while running", run=run)
-        elif self.stopping and manifest is not None and manifest.state == "interrupted":
-            self.store.update(job.id, state=State.RECOVERING, pid=None, run_dir=str(run.path),
+        elif not recorded and self.stopping:
+            self.store.update(job.id, state=State.RECOVERING, pid=None, run_dir=str(run.path) if run else None,
                               reason="the daemon stopped; the run resumes from its checkpoint at the next start")
             self.log.msg("job_paused", job=job.id, name=job.name)
-        elif code == -1 and (manifest is None or manifest.state == "running"):
-            self._vanished(job, "its process vanished without recording an end")
-        elif child.stop_sent is not None and not self.stopping:
+        elif not recorded and child.stop_sent is not None:
             self._finish(job, State.FAILED, Failure.TIMEOUT.value,
                          f"ran longer than the job timeout ({self.job_timeout:.0f} s)", run=run)
+        elif not recorded and code == -1:
+            self._vanished(job, "its process vanished without recording an end")
         else:
             state, failure, reason = children.run_outcome(code, manifest, child.log_path)
             self._finish(job, state, failure, reason, run=run, manifest=manifest)
