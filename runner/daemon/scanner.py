@@ -35,6 +35,8 @@ class Scanner:
         self.settle = settle
         self._seen: dict[str, tuple[int, int, float]] = {}
         """path -> (size, mtime_ns, monotonic time first seen with them)"""
+        self._read: dict[str, tuple[tuple[int, int], SpecFile | None]] = {}
+        """path -> (the signature it had when read, what was read); a settled file is read once"""
 
     def scan(self) -> tuple[list[SpecFile], set[str], float | None]:
         """(settled spec files, every spec path present, seconds until a pending file may settle)."""
@@ -58,16 +60,26 @@ class Scanner:
             if remaining > 0:
                 wait = remaining if wait is None else min(wait, remaining)
                 continue
-            try:
-                content = path.read_bytes()
-            except OSError:
-                continue
-            if not looks_like_spec(content[:65536].decode("utf-8", errors="replace")):
-                continue
-            settled.append(SpecFile(key, hashlib.sha256(content).hexdigest(), content, stable_for))
+            cached = self._read.get(key)
+            if cached is None or cached[0] != signature:
+                cached = (signature, self._read_spec(path, key))
+                self._read[key] = cached
+            if cached[1] is not None:
+                settled.append(SpecFile(cached[1].path, cached[1].sha256, cached[1].content, stable_for))
         for gone in set(self._seen) - present:
             del self._seen[gone]
+            self._read.pop(gone, None)
         return settled, present, wait
+
+    @staticmethod
+    def _read_spec(path: Path, key: str) -> SpecFile | None:
+        try:
+            content = path.read_bytes()
+        except OSError:
+            return None
+        if not looks_like_spec(content[:65536].decode("utf-8", errors="replace")):
+            return None
+        return SpecFile(key, hashlib.sha256(content).hexdigest(), content, 0.0)
 
     def _candidates(self):
         for root, folders, files in os.walk(self.folder):

@@ -311,7 +311,9 @@ class Supervisor:
 
         class Wake(FileSystemEventHandler):
             def on_any_event(self, event):
-                wake.set()
+                # Reads (ours too: the scan opens specs) raise open/close events; only changes matter.
+                if event.event_type in ("created", "modified", "deleted", "moved", "closed"):
+                    wake.set()
 
         observer = PollingObserver(timeout=1.0) if self.poll else Observer()
         observer.schedule(Wake(), str(self.folder), recursive=True)
