@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.util
 import json
 import random
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,13 +260,18 @@ class Scorer:
 
 
 def load_reward_function(reference: str, spec_folder: Path):
-    """`module:function`, importable from the spec's folder (this runs that code)."""
+    """`module:function`: a module file beside the spec (loaded from there, under a private name,
+    so two specs' `rewards.py` never collide), else an installed module. This runs that code."""
     module_name, function_name = reference.split(":")
-    sys.path.insert(0, str(spec_folder))
-    try:
+    relative = Path(*module_name.split("."))
+    for candidate in ((spec_folder / relative).with_suffix(".py"), spec_folder / relative / "__init__.py"):
+        if candidate.is_file():
+            loader_spec = importlib.util.spec_from_file_location(f"runner_reward_{abs(hash(candidate))}", candidate)
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+            break
+    else:
         module = importlib.import_module(module_name)
-    finally:
-        sys.path.remove(str(spec_folder))
     function = getattr(module, function_name, None)
     if not callable(function):
         raise RunnerError(f"{reference}: {module_name} has no function {function_name}")
