@@ -22,9 +22,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
-import json
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from pathlib import Path
 import torch
 
 from runner.errors import RunnerError
+from runner.execute import checkpoints
 from runner.execute.context import Context, Trained
 
 # --- settings -----------------------------------------------------------------------------------
@@ -522,46 +521,25 @@ def _prompt_order(count: int, settings: Settings, skip_iterations: int):
     return order
 
 
-def _trainable_state(module) -> dict:
-    return {name: p.detach().cpu() for name, p in module.named_parameters() if p.requires_grad}
-
-
 def _save_checkpoint(ctx: Context, iteration: int, policy, value, optimizer, schedule) -> None:
-    folder = ctx.run.checkpoints / f"checkpoint-{iteration}"
-    staging = folder.with_name(folder.name + ".partial")
-    staging.mkdir(parents=True, exist_ok=True)
-    state = {"policy": _trainable_state(policy), "value_head": value.head.state_dict(),
-             "value_backbone": _trainable_state(value.backbone) if value.backbone is not None else {},
-             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-             "rng": torch.get_rng_state()}
-    torch.save(state, staging / "ppo_state.pt")
-    (staging / "trainer_state.json").write_text(json.dumps({"global_step": iteration}))
-    staging.rename(folder)
-    kept = ctx.plan.value("outputs.keep_checkpoints")
-    done = sorted(ctx.run.checkpoints.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
-    for old in done[:-kept]:
-        shutil.rmtree(old)
+    checkpoints.save(ctx.run.checkpoints, iteration, {
+        "policy": checkpoints.trainable_state(policy), "value_head": value.head.state_dict(),
+        "value_backbone": checkpoints.trainable_state(value.backbone) if value.backbone is not None else {},
+        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()},
+        keep=ctx.plan.value("outputs.keep_checkpoints"))
 
 
 def _resume(ctx: Context, policy, value, optimizer, schedule) -> int:
     if ctx.resume_from is None:
         return 0
-    state = torch.load(ctx.resume_from / "ppo_state.pt", weights_only=False)
-    _load_trainable(policy, state["policy"])
+    iteration, state = checkpoints.load(ctx.resume_from)
+    checkpoints.load_trainable(policy, state["policy"])
     value.head.load_state_dict(state["value_head"])
     if value.backbone is not None:
-        _load_trainable(value.backbone, state["value_backbone"])
+        checkpoints.load_trainable(value.backbone, state["value_backbone"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
-    torch.set_rng_state(state["rng"])
-    return json.loads((ctx.resume_from / "trainer_state.json").read_text())["global_step"]
-
-
-def _load_trainable(module, tensors: dict) -> None:
-    parameters = dict(module.named_parameters())
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            parameters[name].copy_(tensor)
+    return iteration
 
 
 def _samples(tokenizer, prompts: list[str], rollout: dict) -> list[dict]:

@@ -17,6 +17,7 @@ from runner.errors import RunnerError
 from runner.formats import RowError
 from runner.plan import identity, memory, source, table
 from runner.plan.machine import Machine, detect
+from runner.plan.packing import WORTH_IT, Layouts, keeps_documents_apart, layouts
 from runner.plan.models import (DeviceFacts, LossMaskPreview, MaskedExample, Plan, Resolved, Steps,
                                 TokenSpan, TokenStats)
 from runner.plan.skeleton import Skeleton, build
@@ -93,11 +94,12 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     max_length = settings.pick("training.max_length", spec.training.max_length,
                                lambda: _auto_max_length(tokenizer, use_chat, spec, rows, train.format, skeleton))
     encoder = RowEncoder(tokenizer, use_chat_template=use_chat, loss_on=spec.training.loss_on, max_length=max_length)
-    stats = _token_stats(encoder, spec.method, train.format, rows)
+    stats, lengths = _token_stats(encoder, spec.method, train.format, rows)
     preview = _loss_mask_preview(encoder, spec, train.format, rows)
 
     steps = _steps(spec, settings, device, train.usable, stats, trainable_plan.mode, "eval" in checked.data)
-    mem = _memory(spec, settings, device, skeleton, trainable_plan, steps, max_length)
+    packing = _resolve_packing(spec, settings, lengths, steps, max_length, config)
+    mem = _memory(spec, settings, device, skeleton, trainable_plan, steps, max_length, packing)
     checkpoint_every = _resolve_outputs(spec, settings, steps)
     steps = steps.model_copy(update={"micro_batch_size": settings.entries["training.micro_batch_size"].value,
                                      "gradient_accumulation": settings.entries["training.gradient_accumulation"].value,
@@ -109,7 +111,7 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
         resolved=settings.entries, device=device, model=skeleton.facts, trainable=trainable_plan,
-        loss_mask=preview, steps=steps, memory=mem, inputs=inputs, training_path=_training_path(spec),
+        loss_mask=preview, steps=steps, memory=mem, inputs=inputs, training_path=_training_path(spec, settings),
     )
 
 
@@ -208,7 +210,7 @@ def _row_tokens(encoder: RowEncoder, method: str, format_name: str, row: dict) -
         return 0
 
 
-def _token_stats(encoder: RowEncoder, method: str, format_name: str, rows) -> TokenStats:
+def _token_stats(encoder: RowEncoder, method: str, format_name: str, rows) -> tuple[TokenStats, list[int]]:
     lengths, truncated, unusable = [], 0, 0
     for _, row in rows:
         if method == "sft":
@@ -226,8 +228,9 @@ def _token_stats(encoder: RowEncoder, method: str, format_name: str, rows) -> To
                 continue
             truncated += encoder.max_length is not None and length > encoder.max_length
             lengths.append(min(length, encoder.max_length or length))
-    return TokenStats(rows_measured=len(rows), mean_tokens=round(sum(lengths) / max(len(lengths), 1), 1),
-                      max_tokens=max(lengths, default=0), truncated_rows=truncated, unusable_rows=unusable)
+    stats = TokenStats(rows_measured=len(rows), mean_tokens=round(sum(lengths) / max(len(lengths), 1), 1),
+                       max_tokens=max(lengths, default=0), truncated_rows=truncated, unusable_rows=unusable)
+    return stats, lengths
 
 
 def _loss_mask_preview(encoder: RowEncoder, spec: JobSpec, format_name: str, rows) -> LossMaskPreview:
@@ -357,9 +360,10 @@ def _steps(spec: JobSpec, settings: Settings, device: DeviceFacts, usable_rows: 
 # --- memory -------------------------------------------------------------------------------------
 
 def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Skeleton, trainable_plan,
-            steps: Steps, max_length: int):
+            steps: Steps, max_length: int, packing: Layouts | None):
     precision = settings.entries["hardware.precision"].value
-    per_device = steps.batch_size // device.count
+    # A forward pass holds rows, or packed blocks; a step needs the per-device share of either.
+    per_device = math.ceil(packing.blocks_per_step / device.count) if packing else steps.batch_size // device.count
     if spec.hardware.max_memory_gb is not None:
         budget, budget_source = int(spec.hardware.max_memory_gb * memory.GIB), "hardware.max_memory_gb"
     elif device.type == "cuda":
@@ -367,7 +371,7 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
     else:  # processes on one CPU share its memory
         budget = int(device.memory_gb * memory.GIB / device.count)
         budget_source = "available RAM" + (f" / {device.count} processes" if device.count > 1 else "")
-    seq_len = min(max_length, _round_up(max(steps.tokens.max_tokens, 1), 8))
+    seq_len = max_length if packing else min(max_length, _round_up(max(steps.tokens.max_tokens, 1), 8))
     generation = spec.ppo.response_length if spec.method == "ppo" else (
         spec.grpo.max_completion_length if spec.method == "grpo" else 0)
     lora = trainable_plan.mode == "lora"
@@ -384,13 +388,18 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
         adapter_dropout=bool(lora and trainable_plan.lora.dropout > 0),
     )
     micro, checkpointing, rule = _fit_micro_batch(skeleton, base, spec, budget)
-    settings.pick("training.micro_batch_size", spec.training.micro_batch_size, lambda: (micro, rule))
+    settings.pick("training.micro_batch_size", spec.training.micro_batch_size, lambda: (
+        micro, rule.replace("per-device batch", "blocks per step and device") if packing else rule))
     micro = settings.entries["training.micro_batch_size"].value
     unit = per_device // (spec.ppo.num_mini_batches if spec.method == "ppo" else 1)
-    if unit % micro:
-        raise PlanError(f"micro_batch_size {micro} does not divide the {'minibatch' if spec.method == 'ppo' else 'per-device batch'} {unit}")
-    settings.auto("training.gradient_accumulation", unit // micro,
-                  f"{'minibatch' if spec.method == 'ppo' else 'per-device batch'} {unit} / micro-batch {micro}")
+    if packing:
+        settings.auto("training.gradient_accumulation", math.ceil(unit / micro),
+                      f"about {packing.blocks_per_step:.1f} blocks per step / {device.count} device(s) / {micro} "
+                      "per pass (packed steps vary)")
+    elif unit % micro:
+        raise PlanError(f"micro_batch_size {micro} does not divide the {_unit_name(spec)} {unit}")
+    else:
+        settings.auto("training.gradient_accumulation", unit // micro, f"{_unit_name(spec)} {unit} / micro-batch {micro}")
     checkpointing = settings.pick("hardware.gradient_checkpointing", spec.hardware.gradient_checkpointing,
                                   lambda: (checkpointing, "on: needed to fit" if checkpointing
                                            else "off: fits without (recomputing costs a third more compute)"))
@@ -403,6 +412,10 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
             f"the estimate ({estimate.total_bytes / memory.GIB:.1f} GiB per device) does not fit "
             f"{budget_source} ({budget / memory.GIB:.1f} GiB)", "; ".join(estimate.advice) or None)
     return estimate
+
+
+def _unit_name(spec: JobSpec) -> str:
+    return "minibatch" if spec.method == "ppo" else "per-device batch"
 
 
 def _fit_micro_batch(skeleton: Skeleton, base: memory.Workload, spec: JobSpec, budget: int):
@@ -439,13 +452,38 @@ def _resolve_outputs(spec: JobSpec, settings: Settings, steps: Steps) -> int:
     return every
 
 
+def _resolve_packing(spec: JobSpec, settings: Settings, lengths: list[int], steps: Steps, max_length: int,
+                     config) -> Layouts | None:
+    """SFT only: pack rows into blocks when that fills clearly more of each forward pass, and the
+    model keeps packed documents apart."""
+    if spec.method != "sft":
+        return None
+    measured = layouts(lengths, steps.batch_size, steps.batch_size // steps.devices, max_length,
+                       spec.training.seed)
+    share = f"padded batches would hold {measured.padded:.0%} real tokens, packed blocks {measured.packed:.0%}"
+    wanted = spec.sft.packing if spec.sft else "auto"
+    if wanted == "auto" and measured.packed < measured.padded + WORTH_IT:
+        settings.auto("sft.packing", False, f"off: {share}")
+        return None
+    if wanted is False:
+        settings.given("sft.packing", False)
+        return None
+    if not keeps_documents_apart(config):
+        if wanted is True:
+            raise PlanError("this model attends across packed documents (restarting position ids do not isolate "
+                            "them)", "set sft.packing: false")
+        settings.auto("sft.packing", False, f"off: {share}, but this model does not keep packed documents apart")
+        return None
+    if wanted is True:
+        settings.given("sft.packing", True)
+    else:
+        settings.auto("sft.packing", True, f"on: {share}; documents stay apart (checked on a one-block copy)")
+    return measured
+
+
 def _record_method_settings(spec: JobSpec, settings: Settings) -> None:
     section = spec.method_section()
     if spec.method == "sft":
-        settings.pick("sft.packing", section.packing,
-                      lambda: (False, "padded batches (packing with per-document attention is not available yet)"))
-        if settings.entries["sft.packing"].value:
-            raise PlanError("sft.packing: true is not available yet", "use packing: auto or false")
         return
     for key, value in section.model_dump(mode="json").items():
         if key == "value_model":
@@ -461,9 +499,13 @@ def _value_model(spec: JobSpec) -> str:
     return chosen if chosen != "auto" else ("shared" if spec.trainable.mode == "lora" else "separate")
 
 
-def _training_path(spec: JobSpec) -> str:
+def _training_path(spec: JobSpec, settings: Settings) -> str:
+    if spec.method == "sft":
+        layout = (f"packed blocks of up to {settings.entries['training.max_length'].value} tokens, documents kept "
+                  "apart by restarting position ids" if settings.entries["sft.packing"].value
+                  else "padded micro-batches")
+        return f"runner's SFT loop (runner/methods/sft.py): {layout}; loss = token sum / tokens per step"
     return {
-        "sft": "TRL SFTTrainer on rows tokenized by runner (labels carry runner's loss mask)",
         "dpo": "TRL DPOTrainer",
         "reward": "TRL RewardTrainer",
         "ppo": "runner's own PPO trainer (runner/methods/ppo.py)",

@@ -88,8 +88,10 @@ def _steps(plan: Plan) -> str:
     return "\n".join([
         f"Steps: {s.total_steps} optimizer steps ({s.steps_per_epoch} per epoch x {s.epochs:g} epochs{warmup}"
         f"{evaluation}); checkpoint every {s.checkpoint_every}",
-        f"  batch {s.batch_size} = {s.devices} device(s) x micro-batch {s.micro_batch_size} x "
-        f"{s.gradient_accumulation} accumulation; {s.rows} rows",
+        f"  batch {s.batch_size} rows = {s.devices} device(s) x "
+        + (f"about {s.gradient_accumulation} passes of {s.micro_batch_size} packed block(s)"
+           if plan.resolved.get("sft.packing") and plan.value("sft.packing")
+           else f"micro-batch {s.micro_batch_size} x {s.gradient_accumulation} accumulation") + f"; {s.rows} rows",
         f"  tokens per row: mean {tokens.mean_tokens:g}, max {tokens.max_tokens} (max_length "
         f"{plan.value('training.max_length')}); {tokens.truncated_rows} of {tokens.rows_measured} measured rows "
         f"truncated, {tokens.unusable_rows} unusable",

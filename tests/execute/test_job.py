@@ -148,23 +148,23 @@ def test_a_frozen_parameter_that_changes_fails_the_run(tiny_project, monkeypatch
 
 
 def test_sigterm_checkpoints_and_the_same_plan_resumes(tiny_project, monkeypatch):
-    from runner.execute import callbacks
+    from runner.methods import sft
 
-    original = callbacks.RunCallback.on_step_end
+    original, calls = sft.step_micro_batches, []
 
-    def signal_at_step_3(self, args, state, control, **kwargs):
-        if state.global_step == 3 and not getattr(self, "signalled", False):
-            self.signalled = True
+    def signal_at_step_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, args, state, control, **kwargs)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(callbacks.RunCallback, "on_step_end", signal_at_step_3)
+    monkeypatch.setattr(sft, "step_micro_batches", signal_at_step_3)
     extra = "training:\n  max_steps: 6\n  batch_size: 4\n  learning_rate: 1.0e-3\noutputs:\n  checkpoint_every: 2\n"
     code, run, manifest = run_spec(tiny_project, extra)
     assert code == 130 and manifest.state == "interrupted" and manifest.error.kind == "interrupted"
     assert run.latest_checkpoint().name == "checkpoint-3"
 
-    monkeypatch.setattr(callbacks.RunCallback, "on_step_end", original)
+    monkeypatch.setattr(sft, "step_micro_batches", original)
     code, resumed, manifest = run_spec(tiny_project, extra)
     assert code == 0 and resumed.path == run.path
     assert [(a.number, a.state, a.resumed_from_step) for a in manifest.attempts] == [

@@ -225,3 +225,19 @@ def test_cuda_asked_without_gpu(tiny_project):
 
 def test_machine_is_a_frozen_record():
     assert dataclasses.is_dataclass(CPU) and not CPU.has_cuda and TWO_GPUS.has_cuda
+
+
+def test_packing_is_chosen_when_rows_vary_in_length(tiny_project, tmp_path):
+    rows = [{"text": " ".join(["word"] * (3 if i % 4 else 60))} for i in range(16)]
+    write_jsonl(tmp_path / "data" / "train.jsonl", rows)
+    plan = plan_of(tiny_project, "training:\n  batch_size: 8\n  max_length: 128\n")
+    assert plan.value("sft.packing") is True
+    assert "documents stay apart (checked" in plan.resolved["sft.packing"].rule
+    assert "packed blocks" in plan.training_path
+    assert plan.value("training.micro_batch_size") <= plan.value("training.batch_size")
+
+
+def test_packing_stays_off_for_rows_of_one_length(tiny_project):
+    plan = plan_of(tiny_project)
+    assert plan.value("sft.packing") is False and plan.resolved["sft.packing"].rule.startswith("auto: off")
+    assert "padded micro-batches" in plan.training_path
