@@ -190,7 +190,7 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
     training_started = time.monotonic()
     result = recipe.train(Context(plan, run, model, tokenizer, splits, callback, checkpoint))
     manifest.timings.train_s = round(time.monotonic() - training_started, 2)
-    _record_metrics(manifest, result, callback, MetricsLog(run.metrics).read())
+    _record_metrics(manifest, result, MetricsLog(run.metrics).read())
     if stop.is_set():
         manifest.error = RunError(kind="interrupted", message="stopped by a signal after writing a checkpoint",
                                   hint="run the same plan again to resume from the last checkpoint")
@@ -232,15 +232,16 @@ def _record_data(plan: Plan, run: RunDirectory, manifest: Manifest, splits) -> N
                      for role, split in splits.items()]
 
 
-def _record_metrics(manifest: Manifest, result: Trained, callback: RunCallback, records: list[dict]) -> None:
+def _record_metrics(manifest: Manifest, result: Trained, records: list[dict]) -> None:
     losses = [r["loss"] for r in records if "loss" in r]
     evals = [r["eval_loss"] for r in records if "eval_loss" in r]
     last = next((r for r in reversed(records) if "loss" in r or "objective/scores" in r), {})
     method = {key: value for key, value in last.items() if "/" in key and isinstance(value, (int, float))}
+    speeds = sorted(r["tokens_per_second"] for r in records if r.get("tokens_per_second"))
     manifest.metrics = Metrics(
         steps=result.steps, train_loss=losses[-1] if losses else None,
         first_loss=losses[0] if losses else None, eval_loss=evals[-1] if evals else None,
-        tokens_per_second=round(callback.tokens_per_second, 1) if callback.tokens_per_second else None,
+        tokens_per_second=speeds[len(speeds) // 2] if speeds else None,
         trained_tokens=result.tokens_seen or None, method=method)
 
 
