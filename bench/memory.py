@@ -123,7 +123,7 @@ def main() -> None:
             rows.append((name, plan.value("hardware.device"), micro, length, checkpointing, estimate, measured))
             print(f"{name}: estimate {estimate / 2**20:,.0f} MiB, measured {measured / 2**20:,.0f} MiB", flush=True)
     print()
-    print(f"| configuration | device | micro x length | checkpointing | estimate | measured | estimate/measured |")
+    print("| configuration | device | micro x length | checkpointing | estimate | measured | estimate/measured |")
     print("|---|---|---|---|---|---|---|")
     for name, device, micro, length, checkpointing, estimate, measured in rows:
         print(f"| {name} | {device} | {micro} x {length} | {'on' if checkpointing else 'off'} | "

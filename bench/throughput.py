@@ -88,7 +88,7 @@ def plain_steps(folder: Path, plan, steps: int, device: str):
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from runner.execute.batches import IGNORE, step_micro_batches
+    from runner.execute.batches import IGNORE, shuffled_forever, step_micro_batches
     from runner.execute.data import encoder_for, example
     from runner.formats import read_rows
 
@@ -98,16 +98,14 @@ def plain_steps(folder: Path, plan, steps: int, device: str):
     model = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float32).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device == "cuda")
     value = plan.value
-    generator = random.Random(value("training.seed"))
-    order = list(range(len(rows)))
-    generator.shuffle(order)
+    order = shuffled_forever(len(rows), value("training.seed"))
     autocast = torch.bfloat16 if value("hardware.precision") == "bf16" else None
     times, tokens = [], []
     for step in range(steps):
-        batch = [rows[order[(step * 8 + i) % len(rows)]] for i in range(8)]
-        micros, targets, count = step_micro_batches(batch, micro=value("training.micro_batch_size"),
-                                                    packing=value("sft.packing"), max_length=value("training.max_length"),
-                                                    pad_id=tokenizer.pad_token_id)
+        batch = [rows[next(order)] for _ in range(8)]
+        micros, targets, count = step_micro_batches(
+            batch, micro=value("training.micro_batch_size"), packing=value("sft.packing"),
+            max_length=value("training.max_length"), pad_id=tokenizer.pad_token_id)
         started = time.perf_counter()
         for micro in micros:
             micro = micro.to(device)

@@ -57,18 +57,23 @@ def model_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def spec_writer(folder: Path):
+    """A helper that writes a spec (dedented) into `folder` and returns its path."""
+
+    def write_spec(text: str, name: str = "job.yaml") -> Path:
+        path = folder / name
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    return write_spec
+
+
 @pytest.fixture
 def project(tmp_path: Path, model_dir: Path):
     """A folder with prompt/completion data and a helper that writes a spec into it."""
     write_jsonl(tmp_path / "data" / "train.jsonl",
                 [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(8)])
-
-    def write_spec(text: str, name: str = "job.yaml") -> Path:
-        path = tmp_path / name
-        path.write_text(textwrap.dedent(text).lstrip("\n"))
-        return path
-
-    return write_spec
+    return spec_writer(tmp_path)
 
 
 BASE_SPEC = """
@@ -95,13 +100,7 @@ def tiny_project(tmp_path: Path, tiny_model_dir: Path):
     (tmp_path / "model").symlink_to(tiny_model_dir)
     write_jsonl(tmp_path / "data" / "train.jsonl",
                 [{"prompt": f"What is your name? {i}", "completion": f"My name is Chatty {i}."} for i in range(16)])
-
-    def write_spec(text: str, name: str = "job.yaml") -> Path:
-        path = tmp_path / name
-        path.write_text(textwrap.dedent(text).lstrip("\n"))
-        return path
-
-    return write_spec
+    return spec_writer(tmp_path)
 
 
 TINY_SPEC = """

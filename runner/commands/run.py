@@ -12,7 +12,6 @@ from runner.errors import ExitCode, UsageError
 
 def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bool = False) -> int:
     from runner.commands.validate import text_report
-    from runner.plan.models import Plan
     from runner.plan.planner import PlanError, make_plan
     from runner.plan.render import render
 

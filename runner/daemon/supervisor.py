@@ -41,8 +41,9 @@ BUSY_POLL_SECONDS = 0.5
 
 class Supervisor:
     def __init__(self, folder: Path, store: Store, state_dir: Path, runs_dir: Path, *, settle: float = 0.5,
-                 invalid_grace: float = 5.0, rescan: float = 30.0, poll: bool = False, max_attempts: int = 3, job_timeout: float | None = None,
-                 command: list[str] | None = None, devices: Devices | None = None, log_file=None) -> None:
+                 invalid_grace: float = 5.0, rescan: float = 30.0, poll: bool = False, max_attempts: int = 3,
+                 job_timeout: float | None = None, command: list[str] | None = None, devices: Devices | None = None,
+                 log_file=None) -> None:
         self.folder, self.store, self.state_dir, self.runs_dir = folder.resolve(), store, state_dir, runs_dir
         self.scanner = Scanner(folder, settle)
         self.invalid_grace = invalid_grace

@@ -11,6 +11,8 @@ step is computed, never which rows it trains on or the loss it computes.
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +36,9 @@ class Micro:
     """Tokens the loss covers (labels after the causal shift)."""
 
     def to(self, device) -> Micro:
-        move = (lambda t: t.to(device, non_blocking=True) if t is not None else None)
+        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return tensor.to(device, non_blocking=True) if tensor is not None else None
+
         return Micro(move(self.input_ids), move(self.labels), move(self.position_ids), move(self.attention_mask),
                      self.tokens, self.targets)
 
@@ -100,3 +104,20 @@ def _collate(rows, packing: bool, pad_id: int) -> Micro:
             attention[row, :length] = 1
     tokens = sum(len(row_ids) for row_ids, _, _ in rows)
     return Micro(ids, labels, positions, attention, tokens, sum(_targets(r) for _, r, _ in rows))
+
+
+def shuffled_forever(count: int, seed: int, skip: int = 0) -> Iterator[int]:
+    """Row indices in a seeded shuffle per pass over the data, endlessly; `skip` drops the first
+    indices, so a resumed run continues exactly where the interrupted one stopped."""
+    generator = random.Random(seed)
+
+    def endless():
+        while True:
+            indices = list(range(count))
+            generator.shuffle(indices)
+            yield from indices
+
+    order = endless()
+    for _ in range(skip):
+        next(order)
+    return order

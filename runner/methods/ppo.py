@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 
 from runner.errors import RunnerError
 from runner.execute import checkpoints
+from runner.execute.batches import shuffled_forever
 from runner.execute.context import Context, Trained
 
 # --- settings -----------------------------------------------------------------------------------
@@ -355,7 +355,7 @@ def train(ctx: Context) -> Trained:
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, eps=1e-5)
     schedule = _schedule(ctx.plan, optimizer, settings.iterations)
     start = _resume(ctx, policy, value, optimizer, schedule)
-    order = _prompt_order(len(prompts), settings, start)
+    order = shuffled_forever(len(prompts), settings.seed, skip=start * settings.batch)
     events, metrics, stop = ctx.callback.events, ctx.callback.metrics, ctx.callback.stop
     sample_every = max(1, settings.iterations // max(settings.num_sample_generations, 1))
     tokens_seen = 0
@@ -503,22 +503,6 @@ def _schedule(plan, optimizer, iterations: int):
     warmup = plan.steps.warmup_steps
     return get_scheduler(plan.value("training.lr_scheduler"), optimizer, num_warmup_steps=warmup,
                          num_training_steps=iterations)
-
-
-def _prompt_order(count: int, settings: Settings, skip_iterations: int):
-    """Prompts in a seeded shuffle per pass; resuming replays the same order."""
-    generator = random.Random(settings.seed)
-
-    def endless():
-        while True:
-            indices = list(range(count))
-            generator.shuffle(indices)
-            yield from indices
-
-    order = endless()
-    for _ in range(skip_iterations * settings.batch):
-        next(order)
-    return order
 
 
 def _save_checkpoint(ctx: Context, iteration: int, policy, value, optimizer, schedule) -> None:

@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import time
 
 import torch
 import torch.nn.functional as F
 
 from runner.execute import checkpoints
-from runner.execute.batches import IGNORE, Micro, step_micro_batches
+from runner.execute.batches import IGNORE, Micro, shuffled_forever, step_micro_batches
 from runner.execute.context import Context, Trained
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -54,7 +53,7 @@ def train(ctx: Context) -> Trained:
         schedule.load_state_dict(state["schedule"])
     network = _distributed(model, device, world)
     examples = ctx.splits["train"].examples
-    order = _row_order(len(examples), value("training.batch_size"), value("training.seed"), skip_steps=step)
+    order = shuffled_forever(len(examples), value("training.seed"), skip=step * value("training.batch_size"))
     layout = dict(micro=value("training.micro_batch_size"), packing=value("sft.packing"),
                   max_length=value("training.max_length"), pad_id=ctx.tokenizer.pad_token_id, rank=rank, world=world)
     autocast = AUTOCAST.get(value("hardware.precision"))
@@ -148,22 +147,6 @@ def _schedule(plan, optimizer):
 
     return get_scheduler(plan.value("training.lr_scheduler"), optimizer, num_warmup_steps=plan.steps.warmup_steps,
                          num_training_steps=plan.steps.total_steps)
-
-
-def _row_order(count: int, batch: int, seed: int, skip_steps: int):
-    """Rows in a seeded shuffle per epoch, endlessly; resuming skips what was trained."""
-    generator = random.Random(seed)
-
-    def endless():
-        while True:
-            indices = list(range(count))
-            generator.shuffle(indices)
-            yield from indices
-
-    order = endless()
-    for _ in range(skip_steps * batch):
-        next(order)
-    return order
 
 
 def _device(kind: str) -> torch.device:

@@ -380,9 +380,9 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
         method=spec.method, mode=trainable_plan.mode, precision=precision, device=device.type, micro_batch=per_device,
         seq_len=seq_len, checkpointing=False, trainable_parameters=trainable_plan.trainable_parameters,
         lowest_trained_layer=trainable_plan.lowest_trained_layer, generation_tokens=generation,
-        reference_model=spec.method in ("dpo", "ppo") and not lora or (spec.method == "grpo" and not lora and
-                                                                         spec.grpo.beta > 0),
-        value_model=spec.method == "ppo" and _value_model(spec) == "separate", reward_model_parameters=skeleton.facts.total_parameters
+        reference_model=not lora and (spec.method in ("dpo", "ppo") or (spec.method == "grpo" and spec.grpo.beta > 0)),
+        value_model=spec.method == "ppo" and _value_model(spec) == "separate",
+        reward_model_parameters=skeleton.facts.total_parameters
         if spec.method == "ppo" and spec.ppo.reward.model is not None else 0,
         adapter_inputs=sum(skeleton.shapes[target + ".weight"][1] for target in adapted),
         adapter_dropout=bool(lora and trainable_plan.lora.dropout > 0),
@@ -399,7 +399,8 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
     elif unit % micro:
         raise PlanError(f"micro_batch_size {micro} does not divide the {_unit_name(spec)} {unit}")
     else:
-        settings.auto("training.gradient_accumulation", unit // micro, f"{_unit_name(spec)} {unit} / micro-batch {micro}")
+        settings.auto("training.gradient_accumulation", unit // micro,
+                      f"{_unit_name(spec)} {unit} / micro-batch {micro}")
     checkpointing = settings.pick("hardware.gradient_checkpointing", spec.hardware.gradient_checkpointing,
                                   lambda: (checkpointing, "on: needed to fit" if checkpointing
                                            else "off: fits without (recomputing costs a third more compute)"))

@@ -5,7 +5,6 @@ import os
 import signal
 
 import jsonschema
-import pytest
 
 from runner.cli import main
 from runner.execute.job import run_plan
