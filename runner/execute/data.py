@@ -17,7 +17,7 @@ from runner.plan.tokens import RowEncoder
 
 
 class TooManyRejected(RunnerError):
-    pass
+    """More unusable rows than data.max_rejected allows."""
 
 
 @dataclass

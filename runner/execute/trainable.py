@@ -19,7 +19,7 @@ from runner.plan.skeleton import tied_parameters
 
 
 class IntegrityError(RunnerError):
-    pass
+    """What is trained differs from what the plan says."""
 
 
 def apply(model, plan: Plan):

@@ -21,7 +21,7 @@ LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "
 
 
 class StalePlanError(RunnerError):
-    pass
+    """A saved plan whose spec, data or model changed since it was made."""
 
 
 def versions() -> dict[str, str]:
