@@ -85,10 +85,7 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     skeleton = build(config, spec.method)
     trainable_plan = _trainable(spec, skeleton, settings)
 
-    use_chat = settings.pick("data.chat_template", spec.data.chat_template,
-                             lambda: (bool(getattr(tokenizer, "chat_template", None)),
-                                      "the tokenizer has a chat template" if getattr(tokenizer, "chat_template",
-                                                                                     None) else "no chat template"))
+    use_chat = settings.pick("data.chat_template", spec.data.chat_template, lambda: _auto_chat_template(tokenizer))
     train = checked.data["train"]
     rows = _read_rows(train.path, train.format, MEASURED_ROWS)
     max_length = settings.pick("training.max_length", spec.training.max_length,
@@ -187,6 +184,12 @@ def _read_rows(path: Path, format_name: str, limit: int) -> list[tuple[int, dict
         if problem is None:
             rows.append((line, row))
     return rows
+
+
+def _auto_chat_template(tokenizer) -> tuple[bool, str]:
+    if getattr(tokenizer, "chat_template", None):
+        return True, "the tokenizer has a chat template: text rows become user and assistant turns"
+    return False, "the tokenizer has no chat template: rows are plain text"
 
 
 def _auto_max_length(tokenizer, use_chat: bool, spec: JobSpec, rows, format_name: str, skeleton: Skeleton):
