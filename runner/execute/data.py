@@ -72,6 +72,19 @@ def example(method: str, encoder: RowEncoder, row: dict, format_name: str) -> di
     return {"prompt": encoder.prompt_text(row, format_name)}
 
 
+def _shown_prompt(row: dict) -> str | None:
+    """What a person asked, for the before/after table: the prompt text, or the last user turn."""
+    if isinstance(row.get("prompt"), str):
+        return row["prompt"]
+    messages = row.get("messages") or (row.get("input") or {}).get("messages") or row.get("prompt") or []
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    if "messages" in row:
+        last_answer = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=len(messages))
+        users = [m for m in messages[:last_answer] if m.get("role") == "user"]
+    content = users[-1].get("content") if users else None
+    return content if isinstance(content, str) else None
+
+
 def sample_prompts(plan: Plan, encoder: RowEncoder, limit: int = 3) -> list[tuple[str, str]]:
     """(shown prompt, rendered prompt) for before/after samples: the spec's `samples`, else eval/train rows."""
     if plan.spec.get("samples"):
@@ -80,9 +93,8 @@ def sample_prompts(plan: Plan, encoder: RowEncoder, limit: int = 3) -> list[tupl
     for data in sorted(plan.inputs.data, key=lambda d: d.role != "eval"):
         for _, row, problem in formats.read_rows(Path(data.path), data.format):
             if problem is None and len(chosen) < limit:
-                shown = row.get("prompt") if isinstance(row.get("prompt"), str) else None
                 rendered = encoder.prompt_text(row, data.format)
-                chosen.append((shown or rendered, rendered))
+                chosen.append((_shown_prompt(row) or rendered, rendered))
         if chosen:
             break
     return chosen
