@@ -73,6 +73,9 @@ def summary(run) -> str:
         lines.append(f"  loss {metrics.first_loss:.4f} -> {metrics.train_loss:.4f} over {metrics.steps} steps"
                      + (f", eval loss {metrics.eval_loss:.4f}" if metrics.eval_loss is not None else "")
                      + (f", {metrics.tokens_per_second:,.0f} tokens/s" if metrics.tokens_per_second else ""))
+    quality = {key: value for key, value in manifest.metrics.method.items() if "accurac" in key or "margin" in key}
+    if quality:
+        lines.append("  " + ", ".join(f"{key} {value:.3f}" for key, value in quality.items()))
     scores = [value for key, value in manifest.metrics.method.items() if key == "objective/scores"]
     if scores:
         lines.append(f"  mean score of the last iteration: {scores[0]:.4f} ({metrics.steps} iterations)")
