@@ -151,9 +151,10 @@ class Store:
         return None
 
     def latest_succeeded(self, name: str, folder: str) -> Job | None:
+        prefix = folder.rstrip(os.sep) + os.sep
         row = self.connection.execute(
-            "SELECT * FROM jobs WHERE name = ? AND state = 'succeeded' AND path LIKE ? ORDER BY id DESC LIMIT 1",
-            (name, folder.rstrip(os.sep) + os.sep + "%")).fetchone()
+            "SELECT * FROM jobs WHERE name = ? AND state = 'succeeded' AND substr(path, 1, ?) = ? "
+            "ORDER BY id DESC LIMIT 1", (name, len(prefix), prefix)).fetchone()
         return Job.of(row) if row else None
 
     # --- writes --------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.execute.callbacks import RunCallback
 from runner.execute.data import Split
+from runner.execute.events import EventLog, MetricsLog
 from runner.plan.models import Plan
 from runner.rundir import RunDirectory
 
@@ -33,16 +34,23 @@ class Context:
     """The model to train: trainable selection applied, LoRA adapters attached."""
     tokenizer: object
     splits: dict[str, Split]
-    callback: RunCallback
+    events: EventLog
+    metrics: MetricsLog
+    stop: threading.Event
+    """Set by SIGINT/SIGTERM: write a checkpoint at the end of the step and return."""
     resume_from: Path | None
     """A checkpoint to resume from, or None for a fresh start."""
 
-    def console_is_ours(self, trainer) -> None:
-        """Drop the trainer's own console printing; the run's callback reports progress and metrics."""
+    def attach(self, trainer) -> None:
+        """For the TRL recipes: the run's callback (metrics, progress, stop at a signal) replaces the
+        trainer's own console printing."""
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        from runner.execute.callbacks import RunCallback
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(RunCallback(self.events, self.metrics, self.stop, self.plan.steps.total_steps))
 
     def dataset(self, role: str):
         from datasets import Dataset

@@ -28,7 +28,6 @@ import torch
 from runner.errors import ExitCode, RunnerError
 from runner.execute import card, loading
 from runner.execute import trainable as trained
-from runner.execute.callbacks import RunCallback
 from runner.execute.context import Context, Trained
 from runner.execute.data import TooManyRejected, encoder_for, prepare, sample_prompts
 from runner.execute.events import EventLog, MetricsLog
@@ -185,10 +184,10 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
         run.write_manifest(manifest)
 
     checkpoint = run.latest_checkpoint()
-    callback = RunCallback(events, MetricsLog(run.metrics), stop, plan.steps.total_steps)
     recipe = importlib.import_module(f"runner.methods.{plan.method}")
     training_started = time.monotonic()
-    result = recipe.train(Context(plan, run, model, tokenizer, splits, callback, checkpoint))
+    result = recipe.train(Context(plan, run, model, tokenizer, splits, events, MetricsLog(run.metrics), stop,
+                                  checkpoint))
     manifest.timings.train_s = round(time.monotonic() - training_started, 2)
     _record_metrics(manifest, result, MetricsLog(run.metrics).read())
     if stop.is_set():

@@ -51,9 +51,8 @@ def train(ctx: Context) -> Trained:
         train_dataset=ctx.dataset("train"),
         processing_class=ctx.tokenizer,
         reward_processing_classes=reward_tokenizers,
-        callbacks=[ctx.callback],
     )
-    ctx.console_is_ours(trainer)
+    ctx.attach(trainer)
     # --- train ---
     trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
     return Trained.of(trainer)

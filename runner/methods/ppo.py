@@ -356,7 +356,7 @@ def train(ctx: Context) -> Trained:
     schedule = _schedule(ctx.plan, optimizer, settings.iterations)
     start = _resume(ctx, policy, value, optimizer, schedule)
     order = shuffled_forever(len(prompts), settings.seed, skip=start * settings.batch)
-    events, metrics, stop = ctx.callback.events, ctx.callback.metrics, ctx.callback.stop
+    events, metrics, stop = ctx.events, ctx.metrics, ctx.stop
     sample_every = max(1, settings.iterations // max(settings.num_sample_generations, 1))
     tokens_seen = 0
     began = time.monotonic()

@@ -58,7 +58,7 @@ def train(ctx: Context) -> Trained:
                   max_length=value("training.max_length"), pad_id=ctx.tokenizer.pad_token_id, rank=rank, world=world)
     autocast = AUTOCAST.get(value("hardware.precision"))
     scaler = torch.amp.GradScaler("cuda") if autocast is torch.float16 else None
-    events, metrics, stop = ctx.callback.events, ctx.callback.metrics, ctx.callback.stop
+    events, metrics, stop = ctx.events, ctx.metrics, ctx.stop
     total, log_every = plan.steps.total_steps, value("training.log_every")
     eval_every, checkpoint_every = plan.steps.eval_every, plan.steps.checkpoint_every
     logged_loss = torch.zeros((), device=device)
@@ -139,7 +139,7 @@ def _checkpoint(ctx: Context, step: int, model, optimizer, schedule) -> None:
     checkpoints.save(ctx.run.checkpoints, step, {
         "model": checkpoints.trainable_state(model), "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict()}, keep=ctx.plan.value("outputs.keep_checkpoints"))
-    ctx.callback.events.event("checkpoint", step=step)
+    ctx.events.event("checkpoint", step=step)
 
 
 def _schedule(plan, optimizer):
