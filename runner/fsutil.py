@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 HASH_CACHE_MIN_BYTES = 16 * 1024 * 1024
@@ -49,22 +51,30 @@ def stat_key(path: Path, *extra: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def cached_record(cache_file: Path, compute: Callable[[], dict], *keys: str) -> dict:
+    """A JSON record kept in the cache: read back when it has `keys`, else computed and kept.
+    A cache that cannot be read or written only costs time."""
+    with suppress(OSError, ValueError):
+        record = json.loads(cache_file.read_text())
+        if isinstance(record, dict) and all(key in record for key in keys):
+            return record
+    record = compute()
+    with suppress(OSError):
+        write_atomically(cache_file, json.dumps(record))
+    return record
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file; big files (model weights) are cached by path, size and mtime."""
-    cache_file = None
-    if path.stat().st_size >= HASH_CACHE_MIN_BYTES:
-        cache_file = cache_directory() / "sha256" / f"{stat_key(path)}.json"
-        try:
-            return json.loads(cache_file.read_text())["sha256"]
-        except (OSError, ValueError, KeyError):
-            pass
+    if path.stat().st_size < HASH_CACHE_MIN_BYTES:
+        return _sha256(path)
+    cache_file = cache_directory() / "sha256" / f"{stat_key(path)}.json"
+    return cached_record(cache_file, lambda: {"path": str(path), "sha256": _sha256(path)}, "sha256")["sha256"]
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    if cache_file is not None:
-        try:
-            write_atomically(cache_file, json.dumps({"path": str(path), "sha256": digest.hexdigest()}))
-        except OSError:
-            pass  # an unwritable cache only costs time
     return digest.hexdigest()

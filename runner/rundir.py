@@ -76,15 +76,21 @@ def runs_folder(run_root: Path, plan: Plan) -> Path:
     return folder
 
 
-def resumable_run(folder: Path, plan_hash: str) -> RunDirectory | None:
-    """The newest unfinished run of exactly this plan: running it again resumes it."""
-    candidates = []
-    for manifest_file in folder.glob("*/manifest.json"):
+def runs_of(folder: Path, plan_hash: str) -> list[tuple[RunDirectory, Manifest]]:
+    """The runs of exactly this plan, oldest first (run ids start with their start time)."""
+    found = []
+    for manifest_file in sorted(folder.glob("*/manifest.json")):
         run = RunDirectory(manifest_file.parent)
         manifest = run.read_manifest()
-        if manifest and manifest.plan_sha256 == plan_hash and manifest.state != "succeeded":
-            candidates.append(run)
-    return max(candidates, key=lambda run: run.run_id, default=None)
+        if manifest is not None and manifest.plan_sha256 == plan_hash:
+            found.append((run, manifest))
+    return found
+
+
+def resumable_run(folder: Path, plan_hash: str) -> RunDirectory | None:
+    """The newest unfinished run of exactly this plan: running it again resumes it."""
+    unfinished = [run for run, manifest in runs_of(folder, plan_hash) if manifest.state != "succeeded"]
+    return unfinished[-1] if unfinished else None
 
 
 def process_alive(pid: int, host: str) -> bool:

@@ -37,13 +37,12 @@ def load_result(run, plan):
 
     from runner.execute import loading
 
-    if run.model.is_dir():
-        tokenizer = loading.source.load_tokenizer(loading.ModelLocation("local", str(run.model), run.model))
-        model = loading.model_class(plan.method).from_pretrained(run.model, dtype=torch.float32)
+    saved = run.model.is_dir()
+    location = loading.ModelLocation("local", str(run.model), run.model) if saved else loading.location_of(plan)
+    tokenizer = loading.load_tokenizer(location)
+    model = loading.load_model(location, plan.method, torch.float32)
+    if saved:
         return model, tokenizer
     from peft import PeftModel
 
-    location = loading.location_of(plan)
-    tokenizer = loading.load_tokenizer(location)
-    base = loading.load_model(location, plan.method, torch.float32, pad_token_id=tokenizer.pad_token_id)
-    return PeftModel.from_pretrained(base, run.adapter), tokenizer
+    return PeftModel.from_pretrained(model, run.adapter), tokenizer

@@ -3,6 +3,7 @@ job and never the daemon; and the facts needed to recognise a child after a daem
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,10 +43,8 @@ class Child:
         return None if process_start_time(self.pid) is not None else -1
 
     def signal(self, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # the group has already ended
             os.killpg(self.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def launch(job_id: int, stage: str, command: list[str], log_path: Path, env: dict[str, str]) -> Child:

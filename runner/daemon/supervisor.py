@@ -16,7 +16,6 @@ never a job. Each spec content runs at most once: rows are keyed by (path, sha25
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -32,7 +31,7 @@ from runner.daemon.scanner import Scanner, SpecFile
 from runner.daemon.store import Failure, Job, State, Store
 from runner.manifest import Manifest
 from runner.plan.models import Plan
-from runner.rundir import RunDirectory, plan_sha256, runs_folder
+from runner.rundir import RunDirectory, plan_sha256, runs_folder, runs_of
 from runner.spec.check import check_spec
 
 STOP_GRACE_SECONDS = 120
@@ -51,6 +50,8 @@ class Supervisor:
         self.command = command or children.runner_command()
         self.devices = devices if devices is not None else Devices.detect()
         self.children: dict[int, Child] = {}
+        self._plan_runs: dict[int, tuple[Path, str]] = {}
+        """job id -> (runs folder, plan hash), read from its plan file once"""
         self.wake = threading.Event()
         self.stopping = False
         self.cold = False
@@ -156,6 +157,7 @@ class Supervisor:
                          f"runner plan exited with code {code}")
             return
         plan = Plan.model_validate_json(Path(job.plan_path).read_text())
+        self._plan_runs[job.id] = (runs_folder(self.runs_dir, plan), plan_sha256(plan))
         estimate = sum(item.bytes for item in plan.memory.items)
         self.store.update(job.id, estimate_bytes=estimate, devices=plan.device.count, device_type=plan.device.type,
                           reason="planned; waiting for a device")
@@ -337,19 +339,15 @@ class Supervisor:
                      duration_s=duration, attempts=job.attempts, run_dir=str(run.path) if run else None, **metrics)
 
     def _run_directory(self, job: Job) -> RunDirectory | None:
-        """The run a job's plan made: the newest run directory whose manifest carries its plan hash."""
-        if not job.plan_path or not Path(job.plan_path).is_file():
-            return None
-        plan = Plan.model_validate_json(Path(job.plan_path).read_text())
-        wanted = plan_sha256(plan)
-        runs = []
-        for manifest_file in runs_folder(self.runs_dir, plan).glob("*/manifest.json"):
-            try:
-                if json.loads(manifest_file.read_text()).get("plan_sha256") == wanted:
-                    runs.append(RunDirectory(manifest_file.parent))
-            except (OSError, ValueError):
-                continue
-        return max(runs, key=lambda run: run.run_id, default=None)
+        """The run a job's plan made: the newest run directory of its plan hash."""
+        where = self._plan_runs.get(job.id)
+        if where is None:
+            if not job.plan_path or not Path(job.plan_path).is_file():
+                return None
+            plan = Plan.model_validate_json(Path(job.plan_path).read_text())
+            where = self._plan_runs[job.id] = (runs_folder(self.runs_dir, plan), plan_sha256(plan))
+        runs = runs_of(*where)
+        return runs[-1][0] if runs else None
 
     def _log_path(self, job: Job) -> Path:
         return self.state_dir / "logs" / f"{job.id}.log"

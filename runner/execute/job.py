@@ -49,7 +49,7 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     run, manifest = _start(plan, run_root, spec_text)
     if plan.device.count > 1 and not os.environ.get(WORKER_RUN_DIR):
         return _launch_workers(plan, run, run_root), run.path
-    rank = int(os.environ.get("RANK", "0"))
+    rank = _rank()
     events = EventLog(run.events if rank == 0 else run.path / f"events-rank{rank}.jsonl", console=console and rank == 0)
     stop = threading.Event()
     restore = _on_signals(stop, events)
@@ -185,11 +185,12 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
 
     checkpoint = run.latest_checkpoint()
     recipe = importlib.import_module(f"runner.methods.{plan.method}")
+    metrics = MetricsLog(run.metrics)
     training_started = time.monotonic()
-    result = recipe.train(Context(plan, run, model, tokenizer, splits, events, MetricsLog(run.metrics), stop,
-                                  checkpoint))
+    result = recipe.train(Context(plan, run, model, tokenizer, splits, events, metrics, stop, checkpoint))
     manifest.timings.train_s = round(time.monotonic() - training_started, 2)
-    _record_metrics(manifest, result, MetricsLog(run.metrics).read())
+    records = metrics.read()
+    _record_metrics(manifest, result, records)
     if stop.is_set():
         manifest.error = RunError(kind="interrupted", message="stopped by a signal after writing a checkpoint",
                                   hint="run the same plan again to resume from the last checkpoint")
@@ -214,7 +215,7 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
             events.event("sample", prompt=sample.prompt, before=sample.before, after=sample.after)
 
     folder = save_final(model, tokenizer, plan, run)
-    card.loss_plot(run.loss_plot, MetricsLog(run.metrics).read(), f"{plan.name} ({plan.method})")
+    card.loss_plot(run.loss_plot, records, f"{plan.name} ({plan.method})")
     manifest.state = "succeeded"
     card.write_card(folder, manifest)
     manifest.artifacts = _artifacts(run, folder)
@@ -293,8 +294,12 @@ def _peak_memory() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
 def _is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    return _rank() == 0
 
 
 def _quiet_libraries() -> None:

@@ -56,8 +56,10 @@ def load_model(location: ModelLocation, method: str, dtype: torch.dtype, *, pad_
 
 
 def weights_source(location: ModelLocation) -> tuple[str, dict]:
+    """What `from_pretrained` takes for the weights: the config's source, with a GGUF's weights
+    dequantised into its companion folder first."""
     if location.is_gguf:
-        return str(dequantised_gguf(location.path)), {"trust_remote_code": location.trust_remote_code}
+        dequantised_gguf(location.path)
     return source.pretrained_source(location)
 
 

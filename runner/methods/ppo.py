@@ -330,9 +330,10 @@ def _value_function(plan, policy, reward_model, lora: bool) -> ValueFunction:
 
     if reward_model is not None:  # the value starts from the reward model (N+ implementation details)
         backbone = copy.deepcopy(getattr(reward_model, reward_model.base_model_prefix))
-    else:
-        location = loading.location_of(plan)
-        base = loading.load_model(location, "sft", torch.float32)
+    elif not lora:  # the policy has not trained yet: its backbone is the base
+        backbone = copy.deepcopy(getattr(policy, policy.base_model_prefix))
+    else:  # a LoRA policy's backbone carries its adapters: start from the clean base weights
+        base = loading.load_model(loading.location_of(plan), "sft", torch.float32)
         backbone = getattr(base, base.base_model_prefix)
     backbone.requires_grad_(True).train().to(_device(policy))
     return ValueFunction(backbone, head)

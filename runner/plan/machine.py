@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 
 
@@ -31,13 +33,9 @@ def detect() -> Machine:
 
 def available_ram() -> int:
     """MemAvailable from /proc/meminfo (what a new process can use without swapping)."""
-    try:
+    with contextlib.suppress(OSError):  # no /proc (not Linux): fall back to the physical memory
         with open("/proc/meminfo") as handle:
             for line in handle:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import os
-
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

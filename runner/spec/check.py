@@ -43,9 +43,10 @@ class SpecResult:
 def display_path(path: Path) -> str:
     """A path as the user would type it: relative to the current folder when it is inside."""
     try:
-        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+        relative = os.path.relpath(path)
     except ValueError:  # another drive on Windows
         return str(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def check_spec(path: Path, *, check_inputs: bool = True) -> SpecResult:

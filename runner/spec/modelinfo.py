@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runner.fsutil import cache_directory, stat_key, write_atomically
+from runner.fsutil import cache_directory, cached_record, stat_key
 from runner.trainable import count_layers
 
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
@@ -157,19 +157,14 @@ def gguf_file(path: Path) -> ModelFacts:
         cache_file = cache_directory() / "gguf" / f"{stat_key(path, CACHE_VERSION)}.json"
     except OSError as error:
         raise ModelFileError(f"cannot read {path}: {error.strerror or error}") from None
-    try:
-        cached = json.loads(cache_file.read_text())
-        return ModelFacts(str(path), cached["config"], {k: tuple(v) for k, v in cached["shapes"].items()},
-                          cached["tied"], cached["notes"])
-    except (OSError, ValueError, KeyError):
-        pass
-    facts = _read_gguf(path)
-    record = {"config": facts.config, "shapes": facts.shapes, "tied": facts.tied, "notes": facts.notes}
-    try:
-        write_atomically(cache_file, json.dumps(record))
-    except OSError:
-        pass  # a cache that cannot be written is simply not used
-    return facts
+
+    def read() -> dict:
+        facts = _read_gguf(path)
+        return {"config": facts.config, "shapes": facts.shapes, "tied": facts.tied, "notes": facts.notes}
+
+    record = cached_record(cache_file, read, "config", "shapes", "tied", "notes")
+    return ModelFacts(str(path), record["config"], {name: tuple(shape) for name, shape in record["shapes"].items()},
+                      record["tied"], record["notes"])
 
 
 def _read_gguf(path: Path) -> ModelFacts:
