@@ -5,11 +5,12 @@ Every problem is collected; nothing stops at the first one.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
@@ -20,6 +21,7 @@ from runner.spec.diagnostics import Diagnostic, Span, sort_key
 from runner.spec.explain import explain
 from runner.spec.models import JobSpec, ModelSource, TrainableSpec
 from runner.spec.yamlpos import FieldPath, YamlDocument, format_path, load_yaml
+from runner.trackers import TRACKERS
 
 
 @dataclass
@@ -77,6 +79,8 @@ def check_spec(path: Path, *, check_inputs: bool = True) -> SpecResult:
         if source is not None:
             result.model = _check_model(report, path.parent, source, view.sections.get("trainable"), view.method)
 
+    if check_inputs and view.sections.get("outputs") is not None:
+        _check_trackers(report, view.sections["outputs"].report_to)
     if check_inputs and view.method in ("ppo", "grpo") and view.method in view.sections:
         _check_reward_source(report, path.parent, view.method, view.sections[view.method].reward)
 
@@ -104,7 +108,8 @@ def _check_data(report: _Reporter, result: SpecResult, folder: Path, data, metho
         try:
             checked = datacheck.check_file(file_path, data.format, method)
         except datacheck.DataFileError as error:
-            report.add("error", ("data", key), str(error).replace(str(file_path), relative))
+            report.add("error", ("data", key), str(error).replace(str(file_path), relative),
+                       _similar_file(file_path, relative))
             continue
         result.data[key] = checked
         if checked.bad_count:
@@ -114,6 +119,15 @@ def _check_data(report: _Reporter, result: SpecResult, folder: Path, data, metho
             report.add("error", ("data", "eval"),
                        f"eval rows are {checked.format}, train rows are {formats_of['train']}",
                        "use the same format for both")
+
+
+def _similar_file(path: Path, relative: str) -> str | None:
+    """For a missing file: a file beside it with a close name, written as the spec would write it."""
+    if path.exists() or not path.parent.is_dir():
+        return None
+    names = sorted(entry.name for entry in path.parent.iterdir() if entry.is_file())
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f"did you mean '{PurePosixPath(relative).with_name(close[0])}'?" if close else None
 
 
 def _report_bad_rows(report: _Reporter, key: str, relative: str, checked: datacheck.DataReport,
@@ -159,6 +173,17 @@ def _check_model(report: _Reporter, folder: Path, source: ModelSource, trainable
     if trainable_spec is not None:
         _check_selection(report, facts, trainable_spec, trainable.NEW_HEADS.get(method or "", ()))
     return facts
+
+
+def _check_trackers(report: _Reporter, names: list[str]) -> None:
+    """A warning, not an error: validate often runs where jobs do not (a pre-commit hook, CI); a run
+    without the package fails at its start, before loading anything."""
+    for index, name in enumerate(names):
+        tracker = TRACKERS[name]
+        if not tracker.installed():
+            report.add("warning", ("outputs", "report_to", index),
+                       f"{name} is not installed here; a run on this machine would fail at its start",
+                       f"where jobs run: {tracker.install}")
 
 
 def _check_reward_source(report: _Reporter, folder: Path, method: str, reward) -> None:
