@@ -57,6 +57,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF and shard bars call tqdm directly
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # else it prints INFO lines to stderr
     for category in DROPPED:
         warnings.filterwarnings("ignore", category=category)
     warnings.showwarning = _collector.show_warning

@@ -49,10 +49,11 @@ class MlflowSink:
     STATES = {"succeeded": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 
     def __init__(self, plan: Plan, run: RunDirectory, run_root: Path, previous: dict[str, str] | None) -> None:
-        for name in ("mlflow", "alembic"):  # their INFO lines (database set-up) are not the user's business
-            logging.getLogger(name).setLevel(logging.WARNING)
         from mlflow import MlflowClient
         from mlflow.entities import Param
+
+        for name in ("mlflow", "alembic"):  # their INFO lines (database set-up) are not the user's business
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         own_store = not os.environ.get("MLFLOW_TRACKING_URI")
         self.uri = f"sqlite:///{run_root / 'mlflow.db'}" if own_store else os.environ["MLFLOW_TRACKING_URI"]
