@@ -96,11 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--job-timeout", type=float, help="seconds a job may run before it is stopped")
     watch.add_argument("--runner-command", help="command that starts runner children (default: this python -m runner)")
 
-    status = commands.add_parser("status", help="queued, running and recent jobs of the daemon")
+    status = commands.add_parser("status", help="queued, running and recent jobs of the daemon",
+                                 description="The daemon's jobs: running (with progress), queued, and recent results "
+                                             "and failures, read from its state dir.")
     _state_dir(status)
     status.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
-    for name, text in (("cancel", "cancel a queued or running job"), ("retry", "run a failed or cancelled job again")):
-        command = commands.add_parser(name, help=text)
+    for name, text, description in (
+            ("cancel", "cancel a queued or running job",
+             "Cancel a daemon job: a queued one at once; a running one writes a checkpoint and stops."),
+            ("retry", "run a failed or cancelled job again",
+             "Queue a failed or cancelled daemon job again; an invalid spec is validated again.")):
+        command = commands.add_parser(name, help=text, description=description)
         command.add_argument("name", metavar="NAME", help="the spec's name (or its path)")
         _state_dir(command)
     logs = commands.add_parser(
