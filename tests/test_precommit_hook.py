@@ -89,3 +89,17 @@ def test_the_hook_refuses_a_bad_layer_range_and_a_bad_data_row(tmp_path, model_d
     hook_python = next(Path(env["PRE_COMMIT_HOME"]).glob("repo*/py_env-*/bin/python"))
     assert subprocess.run([hook_python, "-c", "import torch"], capture_output=True).returncode != 0
     assert subprocess.run([hook_python, "-c", "import runner.cli"], capture_output=True).returncode == 0
+
+
+def test_the_hook_s_default_files_cover_specs_their_data_and_lockfiles():
+    import re
+
+    import yaml
+
+    (hook,) = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
+    files = re.compile(hook["files"])
+    for path in ("specs/job.yaml", "specs/a/b.yml", "specs/data/train.jsonl", "specs/data/t.parquet",
+                 "specs/runner.lock", "specs/rlhf/runner.lock"):
+        assert files.search(path), path
+    for path in ("src/job.yaml", "specs/notes.txt", "specs/old.lock", ".pre-commit-config.yaml"):
+        assert not files.search(path), path
