@@ -190,15 +190,14 @@ def test_run_a_saved_plan(tiny_project, tmp_path, capsys):
     out = tmp_path / "plan.json"
     assert main(["plan", str(spec), "--out", str(out)]) == 0
     assert main(["run", "--plan", str(out), "--runs-dir", str(tmp_path)]) == 0
-    assert "tiny: SUCCEEDED" in capsys.readouterr().out
+    assert "tiny: SUCCEEDED" in capsys.readouterr().err  # stdout is not a terminal: it carries JSON lines
 
 
 def test_two_processes_train_data_parallel_on_the_cpu(tiny_project, tmp_path, capsys):
     spec = tiny_project(TINY_SPEC + "training:\n  max_steps: 3\n  batch_size: 8\n  learning_rate: 1.0e-3\n"
                         "trainable:\n  mode: freeze\n  layers: last:1\nhardware:\n  device: cpu\n  gpus: 2\n")
     assert main(["run", str(spec), "--runs-dir", str(tmp_path), "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("tiny: SUCCEEDED") == 1
+    assert capsys.readouterr().err.count("tiny: SUCCEEDED") == 1  # the launching process reports, once
     (manifest_file,) = (tmp_path / "runs" / "tiny").glob("*/manifest.json")
     manifest = Manifest.model_validate_json(manifest_file.read_text())
     assert manifest.plan.device.count == 2 and manifest.metrics.steps == 3
