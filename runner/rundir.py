@@ -62,7 +62,8 @@ class RunDirectory:
 
     def latest_checkpoint(self) -> Path | None:
         """The newest complete checkpoint (trainer state written last, so its presence means complete)."""
-        done = [p for p in self.checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        done = [p for p in self.checkpoints.glob("checkpoint-*")
+                if p.name.rsplit("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()]  # not a .partial
         return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
 
 

@@ -12,9 +12,11 @@ from runner.fsutil import write_atomically
 
 def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None) -> int:
     from runner.commands.validate import text_report
+    from runner.execute.library_output import quiet_libraries
     from runner.plan.planner import PlanError, make_plan
     from runner.plan.render import render
 
+    quiet_libraries()
     spec_path = Path(spec)
     if not spec_path.is_file():
         raise UsageError(f"{spec}: no such spec file")

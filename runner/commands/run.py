@@ -10,12 +10,17 @@ from runner.commands.plan import run_root
 from runner.errors import ExitCode, UsageError
 
 
-def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bool = False) -> int:
+def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bool = False,
+        events: bool = False) -> int:
     from runner.commands.validate import text_report
+    from runner.execute.library_output import quiet_libraries
     from runner.plan.planner import PlanError, make_plan
     from runner.plan.render import render
 
+    quiet_libraries()
     root = run_root(runs_dir)
+    json_lines = events or not sys.stdout.isatty()
+    human = sys.stderr if json_lines else sys.stdout  # stdout carries JSON lines only, when it does
     if plan_file:
         plan = _load_plan(Path(plan_file))
         from runner.plan.identity import check_fresh
@@ -32,15 +37,15 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
                 return ExitCode.INVALID
             raise
         if not quiet:
-            print(render(plan, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+            print(render(plan, colour=human.isatty() and "NO_COLOR" not in os.environ), file=human)
     spec_text = Path(plan.inputs.spec_path).read_text(encoding="utf-8")
 
     from runner.execute.job import WORKER_RUN_DIR, run_plan
     from runner.rundir import RunDirectory
 
-    code, run_dir = run_plan(plan, run_root=root, spec_text=spec_text)
+    code, run_dir = run_plan(plan, run_root=root, spec_text=spec_text, json_events=json_lines)
     if not os.environ.get(WORKER_RUN_DIR):  # the launching process reports, not its workers
-        print(summary(RunDirectory(run_dir)))
+        print(summary(RunDirectory(run_dir)), file=human)
     return code
 
 

@@ -26,13 +26,15 @@ from pathlib import Path
 import torch
 
 from runner.errors import ExitCode, RunnerError
-from runner.execute import card, loading
+from runner.execute import card, library_output, loading
 from runner.execute import trainable as trained
 from runner.execute.context import Context, Trained
 from runner.execute.data import TooManyRejected, encoder_for, prepare, sample_prompts
 from runner.execute.events import EventLog, MetricsLog
+from runner.execute.library_output import quiet_libraries
 from runner.execute.samples import generate
 from runner.execute.save import save_final
+from runner.execute.trackers import open_sinks
 from runner.fsutil import file_sha256, write_atomically
 from runner.manifest import (Artifact, Attempt, DataRecord, Environment, GitRecord, Manifest, Metrics, RunError,
                              Sample, Timings)
@@ -44,19 +46,30 @@ WORKER_RUN_DIR = "RUNNER_RUN_DIR"
 """Set for the worker processes of a multi-process run: the run directory they share."""
 
 
-def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, console: bool = True) -> tuple[int, Path]:
-    """Train `plan`; return (exit code, run directory)."""
+def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, console: bool = True,
+             json_events: bool | None = None) -> tuple[int, Path]:
+    """Train `plan`; return (exit code, run directory). `json_events`: the event lines on stdout too
+    (default: when stdout is not a terminal)."""
+    quiet_libraries()
     run, manifest = _start(plan, run_root, spec_text)
     if plan.device.count > 1 and not os.environ.get(WORKER_RUN_DIR):
         return _launch_workers(plan, run, run_root), run.path
     rank = _rank()
-    events = EventLog(run.events if rank == 0 else run.path / f"events-rank{rank}.jsonl", console=console and rank == 0)
+    events = EventLog(run.events if rank == 0 else run.path / f"events-rank{rank}.jsonl", console=console and rank == 0,
+                      json_lines=json_events)
+    library_output.to_events(events)
+    metrics = MetricsLog(run.metrics, on_error=lambda name, error: events.warning(
+        "tracker_failed", f"{name} stopped receiving metrics: {error}", tracker=name))
     stop = threading.Event()
     restore = _on_signals(stop, events)
     events.event("run_started", run_dir=str(run.path), attempt=manifest.attempts[-1].number, plan=plan.name,
                  method=plan.method, resumed_from_step=manifest.attempts[-1].resumed_from_step)
+    state = "failed"
     try:
-        state = _train(plan, run, manifest, events, stop)
+        if rank == 0:
+            metrics.sinks = open_sinks(plan, run, run_root, manifest.trackers)
+            manifest.trackers = {name: sink.record() for name, sink in metrics.sinks.items()}
+        state = _train(plan, run, manifest, events, stop, metrics)
     except TooManyRejected as error:
         state = _fail(manifest, "data", error.message, error.hint)
     except trained.IntegrityError as error:
@@ -75,9 +88,11 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
         state = _fail(manifest, "runtime", f"{type(error).__name__}: {error}", None, tail)
     finally:
         restore()
+    metrics.close(state)
     _finish(run, manifest, state)
     events.event("run_finished", state=state, run_dir=str(run.path),
                  error=manifest.error.message if manifest.error else None)
+    library_output.detach()
     events.close()
     code = {"succeeded": ExitCode.OK, "interrupted": ExitCode.INTERRUPTED}.get(state, ExitCode.INVALID)
     return int(code), run.path
@@ -154,18 +169,21 @@ def _seconds(attempt: Attempt) -> float:
 
 # --- the run itself ----------------------------------------------------------------------------
 
-def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, stop: threading.Event) -> str:
-    _quiet_libraries()
+def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, stop: threading.Event,
+           metrics: MetricsLog) -> str:
     torch.manual_seed(plan.value("training.seed"))
     started = time.monotonic()
     location = loading.location_of(plan)
+    events.status(f"loading {location.describe()}")
     tokenizer = loading.load_tokenizer(location)
     model = loading.load_model(location, plan.method, loading.weights_dtype(plan), pad_token_id=tokenizer.pad_token_id)
     if plan.value("hardware.device") == "cuda":
         model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     manifest.timings.load_s = round(time.monotonic() - started, 2)
+    manifest.weights = loading.weights_origin(location)
     events.event("model_loaded", model=location.describe(), seconds=manifest.timings.load_s)
 
+    events.status("reading the data")
     splits = prepare(plan, tokenizer)
     _record_data(plan, run, manifest, splits)
     events.event("data_ready", **{role: len(split.examples) for role, split in splits.items()},
@@ -174,6 +192,7 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
     encoder = encoder_for(plan, tokenizer)
     prompts = sample_prompts(plan, encoder) if plan.method != "reward" else []
     if prompts and not manifest.samples:
+        events.status(f"answering {len(prompts)} sample prompt(s) before training")
         befores = generate(model, tokenizer, [rendered for _, rendered in prompts], templated=encoder.use_chat_template)
         manifest.samples = [Sample(prompt=shown, before=answer) for (shown, _), answer in zip(prompts, befores)]
 
@@ -185,9 +204,10 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
 
     checkpoint = run.latest_checkpoint()
     recipe = importlib.import_module(f"runner.methods.{plan.method}")
-    metrics = MetricsLog(run.metrics)
     training_started = time.monotonic()
+    events.status("training")
     result = recipe.train(Context(plan, run, model, tokenizer, splits, events, metrics, stop, checkpoint))
+    events.keep_line()
     manifest.timings.train_s = round(time.monotonic() - training_started, 2)
     records = metrics.read()
     _record_metrics(manifest, result, records)
@@ -199,6 +219,7 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
         return "succeeded"
 
     model = result.model
+    events.status("comparing every parameter with the base")
     manifest.parameters = trained.compare(before, model, base, plan)
     events.event("parameters_compared", changed=len(manifest.parameters.changed),
                  unexpected=manifest.parameters.unexpected[:5], adapters_changed=manifest.parameters.adapters_changed)
@@ -208,12 +229,14 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
             + ", ".join(manifest.parameters.unexpected[:5]), "this is a bug in runner; please report it")
 
     if prompts:
+        events.status(f"answering {len(prompts)} sample prompt(s) after training")
         afters = generate(model, tokenizer, [rendered for _, rendered in prompts], templated=encoder.use_chat_template)
         for sample, answer in zip(manifest.samples, afters):
             sample.after = answer
         for sample in manifest.samples:
             events.event("sample", prompt=sample.prompt, before=sample.before, after=sample.after)
 
+    events.status("saving")
     folder = save_final(model, tokenizer, plan, run)
     card.loss_plot(run.loss_plot, records, f"{plan.name} ({plan.method})")
     manifest.state = "succeeded"
@@ -281,8 +304,8 @@ def _on_signals(stop: threading.Event, events: EventLog):
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        events.event("stopping", signal=signal.Signals(signum).name,
-                     detail="a checkpoint is written at the end of this step; a second signal stops at once")
+        events.warning("stopping", f"{signal.Signals(signum).name}: stopping after this step, with a checkpoint "
+                       "(a second signal stops at once)", signal=signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     return lambda: [signal.signal(sig, old) for sig, old in previous.items()]
@@ -300,13 +323,3 @@ def _rank() -> int:
 
 def _is_rank_zero() -> bool:
     return _rank() == 0
-
-
-def _quiet_libraries() -> None:
-    import datasets
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()

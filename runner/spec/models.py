@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidato
 from pydantic_core import PydanticCustomError
 
 from runner import trainable
+from runner.trackers import TRACKER_NAMES
 
 METHODS = ("sft", "dpo", "reward", "ppo", "grpo")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -331,6 +332,17 @@ class OutputsSpec(Section):
     """Steps between checkpoints; `auto` is about five per run, at least 50 steps apart."""
     keep_checkpoints: Count = 2
     """Newest checkpoints kept; older ones are deleted."""
+    report_to: list[Literal[TRACKER_NAMES]] = Field(default_factory=list)
+    """Experiment trackers that get every metric of metrics.jsonl: tensorboard (event files in the run
+    folder), mlflow ($MLFLOW_TRACKING_URI, else sqlite:///<run root>/mlflow.db), wandb (offline unless
+    $WANDB_MODE says otherwise). Each is an extra: pip install 'runner-finetune[tensorboard]'."""
+
+    @field_validator("report_to")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("report_to", "name each tracker once")
+        return value
 
     @field_validator("dir")
     @classmethod
