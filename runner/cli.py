@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--plan", dest="plan_file", metavar="PLAN_JSON", help="a plan saved by runner plan --out")
     run.add_argument("--runs-dir", help="run root: runs go to <run root>/<outputs.dir>/<name>/<run-id> (default: .)")
     run.add_argument("--quiet", action="store_true", help="do not print the plan before running")
+    nodes = run.add_argument_group("several nodes (hardware.nodes > 1): run the same plan on every node")
+    nodes.add_argument("--rendezvous", metavar="HOST:PORT", help="node 0's address and a free port "
+                       "(default: $RUNNER_RENDEZVOUS)")
+    nodes.add_argument("--node-rank", type=int, metavar="K", help="this node: 0 .. nodes-1; node 0 hosts the "
+                       "rendezvous and writes the manifest (default: $RUNNER_NODE_RANK or $SLURM_NODEID)")
+    nodes.add_argument("--launch-id", metavar="ID", help="the same on every node, new for every launch "
+                       "(default: $RUNNER_LAUNCH_ID)")
 
     sample = commands.add_parser("sample", help="answer prompts with a finished run's model")
     sample.add_argument("run_dir", metavar="RUN_DIR")
@@ -88,7 +95,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from runner.commands.run import run
 
-        return run(args.spec, args.plan_file, args.runs_dir, args.quiet)
+        return run(args.spec, args.plan_file, args.runs_dir, args.quiet, rendezvous=args.rendezvous,
+                   node_rank=args.node_rank, launch_id=args.launch_id)
     if args.command == "sample":
         from runner.commands.sample import sample
 

@@ -10,7 +10,10 @@ from runner.commands.plan import run_root
 from runner.errors import ExitCode, UsageError
 
 
-def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bool = False) -> int:
+def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bool = False, *,
+        rendezvous: str | None = None, node_rank: int | None = None, launch_id: str | None = None) -> int:
+    """`rendezvous`, `node_rank`, `launch_id`: this node's part of a plan on several nodes (else from the
+    environment; see runner.launch.local.placement)."""
     from runner.commands.validate import text_report
     from runner.plan.planner import PlanError, make_plan
     from runner.plan.render import render
@@ -35,12 +38,25 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
             print(render(plan, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
     spec_text = Path(plan.inputs.spec_path).read_text(encoding="utf-8")
 
-    from runner.execute.job import WORKER_RUN_DIR, run_plan
+    from runner.launch.local import WORKER_RUN_DIR, Placement, placement
+
+    worker = bool(os.environ.get(WORKER_RUN_DIR))  # node 0's launching process made the attempt
+    place = Placement() if worker else placement(plan.device.nodes, rendezvous=rendezvous, node_rank=node_rank,
+                                                 launch_id=launch_id)
+    if place.nodes > 1 and not plan_file:
+        raise UsageError(f"{plan.name} runs on {place.nodes} nodes; every node must run the same saved plan",
+                         f"runner plan {spec} --out plan.json, then on every node: runner run --plan plan.json ...")
+
+    from runner.execute.job import run_plan
     from runner.rundir import RunDirectory
 
-    code, run_dir = run_plan(plan, run_root=root, spec_text=spec_text)
-    if not os.environ.get(WORKER_RUN_DIR):  # the launching process reports, not its workers
+    code, run_dir = run_plan(plan, run_root=root, spec_text=spec_text, place=place)
+    if worker:
+        return code
+    if place.leads:  # node 0 reports the whole run
         print(summary(RunDirectory(run_dir)))
+    else:
+        print(f"node {place.node_rank}: its workers ended with exit code {code}; node 0 records the run in {run_dir}")
     return code
 
 
