@@ -163,7 +163,7 @@ def _launch_workers(plan: Plan, run: RunDirectory, run_root: Path, place: Placem
     manifest = run.read_manifest()
     cause = reports.outcome(place.nodes, SETTLE_TIMEOUT_S)
     if cause is not None and manifest.state != "succeeded":
-        _fail(manifest, cause.kind, f"{cause.where}: {cause.message}", cause.hint, cause.traceback)
+        _fail(manifest, cause.kind, cause.summary, cause.hint, cause.traceback)
         _finish(run, manifest, "failed")
     elif manifest.state == "running":  # the workers died without recording why
         _fail(manifest, "killed", f"the worker processes exited with code {code}", None)

@@ -45,8 +45,8 @@ class Failure:
     """Raised because another process of the launch went away: a consequence, not the cause."""
 
     @property
-    def where(self) -> str:
-        return f"rank {self.rank} on {self.host}" if self.rank is not None else f"node {self.node} ({self.host})"
+    def summary(self) -> str:
+        return f"rank {self.rank} on {self.host}: {self.message}" if self.rank is not None else self.message
 
 
 @dataclass(frozen=True)

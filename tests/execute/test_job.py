@@ -242,3 +242,22 @@ def test_out_of_memory_fails_with_a_hint(tiny_project, monkeypatch):
     assert code == 1 and manifest.state == "failed" and manifest.error.kind == "oom"
     assert "micro_batch_size" in manifest.error.hint and "Tried to allocate" in manifest.error.message
     assert manifest.attempts[-1].state == "failed" and manifest.finished_at is not None
+
+
+def test_a_failing_worker_records_its_error_for_node_0(tiny_project, tmp_path, monkeypatch):
+    from runner.execute.job import _start
+    from runner.launch.local import Placement
+    from runner.launch.records import Reports
+
+    spec = tiny_project(TINY_SPEC + FAST + "hardware:\n  device: cpu\n  gpus: 2\n")
+    plan = make_plan(spec, run_root=tmp_path, machine=CPU)
+    run, _ = _start(plan, tmp_path, spec.read_text(), Placement())  # what node 0's launcher does first
+    write_jsonl(tmp_path / "data" / "train.jsonl", [{"prompt": 1}] * 16)  # this worker reads unusable rows
+    for key, value in {"RUNNER_RUN_DIR": str(run.path), "RANK": "1", "WORLD_SIZE": "2", "RUNNER_NODE_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    code, _ = run_plan(plan, run_root=tmp_path, console=False)
+    assert code == 1
+    (failure,) = Reports(run.path, 1).failures()
+    assert (failure.rank, failure.node, failure.kind, failure.secondary) == (1, 1, "data", False)
+    assert "rows" in failure.message and failure.hint
+    assert run.read_manifest().state == "running"  # rank 0 writes the manifest; node 0's launcher settles it
