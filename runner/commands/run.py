@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from runner.commands.plan import run_root
+from runner.commands.plan import plan_spec, run_root
 from runner.errors import ExitCode, UsageError
 
 
@@ -14,8 +14,6 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
         rendezvous: str | None = None, node_rank: int | None = None, launch_id: str | None = None) -> int:
     """`rendezvous`, `node_rank`, `launch_id`: this node's part of a plan on several nodes (else from the
     environment; see runner.launch.local.placement)."""
-    from runner.commands.validate import text_report
-    from runner.plan.planner import PlanError, make_plan
     from runner.plan.render import render
 
     root = run_root(runs_dir)
@@ -25,15 +23,9 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
 
         check_fresh(plan, root)
     else:
-        if not spec or not Path(spec).is_file():
-            raise UsageError(f"{spec}: no such spec file")
-        try:
-            plan = make_plan(Path(spec), run_root=root)
-        except PlanError as error:
-            if error.result is not None:
-                print(text_report([error.result]))
-                return ExitCode.INVALID
-            raise
+        plan = plan_spec(spec, root)
+        if plan is None:
+            return ExitCode.INVALID
         if not quiet:
             print(render(plan, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
     spec_text = Path(plan.inputs.spec_path).read_text(encoding="utf-8")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from runner.errors import ExitCode, RunnerError
+from runner.errors import RunnerError, run_exit_code
 from runner.execute import card, loading
 from runner.execute import trainable as trained
 from runner.execute.context import Context, Trained
@@ -100,8 +100,7 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     events.event("run_finished", state=state, run_dir=str(run.path),
                  error=manifest.error.message if manifest.error else None)
     events.close()
-    code = {"succeeded": ExitCode.OK, "interrupted": ExitCode.INTERRUPTED}.get(state, ExitCode.INVALID)
-    return int(code), run.path
+    return run_exit_code(state), run.path
 
 
 # --- start, resume, finish ---------------------------------------------------------------------
@@ -168,7 +167,7 @@ def _launch_workers(plan: Plan, run: RunDirectory, run_root: Path, place: Placem
     elif manifest.state == "running":  # the workers died without recording why
         _fail(manifest, "killed", f"the worker processes exited with code {code}", None)
         _finish(run, manifest, "failed")
-    return {"succeeded": 0, "interrupted": int(ExitCode.INTERRUPTED)}.get(manifest.state, int(ExitCode.INVALID))
+    return run_exit_code(manifest.state)
 
 
 def _report_failure(run: RunDirectory, manifest: Manifest, rank: int, peer_gone: bool) -> None:
