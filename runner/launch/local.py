@@ -113,26 +113,30 @@ def supervise(command: list[str], env: Mapping[str, str], reports: Reports, plac
     node, has reported a failure, this node's workers get FAILURE_GRACE_S to end by themselves, then torchrun
     is told to stop them."""
     child = subprocess.Popen(command, env=dict(env))
-    restore = _wait_through_signals()
-    failure_seen, stopped = None, False
+    signals: list[int] = []
+    restore = _wait_through_signals(signals)
+    failure_seen, stopped_by = None, None
     try:
         while child.poll() is None:
             time.sleep(0.2)
             if failure_seen is None and reports.failures():
                 failure_seen = time.monotonic()
-            if failure_seen is not None and not stopped and time.monotonic() - failure_seen > FAILURE_GRACE_S:
+            if failure_seen is not None and stopped_by is None and time.monotonic() - failure_seen > FAILURE_GRACE_S:
                 child.terminate()
-                stopped = True
+                stopped_by = "failure"
     finally:
         restore()
-    reports.node_ended(place.node_rank, socket.gethostname(), child.returncode, stopped_for_failure=stopped)
+    # torchrun ends with 1 after passing a stop signal on, even when every worker checkpointed and stopped
+    stopped_by = stopped_by or ("signal" if signals else None)
+    reports.node_ended(place.node_rank, socket.gethostname(), child.returncode, stopped_by=stopped_by)
     return child.returncode
 
 
-def _wait_through_signals():
-    """While torchrun runs, a signal must not end this process: torchrun got the same signal from the group
-    and stops the workers, and this process still has to record how they ended."""
+def _wait_through_signals(received: list[int]):
+    """While torchrun runs, a stop signal must not end this process: torchrun got the same signal from the
+    group and stops the workers, and this process still has to record how they ended."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     return lambda: [signal.signal(sig, old) for sig, old in previous.items()]

@@ -17,6 +17,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from runner.errors import RunnerError
 from runner.fsutil import write_atomically
@@ -54,7 +55,9 @@ class NodeEnd:
     node: int
     host: str
     exit_code: int
-    stopped_for_failure: bool
+    stopped_by: Literal["failure", "signal"] | None
+    """Why the workers were stopped: a failure elsewhere in the launch, or a stop signal (both end torchrun
+    with a non-zero code that is not a failure of this node)."""
     at: float
 
 
@@ -105,9 +108,8 @@ class Reports:
     def rank_failed(self, failure: Failure) -> None:
         write_atomically(self.folder / f"rank-{failure.rank}.json", json.dumps(dataclasses.asdict(failure)) + "\n")
 
-    def node_ended(self, node: int, host: str, exit_code: int, *, stopped_for_failure: bool) -> None:
-        end = NodeEnd(node=node, host=host, exit_code=exit_code, stopped_for_failure=stopped_for_failure,
-                      at=time.time())
+    def node_ended(self, node: int, host: str, exit_code: int, *, stopped_by: str | None) -> None:
+        end = NodeEnd(node=node, host=host, exit_code=exit_code, stopped_by=stopped_by, at=time.time())
         write_atomically(self.folder / f"node-{node}.json", json.dumps(dataclasses.asdict(end)) + "\n")
 
     def failures(self) -> list[Failure]:
@@ -126,7 +128,7 @@ class Reports:
         failures = self.failures()
         reported = {failure.node for failure in failures}
         for end in ended.values():
-            if end.exit_code != 0 and not end.stopped_for_failure and end.node not in reported:
+            if end.exit_code != 0 and end.stopped_by is None and end.node not in reported:
                 failures.append(Failure(
                     node=end.node, host=end.host, kind="killed", at=end.at,
                     message=f"the workers on node {end.node} ({end.host}) ended with exit code {end.exit_code} "

@@ -75,11 +75,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _node(plan: Path, root: Path, rank: int, port: int, launch_id: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", "--plan", str(plan), "--runs-dir", str(root), "--quiet",
-         "--rendezvous", f"127.0.0.1:{port}", "--node-rank", str(rank), "--launch-id", launch_id],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _node(plan: Path, root: Path, rank: int, port: int, launch_id: str, *, like_slurm: bool = False):
+    """One node's `runner run`: its place from the flags, or from the environment as Slurm's script sets it."""
+    command = [sys.executable, "-m", "runner", "run", "--plan", str(plan), "--runs-dir", str(root), "--quiet"]
+    place = {"RUNNER_RENDEZVOUS": f"127.0.0.1:{port}", "SLURM_NODEID": str(rank), "RUNNER_LAUNCH_ID": launch_id}
+    if not like_slurm:
+        command += ["--rendezvous", place["RUNNER_RENDEZVOUS"], "--node-rank", str(rank), "--launch-id", launch_id]
+    return subprocess.Popen(command, env={**os.environ, **place} if like_slurm else None,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _saved_plan(spec: Path, root: Path, name: str) -> Path:
@@ -105,7 +108,8 @@ def test_two_nodes_on_loopback_compute_the_step_of_one_node_with_two_processes(t
     one_node = _saved_plan(tiny_project(TINY_SPEC.replace("name: tiny", "name: local") + ONE_STEP + "  gpus: 2\n",
                                         "local.yaml"), tmp_path, "local.json")
     port = _free_port()
-    nodes = [_node(two_nodes, tmp_path, rank, port, "loopback-1") for rank in (1, 0)]  # node 1 may come first
+    nodes = [_node(two_nodes, tmp_path, 1, port, "loopback-1", like_slurm=True),  # node 1 may come first
+             _node(two_nodes, tmp_path, 0, port, "loopback-1")]
     outputs = [node.communicate(timeout=300)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs
     assert "nodes: SUCCEEDED" in outputs[1] and "node 1: its workers ended with exit code 0" in outputs[0]

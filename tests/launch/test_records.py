@@ -39,20 +39,24 @@ def test_the_first_failure_that_is_not_a_consequence_is_the_cause():
 
 def test_an_attempt_reports_rank_failures_and_silent_or_missing_nodes(tmp_path):
     reports = Reports(tmp_path, attempt=1)
-    reports.node_ended(0, "n0", 0, stopped_for_failure=False)
+    reports.node_ended(0, "n0", 0, stopped_by=None)
     assert reports.outcome(nodes=1, timeout_s=0) is None
 
     reports = Reports(tmp_path, attempt=2)
     reports.rank_failed(_failure(0, at=1.0, secondary=True, message="Connection reset by peer"))
-    reports.node_ended(0, "n0", 1, stopped_for_failure=False)
-    reports.node_ended(1, "n1", -9, stopped_for_failure=False)  # its worker was killed before it could report
+    reports.node_ended(0, "n0", 1, stopped_by=None)
+    reports.node_ended(1, "n1", -9, stopped_by=None)  # its worker was killed before it could report
     cause = reports.outcome(nodes=2, timeout_s=0)
     assert cause.kind == "killed" and cause.rank is None and cause.node == 1
     assert cause.summary.startswith("the workers on node 1 (n1) ended with exit code -9 without recording an error")
 
     reports = Reports(tmp_path, attempt=3)
-    reports.node_ended(0, "n0", 1, stopped_for_failure=True)  # stopped because of another's failure: no cause
+    reports.node_ended(0, "n0", 1, stopped_by="failure")  # stopped because of another's failure: no cause
     assert reports.outcome(nodes=1, timeout_s=0) is None
     cause = reports.outcome(nodes=2, timeout_s=0.2)
     assert cause.node == 1 and "node 1 did not report how its workers ended within 0 s" in cause.message
     assert [end.node for end in reports.ended_nodes().values()] == [0]
+
+    reports = Reports(tmp_path, attempt=4)
+    reports.node_ended(0, "n0", 1, stopped_by="signal")  # torchrun's code after passing Ctrl-C or scancel on
+    assert reports.outcome(nodes=1, timeout_s=0) is None

@@ -20,8 +20,8 @@ from runner.plan.planner import make_plan
 from tests.conftest import REPO, TINY_SPEC
 
 TINY_RUN = "training:\n  max_steps: 2\n  batch_size: 4\n  learning_rate: 1.0e-3\nhardware:\n  device: cpu\n"
-LONG_RUN = ("training:\n  max_steps: 100000\n  batch_size: 2\n  learning_rate: 1.0e-4\nhardware:\n  device: cpu\n"
-            "outputs:\n  checkpoint_every: 100000\n")
+LONG_RUN = ("training:\n  max_steps: 100000\n  batch_size: 2\n  learning_rate: 1.0e-4\n"
+            "outputs:\n  checkpoint_every: 100000\nhardware:\n  device: cpu\n")
 
 
 def write_config(folder: Path, text: str) -> Path:
@@ -118,10 +118,13 @@ def test_a_submitted_job_succeeds_with_exactly_one_manifest(cluster, tiny_projec
 
 @pytest.mark.slow
 def test_ctrl_c_while_following_cancels_the_job_and_the_run_checkpoints(cluster, tiny_project, tmp_path):
-    spec = tiny_project(TINY_SPEC + LONG_RUN)
+    # Two processes under torchrun: Slurm signals every process of the job, torchrun passes the signal on
+    # as well, and the run must still checkpoint once and end interrupted, not failed.
+    spec = tiny_project(TINY_SPEC + LONG_RUN + "  gpus: 2\n")
+    config = write_config(tmp_path, "cpus_per_process: 1\n")  # the test cluster's node has 2 CPUs
     follower = subprocess.Popen([sys.executable, "-m", "runner", "submit", str(spec), "--runs-dir", str(tmp_path),
-                                 "--quiet"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                 "--quiet", "--config", str(config)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 180
     while not list((tmp_path / "runs" / "tiny").glob("*/metrics.jsonl")):  # training has begun
         assert time.monotonic() < deadline and follower.poll() is None, follower.communicate()[0]
@@ -133,6 +136,6 @@ def test_ctrl_c_while_following_cancels_the_job_and_the_run_checkpoints(cluster,
     assert "[runner] tiny: INTERRUPTED" in out and "interrupted: stopped by a signal after writing a checkpoint" in out
     (manifest,) = _manifests(tmp_path)
     assert manifest.state == "interrupted" and manifest.error.kind == "interrupted"
-    assert manifest.attempts[-1].state == "interrupted"
+    assert manifest.attempts[-1].state == "interrupted" and manifest.plan.device.count == 2
     run_dir = tmp_path / "runs" / "tiny" / manifest.run_id
     assert list((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json"))
