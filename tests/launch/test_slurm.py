@@ -83,6 +83,20 @@ def test_dry_run_writes_the_plan_and_script_and_submits_nothing(tiny_project, tm
     assert not list((tmp_path / "runs" / "tiny").glob("*/manifest.json"))
 
 
+def test_launchers_are_torch_free_and_validate_never_loads_slurm():
+    code = (
+        "import sys\n"
+        "from runner.cli import main\n"
+        f"main(['validate', {str(REPO / 'specs')!r}])\n"
+        "assert 'runner.launch.slurm' not in sys.modules and 'runner.launch.local' not in sys.modules\n"
+        "import runner.commands.submit, runner.launch.local, runner.launch.records, runner.launch.slurm\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr
+
+
 # --- a real cluster -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
