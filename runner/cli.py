@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--config", dest="config_file", metavar="FILE",
                         help="Slurm settings (default: $RUNNER_SLURM_CONFIG or ~/.config/runner/slurm.yaml)")
     submit.add_argument("--detach", action="store_true", help="submit and return; do not follow")
-    submit.add_argument("--dry-run", action="store_true", help="write the plan and the script, print it, submit nothing")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="write the plan and the script, print the script, submit nothing")
     submit.add_argument("--quiet", action="store_true", help="do not print the plan")
 
     sample = commands.add_parser("sample", help="answer prompts with a finished run's model")

@@ -19,7 +19,8 @@ def schemas() -> dict[str, dict]:
     job = {**header, "title": "runner job spec", **describe_schema(JobSpec.model_json_schema(), "JobSpec")}
     plan = {**header, "title": "runner plan", **Plan.model_json_schema()}
     manifest = {**header, "title": "runner result manifest", **Manifest.model_json_schema()}
-    slurm = {**header, "title": "runner Slurm settings (~/.config/runner/slurm.yaml)", **SlurmConfig.model_json_schema()}
+    slurm = {**header, "title": "runner Slurm settings (~/.config/runner/slurm.yaml)",
+             **SlurmConfig.model_json_schema()}
     return {"job.schema.json": job, "plan.schema.json": plan, "manifest.schema.json": manifest,
             "slurm.schema.json": slurm}
 

@@ -253,7 +253,8 @@ def test_a_failing_worker_records_its_error_for_node_0(tiny_project, tmp_path, m
     plan = make_plan(spec, run_root=tmp_path, machine=CPU)
     run, _ = _start(plan, tmp_path, spec.read_text(), Placement())  # what node 0's launcher does first
     write_jsonl(tmp_path / "data" / "train.jsonl", [{"prompt": 1}] * 16)  # this worker reads unusable rows
-    for key, value in {"RUNNER_RUN_DIR": str(run.path), "RANK": "1", "WORLD_SIZE": "2", "RUNNER_NODE_RANK": "1"}.items():
+    worker = {"RUNNER_RUN_DIR": str(run.path), "RANK": "1", "WORLD_SIZE": "2", "RUNNER_NODE_RANK": "1"}
+    for key, value in worker.items():
         monkeypatch.setenv(key, value)
     code, _ = run_plan(plan, run_root=tmp_path, console=False)
     assert code == 1
