@@ -161,12 +161,10 @@ def _launch_workers(plan: Plan, run: RunDirectory, run_root: Path, place: Placem
         return code
     manifest = run.read_manifest()
     cause = reports.outcome(place.nodes, SETTLE_TIMEOUT_S)
-    if cause is not None and manifest.state != "succeeded":
-        _fail(manifest, cause.kind, cause.summary, cause.hint, cause.traceback)
-        _finish(run, manifest, "failed")
-    elif manifest.state == "running":  # the workers died without recording why
-        _fail(manifest, "killed", f"the worker processes exited with code {code}", None)
-        _finish(run, manifest, "failed")
+    state, error = records.verdict(manifest.state, cause, reports.signalled(), code)
+    if error is not None:
+        _fail(manifest, error.kind, error.summary, error.hint, error.traceback)
+        _finish(run, manifest, state)
     return run_exit_code(manifest.state)
 
 
@@ -334,10 +332,10 @@ def _on_signals(stop: threading.Event, events: EventLog):
     first = []
 
     def handler(signum, frame):
+        if first and time.monotonic() - first[0] < SAME_STOP_S:
+            return  # the same stop, passed on by torchrun or sent to every process by Slurm
         if stop.is_set():
-            if time.monotonic() - first[0] > SAME_STOP_S:
-                raise KeyboardInterrupt
-            return
+            raise KeyboardInterrupt
         first.append(time.monotonic())
         stop.set()
         events.event("stopping", signal=signal.Signals(signum).name,

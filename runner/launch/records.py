@@ -118,6 +118,10 @@ class Reports:
     def ended_nodes(self) -> dict[int, NodeEnd]:
         return {end.node: end for end in (NodeEnd(**record) for record in self._read("node-*.json"))}
 
+    def signalled(self) -> bool:
+        """Whether a stop signal stopped the workers of any node."""
+        return any(end.stopped_by == "signal" for end in self.ended_nodes().values())
+
     def outcome(self, nodes: int, timeout_s: float) -> Failure | None:
         """The failure that ended this attempt, once every node has ended (or `timeout_s` passed): the
         earliest failure that is not a consequence of another (a rank blocked on a dead peer), counting a
@@ -153,3 +157,23 @@ def first_cause(failures: list[Failure]) -> Failure | None:
     """The earliest failure that was not caused by another process going away (else the earliest)."""
     causes = [failure for failure in failures if not failure.secondary] or failures
     return min(causes, key=lambda failure: failure.at, default=None)
+
+
+def verdict(state: str, cause: Failure | None, signalled: bool, exit_code: int) -> tuple[str, Failure | None]:
+    """The run's final state once node 0's workers ended: from the manifest's `state` (rank 0's word), the
+    launch's first failure and whether a stop signal stopped it; and the error to record (None: the
+    manifest's stands)."""
+    if cause is not None and cause.secondary and signalled:
+        # A stop signal reaches the ranks at slightly different moments; a rank that stopped a step before
+        # the others leaves them waiting for it, and their "peer gone" is part of the stop, not a failure.
+        if state == "interrupted":
+            return state, None
+        return "interrupted", Failure(node=cause.node, host=cause.host, kind="interrupted", at=cause.at,
+                                      message="stopped by a signal; not every rank stopped after the same step",
+                                      hint="run the same plan again to resume from the last checkpoint")
+    if cause is not None and state != "succeeded":
+        return "failed", cause
+    if state == "running":  # rank 0 ended without a word, and no other process said why
+        return "failed", Failure(node=0, host="?", kind="killed", at=time.time(),
+                                 message=f"the worker processes exited with code {exit_code}")
+    return state, None

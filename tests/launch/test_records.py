@@ -4,7 +4,7 @@ import pytest
 
 from runner.errors import RunnerError
 from runner.launch.records import (Failure, LaunchRecord, Reports, ensure_unused, first_cause, read_launch,
-                                   record_launch, wait_for_launch)
+                                   record_launch, verdict, wait_for_launch)
 
 
 def test_the_other_nodes_find_the_run_that_node_0_recorded(tmp_path):
@@ -59,4 +59,21 @@ def test_an_attempt_reports_rank_failures_and_silent_or_missing_nodes(tmp_path):
 
     reports = Reports(tmp_path, attempt=4)
     reports.node_ended(0, "n0", 1, stopped_by="signal")  # torchrun's code after passing Ctrl-C or scancel on
-    assert reports.outcome(nodes=1, timeout_s=0) is None
+    assert reports.outcome(nodes=1, timeout_s=0) is None and reports.signalled()
+    assert not Reports(tmp_path, attempt=3).signalled()
+
+
+def test_the_verdict_keeps_rank_0s_word_unless_another_process_says_otherwise():
+    cause = _failure(1, at=1.0, node=1, message="ValueError: bad row")
+    peer_gone = _failure(1, at=1.0, node=1, secondary=True, message="Connection reset by peer")
+    assert verdict("succeeded", None, False, 0) == ("succeeded", None)
+    assert verdict("interrupted", None, True, 1) == ("interrupted", None)
+    assert verdict("failed", cause, False, 1) == ("failed", cause)  # rank 1's error replaces rank 0's
+    assert verdict("succeeded", cause, False, 1) == ("succeeded", None)  # failed after the model was saved
+    state, error = verdict("running", None, False, -9)
+    assert state == "failed" and error.kind == "killed" and "exited with code -9" in error.message
+    # a stop that reached one rank a step before the others: their "peer gone" is part of the stop
+    assert verdict("interrupted", peer_gone, True, 1) == ("interrupted", None)
+    state, error = verdict("failed", peer_gone, True, 1)
+    assert state == "interrupted" and error.kind == "interrupted" and error.summary.startswith("stopped by a signal")
+    assert verdict("failed", peer_gone, False, 1) == ("failed", peer_gone)  # no signal: a failure after all
