@@ -77,9 +77,7 @@ def follow(job_id: str, submission) -> int:
         try:
             job = slurm.status(job_id)
             offset = _print_new(output, offset)
-            state = "forgotten by Slurm" if job is None else job.state + (
-                f" ({job.reason})" if job.reason not in ("", "None") else "") + (
-                f" on {job.nodes}" if job.state == "RUNNING" else "")
+            state = "forgotten by Slurm" if job is None else _describe(job)
             if state != shown:
                 print(f"[slurm] job {job_id}: {state}", flush=True)
                 shown = state
@@ -97,6 +95,15 @@ def follow(job_id: str, submission) -> int:
             cancelled = True
             print(f"[slurm] job {job_id}: cancelling (runner writes a checkpoint and stops)", flush=True)
     return _outcome(job_id, submission, output, offset)
+
+
+def _describe(job) -> str:
+    text = job.state + (f" ({job.reason})" if job.reason not in ("", "None") else "")
+    if job.state == "RUNNING":
+        text += f" on {job.nodes}"
+    if job.finished and job.state != "COMPLETED":
+        text += f", exit code {job.exit_code}"
+    return text
 
 
 def _outcome(job_id: str, submission, output: Path, offset: int) -> int:

@@ -199,11 +199,10 @@ class JobStatus:
     """Slurm's job state: PENDING, RUNNING, COMPLETING, COMPLETED, FAILED, CANCELLED, TIMEOUT, ..."""
     reason: str
     exit_code: str
-    restarts: int
+    """The batch script's exit code and the signal that ended it, as `code:signal`."""
     nodes: str
     script: str | None
     """The batch script's path (its folder is the submission's)."""
-    output: str | None
 
     @property
     def finished(self) -> bool:
@@ -229,9 +228,8 @@ def status(job_id: str) -> JobStatus | None:
         raise RunnerError(f"scontrol show job {job_id} failed: {completed.stderr.strip()}")
     fields = dict(re.findall(r"(\w+)=(\S*)", completed.stdout))
     return JobStatus(job_id=job_id, state=fields.get("JobState", "UNKNOWN"), reason=fields.get("Reason", ""),
-                     exit_code=fields.get("ExitCode", ""), restarts=int(fields.get("Restarts", "0") or 0),
-                     nodes=fields.get("NodeList", ""), script=fields.get("Command") or None,
-                     output=fields.get("StdOut") or None)
+                     exit_code=fields.get("ExitCode", ""), nodes=fields.get("NodeList", ""),
+                     script=fields.get("Command") or None)
 
 
 def cancel(job_id: str) -> None:

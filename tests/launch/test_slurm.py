@@ -117,13 +117,16 @@ def _manifests(root: Path) -> list[Manifest]:
 @pytest.mark.slow
 def test_a_submitted_job_succeeds_with_exactly_one_manifest(cluster, tiny_project, tmp_path, capsys):
     spec = tiny_project(TINY_SPEC + TINY_RUN)
-    assert main(["submit", str(spec), "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    assert main(["submit", str(spec), "--runs-dir", str(tmp_path), "--quiet", "--detach"]) == 0
     out = capsys.readouterr().out
-    assert "submitted Slurm job" in out and ": COMPLETED" in out
+    job_id = out.split("submitted Slurm job ")[1].split(":")[0]
+    assert f"follow it: runner submit --attach {job_id}" in out
+    assert main(["submit", "--attach", job_id]) == 0
+    out = capsys.readouterr().out
+    assert f"[slurm] job {job_id}: COMPLETED" in out
     assert out.count("tiny: SUCCEEDED") == 2  # the run's summary in the job's output, and the outcome
     (manifest,) = _manifests(tmp_path)
     assert manifest.state == "succeeded" and manifest.metrics.steps == 2 and len(manifest.attempts) == 1
-    job_id = out.split("submitted Slurm job ")[1].split(":")[0]
     (submission,) = (tmp_path / "runs" / "tiny" / "slurm").iterdir()
     assert slurm.run_of(slurm.Submission(submission), job_id).run_dir == str(tmp_path.resolve() / "runs" / "tiny" /
                                                                               manifest.run_id)
