@@ -63,6 +63,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="do not print the plan before running")
     run.add_argument("--events", action="store_true",
                      help="print the JSON event lines on stdout (the default when stdout is not a terminal)")
+    nodes = run.add_argument_group("several nodes (hardware.nodes > 1): run the same plan on every node")
+    nodes.add_argument("--rendezvous", metavar="HOST:PORT", help="node 0's address and a free port "
+                       "(default: $RUNNER_RENDEZVOUS)")
+    nodes.add_argument("--node-rank", type=int, metavar="K", help="this node: 0 .. nodes-1; node 0 hosts the "
+                       "rendezvous and writes the manifest (default: $RUNNER_NODE_RANK or $SLURM_NODEID)")
+    nodes.add_argument("--launch-id", metavar="ID", help="the same on every node, new for every launch "
+                       "(default: $RUNNER_LAUNCH_ID)")
+
+    submit = commands.add_parser("submit", help="run a spec on a Slurm cluster and follow it",
+                                 description="Plan here, write an sbatch script beside the runs, sbatch it, and "
+                                 "follow the job (Ctrl-C asks whether to cancel it). Set-up: README, Slurm.")
+    target = submit.add_mutually_exclusive_group(required=True)
+    target.add_argument("spec", nargs="?", metavar="SPEC")
+    target.add_argument("--attach", metavar="JOB_ID", help="follow a job submitted earlier")
+    submit.add_argument("--runs-dir", help="run root, on storage the compute nodes see (default: .)")
+    submit.add_argument("--partition", help="sbatch --partition (default: the config file's, else Slurm's)")
+    submit.add_argument("--account", help="sbatch --account")
+    submit.add_argument("--time", dest="time_limit", metavar="LIMIT", help="time limit: minutes, HH:MM:SS or "
+                        "D-HH:MM:SS; runner checkpoints before it")
+    submit.add_argument("--config", dest="config_file", metavar="FILE",
+                        help="Slurm settings (default: $RUNNER_SLURM_CONFIG or ~/.config/runner/slurm.yaml)")
+    submit.add_argument("--detach", action="store_true", help="submit and return; do not follow")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="write the plan and the script, print the script, submit nothing")
+    submit.add_argument("--quiet", action="store_true", help="do not print the plan")
 
     sample = commands.add_parser(
         "sample", help="answer prompts with a finished run's model",
@@ -151,7 +176,16 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from runner.commands.run import run
 
-        return run(args.spec, args.plan_file, args.runs_dir, args.quiet, args.events)
+        return run(args.spec, args.plan_file, args.runs_dir, args.quiet, args.events, rendezvous=args.rendezvous,
+                   node_rank=args.node_rank, launch_id=args.launch_id)
+    if args.command == "submit":
+        from runner.commands.submit import attach, submit
+
+        if args.attach:
+            return attach(args.attach)
+        return submit(args.spec, args.runs_dir, partition=args.partition, account=args.account,
+                      time_limit=args.time_limit, config_file=args.config_file, detach=args.detach,
+                      dry_run=args.dry_run, quiet=args.quiet)
     if args.command == "sample":
         from runner.commands.sample import sample
 

@@ -108,11 +108,16 @@ def process_alive(pid: int, host: str) -> bool:
 
 
 def new_run(folder: Path, plan_hash: str) -> RunDirectory:
+    return RunDirectory(new_folder(folder, plan_hash))
+
+
+def new_folder(parent: Path, plan_hash: str) -> Path:
+    """A new folder named by the time and the plan, so that names sort oldest first."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    path = folder / f"{stamp}-{plan_hash[:8]}"
+    path = parent / f"{stamp}-{plan_hash[:8]}"
     suffix = 1
     while path.exists():
         suffix += 1
-        path = folder / f"{stamp}-{plan_hash[:8]}-{suffix}"
+        path = parent / f"{stamp}-{plan_hash[:8]}-{suffix}"
     path.mkdir(parents=True)
-    return RunDirectory(path)
+    return path

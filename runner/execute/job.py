@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import platform
+import re
 import resource
 import signal
 import socket
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from runner.errors import ExitCode, RunnerError
+from runner.errors import RunnerError, run_exit_code
 from runner.execute import card, library_output, loading
 from runner.execute import trainable as trained
 from runner.execute.context import Context, Trained
@@ -36,24 +37,39 @@ from runner.execute.samples import generate
 from runner.execute.save import save_final
 from runner.execute.trackers import open_sinks
 from runner.fsutil import file_sha256, write_atomically
+from runner.launch import records
+from runner.launch.local import (FAILURE_GRACE_S, JOIN_TIMEOUT_S, NODE_RANK_ENV, SHUTDOWN_TIMEOUT_S, WORKER_RUN_DIR,
+                                 Placement, supervise, torchrun_command)
 from runner.manifest import (Artifact, Attempt, DataRecord, Environment, GitRecord, Manifest, Metrics, RunError,
                              Sample, Timings)
 from runner.plan.identity import versions
 from runner.plan.models import Plan
 from runner.rundir import RunDirectory, new_run, now, plan_sha256, process_alive, resumable_run, runs_folder
 
-WORKER_RUN_DIR = "RUNNER_RUN_DIR"
-"""Set for the worker processes of a multi-process run: the run directory they share."""
+SETTLE_TIMEOUT_S = SHUTDOWN_TIMEOUT_S + FAILURE_GRACE_S + 30
+"""How long node 0 waits for the other nodes to say how their workers ended, after its own ended."""
+SAME_STOP_S = 2.0
+"""Stop signals this soon after the first are the same request: Slurm signals every process of a job step,
+and torchrun passes the signal on as well."""
+_PEER_GONE = re.compile(r"connection (closed|reset) by peer|broken pipe|remote process exited|"
+                        r"communicator was aborted|socket closed", re.IGNORECASE)
 
 
 def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, console: bool = True,
-             json_events: bool | None = None) -> tuple[int, Path]:
-    """Train `plan`; return (exit code, run directory). `json_events`: the event lines on stdout too
-    (default: when stdout is not a terminal)."""
+             json_events: bool | None = None, place: Placement = Placement()) -> tuple[int, Path]:
+    """Train `plan`, or this node's part of it; return (exit code, run directory). `json_events`: the
+    event lines on stdout too (default: when stdout is not a terminal)."""
     quiet_libraries()
-    run, manifest = _start(plan, run_root, spec_text)
-    if plan.device.count > 1 and not os.environ.get(WORKER_RUN_DIR):
-        return _launch_workers(plan, run, run_root), run.path
+    worker_of = os.environ.get(WORKER_RUN_DIR)
+    if worker_of:  # a worker process of a multi-process run: node 0's launching process made the attempt
+        run = RunDirectory(Path(worker_of))
+        manifest = run.read_manifest()
+    elif not place.leads:
+        return _join(plan, run_root, place)
+    else:
+        run, manifest = _start(plan, run_root, spec_text, place)
+        if plan.device.count > 1:
+            return _launch_workers(plan, run, run_root, place, manifest.attempts[-1].number), run.path
     rank = _rank()
     events = EventLog(run.events if rank == 0 else run.path / f"events-rank{rank}.jsonl", console=console and rank == 0,
                       json_lines=json_events)
@@ -65,6 +81,7 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     events.event("run_started", run_dir=str(run.path), attempt=manifest.attempts[-1].number, plan=plan.name,
                  method=plan.method, resumed_from_step=manifest.attempts[-1].resumed_from_step)
     state = "failed"
+    peer_gone = False
     try:
         if rank == 0:
             metrics.sinks = open_sinks(plan, run, run_root, manifest.trackers)
@@ -86,27 +103,27 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     except Exception as error:  # the manifest must record any failure; the traceback says where
         tail = "".join(traceback.format_exception(error)[-6:])
         state = _fail(manifest, "runtime", f"{type(error).__name__}: {error}", None, tail)
+        peer_gone = _peer_gone(error)
     finally:
         restore()
     metrics.close(state)
+    if worker_of and state == "failed":  # node 0's launcher tells the first failure from its consequences
+        _report_failure(run, manifest, rank, peer_gone)
     _finish(run, manifest, state)
     events.event("run_finished", state=state, run_dir=str(run.path),
                  error=manifest.error.message if manifest.error else None)
     library_output.detach()
     events.close()
-    code = {"succeeded": ExitCode.OK, "interrupted": ExitCode.INTERRUPTED}.get(state, ExitCode.INVALID)
-    return int(code), run.path
+    return run_exit_code(state), run.path
 
 
 # --- start, resume, finish ---------------------------------------------------------------------
 
-def _start(plan: Plan, run_root: Path, spec_text: str | None) -> tuple[RunDirectory, Manifest]:
+def _start(plan: Plan, run_root: Path, spec_text: str | None, place: Placement) -> tuple[RunDirectory, Manifest]:
     folder = runs_folder(run_root, plan)
     plan_hash = plan_sha256(plan)
-    worker_of = os.environ.get(WORKER_RUN_DIR)
-    if worker_of:  # a worker process of a multi-process run: the launching process made the attempt
-        run = RunDirectory(Path(worker_of))
-        return run, run.read_manifest()
+    if place.launch_id:
+        records.ensure_unused(folder, place.launch_id)
     run = resumable_run(folder, plan_hash) or new_run(folder, plan_hash)
     manifest = run.read_manifest()
     if manifest is not None and manifest.attempts and manifest.attempts[-1].state == "running":
@@ -130,19 +147,54 @@ def _start(plan: Plan, run_root: Path, spec_text: str | None) -> tuple[RunDirect
                                      resumed_from_step=resumed_from, pid=os.getpid(), host=socket.gethostname()))
     manifest.state, manifest.error, manifest.finished_at = "running", None, None
     run.write_manifest(manifest)
+    if place.launch_id:  # after the manifest: the other nodes' workers read it
+        records.record_launch(folder, place.launch_id,
+                              records.LaunchRecord(str(run.path), manifest.attempts[-1].number, place.nodes))
     return run, manifest
 
 
-def _launch_workers(plan: Plan, run: RunDirectory, run_root: Path) -> int:
-    """Data-parallel training: one process per device under torchrun, sharing this run directory."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={plan.device.count}",
-               "-m", "runner", "run", "--plan", str(run.plan), "--runs-dir", str(run_root)]
-    completed = subprocess.run(command, env={**os.environ, WORKER_RUN_DIR: str(run.path)})
+def _join(plan: Plan, run_root: Path, place: Placement) -> tuple[int, Path]:
+    """A node other than node 0: train in the run that node 0 chose for this launch."""
+    record = records.wait_for_launch(runs_folder(run_root, plan), place.launch_id, JOIN_TIMEOUT_S)
+    run = RunDirectory(Path(record.run_dir))
     manifest = run.read_manifest()
-    if manifest.state == "running":  # the workers died without recording why
-        _fail(manifest, "runtime", f"the worker processes exited with code {completed.returncode}", None)
-        _finish(run, manifest, "failed")
-    return {"succeeded": 0, "interrupted": int(ExitCode.INTERRUPTED)}.get(manifest.state, int(ExitCode.INVALID))
+    if manifest is None or manifest.plan_sha256 != plan_sha256(plan):
+        raise RunnerError(f"launch {place.launch_id!r} trains {run.path}, which is not a run of this plan",
+                          "start every node with the same plan file")
+    return _launch_workers(plan, run, run_root, place, record.attempt), run.path
+
+
+def _launch_workers(plan: Plan, run: RunDirectory, run_root: Path, place: Placement, attempt: int) -> int:
+    """Data-parallel training: this node's processes under torchrun, sharing the run directory. Node 0
+    then records the outcome of the whole launch: the first failure on any node, if there was one."""
+    reports = records.Reports(run.path, attempt)
+    command = torchrun_command(sys.executable, plan.device.per_node, place,
+                               ["run", "--plan", str(run.plan), "--runs-dir", str(run_root)])
+    code = supervise(command, {**os.environ, **place.environment(), WORKER_RUN_DIR: str(run.path)}, reports, place)
+    if not place.leads:
+        return code
+    manifest = run.read_manifest()
+    cause = reports.outcome(place.nodes, SETTLE_TIMEOUT_S)
+    state, error = records.verdict(manifest.state, cause, reports.signalled(), code)
+    if error is not None:
+        _fail(manifest, error.kind, error.summary, error.hint, error.traceback)
+        _finish(run, manifest, state)
+    return run_exit_code(manifest.state)
+
+
+def _report_failure(run: RunDirectory, manifest: Manifest, rank: int, peer_gone: bool) -> None:
+    error = manifest.error
+    records.Reports(run.path, manifest.attempts[-1].number).rank_failed(records.Failure(
+        node=int(os.environ.get(NODE_RANK_ENV, "0")), host=socket.gethostname(), kind=error.kind,
+        message=error.message, at=time.time(), rank=rank, hint=error.hint, traceback=error.traceback,
+        secondary=peer_gone))
+
+
+def _peer_gone(error: BaseException) -> bool:
+    """Whether a collective operation failed because another process of the run went away."""
+    import torch.distributed as dist
+
+    return isinstance(error, dist.DistNetworkError) or bool(_PEER_GONE.search(str(error)))
 
 
 def _fail(manifest: Manifest, kind: str, message: str, hint: str | None, tail: str | None = None,
@@ -296,13 +348,17 @@ def _git(spec_path: Path) -> GitRecord | None:
 
 
 def _on_signals(stop: threading.Event, events: EventLog):
-    """First SIGINT/SIGTERM: checkpoint at the end of the step and stop. Second: stop now."""
+    """First SIGINT/SIGTERM: checkpoint at the end of the step and stop. A later one: stop now."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    first = []
 
     def handler(signum, frame):
+        if first and time.monotonic() - first[0] < SAME_STOP_S:
+            return  # the same stop, passed on by torchrun or sent to every process by Slurm
         if stop.is_set():
             raise KeyboardInterrupt
+        first.append(time.monotonic())
         stop.set()
         events.warning("stopping", f"{signal.Signals(signum).name}: stopping after this step, with a checkpoint "
                        "(a second signal stops at once)", signal=signal.Signals(signum).name)

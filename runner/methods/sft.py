@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from runner.execute import checkpoints
 from runner.execute.batches import IGNORE, Micro, shuffled_forever, step_micro_batches
 from runner.execute.context import Context, Trained
+from runner.execute.stopping import AgreedStop
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -52,13 +53,14 @@ def train(ctx: Context) -> Trained:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
     network = _distributed(model, device, world)
+    stopping = AgreedStop(ctx.stop, world)
     examples = ctx.splits["train"].examples
     order = shuffled_forever(len(examples), value("training.seed"), skip=step * value("training.batch_size"))
     layout = dict(micro=value("training.micro_batch_size"), packing=value("sft.packing"),
                   max_length=value("training.max_length"), pad_id=ctx.tokenizer.pad_token_id, rank=rank, world=world)
     autocast = AUTOCAST.get(value("hardware.precision"))
     scaler = torch.amp.GradScaler("cuda") if autocast is torch.float16 else None
-    events, metrics, stop = ctx.events, ctx.metrics, ctx.stop
+    events, metrics, stopped = ctx.events, ctx.metrics, False
     total, log_every = plan.steps.total_steps, value("training.log_every")
     eval_every, checkpoint_every = plan.steps.eval_every, plan.steps.checkpoint_every
     logged_loss = torch.zeros((), device=device)
@@ -66,7 +68,7 @@ def train(ctx: Context) -> Trained:
 
     # --- train ---
     model.train()
-    while step < total and not stop.is_set():
+    while step < total and not stopped:
         step += 1
         rows = [examples[next(order)] for _ in range(value("training.batch_size"))]
         micros, targets, tokens = step_micro_batches(rows, **layout)
@@ -104,7 +106,8 @@ def train(ctx: Context) -> Trained:
             if rank == 0:
                 metrics.write(record)
                 events.progress(step, total, record["loss"], record["tokens_per_second"], began)
-        if rank == 0 and (step % checkpoint_every == 0 or stop.is_set()):
+        stopped = stopping.after_step()
+        if rank == 0 and (step % checkpoint_every == 0 or stopped):
             _checkpoint(ctx, step, model, optimizer, schedule)
     return Trained(model, step, tokens_seen)
 

@@ -28,12 +28,18 @@ class Resolved(Frozen):
 class DeviceFacts(Frozen):
     type: Literal["cpu", "cuda"]
     count: int
-    """Devices (processes) the job uses."""
+    """Devices (processes) the job uses, on all its nodes together."""
+    nodes: int = 1
+    """Machines the devices are spread over, `count / nodes` on each."""
     names: list[str]
     memory_gb: float
     """Memory of one device (GPU memory, or the machine's RAM for the CPU)."""
     bf16: bool
     """Whether bf16 is supported natively."""
+
+    @property
+    def per_node(self) -> int:
+        return self.count // self.nodes
 
 
 class FileIdentity(Frozen):

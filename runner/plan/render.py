@@ -35,7 +35,8 @@ def _header(plan: Plan) -> str:
         f"  base model   {location}  ({kind})",
         f"  model        {plan.model.architecture}, {plan.model.num_layers} blocks, hidden {plan.model.hidden_size}, "
         f"vocabulary {plan.model.vocab_size:,}",
-        f"  device       {device.type} x{device.count} ({', '.join(device.names)}), {precision}",
+        f"  device       {device.type} x{device.count} ({', '.join(device.names)}"
+        + (f" on each of {device.nodes} nodes" if device.nodes > 1 else "") + f"), {precision}",
         f"  trainer      {plan.training_path}",
     ])
 

@@ -313,7 +313,11 @@ class HardwareSpec(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto` uses a GPU when there is one."""
     gpus: CountOrAuto = "auto"
-    """Processes (one per GPU); more than one runs data-parallel. `auto`: 1."""
+    """Processes (one per GPU) on each node; more than one runs data-parallel. `auto`: every visible GPU, or 1
+    process on the CPU."""
+    nodes: Count = 1
+    """Machines the job runs on, each with `gpus` processes; more than one joins one torchrun rendezvous
+    (`runner run --plan --rendezvous HOST:PORT` on every node, or `runner submit` on Slurm)."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """`auto`: bf16 where supported, else fp16 on GPU, fp32 on CPU."""
     gradient_checkpointing: SwitchOrAuto = "auto"

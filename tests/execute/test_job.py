@@ -277,3 +277,23 @@ def test_an_adapter_of_a_hub_model_names_the_hub_id_and_loads_elsewhere(tiny_pro
     capsys.readouterr()
     assert main(["sample", "tiny", "Chatty is", "--runs-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.startswith("Q: Chatty is\nA: ")
+
+
+def test_a_failing_worker_records_its_error_for_node_0(tiny_project, tmp_path, monkeypatch):
+    from runner.execute.job import _start
+    from runner.launch.local import Placement
+    from runner.launch.records import Reports
+
+    spec = tiny_project(TINY_SPEC + FAST + "hardware:\n  device: cpu\n  gpus: 2\n")
+    plan = make_plan(spec, run_root=tmp_path, machine=CPU)
+    run, _ = _start(plan, tmp_path, spec.read_text(), Placement())  # what node 0's launcher does first
+    write_jsonl(tmp_path / "data" / "train.jsonl", [{"prompt": 1}] * 16)  # this worker reads unusable rows
+    worker = {"RUNNER_RUN_DIR": str(run.path), "RANK": "1", "WORLD_SIZE": "2", "RUNNER_NODE_RANK": "1"}
+    for key, value in worker.items():
+        monkeypatch.setenv(key, value)
+    code, _ = run_plan(plan, run_root=tmp_path, console=False)
+    assert code == 1
+    (failure,) = Reports(run.path, 1).failures()
+    assert (failure.rank, failure.node, failure.kind, failure.secondary) == (1, 1, "data", False)
+    assert "rows" in failure.message and failure.hint
+    assert run.read_manifest().state == "running"  # rank 0 writes the manifest; node 0's launcher settles it

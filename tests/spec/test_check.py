@@ -98,6 +98,13 @@ def test_cross_field_rules(project):
     assert "not a multiple of micro_batch_size 4" in batch.summary and batch.hint == "use a batch_size of 8"
 
 
+def test_batch_arithmetic_counts_the_devices_of_every_node(project):
+    path = project(BASE_SPEC + "training:\n  batch_size: 8\n  micro_batch_size: 2\nhardware:\n  gpus: 2\n  nodes: 3\n")
+    batch = find(path, "training.batch_size")
+    assert batch.summary == "batch_size 8 is not a multiple of micro_batch_size 2 x 6 device(s)"
+    assert batch.hint == "use a batch_size of 12"
+
+
 def test_rl_methods_need_a_reward_source(project):
     error = find(project(BASE_SPEC.replace("method: sft", "method: ppo")), "method")
     assert "needs a 'ppo' section with a reward source" in error.summary
