@@ -109,7 +109,7 @@ def _start(plan: Plan, run_root: Path, spec_text: str | None) -> tuple[RunDirect
         manifest = Manifest(
             run_id=run.run_id, name=plan.name, method=plan.method, state="running", attempts=[],
             spec_path=plan.inputs.spec_path, spec_sha256=plan.inputs.spec_sha256, plan_sha256=plan_hash, plan=plan,
-            base_model=plan.inputs.base_model, environment=_environment(), git=_git(Path(plan.inputs.spec_path)),
+            base_model=plan.inputs.base_model, environment=_environment(), git=_git(Path(plan.inputs.spec_source or plan.inputs.spec_path)),
             timings=Timings(started_at=now()))
     manifest.attempts.append(Attempt(number=len(manifest.attempts) + 1, started_at=now(),
                                      resumed_from_step=resumed_from, pid=os.getpid(), host=socket.gethostname()))

@@ -6,7 +6,6 @@ transformers is imported inside the functions that need it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -15,10 +14,13 @@ from pathlib import Path
 from runner.errors import RunnerError
 from runner.fsutil import cache_directory, file_sha256, stat_key
 from runner.plan.models import FileIdentity, ModelIdentity
+from runner.readers import loads_bounded, read_regular
 from runner.spec import modelinfo
+from runner.spec.check import display_path
 from runner.spec.jobs import find_job_spec
 from runner.spec.models import ModelSource
 
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 IDENTITY_FILES = ("*.safetensors", "*.bin", "*.json", "*.model", "*.txt", "*.gguf", "*.jinja")
 
 
@@ -83,30 +85,44 @@ def _hub_reachable(hub_id: str, revision: str | None) -> bool:
 
 
 def latest_succeeded_run(spec_folder: Path, name: str, run_root: Path) -> Path:
-    """The newest run of the spec called `name` (beside this one) that succeeded."""
+    """The newest succeeded run of the spec called `name` beside this one. Only runs made from that
+    spec file count (its path, or its exact bytes, as the run's plan recorded them): another spec
+    with the same name in another folder writes to the same runs folder, and is not this one."""
     from runner.spec.check import check_spec
 
-    other = check_spec(find_job_spec(spec_folder, name), check_inputs=False)
+    named = find_job_spec(spec_folder, name)
+    other = check_spec(named, check_inputs=False)
     if other.spec is None:
         raise RunnerError(f"the spec named '{name}' ({other.path}) is invalid",
                           f"run: runner validate {other.path}")
     runs = run_root / other.spec.outputs.dir / name
+    made_from = (str(named.resolve()), file_sha256(named))
     succeeded = []
     for manifest in runs.glob("*/manifest.json"):
         try:
-            record = json.loads(manifest.read_text())
+            record = loads_bounded(read_regular(manifest, MAX_MANIFEST_BYTES))
         except (OSError, ValueError):
             continue
-        if record.get("state") == "succeeded":
-            succeeded.append((record.get("finished_at") or "", manifest.parent))
+        if isinstance(record, dict) and record.get("state") == "succeeded" and _run_of(record, *made_from):
+            succeeded.append((str(record.get("finished_at") or ""), manifest.parent))
     if not succeeded:
-        raise RunnerError(f"'{name}' has no succeeded run under {runs} yet",
+        raise RunnerError(f"'{name}' ({display_path(named)}) has no succeeded run under {runs} yet",
                           f"run it first: runner run {other.path}")
     run = max(succeeded)[1]
     if not (run / "model").is_dir():
         raise RunnerError(f"run {run} of '{name}' saved no full model (only an adapter)",
                           f"set outputs.save: merged (or full) in {other.path} and run it again")
     return run
+
+
+def _run_of(manifest: dict, spec_path: str, spec_sha256: str) -> bool:
+    """Whether a run's manifest says it was made from this spec file, or from exactly its bytes."""
+    plan = manifest.get("plan")
+    inputs = plan.get("inputs") if isinstance(plan, dict) else None
+    if not isinstance(inputs, dict):
+        return False
+    return (inputs.get("spec_source") or inputs.get("spec_path")) == spec_path or \
+        inputs.get("spec_sha256") == spec_sha256
 
 
 def identity(location: ModelLocation) -> ModelIdentity:

@@ -6,8 +6,10 @@ import re
 from pathlib import Path
 
 from runner.errors import RunnerError
+from runner.readers import read_regular
 
 SPEC_SUFFIXES = (".yaml", ".yml")
+MAX_SPEC_BYTES = 1024 * 1024
 _LOOKS_LIKE_SPEC = re.compile(r"^(version|method)\s*:", re.MULTILINE)
 _NAME_LINE = re.compile(r"""^name:\s*["']?([a-z0-9][a-z0-9-]*)["']?\s*(?:#.*)?$""", re.MULTILINE)
 
@@ -18,9 +20,10 @@ def looks_like_spec(text: str) -> bool:
 
 
 def spec_name(path: Path) -> str | None:
-    """The `name:` of a spec file, read without parsing the whole file."""
+    """The `name:` of a spec file, read without parsing the whole file (a FIFO, a device or an
+    oversized file beside the spec is not a spec: it has no name)."""
     try:
-        match = _NAME_LINE.search(path.read_text(encoding="utf-8", errors="replace"))
+        match = _NAME_LINE.search(read_regular(path, MAX_SPEC_BYTES).decode("utf-8", errors="replace"))
     except OSError:
         return None
     return match.group(1) if match else None
