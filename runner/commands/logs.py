@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 
 from runner.errors import ExitCode, RunnerError
+from runner.readers import open_regular
 
 
 def logs(name: str, state_dir: str | None, follow: bool) -> int:
@@ -13,15 +15,17 @@ def logs(name: str, state_dir: str | None, follow: bool) -> int:
     from runner.daemon.store import Store
 
     state = state_directory(state_dir)
-    store = Store(state)
+    store = Store.existing(state, writable=False)
     job = store.latest(name)
     if job is None:
         raise RunnerError(f"no job named {name}", "see: runner status")
     path = state / "logs" / f"{job.id}.log"
-    if not path.is_file():
-        print(f"#{job.id} {job.name}: no output yet ({job.state.value}: {job.reason})")
+    try:
+        stream = open_regular(path)
+    except OSError:
+        print(f"#{job.id} {job.name or job.path}: no output yet ({job.state.value}: {job.reason})")
         return ExitCode.OK
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with io.TextIOWrapper(stream, encoding="utf-8", errors="replace") as handle:
         sys.stdout.write(handle.read())
         while follow and not store.get(job.id).state.terminal:
             chunk = handle.read()

@@ -7,11 +7,14 @@ the same JSON lines as the file, for whatever collects them.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
 import structlog
+
+from runner.errors import RunnerError
 
 
 class EventLog:
@@ -53,11 +56,22 @@ class EventLog:
         self.file.close()
 
 
+class Diverged(RunnerError):
+    """A loss became infinite or NaN: the weights are no longer numbers, so the run must not succeed."""
+
+
 class MetricsLog:
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def write(self, record: dict) -> None:
+        """Append one record; every metric of every recipe passes here, so a diverged loss stops any run."""
+        diverged = sorted(key for key, value in record.items()
+                          if "loss" in key and isinstance(value, float) and not math.isfinite(value))
+        if diverged:
+            raise Diverged(f"the training diverged: {diverged[0]} is {record[diverged[0]]} at step "
+                           f"{record.get('step', '?')}",
+                           "lower training.learning_rate (or leave it at auto), or check the data")
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 

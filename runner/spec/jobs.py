@@ -41,3 +41,12 @@ def find_job_spec(folder: Path, name: str) -> Path:
                           + ", ".join(path.name for path in found),
                           hint="give each spec in a folder its own name")
     return found[0]
+
+
+def jobs_named(spec) -> list[str]:
+    """The other specs a (valid) spec builds on: `{job: NAME}` as its base model or reward model."""
+    named = [spec.base_model.job] if spec.base_model.job else []
+    reward = getattr(spec.method_section(), "reward", None)
+    if reward is not None and reward.model is not None and reward.model.job:
+        named.append(reward.model.job)
+    return named

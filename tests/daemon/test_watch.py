@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from runner.daemon.store import State, Store
+from runner.errors import RunnerError
 from tests.conftest import REPO, TINY_SPEC
 
 FAKE = [sys.executable, str(REPO / "tests" / "daemon" / "fake_runner.py")]
@@ -61,9 +62,10 @@ class Daemon:
         return self.process.returncode if self.process else 0
 
     def jobs(self) -> list:
-        if not (self.state / "runner.db").exists():
+        try:
+            store = Store.existing(self.state, writable=False)
+        except RunnerError:  # not made yet
             return []
-        store = Store(self.state)
         try:
             return store.jobs()
         finally:

@@ -1,0 +1,122 @@
+"""Admission: is a spec the daemon found a job it may run?
+
+Everything a spec controls is read outside the daemon's process. The check is `runner validate
+--format json --source SPEC SNAPSHOT` in a child process, with a time limit and an address-space
+limit: whatever the spec, its data files or its model files hold (a FIFO, a sparse terabyte, a
+crafted header), the worst a spec can do is fail its own check. The daemon reads back only the
+child's bounded JSON report, and decides here, in plain code over that report:
+
+- invalid specs stay invalid, with validate's diagnostics;
+- code the spec would run (a reward function, a model's `trust_remote_code`) is refused unless the
+  daemon was started with the option that allows it, and the diagnostic names that option.
+
+`verdict` is a pure function of the report, so a longer-lived checking process (a planning worker
+that imports once) can produce the same report in-process and hand it to the same function.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.readers import MAX_JSON_DEPTH, loads_bounded, read_regular
+
+CHECK_TIMEOUT_SECONDS = 300.0
+"""Reading large data files takes time (about a second per 100 MB of JSONL); a hung read does not end."""
+CHECK_MEMORY_BYTES = 4 * 2**30
+"""Address space of the check (RLIMIT_AS): validate streams its inputs in bounded memory, well under it."""
+MAX_REPORT_BYTES = 8 * 2**20
+SHOWN_ERRORS = 20
+
+
+@dataclass(frozen=True)
+class Allowances:
+    """Code the daemon may run for a spec that asks for it (`runner watch --allow-...`)."""
+
+    reward_functions: bool = False
+    remote_code: bool = False
+
+
+REFUSALS = {
+    "reward_function": ("reward_functions", "--allow-reward-functions",
+                        "runs Python code from the spec's folder as the daemon's user"),
+    "remote_code": ("remote_code", "--allow-remote-code", "runs Python code shipped with the model"),
+}
+
+
+@dataclass
+class Verdict:
+    valid: bool
+    name: str | None = None
+    depends_on: list[str] = field(default_factory=list)
+    diagnostics: list[dict] = field(default_factory=list)
+    reason: str = ""
+    """One line: why it is invalid (empty when valid)."""
+
+
+def command(snapshot: Path, source: Path, report: Path) -> list[str]:
+    """The check as a command line: a shell sets the address-space limit, then becomes the check
+    (exec: same pid, same process group), whose JSON report goes to `report`."""
+    check = [sys.executable, "-m", "runner", "validate", "--format", "json", "--source", str(source), str(snapshot)]
+    limit_kib = str(CHECK_MEMORY_BYTES // 1024)
+    return ["/bin/sh", "-c", 'ulimit -v "$1" && shift && exec "$@" > "$0"', str(report), limit_kib, *check]
+
+
+def verdict(exit_code: int, report: Path, log_tail: str, allow: Allowances) -> Verdict:
+    """What the daemon makes of a finished check. Total: a missing, oversized or malformed report is
+    an invalid spec with the check's last words as the reason, never an exception."""
+    try:
+        data = loads_bounded(read_regular(report, MAX_REPORT_BYTES), MAX_JSON_DEPTH)
+        files = data["files"]
+        record = files[0] if isinstance(files, list) and len(files) == 1 and isinstance(files[0], dict) else None
+        diagnostics = [d for d in data["diagnostics"] if isinstance(d, dict)]
+    except (OSError, ValueError, KeyError, TypeError):
+        record, diagnostics = None, []
+    if record is None or exit_code not in (0, 1):
+        why = log_tail or f"it exited with code {exit_code}"
+        return Verdict(False, reason=f"the check of this spec failed: {why}")
+    if not record.get("valid"):
+        errors = [d for d in diagnostics if d.get("severity") == "error"][:SHOWN_ERRORS]
+        first = _where(errors[0]) if errors else "see runner validate"
+        return Verdict(False, diagnostics=errors, reason=f"{len(errors)} error(s), the first: {first}")
+    refused = [_refusal(use, record.get("file", "")) for use in record.get("runs_code") or []
+               if isinstance(use, dict) and not getattr(allow, REFUSALS.get(use.get("kind"), ("", ""))[0], False)]
+    if refused:
+        return Verdict(False, name=record.get("name"), diagnostics=refused,
+                       reason=f"{refused[0]['summary']} ({refused[0]['hint']})")
+    depends = [name for name in record.get("depends_on") or [] if isinstance(name, str)]
+    return Verdict(True, name=record.get("name"), depends_on=depends)
+
+
+def name_taken(name: str, path: str, owner_path: str, owner_id: int, folder: Path) -> Verdict:
+    """Two specs with one name in a watched folder: the later one is refused, naming the first."""
+    shown = os.path.relpath(owner_path, folder)
+    summary = f"the name '{name}' is already used by {shown} (job #{owner_id})"
+    hint = "names identify specs in a watched folder: rename one of them"
+    return Verdict(False, name=name, diagnostics=[_diagnostic(os.path.relpath(path, folder), "name", None, summary,
+                                                               hint)],
+                   reason=f"{summary}; {hint}")
+
+
+def _refusal(use: dict, file: str) -> dict:
+    kind = use.get("kind")
+    _, option, what = REFUSALS.get(kind, ("", "--allow-" + str(kind), "runs code"))
+    summary = f"{use.get('path')}: '{use.get('what')}' {what}; this daemon refuses it"
+    return _diagnostic(file, str(use.get("path") or ""), use.get("line"), summary,
+                       f"start runner watch with {option} to allow it")
+
+
+def _diagnostic(file: str, path: str, line: int | None, summary: str, hint: str) -> dict:
+    place = {"start": {"line": line, "column": 1}} if isinstance(line, int) else {}
+    return {"severity": "error", "summary": summary, "detail": "", "hint": hint, "path": path,
+            "range": {"filename": file, **place}}
+
+
+def _where(diagnostic: dict) -> str:
+    place = diagnostic.get("range") if isinstance(diagnostic.get("range"), dict) else {}
+    start = place.get("start") if isinstance(place.get("start"), dict) else {}
+    line = f":{start['line']}" if "line" in start else ""
+    field_path = f" {diagnostic['path']}:" if diagnostic.get("path") else ""
+    return f"{Path(str(place.get('filename', ''))).name}{line}:{field_path} {diagnostic.get('summary', '')}"
