@@ -11,6 +11,7 @@ Formats (one per file; every row is checked):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -110,8 +111,11 @@ def _lines(handle: BinaryIO) -> Iterator[bytes | None]:
         if not raw:
             return
         if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
-            while raw and not raw.endswith(b"\n"):
-                raw = handle.readline(1 << 20)
+            while chunk := handle.read(1 << 20):  # the rest of the line, a megabyte at a time
+                newline = chunk.find(b"\n")
+                if newline >= 0:
+                    handle.seek(newline + 1 - len(chunk), os.SEEK_CUR)
+                    break
             yield None
             continue
         yield raw

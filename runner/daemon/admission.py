@@ -25,7 +25,7 @@ from runner.readers import MAX_JSON_DEPTH, loads_bounded, read_regular
 
 CHECK_TIMEOUT_SECONDS = 300.0
 """Reading large data files takes time (about a second per 100 MB of JSONL); a hung read does not end."""
-CHECK_MEMORY_BYTES = 4 * 2**30
+CHECK_MEMORY_BYTES = 2 * 2**30
 """Address space of the check (RLIMIT_AS): validate streams its inputs in bounded memory, well under it."""
 MAX_REPORT_BYTES = 8 * 2**20
 SHOWN_ERRORS = 20

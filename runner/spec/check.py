@@ -123,7 +123,9 @@ def _unexpected(report: _Reporter, path: FieldPath):
     traceback."""
     try:
         yield
-    except (OSError, ValueError, RunnerError) as error:
+    except OSError as error:
+        report.add("error", path, f"cannot check {format_path(path)}: {error.strerror or error}")
+    except (ValueError, RunnerError) as error:
         report.add("error", path, f"cannot check {format_path(path)}: {error}")
 
 

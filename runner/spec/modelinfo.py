@@ -129,21 +129,21 @@ def local_directory(path: Path) -> ModelFacts:
         if len(facts.shapes) > MAX_TENSORS:
             raise ModelFileError(f"{path} holds more than {MAX_TENSORS:,} tensors; not a model folder")
     facts.tied = tied_names(facts.config, facts.shapes)
-    return plausible(facts)
+    return plausible(facts, f"{path.name}/config.json")
 
 
-def plausible(facts: ModelFacts) -> ModelFacts:
+def plausible(facts: ModelFacts, where: str) -> ModelFacts:
     """Facts whose layer count can be reasoned with: a count from the config (or from parameter
     names) beyond MAX_LAYERS is a hostile or broken file, and is refused here, before any range of
     layers is formed from it."""
     for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
         value = facts.config.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= MAX_LAYERS:
-            raise ModelFileError(f"{Path(facts.source).name}: {key} is {value:,}; not a plausible layer count "
+            raise ModelFileError(f"{where}: {key} is {value:,}; not a plausible layer count "
                                  f"(at most {MAX_LAYERS:,})")
     deepest = max((index for index in map(layer_of, facts.shapes) if index is not None), default=0)
     if deepest >= MAX_LAYERS:
-        raise ModelFileError(f"{Path(facts.source).name}: a parameter name says layer {deepest:,}; not a plausible "
+        raise ModelFileError(f"{where}: a parameter name says layer {deepest:,}; not a plausible "
                              f"layer index (at most {MAX_LAYERS - 1:,})")
     return facts
 
@@ -260,7 +260,7 @@ def gguf_file(path: Path) -> ModelFacts:
     record = cached_record(cache_file, read, "config", "shapes", "tied", "notes")
     return plausible(ModelFacts(str(path), record["config"],
                                 {name: tuple(shape) for name, shape in record["shapes"].items()},
-                                record["tied"], record["notes"]))
+                                record["tied"], record["notes"]), path.name)
 
 
 def _read_gguf(path: Path) -> ModelFacts:
@@ -306,7 +306,7 @@ def _read_gguf(path: Path) -> ModelFacts:
         facts.tied = tied_names(facts.config, facts.shapes)
     else:
         facts.notes.append(f"GGUF architecture '{architecture}': parameter names are checked at plan time")
-    return plausible(facts)
+    return facts
 
 
 def _hf_name(gguf_name: str) -> str:

@@ -242,3 +242,10 @@ def test_out_of_memory_fails_with_a_hint(tiny_project, monkeypatch):
     assert code == 1 and manifest.state == "failed" and manifest.error.kind == "oom"
     assert "micro_batch_size" in manifest.error.hint and "Tried to allocate" in manifest.error.message
     assert manifest.attempts[-1].state == "failed" and manifest.finished_at is not None
+
+
+def test_a_learning_rate_that_diverges_fails_the_run(tiny_project):
+    code, run, manifest = run_spec(tiny_project, FAST.replace("1.0e-3", "1.0e+30"))
+    assert code == 1 and manifest.state == "failed" and manifest.error.kind == "diverged"
+    assert "loss is nan" in manifest.error.message or "loss is inf" in manifest.error.message
+    assert not run.model.exists() and not run.adapter.exists()
