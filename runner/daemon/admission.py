@@ -119,4 +119,4 @@ def _where(diagnostic: dict) -> str:
     start = place.get("start") if isinstance(place.get("start"), dict) else {}
     line = f":{start['line']}" if "line" in start else ""
     field_path = f" {diagnostic['path']}:" if diagnostic.get("path") else ""
-    return f"{Path(str(place.get('filename', ''))).name}{line}:{field_path} {diagnostic.get('summary', '')}"
+    return f"{place.get('filename', '')}{line}:{field_path} {diagnostic.get('summary', '')}"

@@ -331,12 +331,12 @@ class Supervisor:
                     self._enforce_timeout(child)
                     self._note_run_directory(child)
                     continue
-                del self.children[job_id]
                 if child.stage == "plan":
                     self._planned(job, code, child)
                 else:
-                    self.devices.release(job_id)
                     self._ran(job, code, child)
+                    self.devices.release(job_id)
+                del self.children[job_id]  # only once its end is recorded: a full disk retries it
 
     def _reap_check(self, sha: str, check: Check) -> None:
         code = check.child.exit_code()

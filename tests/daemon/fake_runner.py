@@ -3,7 +3,8 @@
 It honours what the daemon relies on: `plan --out` writes a Plan, `run --plan` writes a
 manifest in a run directory keyed by the plan hash (resuming an unfinished one), SIGTERM
 ends it as interrupted, and a line per start goes to $FAKE_LEDGER for exactly-once checks.
-Comments in the spec steer it: `# fake-seconds: N`, `# fake-plan: fail`, `# fake-run: crash`.
+Comments in the spec steer it: `# fake-seconds: N`, `# fake-plan-seconds: N`, `# fake-plan: fail`,
+`# fake-run: crash`.
 """
 
 import hashlib
@@ -34,6 +35,7 @@ def plan(arguments: list[str]) -> int:
     if directive(text, "plan") == "fail":
         print("runner plan: error: the estimate (99.0 GiB per device) does not fit", file=sys.stderr)
         return 1
+    time.sleep(float(directive(text, "plan-seconds", "0")))
     template = Plan.model_validate_json(Path(os.environ["FAKE_PLAN_TEMPLATE"]).read_text())
     made = template.model_copy(update={
         "name": spec_name(spec), "spec": {**template.spec, "description": text},
