@@ -61,6 +61,14 @@ def _last_step(metrics: Path) -> int:
     return loads_bounded(lines[-1])["step"] if lines else 0
 
 
+def _place(diagnostic: dict) -> str:
+    """`file:line: field: ` of a stored diagnostic, leaving out what it does not have."""
+    place = diagnostic.get("range") or {}
+    line = (place.get("start") or {}).get("line")
+    where = f"{place.get('filename', '')}" + (f":{line}" if line else "")
+    return where + ": " + (f"{diagnostic['path']}: " if diagnostic.get("path") else "")
+
+
 def render(jobs) -> str:
     from runner.daemon.store import State
 
@@ -90,8 +98,7 @@ def render(jobs) -> str:
         lines.append(f"  #{job.id} {(job.name or Path(job.path).name):<24} {job.state.value}{failure:<10} "
                      f"{age(job.finished_at or job.updated_at):>9}  {job.reason or ''}")
         if job.state == State.INVALID and job.diagnostics:
-            lines += [f"      {d['range']['filename']}:{d['range'].get('start', {}).get('line', '?')}: "
-                      f"{d['path']}: {d['summary']}" for d in job.diagnostics if d["severity"] == "error"][:5]
+            lines += [f"      {_place(d)}{d['summary']}" for d in job.diagnostics if d["severity"] == "error"][:5]
         if job.run_dir:
             lines.append(f"      {job.run_dir}")
     sections.append("\n".join(lines if finished else ["Recent: none"]))

@@ -84,8 +84,9 @@ def verdict(exit_code: int, report: Path, log_tail: str, allow: Allowances) -> V
     refused = [_refusal(use, record.get("file", "")) for use in record.get("runs_code") or []
                if isinstance(use, dict) and not getattr(allow, REFUSALS.get(use.get("kind"), ("", ""))[0], False)]
     if refused:
+        first = refused[0]
         return Verdict(False, name=record.get("name"), diagnostics=refused,
-                       reason=f"{refused[0]['summary']} ({refused[0]['hint']})")
+                       reason=f"{first['path']}: {first['summary']} ({first['hint']})")
     depends = [name for name in record.get("depends_on") or [] if isinstance(name, str)]
     return Verdict(True, name=record.get("name"), depends_on=depends)
 
@@ -103,7 +104,7 @@ def name_taken(name: str, path: str, owner_path: str, owner_id: int, folder: Pat
 def _refusal(use: dict, file: str) -> dict:
     kind = use.get("kind")
     _, option, what = REFUSALS.get(kind, ("", "--allow-" + str(kind), "runs code"))
-    summary = f"{use.get('path')}: '{use.get('what')}' {what}; this daemon refuses it"
+    summary = f"'{use.get('what')}' {what}; this daemon refuses it"
     return _diagnostic(file, str(use.get("path") or ""), use.get("line"), summary,
                        f"start runner watch with {option} to allow it")
 

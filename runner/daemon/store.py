@@ -171,20 +171,26 @@ class Store:
         """The store of a daemon that has run with this state dir; never creates one (a mistyped
         --state-dir says so instead of showing an empty store). Read-only opens need no write access
         to the folder or the file (a member of the daemon's group reads status)."""
-        if not state_dir.is_dir():
+        path = state_dir / STORE_FILE
+        try:
+            folder, found = state_dir.is_dir(), path.is_file()
+        except OSError as error:
+            raise RunnerError(f"cannot read {state_dir}: {error.strerror}",
+                              "members of the daemon's group may read its state dir") from None
+        if not folder:
             raise RunnerError(f"{state_dir} is not a folder, so it holds no runner store",
                               "give the daemon's --state-dir (or set $RUNNER_STATE_DIR)")
-        path = state_dir / STORE_FILE
-        if not path.is_file():
+        if not found:
             raise RunnerError(f"no runner store in {state_dir} (runner watch has not run with this state dir)",
                               "give the daemon's --state-dir (or set $RUNNER_STATE_DIR)")
-        mode = "rw" if writable else "ro"
-        uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode={mode}"
+        if writable and not os.access(path, os.W_OK):
+            raise RunnerError(f"you may read but not change {path}",
+                              "cancel and retry as the daemon's user (sudo -u runner runner ...)")
         try:
-            connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+            connection = _connect(path, writable)
         except sqlite3.Error as error:
             raise RunnerError(f"cannot open the store {path}: {error}",
-                              "check that you may read it (the daemon's group)") from None
+                              "members of the daemon's group may read its state dir") from None
         try:
             _check(connection, empty_is_readable=False)
         except (sqlite3.Error, StoreUnreadable) as error:
@@ -318,6 +324,23 @@ def _check(connection: sqlite3.Connection, *, empty_is_readable: bool) -> None:
         raise StoreUnreadable(f"the store has layout {version}; this runner reads layout {SCHEMA_VERSION}")
     if not empty_is_readable:
         raise StoreUnreadable("it is empty")
+
+
+def _connect(path: Path, writable: bool) -> sqlite3.Connection:
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode={'rw' if writable else 'ro'}"
+    connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+    if writable:
+        return connection
+    try:
+        connection.execute("PRAGMA user_version").fetchone()
+        return connection
+    except sqlite3.OperationalError:
+        connection.close()
+        if Path(str(path) + "-wal").exists():
+            raise
+    # No daemon is writing (its WAL is gone), and a reader without write access to the folder cannot
+    # create the shared-memory file a WAL database wants: read the file as it is.
+    return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30, isolation_level=None)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
