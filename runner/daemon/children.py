@@ -18,7 +18,6 @@ from runner.daemon.store import Failure, State
 from runner.manifest import Manifest
 from runner.readers import open_regular
 
-LOG_TAIL_LINES = 12
 MAX_REASON = 300
 _ERROR_LINE = re.compile(r"^runner \S+: error: (.*)$")
 
@@ -72,7 +71,7 @@ def process_start_time(pid: int) -> str | None:
         return None
 
 
-def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(path: Path | None, lines: int) -> str:
     if path is None:
         return ""
     try:

@@ -186,15 +186,16 @@ class Store:
         if writable and not os.access(path, os.W_OK):
             raise RunnerError(f"you may read but not change {path}",
                               "cancel and retry as the daemon's user (sudo -u runner runner ...)")
+        connection = None
         try:
             connection = _connect(path, writable)
-        except sqlite3.Error as error:
+            _check(connection, empty_is_readable=False)
+        except sqlite3.OperationalError as error:  # could not open it (permissions), rather than read it
             raise RunnerError(f"cannot open the store {path}: {error}",
                               "members of the daemon's group may read its state dir") from None
-        try:
-            _check(connection, empty_is_readable=False)
-        except (sqlite3.Error, StoreUnreadable) as error:
-            connection.close()
+        except (sqlite3.DatabaseError, StoreUnreadable) as error:
+            if connection is not None:
+                connection.close()
             raise RunnerError(f"{path} cannot be read as a runner store: {error}",
                               "the daemon moves it aside and rebuilds the store from the run directories "
                               "at its next start (systemctl restart runner-watch)") from None
@@ -338,6 +339,9 @@ def _connect(path: Path, writable: bool) -> sqlite3.Connection:
         connection.close()
         if Path(str(path) + "-wal").exists():
             raise
+    except sqlite3.DatabaseError:
+        connection.close()
+        raise
     # No daemon is writing (its WAL is gone), and a reader without write access to the folder cannot
     # create the shared-memory file a WAL database wants: read the file as it is.
     return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30, isolation_level=None)

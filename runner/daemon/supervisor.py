@@ -111,6 +111,7 @@ class Supervisor:
         self._imported: set[int] = set()
         """jobs recorded from run directories at this start"""
         self.paused: str | None = None
+        self.recovered = False
         self.waker = Waker()
         self.stopping = False
         self.cold = False
@@ -126,7 +127,6 @@ class Supervisor:
         self.log.msg("daemon_started", folder=str(self.folder), state_dir=str(self.state_dir), pid=os.getpid(),
                      runs_dir=str(self.runs_dir), gpus=[gpu.index for gpu in self.devices.gpus],
                      allow_reward_functions=self.allow.reward_functions, allow_remote_code=self.allow.remote_code)
-        self._pass("recover", self.recover)
         observer = self._watch()
         try:
             while not self.stopping:
@@ -153,6 +153,9 @@ class Supervisor:
     def _reconcile(self) -> float | None:
         if self.store.replaced():
             self.log.msg("store_restored", detail=self.store.restore())
+        if not self.recovered:  # at the first pass, and again until it succeeds (a full disk, say)
+            self.recover()
+            self.recovered = True
         self._pause_when_full(disk_full(self.state_dir))
         self.reap()
         settle_wait = self.scan()
@@ -241,10 +244,11 @@ class Supervisor:
         snapshot = self._snapshot(spec)
         checks = self.state_dir / "checks"
         checks.mkdir(parents=True, exist_ok=True)
-        report = checks / f"{spec.sha256}.json"
+        report, log = checks / f"{spec.sha256}.json", checks / f"{spec.sha256}.log"
+        for leftover in (report, log):  # of a check a stopped daemon left behind
+            leftover.unlink(missing_ok=True)
         command = admission.command(snapshot, Path(spec.path), report)
-        child = children.launch(-1, "check", command, checks / f"{spec.sha256}.log", dict(os.environ),
-                                cwd=self.folder)
+        child = children.launch(-1, "check", command, log, dict(os.environ), cwd=self.folder)
         self.checks[spec.sha256] = Check(spec, child, report, time.monotonic())
         return None
 
@@ -369,6 +373,8 @@ class Supervisor:
             return
         if code != 0 or not job.plan_path or not Path(job.plan_path).is_file():
             reason = children.last_words(child.log_path) or f"runner plan exited with code {code}"
+            if child.stop_sent is not None:
+                reason = f"planning took longer than {PLAN_TIMEOUT_SECONDS:.0f} s"
             self._finish(job, State.FAILED, Failure.PLAN.value, reason)
             return
         plan = read_plan(Path(job.plan_path))

@@ -143,8 +143,7 @@ def test_two_specs_with_one_name_and_job_references_stay_in_their_folder(daemon,
 def test_a_second_daemon_on_the_same_state_is_refused(daemon):
     daemon.start()
     wait_until(lambda: (daemon.state / "runner.db").exists(), what="the store")
-    for stray in daemon.state.glob("daemon.lock"):
-        stray.unlink()  # the lock is no file whose deletion admits a second daemon
+    assert not (daemon.state / "daemon.lock").exists()  # the lock is no file whose deletion admits a second daemon
     second = subprocess.run([*daemon.process.args[:5], "--state-dir", str(daemon.state)], capture_output=True,
                             text=True, env=daemon.env, timeout=60)
     assert second.returncode == 1 and "another runner watch already uses" in second.stderr
