@@ -216,7 +216,7 @@ class Supervisor:
             if retry_in is not None:
                 wait = retry_in if wait is None else min(wait, retry_in)
         for job in self.store.jobs(State.QUEUED):
-            if job.path not in self._present and job.path.startswith(str(self.folder)) and job.id not in self.children:
+            if job.path not in self._present and job.path.startswith(str(self.folder)):
                 self._withdraw(job, "the spec file was deleted")
         return wait
 
@@ -309,17 +309,17 @@ class Supervisor:
     def _supersede(self, path: str, keep: int) -> None:
         """Changed content replaces the content that has not started yet (planning included)."""
         for older in self.store.jobs(State.QUEUED):
-            if older.path != path or older.id == keep:
-                continue
-            child = self.children.get(older.id)
-            if child is not None and child.stage != "plan":
-                continue
-            if child is not None:
-                child.signal(signal.SIGKILL)
-                del self.children[older.id]
-            self._withdraw(older, "superseded: the spec changed")
+            if older.path == path and older.id != keep:
+                self._withdraw(older, "superseded: the spec changed")
 
     def _withdraw(self, job: Job, reason: str) -> None:
+        """Cancel a queued job because its file went away or changed; its planning, if any, stops."""
+        child = self.children.get(job.id)
+        if child is not None and child.stage != "plan":
+            return  # started: it runs to its end
+        if child is not None:
+            child.signal(signal.SIGKILL)
+            del self.children[job.id]
         self._finish(job, State.CANCELLED, None, reason, expect=State.QUEUED, withdrawn=1)
 
     # --- actual state: children ---------------------------------------------------------------------
