@@ -579,6 +579,7 @@ class Supervisor:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, handler)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: self.waker.wake())  # a check, plan or run ended
 
     def _log_stop(self) -> None:
         if (self.stopping, self.cold) == self._stop_logged:
