@@ -142,15 +142,10 @@ class Supervisor:
 
     def reconcile(self) -> float:
         """One pass; returns how long the loop may sleep before the next."""
-        settle_wait = self._pass("reconcile", self._reconcile)
-        if settle_wait is False:
-            return RETRY_SECONDS
-        waits = [self.rescan, settle_wait if settle_wait is not None else self.rescan]
-        if self.children or self.checks or self.store.jobs(State.QUEUED, State.RECOVERING):
-            waits.append(BUSY_POLL_SECONDS)
-        return max(0.05, min(waits))
+        wait = self._pass("reconcile", self._reconcile)
+        return RETRY_SECONDS if wait is False else wait
 
-    def _reconcile(self) -> float | None:
+    def _reconcile(self) -> float:
         if self.store.replaced():
             self.log.msg("store_restored", detail=self.store.restore())
         if not self.recovered:  # at the first pass, and again until it succeeds (a full disk, say)
@@ -162,7 +157,10 @@ class Supervisor:
         self.cancel_requested()
         self.plan_queued()
         self.start_ready()
-        return settle_wait
+        waits = [self.rescan, settle_wait if settle_wait is not None else self.rescan]
+        if self.children or self.checks or self.store.jobs(State.QUEUED, State.RECOVERING):
+            waits.append(BUSY_POLL_SECONDS)
+        return max(0.05, min(waits))
 
     def _pass(self, what: str, step):
         """Run one step of the loop; whatever it raises is logged and the loop goes on (a full disk

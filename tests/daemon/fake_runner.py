@@ -3,7 +3,7 @@
 It honours what the daemon relies on: `plan --out` writes a Plan, `run --plan` writes a
 manifest in a run directory keyed by the plan hash (resuming an unfinished one), SIGTERM
 ends it as interrupted, and a line per start goes to $FAKE_LEDGER for exactly-once checks.
-Comments in the spec steer it: `# fake-seconds: N`, `# fake-plan-seconds: N`, `# fake-plan: fail`,
+Comments in the spec steer it: `# fake-seconds: N`, `# fake-plan-seconds: N`, `# fake-plan: fail|garbage`,
 `# fake-run: crash`.
 """
 
@@ -36,6 +36,9 @@ def plan(arguments: list[str]) -> int:
         print("runner plan: error: the estimate (99.0 GiB per device) does not fit", file=sys.stderr)
         return 1
     time.sleep(float(directive(text, "plan-seconds", "0")))
+    if directive(text, "plan") == "garbage":  # a plan file the daemon cannot read
+        Path(arguments[arguments.index("--out") + 1]).write_text("[" * 100_000)
+        return 0
     template = Plan.model_validate_json(Path(os.environ["FAKE_PLAN_TEMPLATE"]).read_text())
     made = template.model_copy(update={
         "name": spec_name(spec), "spec": {**template.spec, "description": text},

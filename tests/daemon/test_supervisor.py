@@ -140,6 +140,16 @@ def test_two_specs_with_one_name_and_job_references_stay_in_their_folder(daemon,
     assert len(ledger(tmp_path)) == 1
 
 
+def test_an_error_handling_one_job_fails_that_job_and_the_others_go_on(daemon, tmp_path):
+    daemon.start()
+    (daemon.folder / "broken.yaml").write_text(spec_text("broken", "# fake-plan: garbage\n"))
+    (daemon.folder / "fine.yaml").write_text(spec_text("fine"))
+    jobs = {job.name: job for job in daemon.all_terminal(2)}
+    assert jobs["fine"].state == State.SUCCEEDED
+    assert jobs["broken"].state == State.FAILED and jobs["broken"].reason.startswith(
+        "the daemon could not handle this job: RunnerError:") and "is not a runner plan" in jobs["broken"].reason
+
+
 def test_a_second_daemon_on_the_same_state_is_refused(daemon):
     daemon.start()
     wait_until(lambda: (daemon.state / "runner.db").exists(), what="the store")
