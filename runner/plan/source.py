@@ -106,7 +106,7 @@ def latest_succeeded_run(spec_folder: Path, name: str, run_root: Path) -> Path:
         if isinstance(record, dict) and record.get("state") == "succeeded" and _run_of(record, *made_from):
             succeeded.append((str(record.get("finished_at") or ""), manifest.parent))
     if not succeeded:
-        raise RunnerError(f"'{name}' ({display_path(named)}) has no succeeded run under {runs} yet",
+        raise RunnerError(f"'{name}' has no succeeded run under {runs} yet (of {display_path(named)})",
                           f"run it first: runner run {other.path}")
     run = max(succeeded)[1]
     if not (run / "model").is_dir():
