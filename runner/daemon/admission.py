@@ -11,7 +11,8 @@ child's bounded JSON report, and decides here, in plain code over that report:
   daemon was started with the option that allows it, and the diagnostic names that option.
 
 `verdict` is a pure function of the report, so a longer-lived checking process (a planning worker
-that imports once) can produce the same report in-process and hand it to the same function.
+that imports once) can make the same report in-process (`commands.validate.json_report` of
+`check_spec(snapshot, source=spec)`) and hand it to the same function.
 """
 
 from __future__ import annotations
@@ -64,15 +65,24 @@ def command(snapshot: Path, source: Path, report: Path) -> list[str]:
     return ["/bin/sh", "-c", 'ulimit -v "$1" && shift && exec "$@" > "$0"', str(report), limit_kib, *check]
 
 
-def verdict(exit_code: int, report: Path, log_tail: str, allow: Allowances) -> Verdict:
-    """What the daemon makes of a finished check. Total: a missing, oversized or malformed report is
-    an invalid spec with the check's last words as the reason, never an exception."""
+def read_report(path: Path) -> dict | None:
+    """The JSON report a check child wrote, or None when it wrote nothing readable."""
     try:
-        data = loads_bounded(read_regular(report, MAX_REPORT_BYTES), MAX_JSON_DEPTH)
-        files = data["files"]
+        report = loads_bounded(read_regular(path, MAX_REPORT_BYTES), MAX_JSON_DEPTH)
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def verdict(exit_code: int, report: dict | None, log_tail: str, allow: Allowances) -> Verdict:
+    """What the daemon makes of a finished check: its exit code, its report (`runner validate
+    --format json` of one spec), its last words. Total: a missing or malformed report is an invalid
+    spec with the check's last words as the reason, never an exception."""
+    try:
+        files = report["files"]
         record = files[0] if isinstance(files, list) and len(files) == 1 and isinstance(files[0], dict) else None
-        diagnostics = [d for d in data["diagnostics"] if isinstance(d, dict)]
-    except (OSError, ValueError, KeyError, TypeError):
+        diagnostics = [d for d in report["diagnostics"] if isinstance(d, dict)]
+    except (KeyError, TypeError):
         record, diagnostics = None, []
     if record is None or exit_code not in (0, 1):
         why = log_tail or f"it exited with code {exit_code}"

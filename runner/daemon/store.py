@@ -145,10 +145,12 @@ class Store:
         """The daemon's store, created when missing; one that cannot be read (not a database, damaged,
         an older layout) is moved aside and a new one made. Returns (store, what was moved aside)."""
         path = state_dir / STORE_FILE
-        moved = None
         try:
             return cls._writable(path), None
-        except (sqlite3.DatabaseError, StoreUnreadable) as error:
+        except sqlite3.OperationalError as error:  # cannot be opened (permissions, a folder of that name)
+            raise RunnerError(f"cannot open the store {path}: {error}",
+                              "the daemon's user must own its state dir") from None
+        except (sqlite3.DatabaseError, StoreUnreadable) as error:  # opened, but not a store it can read
             moved = _move_aside(path, str(error))
         return cls._writable(path), moved
 

@@ -354,7 +354,8 @@ class Supervisor:
             verdict = Verdict(False, reason=f"checking this spec took longer than {admission.CHECK_TIMEOUT_SECONDS:.0f} s "
                                             "(are its data or model files on a slow or hung filesystem?)")
         else:
-            verdict = admission.verdict(code, check.report, children.last_words(check.child.log_path), self.allow)
+            verdict = admission.verdict(code, admission.read_report(check.report),
+                                        children.last_words(check.child.log_path), self.allow)
         for leftover in (check.report, check.child.log_path):
             with suppress(OSError):
                 leftover.unlink()

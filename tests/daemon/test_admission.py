@@ -6,7 +6,7 @@ import os
 import struct
 import time
 
-from runner.daemon.admission import Allowances, verdict
+from runner.daemon.admission import Allowances, read_report, verdict
 from runner.daemon.store import State
 from tests.conftest import write_safetensors_header
 from tests.daemon.harness import spec_text, wait_until
@@ -19,7 +19,7 @@ REMOTE = {"kind": "remote_code", "path": "base_model.trust_remote_code", "what":
 def report(tmp_path, files, diagnostics=()):
     path = tmp_path / "report.json"
     path.write_text(json.dumps({"files": files, "diagnostics": list(diagnostics)}))
-    return path
+    return read_report(path)
 
 
 def test_a_valid_report_admits_with_its_dependencies(tmp_path):
@@ -43,9 +43,9 @@ def test_code_is_refused_unless_allowed_and_the_refusal_names_the_option(tmp_pat
 def test_a_check_that_crashed_or_wrote_nonsense_is_an_invalid_spec(tmp_path):
     for content in ("", "[]", "{", json.dumps({"files": "x", "diagnostics": []}), "[" * 100_000):
         (tmp_path / "report.json").write_text(content)
-        crashed = verdict(1, tmp_path / "report.json", "MemoryError", Allowances())
+        crashed = verdict(1, read_report(tmp_path / "report.json"), "MemoryError", Allowances())
         assert not crashed.valid and crashed.reason == "the check of this spec failed: MemoryError"
-    assert "exited with code -9" in verdict(-9, tmp_path / "absent.json", "", Allowances()).reason
+    assert "exited with code -9" in verdict(-9, read_report(tmp_path / "absent.json"), "", Allowances()).reason
 
 
 def test_an_invalid_report_keeps_its_diagnostics_in_one_line(tmp_path):
