@@ -88,17 +88,19 @@ def verdict(exit_code: int, report: dict | None, log_tail: str, allow: Allowance
         why = log_tail or f"it exited with code {exit_code}"
         return Verdict(False, reason=f"the check of this spec failed: {why}")
     if not record.get("valid"):
-        errors = [d for d in diagnostics if d.get("severity") == "error"][:SHOWN_ERRORS]
+        errors = [d for d in diagnostics if d.get("severity") == "error"]
         first = _where(errors[0]) if errors else "see runner validate"
-        return Verdict(False, diagnostics=errors, reason=f"{len(errors)} error(s), the first: {first}")
-    refused = [_refusal(use, record.get("file", "")) for use in record.get("runs_code") or []
-               if isinstance(use, dict) and not getattr(allow, REFUSALS.get(use.get("kind"), ("", ""))[0], False)]
+        return Verdict(False, diagnostics=errors[:SHOWN_ERRORS], reason=f"{len(errors)} error(s), the first: {first}")
+    name = record.get("name") if isinstance(record.get("name"), str) else None
+    refused = [_refusal(use, str(record.get("file", ""))) for use in _list(record.get("runs_code"))
+               if isinstance(use, dict) and not getattr(allow, REFUSALS.get(str(use.get("kind")), ("", ""))[0], False)]
     if refused:
         first = refused[0]
-        return Verdict(False, name=record.get("name"), diagnostics=refused,
+        return Verdict(False, name=name, diagnostics=refused,
                        reason=f"{first['path']}: {first['summary']} ({first['hint']})")
-    depends = [name for name in record.get("depends_on") or [] if isinstance(name, str)]
-    return Verdict(True, name=record.get("name"), depends_on=depends)
+    if name is None:
+        return Verdict(False, reason="the check of this spec failed: its report names no job")
+    return Verdict(True, name=name, depends_on=[job for job in _list(record.get("depends_on")) if isinstance(job, str)])
 
 
 def name_taken(name: str, path: str, owner_path: str, owner_id: int, folder: Path) -> Verdict:
@@ -106,20 +108,25 @@ def name_taken(name: str, path: str, owner_path: str, owner_id: int, folder: Pat
     shown = os.path.relpath(owner_path, folder)
     summary = f"the name '{name}' is already used by {shown} (job #{owner_id})"
     hint = "names identify specs in a watched folder: rename one of them"
-    return Verdict(False, name=name, diagnostics=[_diagnostic(os.path.relpath(path, folder), "name", None, summary,
+    return Verdict(False, name=name, diagnostics=[diagnostic(os.path.relpath(path, folder), "name", None, summary,
                                                                hint)],
                    reason=f"{summary}; {hint}")
 
 
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _refusal(use: dict, file: str) -> dict:
-    kind = use.get("kind")
-    _, option, what = REFUSALS.get(kind, ("", "--allow-" + str(kind), "runs code"))
+    kind = str(use.get("kind"))
+    _, option, what = REFUSALS.get(kind, ("", "--allow-" + kind, "runs code"))
     summary = f"'{use.get('what')}' {what}; this daemon refuses it"
-    return _diagnostic(file, str(use.get("path") or ""), use.get("line"), summary,
+    return diagnostic(file, str(use.get("path") or ""), use.get("line"), summary,
                        f"start runner watch with {option} to allow it")
 
 
-def _diagnostic(file: str, path: str, line: int | None, summary: str, hint: str) -> dict:
+def diagnostic(file: str, path: str, line: int | None, summary: str, hint: str) -> dict:
+    """A diagnostic as `runner validate --format json` writes it, for what the daemon itself refuses."""
     place = {"start": {"line": line, "column": 1}} if isinstance(line, int) else {}
     return {"severity": "error", "summary": summary, "detail": "", "hint": hint, "path": path,
             "range": {"filename": file, **place}}

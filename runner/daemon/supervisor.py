@@ -236,7 +236,7 @@ class Supervisor:
             return BUSY_POLL_SECONDS
         if spec.oversized:
             summary = f"file is larger than {MAX_SPEC_BYTES:,} bytes, the most a spec may be"
-            self._record(spec, Verdict(False, reason=summary, diagnostics=[admission._diagnostic(
+            self._record(spec, Verdict(False, reason=summary, diagnostics=[admission.diagnostic(
                 os.path.relpath(spec.path, self.folder), "", None, summary, "a spec names its data files")]))
             return None
         snapshot = self._snapshot(spec)
@@ -291,7 +291,7 @@ class Supervisor:
             self.log.msg("job_queued", job=job.id, name=job.name, path=spec.path, depends_on=verdict.depends_on)
         else:
             job = self.store.add(spec.path, spec.sha256, None, State.INVALID, diagnostics=verdict.diagnostics,
-                                 reason=verdict.reason)
+                                 reason=_one_line(verdict.reason))
             self.log.msg("job_invalid", job=job.id, path=spec.path, reason=verdict.reason)
         self._supersede(spec.path, job.id)
 

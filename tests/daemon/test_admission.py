@@ -6,6 +6,9 @@ import os
 import struct
 import time
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from runner.daemon.admission import Allowances, read_report, verdict
 from runner.daemon.store import State
 from tests.conftest import write_safetensors_header
@@ -54,6 +57,20 @@ def test_an_invalid_report_keeps_its_diagnostics_in_one_line(tmp_path):
     invalid = verdict(1, report(tmp_path, [{"valid": False}], [diagnostic]), "", Allowances())
     assert invalid.reason == "1 error(s), the first: sub/job.yaml:7: training.lerning_rate: unknown key 'lerning_rate'"
     assert invalid.diagnostics == [diagnostic]
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=20)
+KEYS = st.sampled_from(["files", "diagnostics", "valid", "name", "runs_code", "depends_on", "kind", "file", "line"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(JSON, st.dictionaries(KEYS, st.one_of(JSON, st.lists(st.dictionaries(KEYS, JSON), max_size=3)))),
+       st.integers(-20, 3))
+def test_any_report_is_a_verdict(report, exit_code):
+    made = verdict(exit_code, report, "", Allowances())
+    assert made.valid == (made.reason == "") and "\n" not in made.reason
 
 
 def poison_folder(folder):
