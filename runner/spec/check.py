@@ -15,9 +15,11 @@ from pydantic import ValidationError
 
 from runner import trainable
 from runner.errors import RunnerError
+from runner.methods import registry
 from runner.spec import datacheck, jobs, modelinfo, rules
 from runner.spec.diagnostics import Diagnostic, Span, sort_key
 from runner.spec.explain import explain
+from runner.spec.fields import RewardSource
 from runner.spec.models import JobSpec, ModelSource, TrainableSpec
 from runner.spec.yamlpos import FieldPath, YamlDocument, format_path, load_yaml
 
@@ -77,8 +79,9 @@ def check_spec(path: Path, *, check_inputs: bool = True) -> SpecResult:
         if source is not None:
             result.model = _check_model(report, path.parent, source, view.sections.get("trainable"), view.method)
 
-    if check_inputs and view.method in ("ppo", "grpo") and view.method in view.sections:
-        _check_reward_source(report, path.parent, view.method, view.sections[view.method].reward)
+    reward = getattr(view.sections.get(view.method or ""), "reward", None)
+    if check_inputs and reward is not None:
+        _check_reward_source(report, path.parent, view.method, reward)
 
     result.diagnostics.sort(key=lambda d: (d.file != document.file, sort_key(d)))  # the spec's own first
     result.spec = spec if not result.errors else None
@@ -154,26 +157,25 @@ def _check_model(report: _Reporter, folder: Path, source: ModelSource, trainable
                    f"{source.describe()} is not in the local hub cache; its layers and parameter "
                    "names could not be checked", "runner plan checks them once the model is reachable")
         return None
-    if method == "reward":
+    descriptor = registry.get(method) if method else None
+    if descriptor and descriptor.head == registry.SCORE:
         facts = modelinfo.with_score_head(facts)
     if trainable_spec is not None:
-        _check_selection(report, facts, trainable_spec, trainable.NEW_HEADS.get(method or "", ()))
+        _check_selection(report, facts, trainable_spec, descriptor.new_heads if descriptor else ())
     return facts
 
 
-def _check_reward_source(report: _Reporter, folder: Path, method: str, reward) -> None:
+def _check_reward_source(report: _Reporter, folder: Path, method: str, reward: RewardSource) -> None:
     if reward.model is not None and reward.model.job is not None:
         try:
             jobs.find_job_spec(folder, reward.model.job)
         except RunnerError as error:
             report.add("error", (method, "reward", "model", "job"), error.message, error.hint)
-    if reward.function is not None:
+    if reward.function is not None and reward.function_file(folder) is None:
         module = reward.function.split(":")[0]
-        relative = Path(*module.split("."))
-        beside = (folder / relative).with_suffix(".py").is_file() or (folder / relative / "__init__.py").is_file()
-        if not beside and importlib.util.find_spec(module.split(".")[0]) is None:
+        if importlib.util.find_spec(module.split(".")[0]) is None:
             report.add("error", (method, "reward", "function"),
-                       f"module '{module}' is neither beside the spec ({relative}.py) nor installed",
+                       f"module '{module}' is neither beside the spec ({Path(*module.split('.'))}.py) nor installed",
                        "put the module next to the spec file, or install the package that has it")
 
 
