@@ -37,6 +37,7 @@ def _header(plan: Plan) -> str:
         f"vocabulary {plan.model.vocab_size:,}",
         f"  device       {device.type} x{device.count} ({', '.join(device.names)}), {precision}",
         f"  trainer      {plan.training_path}",
+        *([f"  objective    {plan.objective}"] if plan.objective else []),
     ])
 
 
