@@ -36,6 +36,7 @@ CONFIGS = [
 MEASURE = textwrap.dedent('''
     import json, sys, torch
     from runner.execute import loading, trainable
+    from runner.methods import registry
     from runner.plan.models import Plan
 
     def rss():
@@ -51,7 +52,8 @@ MEASURE = textwrap.dedent('''
     torch.manual_seed(0)
     baseline, _ = rss()
     open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current RSS
-    model = loading.load_model(location, plan.method, loading.weights_dtype(plan), pad_token_id=tokenizer.pad_token_id)
+    model = loading.load_model(location, registry.get(plan.method).head, loading.weights_dtype(plan),
+                               pad_token_id=tokenizer.pad_token_id)
     if cuda:
         model.cuda()
     model = trainable.apply(model, plan)

@@ -8,7 +8,6 @@ Any failure still writes the manifest, with the error's kind, message and hint.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
@@ -33,9 +32,11 @@ from runner.execute.data import TooManyRejected, encoder_for, prepare, sample_pr
 from runner.execute.events import EventLog, MetricsLog
 from runner.execute.samples import generate
 from runner.execute.save import save_final
+from runner.execute.settings import Settings
 from runner.fsutil import file_sha256, write_atomically
 from runner.manifest import (Artifact, Attempt, DataRecord, Environment, GitRecord, Manifest, Metrics, RunError,
                              Sample, Timings)
+from runner.methods import registry
 from runner.plan.identity import versions
 from runner.plan.models import Plan
 from runner.rundir import RunDirectory, new_run, now, plan_sha256, process_alive, resumable_run, runs_folder
@@ -46,6 +47,10 @@ WORKER_RUN_DIR = "RUNNER_RUN_DIR"
 
 def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, console: bool = True) -> tuple[int, Path]:
     """Train `plan`; return (exit code, run directory)."""
+    # Start-up: the method, its recipe and every setting it reads, before a run directory exists.
+    descriptor = registry.get(plan.method)
+    recipe = descriptor.load_recipe()
+    settings = Settings.of(plan, descriptor)
     run, manifest = _start(plan, run_root, spec_text)
     if plan.device.count > 1 and not os.environ.get(WORKER_RUN_DIR):
         return _launch_workers(plan, run, run_root), run.path
@@ -56,7 +61,7 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     events.event("run_started", run_dir=str(run.path), attempt=manifest.attempts[-1].number, plan=plan.name,
                  method=plan.method, resumed_from_step=manifest.attempts[-1].resumed_from_step)
     try:
-        state = _train(plan, run, manifest, events, stop)
+        state = _train(plan, descriptor, recipe, settings, run, manifest, events, stop)
     except TooManyRejected as error:
         state = _fail(manifest, "data", error.message, error.hint)
     except trained.IntegrityError as error:
@@ -154,14 +159,16 @@ def _seconds(attempt: Attempt) -> float:
 
 # --- the run itself ----------------------------------------------------------------------------
 
-def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, stop: threading.Event) -> str:
+def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: Settings, run: RunDirectory,
+           manifest: Manifest, events: EventLog, stop: threading.Event) -> str:
     _quiet_libraries()
-    torch.manual_seed(plan.value("training.seed"))
+    torch.manual_seed(settings.training.seed)
     started = time.monotonic()
     location = loading.location_of(plan)
     tokenizer = loading.load_tokenizer(location)
-    model = loading.load_model(location, plan.method, loading.weights_dtype(plan), pad_token_id=tokenizer.pad_token_id)
-    if plan.value("hardware.device") == "cuda":
+    model = loading.load_model(location, descriptor.head, loading.weights_dtype(plan),
+                               pad_token_id=tokenizer.pad_token_id)
+    if settings.training.device == "cuda":
         model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     manifest.timings.load_s = round(time.monotonic() - started, 2)
     events.event("model_loaded", model=location.describe(), seconds=manifest.timings.load_s)
@@ -172,7 +179,7 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
                  rejected=sum(len(split.rejected) for split in splits.values()))
 
     encoder = encoder_for(plan, tokenizer)
-    prompts = sample_prompts(plan, encoder) if plan.method != "reward" else []
+    prompts = sample_prompts(plan, encoder) if descriptor.generates else []
     if prompts and not manifest.samples:
         befores = generate(model, tokenizer, [rendered for _, rendered in prompts], templated=encoder.use_chat_template)
         manifest.samples = [Sample(prompt=shown, before=answer) for (shown, _), answer in zip(prompts, befores)]
@@ -183,11 +190,10 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
     if _is_rank_zero():
         run.write_manifest(manifest)
 
-    checkpoint = run.latest_checkpoint()
-    recipe = importlib.import_module(f"runner.methods.{plan.method}")
     metrics = MetricsLog(run.metrics)
     training_started = time.monotonic()
-    result = recipe.train(Context(plan, run, model, tokenizer, splits, events, metrics, stop, checkpoint))
+    result = recipe.train(Context(plan, settings, run, model, tokenizer, splits, events, metrics, stop,
+                                  run.latest_checkpoint()))
     manifest.timings.train_s = round(time.monotonic() - training_started, 2)
     records = metrics.read()
     _record_metrics(manifest, result, records)
