@@ -330,7 +330,7 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
     seq_len = max_length if packing else min(max_length, _round_up(max(steps.tokens.max_tokens, 1), 8))
     lora = trainable_plan.mode == "lora"
     adapted = trainable_plan.lora.targets if lora else []
-    sizes = {"policy": skeleton.facts.total_parameters, "reward": reward_parameters}
+    sizes = {"policy": skeleton.facts.total_parameters, "reward_model": reward_parameters}
     base = memory.Workload(
         mode=trainable_plan.mode, precision=precision, device=device.type, micro_batch=per_device,
         seq_len=seq_len, checkpointing=False, trainable_parameters=trainable_plan.trainable_parameters,
