@@ -55,6 +55,12 @@ class Context:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(RunCallback(self.events, self.metrics, self.stop, self.settings.training.total_steps))
 
+    def trainer_inputs(self) -> dict:
+        """What every TRL trainer of pairs or labelled answers takes besides its config: the model, the
+        datasets and the tokenizer."""
+        return dict(model=self.model, train_dataset=self.dataset("train"), eval_dataset=self.dataset("eval"),
+                    processing_class=self.tokenizer)
+
     def train_with(self, trainer) -> Trained:
         """For the TRL recipes: attach the run's callback, train (from the checkpoint when resuming) and
         hand back what was trained."""

@@ -25,13 +25,6 @@ def train(ctx: Context) -> Trained:
         label_smoothing=dpo.label_smoothing,
         max_length=training.max_length,
     )
-    trainer = DPOTrainer(
-        model=ctx.model,
-        ref_model=None,
-        args=config,
-        train_dataset=ctx.dataset("train"),
-        eval_dataset=ctx.dataset("eval"),
-        processing_class=ctx.tokenizer,
-    )
+    trainer = DPOTrainer(args=config, ref_model=None, **ctx.trainer_inputs())
     # --- train ---
     return ctx.train_with(trainer)

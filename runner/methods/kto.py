@@ -27,13 +27,6 @@ def train(ctx: Context) -> Trained:
         undesirable_weight=kto.undesirable_weight,
         max_length=training.max_length,
     )
-    trainer = KTOTrainer(
-        model=ctx.model,
-        ref_model=None,
-        args=config,
-        train_dataset=ctx.dataset("train"),
-        eval_dataset=ctx.dataset("eval"),
-        processing_class=ctx.tokenizer,
-    )
+    trainer = KTOTrainer(args=config, ref_model=None, **ctx.trainer_inputs())
     # --- train ---
     return ctx.train_with(trainer)

@@ -28,12 +28,6 @@ def train(ctx: Context) -> Trained:
         beta=orpo.beta,
         max_length=training.max_length,
     )
-    trainer = ORPOTrainer(
-        model=ctx.model,
-        args=config,
-        train_dataset=ctx.dataset("train"),
-        eval_dataset=ctx.dataset("eval"),
-        processing_class=ctx.tokenizer,
-    )
+    trainer = ORPOTrainer(args=config, **ctx.trainer_inputs())
     # --- train ---
     return ctx.train_with(trainer)

@@ -19,12 +19,6 @@ def train(ctx: Context) -> Trained:
         max_length=training.max_length,
         center_rewards_coefficient=reward.center_rewards_coefficient,
     )
-    trainer = RewardTrainer(
-        model=ctx.model,
-        args=config,
-        train_dataset=ctx.dataset("train"),
-        eval_dataset=ctx.dataset("eval"),
-        processing_class=ctx.tokenizer,
-    )
+    trainer = RewardTrainer(args=config, **ctx.trainer_inputs())
     # --- train ---
     return ctx.train_with(trainer)

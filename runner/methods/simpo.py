@@ -32,12 +32,6 @@ def train(ctx: Context) -> Trained:
         cpo_alpha=simpo.cpo_alpha,
         max_length=training.max_length,
     )
-    trainer = CPOTrainer(
-        model=ctx.model,
-        args=config,
-        train_dataset=ctx.dataset("train"),
-        eval_dataset=ctx.dataset("eval"),
-        processing_class=ctx.tokenizer,
-    )
+    trainer = CPOTrainer(args=config, **ctx.trainer_inputs())
     # --- train ---
     return ctx.train_with(trainer)
