@@ -9,6 +9,7 @@ import pytest
 from runner import formats
 from runner.errors import RunnerError
 from runner.methods import descriptors, registry
+from runner.plan.rows import KINDS
 from runner.spec.fielddocs import field_docs
 from tests.conftest import REPO
 
@@ -18,6 +19,7 @@ MODES = ("full", "freeze", "lora")
 
 @pytest.mark.parametrize("descriptor", registry.descriptors(), ids=registry.names())
 def test_each_descriptor_is_complete(descriptor):
+    assert descriptor.rows in KINDS and descriptor.head in (registry.CAUSAL_LM, registry.SCORE)
     assert set(descriptor.learning_rates) == set(MODES)
     assert descriptor.formats and set(descriptor.formats) <= set(formats.FORMATS)
     example_format = formats.detect(dict(descriptor.example_row))
