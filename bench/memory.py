@@ -103,8 +103,9 @@ RECIPE = textwrap.dedent('''
     loading.weights_source(loading.location_of(plan))  # convert a GGUF once, before measuring
     baseline, _ = rss()
     open("/proc/self/clear_refs", "w").write("5")
-    code, _ = run_plan(plan, run_root=Path(sys.argv[2]), console=False)
-    assert code == 0, code
+    code, run_dir = run_plan(plan, run_root=Path(sys.argv[2]), console=False)
+    if code:
+        sys.exit(f"the run failed: {json.loads((run_dir / 'manifest.json').read_text())['error']}")
     peak = torch.cuda.max_memory_allocated() if cuda else rss()[1] - baseline
     print(json.dumps({"peak": peak}))
 ''')
