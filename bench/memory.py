@@ -3,11 +3,13 @@
     python bench/memory.py [--only NAME] [--steps 3]
 
 Each configuration is planned by `runner plan` machinery (make_plan on a generated spec),
-then measured in a fresh process that loads the model and applies the trainable selection
-with the executor's own functions and runs a few optimizer steps on full-length rows:
-peak RSS growth over the process's baseline on the CPU, torch.cuda.max_memory_allocated
-on a GPU. The estimate's "runtime" line (the interpreter and libraries) is left out of
-the comparison on both sides. Goal (issue 3): within +-25%.
+then measured in a fresh process: `loop` configurations load the model and apply the trainable
+selection with the executor's own functions and run a few optimizer steps on full-length rows;
+`recipe` configurations (the preference methods) run the method's real recipe for a few steps
+(`run_plan`, its libraries imported before the baseline). Measured: peak RSS growth over the
+process's baseline on the CPU, torch.cuda.max_memory_allocated on a GPU. The estimate's "runtime"
+line (the interpreter and libraries) is left out of the comparison on both sides.
+Goal (issue 3): within +-25%.
 """
 
 from __future__ import annotations
@@ -25,17 +27,21 @@ sys.path.insert(0, str(REPO))
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 CONFIGS = [
-    # name, model, trainable block, micro-batch, sequence length, gradient checkpointing
-    ("tiny-full", "tiny", "{mode: full}", 8, 256, False),
-    ("smollm2-full", SMOLLM2, "{mode: full}", 4, 128, False),
-    ("smollm2-full-ckpt", SMOLLM2, "{mode: full}", 8, 256, True),
-    ("smollm2-freeze-last2", SMOLLM2, "{mode: freeze, layers: 'last:2'}", 8, 128, False),
-    ("smollm2-lora", SMOLLM2, "{mode: lora, lora: {r: 16}}", 4, 256, False),
+    # name, model, method, how it is measured, trainable block, micro-batch, sequence length, checkpointing
+    ("tiny-full", "tiny", "sft", "loop", "{mode: full}", 8, 256, False),
+    ("smollm2-full", SMOLLM2, "sft", "loop", "{mode: full}", 4, 128, False),
+    ("smollm2-full-ckpt", SMOLLM2, "sft", "loop", "{mode: full}", 8, 256, True),
+    ("smollm2-freeze-last2", SMOLLM2, "sft", "loop", "{mode: freeze, layers: 'last:2'}", 8, 128, False),
+    ("smollm2-lora", SMOLLM2, "sft", "loop", "{mode: lora, lora: {r: 16}}", 4, 256, False),
+    ("smollm2-orpo-lora", SMOLLM2, "orpo", "recipe", "{mode: lora, lora: {r: 16}}", 4, 128, False),
+    ("smollm2-simpo-freeze-last4", SMOLLM2, "simpo", "recipe", "{mode: freeze, layers: 'last:4'}", 4, 128, False),
+    ("smollm2-kto-full", SMOLLM2, "kto", "recipe", "{mode: full}", 4, 128, False),
 ]
 
 MEASURE = textwrap.dedent('''
     import json, sys, torch
     from runner.execute import loading, trainable
+    from runner.methods import registry
     from runner.plan.models import Plan
 
     def rss():
@@ -51,7 +57,8 @@ MEASURE = textwrap.dedent('''
     torch.manual_seed(0)
     baseline, _ = rss()
     open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current RSS
-    model = loading.load_model(location, plan.method, loading.weights_dtype(plan), pad_token_id=tokenizer.pad_token_id)
+    model = loading.load_model(location, registry.get(plan.method).head, loading.weights_dtype(plan),
+                               pad_token_id=tokenizer.pad_token_id)
     if cuda:
         model.cuda()
     model = trainable.apply(model, plan)
@@ -76,8 +83,50 @@ MEASURE = textwrap.dedent('''
     print(json.dumps({"peak": peak}))
 ''')
 
+RECIPE = textwrap.dedent('''
+    import json, sys
+    from pathlib import Path
+    import torch
+    from runner.execute import loading
+    from runner.execute.job import run_plan
+    from runner.methods import registry
+    from runner.plan.models import Plan
 
-def plan_for(name, model, trainable, micro, length, checkpointing, folder: Path):
+    def rss():
+        fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+    plan = Plan.model_validate_json(open(sys.argv[1]).read())
+    cuda = plan.value("hardware.device") == "cuda"
+    registry.get(plan.method).load_recipe()  # its trainer's libraries, before the baseline
+    import datasets, peft  # noqa: F401  (data preparation and LoRA)
+    loading.weights_source(loading.location_of(plan))  # convert a GGUF once, before measuring
+    baseline, _ = rss()
+    open("/proc/self/clear_refs", "w").write("5")
+    code, run_dir = run_plan(plan, run_root=Path(sys.argv[2]), console=False)
+    if code:
+        sys.exit(f"the run failed: {json.loads((run_dir / 'manifest.json').read_text())['error']}")
+    peak = torch.cuda.max_memory_allocated() if cuda else rss()[1] - baseline
+    print(json.dumps({"peak": peak}))
+''')
+
+
+def rows_for(data_format: str, micro: int, length: int) -> list[dict]:
+    """Rows longer than max_length (every sequence is cut to it), in the method's format."""
+    def words(start: int, count: int) -> str:
+        return " ".join(f"word{i}" for i in range(start, start + count))
+
+    if data_format == "preference":
+        return [{"prompt": words(0, length // 8), "chosen": words(1000, 2 * length),
+                 "rejected": words(5000, 2 * length)} for _ in range(micro)]
+    if data_format == "unpaired":
+        return [{"prompt": words(0, length // 8), "completion": words(1000 * (i + 1), 2 * length),
+                 "label": i % 2 == 0} for i in range(micro)]
+    return [{"text": words(0, 4 * length)} for _ in range(micro)]
+
+
+def plan_for(name, model, method, trainable, micro, length, checkpointing, steps: int, folder: Path):
+    from runner.methods import registry
     from runner.plan.planner import make_plan
 
     if model == "tiny":
@@ -85,16 +134,16 @@ def plan_for(name, model, trainable, micro, length, checkpointing, folder: Path)
 
         make_model(folder / "tiny", layers=4, hidden=256, vocab_size=2000)
         model = "./tiny"
-    words = " ".join(f"word{i}" for i in range(4 * length))
-    (folder / "data.jsonl").write_text("".join(json.dumps({"text": words}) + "\n" for _ in range(micro)))
+    rows = rows_for(registry.get(method).formats[0], micro, length)
+    (folder / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     (folder / f"{name}.yaml").write_text(textwrap.dedent(f"""\
         version: 1
         name: {name}
-        method: sft
+        method: {method}
         base_model: {model}
         data: {{train: data.jsonl}}
         trainable: {trainable}
-        training: {{batch_size: {micro}, micro_batch_size: {micro}, max_length: {length}, max_steps: 1}}
+        training: {{batch_size: {micro}, micro_batch_size: {micro}, max_length: {length}, max_steps: {steps}}}
         hardware: {{gradient_checkpointing: {str(checkpointing).lower()}}}
         """))
     return make_plan(folder / f"{name}.yaml", run_root=folder)
@@ -106,15 +155,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
     rows = []
-    for name, model, trainable, micro, length, checkpointing in CONFIGS:
+    for name, model, method, how, trainable, micro, length, checkpointing in CONFIGS:
         if args.only and args.only != name:
             continue
         with tempfile.TemporaryDirectory() as temporary:
             folder = Path(temporary)
-            plan = plan_for(name, model, trainable, micro, length, checkpointing, folder)
+            plan = plan_for(name, model, method, trainable, micro, length, checkpointing, args.steps, folder)
             estimate = sum(item.bytes for item in plan.memory.items if item.name != "runtime")
             (folder / "plan.json").write_text(plan.model_dump_json())
-            completed = subprocess.run([sys.executable, "-c", MEASURE, str(folder / "plan.json"), str(args.steps)],
+            script, argument = (MEASURE, str(args.steps)) if how == "loop" else (RECIPE, str(folder))
+            completed = subprocess.run([sys.executable, "-c", script, str(folder / "plan.json"), argument],
                                        capture_output=True, text=True, cwd=REPO)
             if completed.returncode:
                 print(completed.stderr[-2000:], file=sys.stderr)

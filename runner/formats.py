@@ -6,11 +6,15 @@ Formats (one per file; every row is checked):
 - `text`: `{"text"}`, trained on every token
 - `preference`: `{"prompt"?, "chosen", "rejected"}` (text or message lists), or OpenAI's DPO
   shape `{"input": {"messages"}, "preferred_output", "non_preferred_output"}`
+- `unpaired`: `{"prompt", "completion", "label": true | false}`, one answer marked desirable or not (KTO)
 - `prompt_only`: `{"prompt"}`, for reinforcement learning
+
+Which methods take which formats is each method's descriptor's business (runner.methods.registry).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,19 +22,21 @@ from typing import Any, BinaryIO
 
 from runner.readers import loads_bounded, open_regular
 
-FORMATS = ("messages", "prompt_completion", "text", "preference", "prompt_only")
+FORMATS = ("messages", "prompt_completion", "text", "preference", "unpaired", "prompt_only")
 ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_ROW_BYTES = 16 * 2**20
 """A row longer than this is rejected (and skipped without being held in memory)."""
 
-FORMATS_FOR_METHOD: dict[str, tuple[str, ...]] = {
-    "sft": ("messages", "prompt_completion", "text"),
-    "dpo": ("preference",),
-    "reward": ("preference",),
-    # RL needs prompts only; rows that also carry answers give their prompt.
-    "ppo": ("prompt_only", "prompt_completion", "messages", "preference"),
-    "grpo": ("prompt_only", "prompt_completion", "messages", "preference"),
+SHAPES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "messages": (("messages",),),
+    "prompt_completion": (("prompt", "completion"),),
+    "text": (("text",),),
+    "preference": (("chosen", "rejected"), ("input", "preferred_output", "non_preferred_output")),
+    "unpaired": (("prompt", "completion", "label"),),
+    "prompt_only": (("prompt",),),
 }
+"""The keys each format's rows must have (preference: either shape); `prompt` is optional for pairs."""
+KNOWN_KEYS = frozenset().union(*(keys for shapes in SHAPES.values() for keys in shapes))
 
 
 class RowError(ValueError):
@@ -42,12 +48,18 @@ def detect(row: Any) -> str:
     if not isinstance(row, dict):
         raise RowError(f"a row must be a JSON object, not {_json_type(row)}")
     keys = set(row)
+    for key in sorted(keys - KNOWN_KEYS):
+        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.8)
+        if close and close[0] not in keys:
+            raise RowError(f'unexpected key "{key}": did you mean "{close[0]}"?')
     if "messages" in keys:
         return "messages"
     if {"input", "preferred_output", "non_preferred_output"} <= keys:
         return "preference"
     if {"chosen", "rejected"} <= keys:
         return "preference"
+    if {"prompt", "completion", "label"} <= keys:
+        return "unpaired"
     if {"prompt", "completion"} <= keys:
         return "prompt_completion"
     if "text" in keys:
@@ -57,7 +69,38 @@ def detect(row: Any) -> str:
     shown = ", ".join(sorted(keys)[:8]) or "none"
     raise RowError(
         f"no known row shape (keys: {shown}); expected messages, prompt+completion, text, "
-        "prompt+chosen+rejected, input+preferred_output+non_preferred_output, or prompt")
+        "prompt+chosen+rejected, input+preferred_output+non_preferred_output, prompt+completion+label, or prompt")
+
+
+def detect_as(row: Any, expected: str) -> None:
+    """Raise RowError, naming the keys that are missing or in the way, unless `row` is an `expected` row."""
+    try:
+        found = detect(row)
+    except RowError:
+        if not isinstance(row, dict):
+            raise
+        found = None
+    if found == expected:
+        return
+    keys = set(row)
+    needed = min(SHAPES[expected], key=lambda shape: len(set(shape) - keys))
+    missing = [key for key in needed if key not in keys]
+    problems = []
+    if found is not None:
+        other = [key for key in next(shape for shape in SHAPES[found] if set(shape) <= keys) if key not in needed]
+        if other:
+            problems.append(f"row is {found} (it has {_keys(other)}), but the file is {expected}")
+    if missing:
+        problems.append(f"missing {_keys(missing)} ({expected} rows have {_keys(list(needed))})")
+        for key in sorted(keys - KNOWN_KEYS):
+            close = difflib.get_close_matches(key, missing, n=1, cutoff=0.6)
+            problems.append(f'unexpected "{key}"' + (f': did you mean "{close[0]}"?' if close else ""))
+    raise RowError("; ".join(problems))
+
+
+def _keys(names: list[str]) -> str:
+    quoted = [f'"{name}"' for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
 def variant(row: dict) -> str:
@@ -92,9 +135,9 @@ def read_rows(path: Path, format_name: str | None) -> Iterator[tuple[int, dict |
                 continue
             try:
                 row = loads_bounded(raw)
-                found = detect(row)
-                if expected is not None and found != expected:
-                    raise RowError(f"row is {found}, but the file is {expected}")
+                if expected is not None:
+                    detect_as(row, expected)
+                found = expected or detect(row)
                 check(row, found)
             except (ValueError, RowError) as error:
                 problem = str(error) if isinstance(error, RowError) else f"not valid JSON: {error}"
@@ -168,6 +211,12 @@ def _check_preference(row: dict) -> None:
         raise RowError('"chosen" and "rejected" are identical: the pair teaches nothing')
 
 
+def _check_unpaired(row: dict) -> None:
+    _check_prompt_completion(row)
+    if not isinstance(row["label"], bool):
+        raise RowError(f'"label" must be true (a desirable answer) or false, not {_json_type(row["label"])}')
+
+
 def _check_prompt_only(row: dict) -> None:
     if isinstance(row["prompt"], list):
         _messages(row["prompt"], "prompt")
@@ -180,6 +229,7 @@ _CHECKS = {
     "prompt_completion": _check_prompt_completion,
     "text": _check_text,
     "preference": _check_preference,
+    "unpaired": _check_unpaired,
     "prompt_only": _check_prompt_only,
 }
 

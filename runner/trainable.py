@@ -33,8 +33,6 @@ FAMILIES: dict[str, str] = {
     "lm_head": "the output projection to the vocabulary",
 }
 DEFAULT_LORA_MODULES = ("attention", "mlp")
-NEW_HEADS: dict[str, tuple[str, ...]] = {"reward": ("score.weight",)}
-"""Parameters a method adds to the base model; they start untrained, so they are always trained."""
 
 _ATTENTION = {"self_attn", "attn", "attention", "self_attention", "cross_attn"}
 _MLP = {"mlp", "feed_forward", "ffn", "block_sparse_moe", "moe"}

@@ -14,6 +14,9 @@ from runner.formats import RowError
       "preferred_output": [{"role": "assistant", "content": "a"}],
       "non_preferred_output": [{"role": "assistant", "content": "b"}]}, "preference"),
     ({"prompt": "p"}, "prompt_only"),
+    ({"prompt": "p", "completion": "c", "label": False}, "unpaired"),
+    ({"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}],
+      "label": True}, "unpaired"),
 ])
 def test_detect_and_accept(row, expected):
     assert formats.detect(row) == expected
@@ -35,6 +38,9 @@ def test_detect_and_accept(row, expected):
     ({"prompt": "p", "completion": ""}, '"completion" is empty'),
     ({"prompt": "p", "chosen": "a", "rejected": "a"}, "identical"),
     ({"input": {}, "preferred_output": [], "non_preferred_output": []}, '"input" must be an object'),
+    ({"prompt": "p", "completion": "c", "label": None}, '"label" must be true .* or false, not null'),
+    ({"prompt": "p", "completion": "", "label": True}, '"completion" is empty'),
+    ({"prompt": "p", "completion": "c", "lable": True}, 'unexpected key "lable": did you mean "label"'),
 ])
 def test_reject_with_a_reason(row, message):
     with pytest.raises(RowError, match=message):
@@ -47,5 +53,21 @@ def test_variants():
     assert formats.variant({"prompt": "p", "completion": "c"}) == "standard"
 
 
-def test_every_format_serves_some_method():
-    assert set(formats.FORMATS) == {f for allowed in formats.FORMATS_FOR_METHOD.values() for f in allowed}
+@pytest.mark.parametrize("row, expected, message", [
+    ({"prompt": "p", "answer": "c"}, "prompt_completion",
+     'missing "completion" (prompt_completion rows have "prompt" and "completion"); unexpected "answer"'),
+    ({"prompt": "p", "complete": "c"}, "prompt_completion",
+     'unexpected "complete": did you mean "completion"?'),
+    ({"prompt": "p", "completion": "c", "label": True}, "prompt_completion",
+     'row is unpaired (it has "label"), but the file is prompt_completion'),
+    ({"prompt": "p", "chosen": "a", "rejected": "b"}, "unpaired",
+     'row is preference (it has "chosen" and "rejected"), but the file is unpaired; missing "completion" and "label"'),
+])
+def test_a_row_of_another_shape_names_its_keys(row, expected, message):
+    with pytest.raises(RowError) as error:
+        formats.detect_as(row, expected)
+    assert message in str(error.value)
+
+
+def test_a_row_of_the_expected_shape_passes():
+    formats.detect_as({"prompt": "p", "completion": "c", "id": 7}, "prompt_completion")

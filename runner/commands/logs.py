@@ -17,10 +17,11 @@ from runner.readers import open_regular
 
 def logs(name: str, state_dir: str | None, follow: bool, runs_dir: str | None = None) -> int:
     from runner.daemon.paths import state_directory
-    from runner.daemon.store import Store
+    from runner.daemon.store import STORE_FILE, Store
 
     state = state_directory(state_dir)
-    if Path(name).exists() or not (state / "runner.db").is_file():
+    # --state-dir names a daemon (a typo there is an error); without it, no daemon store means a run's log
+    if Path(name).exists() or not (state_dir is not None or (state / STORE_FILE).is_file()):
         return run_logs(name, runs_dir, follow)
     store = Store.existing(state, writable=False)
     job = store.latest(name)

@@ -22,8 +22,10 @@ def sample(target: str, prompts: list[str], max_new_tokens: int, runs_dir: str |
         raise RunnerError(f"{found.path}: the run's manifest.json cannot be read")
     if manifest.state != "succeeded":
         raise RunnerError(f"run {run.run_id} is {manifest.state}, not succeeded", "sample a finished run")
-    if manifest.method == "reward":
-        raise RunnerError("a reward model scores text; it does not generate", "sample a policy run")
+    from runner.methods import registry
+
+    if not registry.get(manifest.method).generates:
+        raise RunnerError(f"a {manifest.method} model scores text; it does not generate", "sample a policy run")
 
     from runner.execute.data import encoder_for
     from runner.execute.library_output import quiet_libraries
@@ -49,7 +51,9 @@ def load_result(run, plan):
     saved = run.model.is_dir()
     location = loading.ModelLocation("local", str(run.model), run.model) if saved else base_location(plan)
     tokenizer = loading.load_tokenizer(location)
-    model = loading.load_model(location, plan.method, torch.float32)
+    from runner.methods import registry
+
+    model = loading.load_model(location, registry.get(plan.method).head, torch.float32)
     if saved:
         return model, tokenizer
     from peft import PeftModel

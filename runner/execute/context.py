@@ -8,6 +8,7 @@ from pathlib import Path
 
 from runner.execute.data import Split
 from runner.execute.events import EventLog, MetricsLog
+from runner.execute.settings import Settings
 from runner.plan.models import Plan
 from runner.rundir import RunDirectory
 
@@ -29,6 +30,8 @@ class Trained:
 @dataclass
 class Context:
     plan: Plan
+    settings: Settings
+    """What the recipe trains with, typed and read from the plan before the model loaded."""
     run: RunDirectory
     model: object
     """The model to train: trainable selection applied, LoRA adapters attached."""
@@ -50,7 +53,20 @@ class Context:
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(RunCallback(self.events, self.metrics, self.stop, self.plan.steps.total_steps))
+        trainer.add_callback(RunCallback(self.events, self.metrics, self.stop, self.settings.training.total_steps))
+
+    def trainer_inputs(self) -> dict:
+        """What every TRL trainer of pairs or labelled answers takes besides its config: the model, the
+        datasets and the tokenizer."""
+        return dict(model=self.model, train_dataset=self.dataset("train"), eval_dataset=self.dataset("eval"),
+                    processing_class=self.tokenizer)
+
+    def train_with(self, trainer) -> Trained:
+        """For the TRL recipes: attach the run's callback, train (from the checkpoint when resuming) and
+        hand back what was trained."""
+        self.attach(trainer)
+        trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
+        return Trained.of(trainer)
 
     def dataset(self, role: str):
         from datasets import Dataset

@@ -12,7 +12,9 @@ from pathlib import Path
 from runner import formats
 from runner.errors import RunnerError
 from runner.formats import RowError
+from runner.methods import registry
 from runner.plan.models import Plan
+from runner.plan.rows import KINDS
 from runner.plan.tokens import RowEncoder
 
 
@@ -37,6 +39,7 @@ def encoder_for(plan: Plan, tokenizer) -> RowEncoder:
 
 def prepare(plan: Plan, tokenizer) -> dict[str, Split]:
     encoder = encoder_for(plan, tokenizer)
+    kind = KINDS[registry.get(plan.method).rows]
     splits = {}
     for data in plan.inputs.data:
         split = Split(data.role, Path(data.path))
@@ -45,7 +48,7 @@ def prepare(plan: Plan, tokenizer) -> dict[str, Split]:
             try:
                 if problem:
                     raise RowError(problem)
-                split.examples.append(example(plan.method, encoder, row, data.format))
+                split.examples.append(kind.example(encoder, row, data.format))
             except RowError as error:
                 split.rejected.append({"file": str(split.path), "line": line, "reason": str(error)})
         share = len(split.rejected) / max(split.rows, 1)
@@ -59,17 +62,6 @@ def prepare(plan: Plan, tokenizer) -> dict[str, Split]:
             raise TooManyRejected(f"no usable {data.role} rows")
         splits[data.role] = split
     return splits
-
-
-def example(method: str, encoder: RowEncoder, row: dict, format_name: str) -> dict:
-    """One training example in the shape the method's trainer takes."""
-    if method == "sft":
-        encoded = encoder.encode_sft(row, format_name)
-        return {"input_ids": encoded.input_ids, "labels": encoded.labels()}
-    if method in ("dpo", "reward"):
-        encoder.preference(row)  # renders the pair as the trainer will, so a row that cannot be fails here
-        return encoder.preference_row(row)
-    return {"prompt": encoder.prompt_text(row, format_name)}
 
 
 def _shown_prompt(row: dict) -> str | None:

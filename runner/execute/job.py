@@ -8,7 +8,6 @@ Any failure still writes the manifest, with the error's kind, message and hint.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
@@ -35,6 +34,7 @@ from runner.execute.events import Diverged, EventLog, MetricsLog
 from runner.execute.library_output import quiet_libraries
 from runner.execute.samples import generate
 from runner.execute.save import save_final
+from runner.execute.settings import Settings
 from runner.execute.trackers import open_sinks
 from runner.fsutil import file_sha256, write_atomically
 from runner.launch import records
@@ -42,6 +42,7 @@ from runner.launch.local import (FAILURE_GRACE_S, JOIN_TIMEOUT_S, NODE_RANK_ENV,
                                  Placement, supervise, torchrun_command)
 from runner.manifest import (Artifact, Attempt, DataRecord, Environment, GitRecord, Manifest, Metrics, RunError,
                              Sample, Timings)
+from runner.methods import registry
 from runner.plan.identity import versions
 from runner.plan.models import Plan
 from runner.rundir import RunDirectory, new_run, now, plan_sha256, process_alive, resumable_run, runs_folder
@@ -59,6 +60,10 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
              json_events: bool | None = None, place: Placement = Placement()) -> tuple[int, Path]:
     """Train `plan`, or this node's part of it; return (exit code, run directory). `json_events`: the
     event lines on stdout too (default: when stdout is not a terminal)."""
+    # Start-up: the method, its recipe and every setting it reads, before a run directory exists.
+    descriptor = registry.get(plan.method)
+    recipe = descriptor.load_recipe()
+    settings = Settings.of(plan, descriptor)
     quiet_libraries()
     worker_of = os.environ.get(WORKER_RUN_DIR)
     if worker_of:  # a worker process of a multi-process run: node 0's launching process made the attempt
@@ -86,7 +91,7 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
         if rank == 0:
             metrics.sinks = open_sinks(plan, run, run_root, manifest.trackers)
             manifest.trackers = {name: sink.record() for name, sink in metrics.sinks.items()}
-        state = _train(plan, run, manifest, events, stop, metrics)
+        state = _train(plan, descriptor, recipe, settings, run, manifest, events, stop, metrics)
     except TooManyRejected as error:
         state = _fail(manifest, "data", error.message, error.hint)
     except trained.IntegrityError as error:
@@ -224,15 +229,16 @@ def _seconds(attempt: Attempt) -> float:
 
 # --- the run itself ----------------------------------------------------------------------------
 
-def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, stop: threading.Event,
-           metrics: MetricsLog) -> str:
-    torch.manual_seed(plan.value("training.seed"))
+def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: Settings, run: RunDirectory,
+           manifest: Manifest, events: EventLog, stop: threading.Event, metrics: MetricsLog) -> str:
+    torch.manual_seed(settings.training.seed)
     started = time.monotonic()
     location = loading.location_of(plan)
     events.status(f"loading {location.describe()}")
     tokenizer = loading.load_tokenizer(location)
-    model = loading.load_model(location, plan.method, loading.weights_dtype(plan), pad_token_id=tokenizer.pad_token_id)
-    if plan.value("hardware.device") == "cuda":
+    model = loading.load_model(location, descriptor.head, loading.weights_dtype(plan),
+                               pad_token_id=tokenizer.pad_token_id)
+    if settings.training.device == "cuda":
         model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     manifest.timings.load_s = round(time.monotonic() - started, 2)
     manifest.weights = loading.weights_origin(location)
@@ -245,7 +251,7 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
                  rejected=sum(len(split.rejected) for split in splits.values()))
 
     encoder = encoder_for(plan, tokenizer)
-    prompts = sample_prompts(plan, encoder) if plan.method != "reward" else []
+    prompts = sample_prompts(plan, encoder) if descriptor.generates else []
     if prompts and not manifest.samples:
         events.status(f"answering {len(prompts)} sample prompt(s) before training")
         befores = generate(model, tokenizer, [rendered for _, rendered in prompts], templated=encoder.use_chat_template)
@@ -257,11 +263,10 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
     if _is_rank_zero():
         run.write_manifest(manifest)
 
-    checkpoint = run.latest_checkpoint()
-    recipe = importlib.import_module(f"runner.methods.{plan.method}")
     training_started = time.monotonic()
     events.status("training")
-    result = recipe.train(Context(plan, run, model, tokenizer, splits, events, metrics, stop, checkpoint))
+    result = recipe.train(Context(plan, settings, run, model, tokenizer, splits, events, metrics, stop,
+                                  run.latest_checkpoint()))
     events.keep_line()
     manifest.timings.train_s = round(time.monotonic() - training_started, 2)
     records = metrics.read()

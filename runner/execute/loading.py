@@ -15,6 +15,7 @@ import torch
 
 from runner.fsutil import cache_directory, cached_record, file_sha256, stat_key
 from runner.manifest import WeightsOrigin
+from runner.methods.registry import SCORE
 from runner.plan import source
 from runner.plan.models import ModelIdentity, Plan
 from runner.plan.skeleton import model_class
@@ -48,11 +49,12 @@ def load_tokenizer(location: ModelLocation):
     return tokenizer
 
 
-def load_model(location: ModelLocation, method: str, dtype: torch.dtype, *, pad_token_id: int | None = None):
+def load_model(location: ModelLocation, head: str, dtype: torch.dtype, *, pad_token_id: int | None = None):
+    """The model with the head a method trains (runner.methods.registry: CAUSAL_LM or SCORE)."""
     folder, kwargs = weights_source(location)
-    extra = {"num_labels": 1} if method == "reward" else {}
-    model = model_class(method).from_pretrained(folder, dtype=dtype, **kwargs, **extra)
-    if method == "reward" and pad_token_id is not None:
+    extra = {"num_labels": 1} if head == SCORE else {}
+    model = model_class(head).from_pretrained(folder, dtype=dtype, **kwargs, **extra)
+    if head == SCORE and pad_token_id is not None:
         model.config.pad_token_id = pad_token_id  # the score is read at the last non-pad token
     return model
 

@@ -14,6 +14,7 @@ import torch
 from runner import trainable
 from runner.errors import RunnerError
 from runner.manifest import ParameterChanges
+from runner.methods import registry
 from runner.plan.models import Plan
 from runner.plan.skeleton import tied_parameters
 
@@ -26,7 +27,7 @@ def apply(model, plan: Plan):
     """Freeze what the plan freezes; add LoRA adapters where it says. Returns the model to train."""
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     selection = trainable.select(shapes, plan.trainable_policy(), num_layers=plan.model.num_layers,
-                                 tied=tied_parameters(model), new=trainable.NEW_HEADS.get(plan.method, ()))
+                                 tied=tied_parameters(model), new=registry.get(plan.method).new_heads)
     lora = plan.trainable.lora
     if list(selection.trained) != plan.trainable.trained or (lora and list(selection.lora_targets) != lora.targets):
         raise IntegrityError("the loaded model's parameters do not match the plan's trainable selection",

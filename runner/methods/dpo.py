@@ -11,27 +11,20 @@ from trl import DPOConfig, DPOTrainer
 
 from runner.execute import arguments
 from runner.execute.context import Context, Trained
+from runner.methods.descriptors.dpo import DpoSection
 
 
 def train(ctx: Context) -> Trained:
     # --- setup ---
-    value = ctx.plan.value
+    training = ctx.settings.training
+    dpo: DpoSection = ctx.settings.method
     config = DPOConfig(
-        **arguments.common(ctx.plan, ctx.run),
-        beta=value("dpo.beta"),
-        loss_type=[value("dpo.loss_type")],
-        label_smoothing=value("dpo.label_smoothing"),
-        max_length=value("training.max_length"),
+        **arguments.common(training, ctx.run),
+        beta=dpo.beta,
+        loss_type=[dpo.loss_type],
+        label_smoothing=dpo.label_smoothing,
+        max_length=training.max_length,
     )
-    trainer = DPOTrainer(
-        model=ctx.model,
-        ref_model=None,
-        args=config,
-        train_dataset=ctx.dataset("train"),
-        eval_dataset=ctx.dataset("eval"),
-        processing_class=ctx.tokenizer,
-    )
-    ctx.attach(trainer)
+    trainer = DPOTrainer(args=config, ref_model=None, **ctx.trainer_inputs())
     # --- train ---
-    trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
-    return Trained.of(trainer)
+    return ctx.train_with(trainer)

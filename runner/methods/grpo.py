@@ -8,37 +8,34 @@ completions) -> one float each.
 
 from __future__ import annotations
 
-import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from runner.execute import arguments, loading
+from runner.execute import arguments
 from runner.execute.context import Context, Trained
-from runner.methods.ppo import load_reward_function
+from runner.execute.rewards import load_reward
+from runner.methods.descriptors.grpo import GrpoSection
 
 
 def train(ctx: Context) -> Trained:
     # --- setup ---
-    plan, value = ctx.plan, ctx.plan.value
-    reward = value("grpo.reward")
-    if reward.get("model") is not None:
-        reward_model = loading.load_model(loading.location_of(plan, plan.inputs.reward_model), "reward",
-                                          torch.float32, pad_token_id=ctx.tokenizer.pad_token_id)
-        reward_funcs, reward_tokenizers = [reward_model], [ctx.tokenizer]
+    training = ctx.settings.training
+    grpo: GrpoSection = ctx.settings.method
+    reward = load_reward(ctx.plan, grpo.reward, ctx.tokenizer, next(ctx.model.parameters()).device)
+    if reward.model is not None:
+        reward_funcs, reward_tokenizers = [reward.model], [ctx.tokenizer]
     else:
-        function = load_reward_function(reward["function"], plan.inputs.spec_folder)
-
         def score(prompts, completions, **_):
-            return [float(v) for v in function(list(prompts), list(completions))]
+            return [float(v) for v in reward.function(list(prompts), list(completions))]
 
-        score.__name__ = reward["function"].replace(":", ".")
+        score.__name__ = grpo.reward.function.replace(":", ".")
         reward_funcs, reward_tokenizers = [score], None
     config = GRPOConfig(
-        **arguments.common(plan, ctx.run),
-        num_generations=value("grpo.num_generations"),
-        max_completion_length=value("grpo.max_completion_length"),
-        temperature=value("grpo.temperature"),
-        beta=value("grpo.beta"),
-        epsilon=value("grpo.epsilon"),
+        **arguments.common(training, ctx.run),
+        num_generations=grpo.num_generations,
+        max_completion_length=grpo.max_completion_length,
+        temperature=grpo.temperature,
+        beta=grpo.beta,
+        epsilon=grpo.epsilon,
         top_p=1.0,
         top_k=0,
     )
@@ -50,7 +47,5 @@ def train(ctx: Context) -> Trained:
         processing_class=ctx.tokenizer,
         reward_processing_classes=reward_tokenizers,
     )
-    ctx.attach(trainer)
     # --- train ---
-    trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
-    return Trained.of(trainer)
+    return ctx.train_with(trainer)

@@ -20,78 +20,84 @@ in SmolLM2) cannot hide the EOS the model must learn to emit.
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from runner.errors import RunnerError
-from runner.execute import checkpoints
 from runner.execute.batches import shuffled_forever
 from runner.execute.context import Context, Trained
+from runner.execute.loop import lr_schedule, resume, save_checkpoint
+from runner.execute.rewards import load_reward
+from runner.execute.settings import TrainingSettings
+from runner.methods.descriptors.ppo import DESCRIPTOR, PpoSection
+from runner.methods.registry import CAUSAL_LM, Batching
 
-# --- settings -----------------------------------------------------------------------------------
+# --- settings and the rollout record ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Settings:
-    batch: int
-    """Rollout rows per iteration."""
-    micro_batch: int
-    iterations: int
-    learning_rate: float
-    max_grad_norm: float | None
-    seed: int
-    kl_coef: float
-    kl_estimator: str
-    cliprange: float
-    cliprange_value: float
-    vf_coef: float
-    gamma: float
-    lam: float
-    num_ppo_epochs: int
-    num_mini_batches: int
-    response_length: int
-    temperature: float
-    missing_eos_penalty: float | None
-    whiten_rewards: bool
-    num_sample_generations: int
-    checkpoint_every: int
+    """The run's training settings and its ppo section, with PPO's batch arithmetic checked."""
+
+    training: TrainingSettings
+    ppo: PpoSection
+
+    @classmethod
+    def of(cls, ctx: Context) -> Settings:
+        settings = cls(ctx.settings.training, ctx.settings.method)
+        settings.check(ctx.plan.trainable.mode)
+        return settings
+
+    def check(self, mode: str) -> None:
+        """The descriptor's rules (the validator's and the planner's too): every division must be exact."""
+        batching = Batching(mode, self.batch, self.micro_batch, self.training.devices)
+        for finding in DESCRIPTOR.problems(self.ppo, batching):
+            raise RunnerError(f"{'.'.join(finding.path)}: {finding.message}", finding.hint)
+
+    @property
+    def batch(self) -> int:
+        """Rollout rows per iteration."""
+        return self.training.batch_size
+
+    @property
+    def micro_batch(self) -> int:
+        return self.training.micro_batch_size
+
+    @property
+    def iterations(self) -> int:
+        return self.training.total_steps
 
     @property
     def mini_batch(self) -> int:
-        return self.batch // self.num_mini_batches
-
-    @classmethod
-    def of(cls, plan) -> Settings:
-        value = plan.value
-        settings = cls(
-            batch=plan.steps.batch_size, micro_batch=value("training.micro_batch_size"),
-            iterations=plan.steps.total_steps, learning_rate=value("training.learning_rate"),
-            max_grad_norm=value("training.max_grad_norm"), seed=value("training.seed"),
-            **{key: value(f"ppo.{key}") for key in (
-                "kl_coef", "kl_estimator", "cliprange", "cliprange_value", "vf_coef", "gamma", "lam",
-                "num_ppo_epochs", "num_mini_batches", "response_length", "temperature", "missing_eos_penalty",
-                "whiten_rewards", "num_sample_generations")},
-            checkpoint_every=plan.steps.checkpoint_every)
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        """Batch arithmetic: every division must be exact."""
-        if self.batch % self.num_mini_batches:
-            raise RunnerError(f"ppo.num_mini_batches {self.num_mini_batches} does not divide the batch {self.batch}")
-        if self.mini_batch % self.micro_batch:
-            raise RunnerError(f"the micro-batch {self.micro_batch} does not divide the minibatch {self.mini_batch}")
-        if self.whiten_rewards and self.mini_batch < 8:
-            raise RunnerError("ppo.whiten_rewards needs minibatches of 8 rows or more")
+        return self.batch // self.ppo.num_mini_batches
 
     @property
     def micro_per_mini(self) -> int:
         return self.mini_batch // self.micro_batch
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One iteration's responses and what PPO derives from them; per-token tensors are (rows, response
+    length), masked to each response's tokens up to its stop token."""
+
+    ids: torch.Tensor
+    """Prompt and response tokens."""
+    attention: torch.Tensor
+    responses: torch.Tensor
+    mask: torch.Tensor
+    logp: torch.Tensor
+    """The policy's log-probabilities of the response tokens, at sampling time."""
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    query_length: int
+    scores: torch.Tensor
+    """One score per response (the missing-stop penalty included)."""
+    stats: dict[str, float]
+    generation_s: float
 
 
 # --- masked statistics, truncation, rewards, GAE, losses: the arithmetic of PPO -------------------
@@ -258,25 +264,6 @@ class Scorer:
         return torch.tensor([float(v) for v in values], device=ids.device)
 
 
-def load_reward_function(reference: str, spec_folder: Path):
-    """`module:function`: a module file beside the spec (loaded from there, under a private name,
-    so two specs' `rewards.py` never collide), else an installed module. This runs that code."""
-    module_name, function_name = reference.split(":")
-    relative = Path(*module_name.split("."))
-    for candidate in ((spec_folder / relative).with_suffix(".py"), spec_folder / relative / "__init__.py"):
-        if candidate.is_file():
-            loader_spec = importlib.util.spec_from_file_location(f"runner_reward_{abs(hash(candidate))}", candidate)
-            module = importlib.util.module_from_spec(loader_spec)
-            loader_spec.loader.exec_module(module)
-            break
-    else:
-        module = importlib.import_module(module_name)
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise RunnerError(f"{reference}: {module_name} has no function {function_name}")
-    return function
-
-
 def disable_dropout(*models) -> None:
     for model in models:
         for module in model.modules() if model is not None else ():
@@ -290,27 +277,17 @@ def build(ctx: Context):
     """Policy, reference, value function, scorer and stop token, as the plan says."""
     plan, policy, tokenizer = ctx.plan, ctx.model, ctx.tokenizer
     lora = hasattr(policy, "peft_config")
-    reward = plan.value("ppo.reward")
-    reward_model = None
-    if reward.get("model") is not None:
-        from runner.execute import loading
-
-        location = loading.location_of(plan, plan.inputs.reward_model)
-        reward_model = loading.load_model(location, "reward", torch.float32, pad_token_id=tokenizer.pad_token_id)
-        reward_model.requires_grad_(False).eval().to(_device(policy))
-        function = None
-    else:
-        function = load_reward_function(reward["function"], plan.inputs.spec_folder)
-    scorer = Scorer(reward_model, function, tokenizer)
+    reward = load_reward(plan, ctx.settings.method.reward, tokenizer, _device(policy))
+    scorer = Scorer(reward.model, reward.function, tokenizer)
 
     reference = None if lora else copy.deepcopy(policy).requires_grad_(False).eval()
-    value = _value_function(plan, policy, reward_model, lora)
+    value = _value_function(plan, ctx.settings.method, policy, reward.model, lora)
     disable_dropout(policy, value.backbone, value.head)
     stop_id = tokenizer.eos_token_id
     return reference, value, scorer, stop_id
 
 
-def _value_function(plan, policy, reward_model, lora: bool) -> ValueFunction:
+def _value_function(plan, ppo: PpoSection, policy, reward_model, lora: bool) -> ValueFunction:
     hidden = policy.config.get_text_config().hidden_size
     head = torch.nn.Linear(hidden, 1, bias=False).to(_device(policy))
     if reward_model is not None:
@@ -318,7 +295,7 @@ def _value_function(plan, policy, reward_model, lora: bool) -> ValueFunction:
             head.weight.copy_(reward_model.score.weight.float())
     else:
         torch.nn.init.zeros_(head.weight)
-    if plan.value("ppo.value_model") == "shared":
+    if ppo.value_model == "shared":
         from peft import LoraConfig
 
         config = copy.deepcopy(policy.peft_config["default"])
@@ -333,7 +310,7 @@ def _value_function(plan, policy, reward_model, lora: bool) -> ValueFunction:
     elif not lora:  # the policy has not trained yet: its backbone is the base
         backbone = copy.deepcopy(getattr(policy, policy.base_model_prefix))
     else:  # a LoRA policy's backbone carries its adapters: start from the clean base weights
-        base = loading.load_model(loading.location_of(plan), "sft", torch.float32)
+        base = loading.load_model(loading.location_of(plan), CAUSAL_LM, torch.float32)
         backbone = getattr(base, base.base_model_prefix)
     backbone.requires_grad_(True).train().to(_device(policy))
     return ValueFunction(backbone, head)
@@ -347,18 +324,18 @@ def _device(model) -> torch.device:
 
 def train(ctx: Context) -> Trained:
     # --- setup ---
-    settings = Settings.of(ctx.plan)
-    torch.manual_seed(settings.seed)
+    settings = Settings.of(ctx)
+    torch.manual_seed(settings.training.seed)
     policy, tokenizer = ctx.model, ctx.tokenizer
     reference, value, scorer, stop_id = build(ctx)
     prompts = [example["prompt"] for example in ctx.splits["train"].examples]
     trainable = [p for p in policy.parameters() if p.requires_grad] + value.parameters()
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, eps=1e-5)
-    schedule = _schedule(ctx.plan, optimizer, settings.iterations)
-    start = _resume(ctx, policy, value, optimizer, schedule)
-    order = shuffled_forever(len(prompts), settings.seed, skip=start * settings.batch)
+    optimizer = torch.optim.AdamW(trainable, lr=settings.training.learning_rate, eps=1e-5)
+    schedule = lr_schedule(settings.training, optimizer)
+    start = resume(ctx, optimizer, schedule, **_checkpointed(policy, value))
+    order = shuffled_forever(len(prompts), settings.training.seed, skip=start * settings.batch)
     events, metrics, stop = ctx.events, ctx.metrics, ctx.stop
-    sample_every = max(1, settings.iterations // max(settings.num_sample_generations, 1))
+    sample_every = max(1, settings.iterations // max(settings.ppo.num_sample_generations, 1))
     tokens_seen = 0
     began = time.monotonic()
 
@@ -368,24 +345,22 @@ def train(ctx: Context) -> Trained:
         batch = [prompts[next(order)] for _ in range(settings.batch)]
         timer = time.monotonic()
         rollout = rollout_batch(policy, reference, value, scorer, tokenizer, batch, settings, stop_id)
-        generation_s = rollout.pop("generation_s")
-        scoring_s = time.monotonic() - timer - generation_s
+        scoring_s = time.monotonic() - timer - rollout.generation_s
         timer = time.monotonic()
         stats = optimise(policy, value, optimizer, rollout, settings)
         schedule.step()
         training_s = time.monotonic() - timer
-        tokens_seen += int(rollout["mask"].sum())
-        record = {"step": iteration, "episode": iteration * settings.batch, **rollout["stats"], **stats,
-                  "lr": schedule.get_last_lr()[0], "time/generation_s": round(generation_s, 3),
+        tokens_seen += int(rollout.mask.sum())
+        record = {"step": iteration, "episode": iteration * settings.batch, **rollout.stats, **stats,
+                  "lr": schedule.get_last_lr()[0], "time/generation_s": round(rollout.generation_s, 3),
                   "time/scoring_s": round(scoring_s, 3), "time/training_s": round(training_s, 3),
                   "eps": round(iteration * settings.batch / (time.monotonic() - began), 3)}
         metrics.write(record)
         events.progress(iteration, settings.iterations, record["objective/scores"], None, began)
-        if settings.num_sample_generations and iteration % sample_every == 0:
+        if settings.ppo.num_sample_generations and iteration % sample_every == 0:
             events.event("ppo_samples", step=iteration, samples=_samples(tokenizer, batch, rollout)[:2])
-        if iteration % settings.checkpoint_every == 0 or stop.is_set() or iteration == settings.iterations:
-            _save_checkpoint(ctx, iteration, policy, value, optimizer, schedule)
-            events.event("checkpoint", step=iteration)
+        if iteration % settings.training.checkpoint_every == 0 or stop.is_set() or iteration == settings.iterations:
+            save_checkpoint(ctx, iteration, optimizer, schedule, **_checkpointed(policy, value))
         if stop.is_set():
             break
     return Trained(policy, iteration, tokens_seen)
@@ -393,7 +368,7 @@ def train(ctx: Context) -> Trained:
 
 @torch.no_grad()
 def rollout_batch(policy, reference, value, scorer, tokenizer, prompts: list[str], settings: Settings,
-                  stop_id: int) -> dict:
+                  stop_id: int) -> Rollout:
     from transformers import GenerationConfig
 
     device = _device(policy)
@@ -402,42 +377,42 @@ def rollout_batch(policy, reference, value, scorer, tokenizer, prompts: list[str
     queries, query_mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
     query_length = queries.shape[1]
     # An explicit config: the model's own generation_config must not change the sampler (pitfall 5).
-    config = GenerationConfig(do_sample=True, temperature=settings.temperature, top_k=0, top_p=1.0,
-                              max_new_tokens=settings.response_length, eos_token_id=stop_id, pad_token_id=pad_id)
+    config = GenerationConfig(do_sample=True, temperature=settings.ppo.temperature, top_k=0, top_p=1.0,
+                              max_new_tokens=settings.ppo.response_length, eos_token_id=stop_id, pad_token_id=pad_id)
     started = time.monotonic()
     policy.eval()
     generated = policy.generate(input_ids=queries, attention_mask=query_mask, generation_config=config)
     generation_s = time.monotonic() - started
     responses = generated[:, query_length:]
-    if responses.shape[1] < settings.response_length:
-        padding = responses.new_full((responses.shape[0], settings.response_length - responses.shape[1]), pad_id)
+    if responses.shape[1] < settings.ppo.response_length:
+        padding = responses.new_full((responses.shape[0], settings.ppo.response_length - responses.shape[1]), pad_id)
         responses = torch.cat([responses, padding], dim=1)
     responses, last, mask, stopped = truncate_at_stop(responses, stop_id, pad_id)
     ids = torch.cat([queries, responses], dim=1)
     attention = torch.cat([query_mask, mask.long()], dim=1)
 
     logp, entropy = _in_chunks(lambda i: response_logprobs(policy, ids[i], attention[i], query_length,
-                                                           responses[i], settings.temperature), settings)
+                                                           responses[i], settings.ppo.temperature), settings)
     if reference is None:
         with policy.disable_adapter():
             ref_logp, _ = _in_chunks(lambda i: response_logprobs(policy, ids[i], attention[i], query_length,
-                                                                 responses[i], settings.temperature), settings)
+                                                                 responses[i], settings.ppo.temperature), settings)
     else:
         ref_logp, _ = _in_chunks(lambda i: response_logprobs(reference, ids[i], attention[i], query_length,
-                                                             responses[i], settings.temperature), settings)
+                                                             responses[i], settings.ppo.temperature), settings)
     values = torch.cat([value(ids[i], attention[i], query_length) for i in _chunks(len(ids), settings)]).float()
     scores = scorer(ids, attention, query_length, last, prompts, responses)
-    if settings.missing_eos_penalty is not None:
-        scores = scores - settings.missing_eos_penalty * (~stopped).float()
+    if settings.ppo.missing_eos_penalty is not None:
+        scores = scores - settings.ppo.missing_eos_penalty * (~stopped).float()
     logp, ref_logp, values = logp * mask, ref_logp * mask, values * mask
 
-    kl = kl_per_token(logp, ref_logp, mask, settings.kl_estimator)
-    rewards = token_rewards(kl, settings.kl_coef, scores, last)
-    if settings.whiten_rewards:
+    kl = kl_per_token(logp, ref_logp, mask, settings.ppo.kl_estimator)
+    rewards = token_rewards(kl, settings.ppo.kl_coef, scores, last)
+    if settings.ppo.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
-    advantages, returns = advantages_and_returns(rewards, values, mask, settings.gamma, settings.lam)
+    advantages, returns = advantages_and_returns(rewards, values, mask, settings.ppo.gamma, settings.ppo.lam)
     advantages = masked_whiten(advantages, mask)
-    non_score = (-settings.kl_coef * kl).sum(1)
+    non_score = (-settings.ppo.kl_coef * kl).sum(1)
     stats = {
         "objective/kl": kl.sum(1).mean().item(), "objective/entropy": (-logp).sum(1).mean().item(),
         "objective/non_score_reward": non_score.mean().item(), "objective/scores": scores.mean().item(),
@@ -446,9 +421,9 @@ def rollout_batch(policy, reference, value, scorer, tokenizer, prompts: list[str
         "val/num_eos_tokens": int(stopped.sum()), "val/eos_rate": stopped.float().mean().item(),
         "val/response_length": mask.sum(1).float().mean().item(),
     }
-    return {"ids": ids, "attention": attention, "responses": responses, "mask": mask, "logp": logp,
-            "values": values, "advantages": advantages, "returns": returns, "query_length": query_length,
-            "scores": scores, "stats": stats, "generation_s": generation_s}
+    return Rollout(ids=ids, attention=attention, responses=responses, mask=mask, logp=logp, values=values,
+                   advantages=advantages, returns=returns, query_length=query_length, scores=scores, stats=stats,
+                   generation_s=generation_s)
 
 
 def _chunks(size: int, settings: Settings):
@@ -462,73 +437,49 @@ def _in_chunks(forward, settings: Settings):
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def optimise(policy, value, optimizer, rollout: dict, settings: Settings) -> dict:
+def optimise(policy, value, optimizer, rollout: Rollout, settings: Settings) -> dict:
     policy.train()
-    query_length, mask = rollout["query_length"], rollout["mask"]
+    query_length, mask = rollout.query_length, rollout.mask
     totals: dict[str, list[float]] = {}
-    for _ in range(settings.num_ppo_epochs):
+    for _ in range(settings.ppo.num_ppo_epochs):
         order = torch.randperm(settings.batch)
         for start in range(0, settings.batch, settings.mini_batch):
             minibatch = order[start:start + settings.mini_batch]
             optimizer.zero_grad(set_to_none=True)
             for micro in minibatch.split(settings.micro_batch):
                 m = mask[micro]
-                new_logp, entropy = response_logprobs(policy, rollout["ids"][micro], rollout["attention"][micro],
-                                                      query_length, rollout["responses"][micro],
-                                                      settings.temperature)
-                pg_loss, pg = policy_loss(new_logp, rollout["logp"][micro], rollout["advantages"][micro], m,
-                                          settings.cliprange)
+                new_logp, entropy = response_logprobs(policy, rollout.ids[micro], rollout.attention[micro],
+                                                      query_length, rollout.responses[micro],
+                                                      settings.ppo.temperature)
+                pg_loss, pg = policy_loss(new_logp, rollout.logp[micro], rollout.advantages[micro], m,
+                                          settings.ppo.cliprange)
                 (pg_loss / settings.micro_per_mini).backward()  # backward before the value adapter switches
-                new_values = value(rollout["ids"][micro], rollout["attention"][micro], query_length).float()
-                vf_loss, vf = value_loss(new_values, rollout["values"][micro], rollout["returns"][micro], m,
-                                         settings.cliprange_value)
-                (settings.vf_coef * vf_loss / settings.micro_per_mini).backward()
+                new_values = value(rollout.ids[micro], rollout.attention[micro], query_length).float()
+                vf_loss, vf = value_loss(new_values, rollout.values[micro], rollout.returns[micro], m,
+                                         settings.ppo.cliprange_value)
+                (settings.ppo.vf_coef * vf_loss / settings.micro_per_mini).backward()
                 for key, number in (("loss/policy_avg", pg_loss), ("loss/value_avg", vf_loss),
                                     ("policy/clipfrac_avg", pg["clipfrac"]), ("policy/approxkl_avg", pg["approxkl"]),
                                     ("val/ratio", pg["ratio"]), ("val/ratio_var", pg["ratio_var"]),
                                     ("val/clipfrac_avg", vf["clipfrac"])):
                     totals.setdefault(key, []).append(float(number.detach()))
-            if settings.max_grad_norm:
+            if settings.training.max_grad_norm:
                 norm = torch.nn.utils.clip_grad_norm_(
-                    [p for group in optimizer.param_groups for p in group["params"]], settings.max_grad_norm)
+                    [p for group in optimizer.param_groups for p in group["params"]], settings.training.max_grad_norm)
                 totals.setdefault("grad_norm", []).append(float(norm))
             optimizer.step()
     return {key: sum(values) / len(values) for key, values in totals.items()}
 
 
-# --- schedule, checkpoints, samples ------------------------------------------------------------
+# --- checkpoints, samples ------------------------------------------------------------
 
-def _schedule(plan, optimizer, iterations: int):
-    from transformers import get_scheduler
-
-    warmup = plan.steps.warmup_steps
-    return get_scheduler(plan.value("training.lr_scheduler"), optimizer, num_warmup_steps=warmup,
-                         num_training_steps=iterations)
+def _checkpointed(policy, value: ValueFunction) -> dict:
+    """What a PPO checkpoint holds besides the optimizer and schedule, by name."""
+    return {"policy": policy, "value_head": value.head, "value_backbone": value.backbone}
 
 
-def _save_checkpoint(ctx: Context, iteration: int, policy, value, optimizer, schedule) -> None:
-    checkpoints.save(ctx.run.checkpoints, iteration, {
-        "policy": checkpoints.trainable_state(policy), "value_head": value.head.state_dict(),
-        "value_backbone": checkpoints.trainable_state(value.backbone) if value.backbone is not None else {},
-        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()},
-        keep=ctx.plan.value("outputs.keep_checkpoints"))
-
-
-def _resume(ctx: Context, policy, value, optimizer, schedule) -> int:
-    if ctx.resume_from is None:
-        return 0
-    iteration, state = checkpoints.load(ctx.resume_from)
-    checkpoints.load_trainable(policy, state["policy"])
-    value.head.load_state_dict(state["value_head"])
-    if value.backbone is not None:
-        checkpoints.load_trainable(value.backbone, state["value_backbone"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    return iteration
-
-
-def _samples(tokenizer, prompts: list[str], rollout: dict) -> list[dict]:
-    responses, mask, scores = rollout["responses"], rollout["mask"], rollout["scores"]
+def _samples(tokenizer, prompts: list[str], rollout: Rollout) -> list[dict]:
+    responses, mask, scores = rollout.responses, rollout.mask, rollout.scores
     return [{"prompt": prompt, "response": tokenizer.decode(row[m], skip_special_tokens=True),
              "score": round(float(score), 4)} for prompt, row, m, score in zip(prompts, responses, mask, scores)]
 

@@ -7,24 +7,18 @@ from trl import RewardConfig, RewardTrainer
 
 from runner.execute import arguments
 from runner.execute.context import Context, Trained
+from runner.methods.descriptors.reward import RewardSection
 
 
 def train(ctx: Context) -> Trained:
     # --- setup ---
-    value = ctx.plan.value
+    training = ctx.settings.training
+    reward: RewardSection = ctx.settings.method
     config = RewardConfig(
-        **arguments.common(ctx.plan, ctx.run),
-        max_length=value("training.max_length"),
-        center_rewards_coefficient=value("reward.center_rewards_coefficient"),
+        **arguments.common(training, ctx.run),
+        max_length=training.max_length,
+        center_rewards_coefficient=reward.center_rewards_coefficient,
     )
-    trainer = RewardTrainer(
-        model=ctx.model,
-        args=config,
-        train_dataset=ctx.dataset("train"),
-        eval_dataset=ctx.dataset("eval"),
-        processing_class=ctx.tokenizer,
-    )
-    ctx.attach(trainer)
+    trainer = RewardTrainer(args=config, **ctx.trainer_inputs())
     # --- train ---
-    trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
-    return Trained.of(trainer)
+    return ctx.train_with(trainer)

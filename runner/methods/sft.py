@@ -24,9 +24,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from runner.execute import checkpoints
 from runner.execute.batches import IGNORE, Micro, shuffled_forever, step_micro_batches
 from runner.execute.context import Context, Trained
+from runner.execute.loop import lr_schedule, resume, save_checkpoint
 from runner.execute.stopping import AgreedStop
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -34,35 +34,30 @@ AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def train(ctx: Context) -> Trained:
     # --- setup ---
-    plan, value = ctx.plan, ctx.plan.value
+    training = ctx.settings.training
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = _device(value("hardware.device"))
+    device = _device(training.device)
     model = ctx.model.to(device)
-    if value("hardware.gradient_checkpointing"):
+    if training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = False  # a cache makes packed documents attend to each other
     trained = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=value("training.learning_rate"),
-                                  weight_decay=value("training.weight_decay"), fused=device.type == "cuda")
-    schedule = _schedule(plan, optimizer)
-    step = 0
-    if ctx.resume_from is not None:
-        step, state = checkpoints.load(ctx.resume_from)
-        checkpoints.load_trainable(model, state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+    optimizer = torch.optim.AdamW(trained, lr=training.learning_rate, weight_decay=training.weight_decay,
+                                  fused=device.type == "cuda")
+    schedule = lr_schedule(training, optimizer)
+    step = resume(ctx, optimizer, schedule, model=model)
     network = _distributed(model, device, world)
     stopping = AgreedStop(ctx.stop, world)
     examples = ctx.splits["train"].examples
-    order = shuffled_forever(len(examples), value("training.seed"), skip=step * value("training.batch_size"))
-    layout = dict(micro=value("training.micro_batch_size"), packing=value("sft.packing"),
-                  max_length=value("training.max_length"), pad_id=ctx.tokenizer.pad_token_id, rank=rank, world=world)
-    autocast = AUTOCAST.get(value("hardware.precision"))
+    order = shuffled_forever(len(examples), training.seed, skip=step * training.batch_size)
+    layout = dict(micro=training.micro_batch_size, packing=ctx.settings.method.packing,
+                  max_length=training.max_length, pad_id=ctx.tokenizer.pad_token_id, rank=rank, world=world)
+    autocast = AUTOCAST.get(training.precision)
     scaler = torch.amp.GradScaler("cuda") if autocast is torch.float16 else None
     events, metrics, stopped = ctx.events, ctx.metrics, False
-    total, log_every = plan.steps.total_steps, value("training.log_every")
-    eval_every, checkpoint_every = plan.steps.eval_every, plan.steps.checkpoint_every
+    total, log_every = training.total_steps, training.log_every
+    eval_every, checkpoint_every = training.eval_every, training.checkpoint_every
     logged_loss = torch.zeros((), device=device)
     logged_steps, logged_tokens, tokens_seen, began, last_log = 0, 0, 0, time.monotonic(), time.monotonic()
 
@@ -70,7 +65,7 @@ def train(ctx: Context) -> Trained:
     model.train()
     while step < total and not stopped:
         step += 1
-        rows = [examples[next(order)] for _ in range(value("training.batch_size"))]
+        rows = [examples[next(order)] for _ in range(training.batch_size)]
         micros, targets, tokens = step_micro_batches(rows, **layout)
         for index, micro in enumerate(micros):
             last = index == len(micros) - 1
@@ -83,7 +78,7 @@ def train(ctx: Context) -> Trained:
         logged_tokens += tokens
         if scaler:
             scaler.unscale_(optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(trained, value("training.max_grad_norm") or math.inf)
+        norm = torch.nn.utils.clip_grad_norm_(trained, training.max_grad_norm or math.inf)
         if scaler:
             scaler.step(optimizer)
             scaler.update()
@@ -94,7 +89,7 @@ def train(ctx: Context) -> Trained:
         logged_steps += 1
         if step % log_every == 0 or step == total:
             now = time.monotonic()
-            record = {"step": step, "epoch": round(step * value("training.batch_size") / len(examples), 4),
+            record = {"step": step, "epoch": round(step * training.batch_size / len(examples), 4),
                       "elapsed_s": round(now - began, 3), "loss": _sum_over_ranks(logged_loss, world) / logged_steps,
                       "learning_rate": schedule.get_last_lr()[0], "grad_norm": float(norm),
                       "tokens_per_second": round(logged_tokens / (now - last_log), 1)}
@@ -108,7 +103,7 @@ def train(ctx: Context) -> Trained:
                 events.progress(step, total, record["loss"], record["tokens_per_second"], began)
         stopped = stopping.after_step()
         if rank == 0 and (step % checkpoint_every == 0 or stopped):
-            _checkpoint(ctx, step, model, optimizer, schedule)
+            save_checkpoint(ctx, step, optimizer, schedule, model=model)
     return Trained(model, step, tokens_seen)
 
 
@@ -126,7 +121,7 @@ def _evaluate(model, ctx: Context, layout: dict, device, autocast, world: int) -
     examples = ctx.splits["eval"].examples
     model.eval()
     total = torch.zeros((), device=device)
-    batch = ctx.plan.value("training.batch_size")
+    batch = ctx.settings.training.batch_size
     all_targets = 0
     for start in range(0, len(examples), batch):
         micros, targets, _ = step_micro_batches(examples[start:start + batch], **layout)
@@ -136,20 +131,6 @@ def _evaluate(model, ctx: Context, layout: dict, device, autocast, world: int) -
                 total += _loss(model, micro.to(device), 1)
     model.train()
     return _sum_over_ranks(total, world) / max(all_targets, 1)
-
-
-def _checkpoint(ctx: Context, step: int, model, optimizer, schedule) -> None:
-    checkpoints.save(ctx.run.checkpoints, step, {
-        "model": checkpoints.trainable_state(model), "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict()}, keep=ctx.plan.value("outputs.keep_checkpoints"))
-    ctx.events.event("checkpoint", step=step)
-
-
-def _schedule(plan, optimizer):
-    from transformers import get_scheduler
-
-    return get_scheduler(plan.value("training.lr_scheduler"), optimizer, num_warmup_steps=plan.steps.warmup_steps,
-                         num_training_steps=plan.steps.total_steps)
 
 
 def _device(kind: str) -> torch.device:

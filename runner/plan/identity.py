@@ -67,7 +67,7 @@ def check_fresh(plan: Plan, run_root: Path) -> None:
         if checked.spec is not None:
             models = [(checked.spec.base_model, recorded.base_model, "base model")]
             if recorded.reward_model is not None:
-                models.append((checked.spec.method_section().reward.model, recorded.reward_model, "reward model"))
+                models.append((checked.spec.reward_source().model, recorded.reward_model, "reward model"))
             for spec_source, before, role in models:
                 current = source.identity(source.locate(spec_source, recorded.spec_folder, run_root))
                 if current != before:

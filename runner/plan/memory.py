@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from runner.methods.registry import ExtraModel
 from runner.plan.models import MemoryEstimate, MemoryItem, ModelFacts
 
 GIB = 1024**3
@@ -29,7 +30,6 @@ CPU_RUNTIME_BYTES = int(0.9 * GIB)
 
 @dataclass(frozen=True)
 class Workload:
-    method: str
     mode: str
     """full | freeze | lora"""
     precision: str
@@ -39,13 +39,16 @@ class Workload:
     checkpointing: bool
     trainable_parameters: int
     lowest_trained_layer: int | None
+    sequences_per_row: int = 1
+    """Sequences run with gradients per row (2 for chosen and rejected answers)."""
+    logits: bool = True
+    """Whether the method computes vocabulary logits (a score head does not)."""
     generation_tokens: int = 0
-    """ppo/grpo: tokens generated after the prompt."""
-    generations_per_prompt: int = 1
-    reference_model: bool = False
-    """A separate frozen copy of the policy (dpo/ppo/grpo without LoRA)."""
-    value_model: bool = False
-    reward_model_parameters: int = 0
+    """RL: tokens generated after the prompt."""
+    rollout_sequences: int = 0
+    """RL: sequences sampled at once on a device (the whole per-device batch), which the cache holds."""
+    extra_models: tuple[MemoryItem, ...] = ()
+    """Models held beside the policy (reference, value, reward), from `extra_model`."""
     adapter_inputs: int = 0
     """LoRA: per token, the summed input width of every adapted module (kept for the adapter's backward)."""
     adapter_dropout: bool = False
@@ -81,7 +84,7 @@ def _items(facts: ModelFacts, work: Workload, checkpointing: bool) -> list[Memor
         MemoryItem(name="gradients", bytes=work.trainable_parameters * 4, note="fp32, trained parameters only"),
         MemoryItem(name="optimizer", bytes=work.trainable_parameters * 8, note="AdamW: two fp32 states"),
     ]
-    sequences = work.micro_batch * work.generations_per_prompt * (2 if work.method in ("dpo", "reward") else 1)
+    sequences = work.micro_batch * work.sequences_per_row
     tokens = sequences * (work.seq_len + work.generation_tokens)
     kept = 0 if work.lowest_trained_layer is None else facts.num_layers - work.lowest_trained_layer
     adapters = tokens * work.adapter_inputs * (act_bytes + 1) if work.adapter_dropout else 0
@@ -94,24 +97,27 @@ def _items(facts: ModelFacts, work: Workload, checkpointing: bool) -> list[Memor
         note = f"{kept} of {facts.num_layers} blocks keep activations for the backward pass"
         note += "; LoRA dropout copies each adapted input" if adapters else ""
     items.append(MemoryItem(name="activations", bytes=activations, note=note))
-    if work.method != "reward":
+    if work.logits:
         logits = tokens * facts.vocab_size * (act_bytes + 8)
         items.append(MemoryItem(name="logits", bytes=logits, note="logits, fp32 copy for the loss, and its gradient"))
-    if work.reference_model:
-        items.append(MemoryItem(name="reference model", bytes=params * 4, note="frozen copy of the base"))
-    if work.value_model:
-        items.append(MemoryItem(name="value model", bytes=params * 16, note="weights, gradients and AdamW states"))
-    if work.reward_model_parameters:
-        items.append(MemoryItem(name="reward model", bytes=work.reward_model_parameters * act_bytes,
-                                note="frozen, compute dtype"))
+    items.extend(work.extra_models)
     if work.generation_tokens:
         kv_width = facts.num_key_value_heads * (facts.hidden_size // facts.num_attention_heads)
-        cache = 2 * facts.num_layers * kv_width * tokens * act_bytes
-        items.append(MemoryItem(name="generation cache", bytes=cache, note="keys and values while sampling"))
+        sampled = work.rollout_sequences * (work.seq_len + work.generation_tokens)
+        cache = 2 * facts.num_layers * kv_width * sampled * act_bytes
+        items.append(MemoryItem(name="generation cache", bytes=cache,
+                                note=f"keys and values of the {work.rollout_sequences} sequences sampled at once"))
     runtime = CUDA_CONTEXT_BYTES if work.device == "cuda" else CPU_RUNTIME_BYTES
     items.append(MemoryItem(name="runtime", bytes=runtime,
                             note="CUDA context" if work.device == "cuda" else "Python, torch and libraries"))
     return items
+
+
+def extra_model(model: ExtraModel, parameters: int) -> MemoryItem:
+    """A model beside the policy: frozen ones in fp32 (as the recipes load them); trained ones with fp32
+    gradients and two AdamW states as well."""
+    return MemoryItem(name=model.name, bytes=parameters * (16 if model.trained else 4),
+                      note=f"{parameters / 1e6:.1f}M parameters, {model.note}")
 
 
 def _block_activation_elements(facts: ModelFacts, work: Workload, tokens: int) -> int:

@@ -219,7 +219,8 @@ class Plan(Frozen):
     plan_version: Literal[1] = PLAN_VERSION
     created_at: str
     name: str
-    method: Literal["sft", "dpo", "reward", "ppo", "grpo"]
+    method: str
+    """A registered method (runner.methods.registry); the executor refuses any other at start-up."""
     spec: dict
     """The spec as validated, with its autos unresolved; `resolved` holds the resolutions."""
     resolved: dict[str, Resolved]
@@ -232,7 +233,9 @@ class Plan(Frozen):
     memory: MemoryEstimate
     inputs: Inputs
     training_path: str
-    """Which implementation runs the method (e.g. TRL SFTTrainer), and why."""
+    """Which implementation runs the method (e.g. TRL DPOTrainer), and how."""
+    objective: str = ""
+    """The loss the method minimises, in words."""
 
     def value(self, key: str) -> Any:
         return self.resolved[key].value

@@ -57,6 +57,7 @@ def keeps_documents_apart(config) -> bool:
     attention isolates documents from restarting position ids (with no attention mask and no cache)."""
     import torch
 
+    from runner.methods.registry import CAUSAL_LM
     from runner.plan.skeleton import model_class
 
     small = copy.deepcopy(config)
@@ -67,7 +68,7 @@ def keeps_documents_apart(config) -> bool:
             setattr(text, name, getattr(text, name)[:1])
     try:
         torch.manual_seed(0)
-        model = model_class("sft").from_config(small).eval()
+        model = model_class(CAUSAL_LM).from_config(small).eval()
         first, second = torch.randint(0, 64, (1, 5)), torch.randint(0, 64, (1, 7))
         with torch.no_grad():
             apart = torch.cat([model(first, use_cache=False).logits, model(second, use_cache=False).logits], dim=1)

@@ -15,13 +15,15 @@ from typing import Any
 from runner import formats, trainable
 from runner.errors import RunnerError
 from runner.formats import RowError
+from runner.methods import registry
+from runner.methods.registry import Batching, MethodDescriptor
 from runner.plan import identity, memory, source, table
 from runner.plan.machine import Machine, detect
+from runner.plan.models import DeviceFacts, LossMaskPreview, Plan, Resolved, Steps, TokenStats
 from runner.plan.packing import WORTH_IT, Layouts, keeps_documents_apart, layouts
-from runner.plan.models import (DeviceFacts, LossMaskPreview, MaskedExample, Plan, Resolved, Steps,
-                                TokenSpan, TokenStats)
+from runner.plan.rows import KINDS, mask_rule
 from runner.plan.skeleton import Skeleton, build
-from runner.plan.tokens import Encoded, RowEncoder
+from runner.plan.tokens import RowEncoder
 from runner.spec.check import SpecResult, check_spec
 from runner.spec.models import JobSpec, LoraSpec
 
@@ -30,13 +32,6 @@ PREVIEW_ROWS = 3
 DEFAULT_BATCH = 8
 MAX_AUTO_LENGTH = 2048
 CHECKPOINT_MIN_STEPS = 50
-LEARNING_RATES = {  # (method, mode) -> learning rate; "tuned" defaults of TRL, torchtune and the LoRA paper
-    ("sft", "full"): 2e-5, ("sft", "freeze"): 1e-4, ("sft", "lora"): 2e-4,
-    ("dpo", "full"): 5e-7, ("dpo", "freeze"): 5e-6, ("dpo", "lora"): 5e-6,
-    ("reward", "full"): 1e-5, ("reward", "freeze"): 5e-5, ("reward", "lora"): 1e-4,
-    ("ppo", "full"): 3e-6, ("ppo", "freeze"): 1e-5, ("ppo", "lora"): 1e-5,
-    ("grpo", "full"): 1e-6, ("grpo", "freeze"): 5e-6, ("grpo", "lora"): 1e-5,
-}
 
 
 class PlanError(RunnerError):
@@ -76,54 +71,79 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     if checked.spec is None:
         raise PlanError(f"{spec_path} is invalid", f"run: runner validate {spec_path}", checked)
     spec, folder = checked.spec, (spec_source or spec_path).parent
+    method = _Method(spec.descriptor(), spec.method_section())
     settings = Settings()
     machine = machine or detect()
 
-    device = _resolve_device(spec, machine, settings)
+    device = _resolve_device(spec, method, machine, settings)
     location = source.locate(spec.base_model, folder, run_root)
     reward_location = _reward_location(spec, folder, run_root)
     config = source.load_config(location)
     tokenizer = source.load_tokenizer(location)
-    skeleton = build(config, spec.method)
-    trainable_plan = _trainable(spec, skeleton, settings)
+    skeleton = build(config, method.descriptor.head)
+    trainable_plan = _trainable(spec, method, skeleton, settings)
 
     use_chat = settings.pick("data.chat_template", spec.data.chat_template, lambda: _auto_chat_template(tokenizer))
     train = checked.data["train"]
     rows = _read_rows(train.path, train.format, MEASURED_ROWS)
     max_length = settings.pick("training.max_length", spec.training.max_length,
-                               lambda: _auto_max_length(tokenizer, use_chat, spec, rows, train.format, skeleton))
+                               lambda: _auto_max_length(tokenizer, use_chat, spec, method, rows, train.format, skeleton))
     encoder = RowEncoder(tokenizer, use_chat_template=use_chat, loss_on=spec.training.loss_on, max_length=max_length)
-    stats, lengths = _token_stats(encoder, spec.method, train.format, rows)
-    preview = _loss_mask_preview(encoder, spec, train.format, rows)
+    stats, lengths = _token_stats(encoder, method, train.format, rows)
+    terms = method.descriptor.memory(method.section, trainable_plan.mode)
+    preview = _loss_mask_preview(encoder, spec, method, terms, train.format, rows)
 
-    steps = _steps(spec, settings, device, train.usable, stats, trainable_plan.mode, "eval" in checked.data)
-    packing = _resolve_packing(spec, settings, lengths, steps, max_length, config)
-    mem = _memory(spec, settings, device, skeleton, trainable_plan, steps, max_length, packing)
+    steps = _steps(spec, method, settings, device, train.usable, stats, trainable_plan.mode, "eval" in checked.data)
+    packing = _resolve_packing(spec, method, settings, lengths, steps, max_length, config)
+    reward_parameters = _reward_parameters(reward_location) if reward_location else 0
+    mem = _memory(spec, method, terms, settings, device, skeleton, trainable_plan, steps, max_length, packing,
+                  reward_parameters)
     checkpoint_every = _resolve_outputs(spec, settings, steps)
     steps = steps.model_copy(update={"micro_batch_size": settings.entries["training.micro_batch_size"].value,
                                      "gradient_accumulation": settings.entries["training.gradient_accumulation"].value,
                                      "checkpoint_every": checkpoint_every})
-    _record_method_settings(spec, settings)
+    _record_method_settings(spec, method, settings)
 
     inputs = identity.inputs(spec_path, checked, location, reward_location)
     return Plan(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
         resolved=settings.entries, device=device, model=skeleton.facts, trainable=trainable_plan,
-        loss_mask=preview, steps=steps, memory=mem, inputs=inputs, training_path=_training_path(spec, settings),
+        loss_mask=preview, steps=steps, memory=mem, inputs=inputs, training_path=_training_path(method, settings),
+        objective=method.descriptor.objective,
     )
 
 
+@dataclass(frozen=True)
+class _Method:
+    """The spec's method: its descriptor and its section (the spec's, or the defaults)."""
+
+    descriptor: MethodDescriptor
+    section: Any
+
+    @property
+    def name(self) -> str:
+        return self.descriptor.name
+
+    def check(self, batching: Batching) -> None:
+        """The method's own rules, on resolved values (the validator saw `auto` in their place)."""
+        for finding in self.descriptor.problems(self.section, batching):
+            raise PlanError(f"{'.'.join(finding.path)}: {finding.message}", finding.hint)
+
+
 def _reward_location(spec: JobSpec, folder: Path, run_root: Path) -> source.ModelLocation | None:
-    if spec.method not in ("ppo", "grpo"):
-        return None
-    reward = spec.method_section().reward
-    return source.locate(reward.model, folder, run_root) if reward.model is not None else None
+    reward = spec.reward_source()
+    return source.locate(reward.model, folder, run_root) if reward is not None and reward.model is not None else None
+
+
+def _reward_parameters(location: source.ModelLocation) -> int:
+    """The reward model's size, from its own config on the meta device (it need not be the policy's)."""
+    return build(source.load_config(location), registry.SCORE).facts.total_parameters
 
 
 # --- device -------------------------------------------------------------------------------------
 
-def _resolve_device(spec: JobSpec, machine: Machine, settings: Settings) -> DeviceFacts:
+def _resolve_device(spec: JobSpec, method: _Method, machine: Machine, settings: Settings) -> DeviceFacts:
     hardware = spec.hardware
     kind = settings.pick("hardware.device", hardware.device, lambda: (
         ("cuda", f"{machine.cuda_devices} GPU(s) visible") if machine.has_cuda else ("cpu", "no GPU visible")))
@@ -132,8 +152,9 @@ def _resolve_device(spec: JobSpec, machine: Machine, settings: Settings) -> Devi
     count = settings.pick("hardware.gpus", hardware.gpus, lambda: (
         (machine.cuda_devices, "every visible GPU") if kind == "cuda" else (1, "one process on the CPU")))
     nodes = settings.given("hardware.nodes", hardware.nodes)
-    if spec.method == "ppo" and count * nodes > 1:
-        raise PlanError("runner's PPO trainer runs on one device", "set hardware.gpus: 1 and hardware.nodes: 1")
+    if method.descriptor.single_device and count * nodes > 1:
+        raise PlanError(f"method {method.name} runs on one device ({method.descriptor.training_path})",
+                        "set hardware.gpus: 1 and hardware.nodes: 1")
     if kind == "cuda" and count > machine.cuda_devices:
         raise PlanError(f"hardware.gpus is {count}, but {machine.cuda_devices} GPU(s) are visible",
                         f"use gpus: {machine.cuda_devices} or auto")
@@ -154,9 +175,9 @@ def _resolve_device(spec: JobSpec, machine: Machine, settings: Settings) -> Devi
 
 # --- trainable ----------------------------------------------------------------------------------
 
-def _trainable(spec: JobSpec, skeleton: Skeleton, settings: Settings):
+def _trainable(spec: JobSpec, method: _Method, skeleton: Skeleton, settings: Settings):
     policy = spec.trainable.policy()
-    new = trainable.NEW_HEADS.get(spec.method, ())
+    new = method.descriptor.new_heads
     try:
         selection = trainable.select(skeleton.shapes, policy, num_layers=skeleton.facts.num_layers,
                                      tied=skeleton.tied, new=new)
@@ -195,135 +216,67 @@ def _auto_chat_template(tokenizer) -> tuple[bool, str]:
     return False, "the tokenizer has no chat template: rows are plain text"
 
 
-def _auto_max_length(tokenizer, use_chat: bool, spec: JobSpec, rows, format_name: str, skeleton: Skeleton):
+def _auto_max_length(tokenizer, use_chat: bool, spec: JobSpec, method: _Method, rows, format_name: str,
+                     skeleton: Skeleton):
     encoder = RowEncoder(tokenizer, use_chat_template=use_chat, loss_on=spec.training.loss_on, max_length=None)
-    lengths = [_row_tokens(encoder, spec.method, format_name, row) for _, row in rows]
+    lengths = [_measure(encoder, method, format_name, row)[0] for _, row in rows]
     longest = max((n for n in lengths if n), default=MAX_AUTO_LENGTH)
     cap = min(MAX_AUTO_LENGTH, skeleton.facts.max_positions or MAX_AUTO_LENGTH)
     value = min(cap, _round_up(longest, 8))
     return value, f"the longest of {len(rows)} rows is {longest} tokens (rounded up to 8, at most {cap})"
 
 
-def _row_tokens(encoder: RowEncoder, method: str, format_name: str, row: dict) -> int:
+def _measure(encoder: RowEncoder, method: _Method, format_name: str, row: dict) -> tuple[int, bool]:
+    """(tokens, cut at max_length) of a row's longest sequence; (0, False) when it cannot be encoded."""
     try:
-        if method == "sft":
-            return len(encoder.encode_sft(row, format_name).input_ids)
-        if method in ("dpo", "reward"):
-            prompt, chosen, rejected = encoder.preference(row)
-            return encoder.count(prompt) + max(encoder.count(chosen), encoder.count(rejected))
-        return encoder.count(encoder.prompt_text(row, format_name))
+        return KINDS[method.descriptor.rows].measure(encoder, row, format_name)
     except RowError:
-        return 0
+        return 0, False
 
 
-def _token_stats(encoder: RowEncoder, method: str, format_name: str, rows) -> tuple[TokenStats, list[int]]:
+def _token_stats(encoder: RowEncoder, method: _Method, format_name: str, rows) -> tuple[TokenStats, list[int]]:
     lengths, truncated, unusable = [], 0, 0
     for _, row in rows:
-        if method == "sft":
-            try:
-                encoded = encoder.encode_sft(row, format_name)
-            except RowError:
-                unusable += 1
-                continue
-            truncated += encoded.truncated
-            lengths.append(len(encoded.input_ids))
-        else:
-            length = _row_tokens(encoder, method, format_name, row)
-            if not length:
-                unusable += 1
-                continue
-            truncated += encoder.max_length is not None and length > encoder.max_length
-            lengths.append(min(length, encoder.max_length or length))
+        length, cut = _measure(encoder, method, format_name, row)
+        if not length:
+            unusable += 1
+            continue
+        truncated += cut
+        lengths.append(length)
     stats = TokenStats(rows_measured=len(rows), mean_tokens=round(sum(lengths) / max(len(lengths), 1), 1),
                        max_tokens=max(lengths, default=0), truncated_rows=truncated, unusable_rows=unusable)
     return stats, lengths
 
 
-def _loss_mask_preview(encoder: RowEncoder, spec: JobSpec, format_name: str, rows) -> LossMaskPreview:
+def _loss_mask_preview(encoder: RowEncoder, spec: JobSpec, method: _Method, terms, format_name: str,
+                       rows) -> LossMaskPreview:
+    kind = KINDS[method.descriptor.rows]
     examples = []
     for line, row in rows:
-        if len(examples) >= PREVIEW_ROWS * (2 if spec.method in ("dpo", "reward") else 1):
+        if len(examples) >= PREVIEW_ROWS * kind.parts:
             break
         try:
-            examples.extend(_preview_row(encoder, spec.method, format_name, line, row))
+            examples.extend(kind.preview(encoder, row, format_name, line))
         except RowError:
             continue
-    generation = None
-    if spec.method == "ppo":
-        generation = spec.ppo.response_length
-    elif spec.method == "grpo":
-        generation = spec.grpo.max_completion_length
-    return LossMaskPreview(rule=_mask_rule(spec, format_name, encoder.use_chat_template), examples=examples,
-                           chat_template=encoder.use_chat_template, generation_tokens=generation)
-
-
-def _preview_row(encoder: RowEncoder, method: str, format_name: str, line: int, row: dict) -> list[MaskedExample]:
-    if method == "sft":
-        return [_masked_example(encoder.encode_sft(row, format_name), line, "example")]
-    if method in ("dpo", "reward"):
-        prompt, chosen, rejected = encoder.preference(row)
-        return [_text_example(encoder, line, part, [(prompt, False), (answer, True)])
-                for part, answer in (("chosen", chosen), ("rejected", rejected))]
-    return [_text_example(encoder, line, "prompt", [(encoder.prompt_text(row, format_name), False)])]
-
-
-def _masked_example(encoded: Encoded, line: int, part: str) -> MaskedExample:
-    spans: list[TokenSpan] = []
-    start = 0
-    for index in range(1, len(encoded.input_ids) + 1):
-        if index == len(encoded.input_ids) or encoded.trained[index] != encoded.trained[start]:
-            ids = encoded.input_ids[start:index]
-            text = _span_text(encoded, start, index)
-            spans.append(TokenSpan(text=text, trained=encoded.trained[start], tokens=len(ids)))
-            start = index
-    return MaskedExample(line=line, part=part, spans=spans, tokens=len(encoded.input_ids),
-                         trained_tokens=encoded.trained_tokens)
-
-
-def _span_text(encoded: Encoded, start: int, end: int) -> str:
-    chars = [offset for offset in encoded.offsets[start:end] if offset != (0, 0)]
-    if not chars:
-        return "<bos>" if start == 0 else ""
-    return encoded.text[chars[0][0]:chars[-1][1]]
-
-
-def _text_example(encoder: RowEncoder, line: int, part: str, pieces: list[tuple[str, bool]]) -> MaskedExample:
-    spans = [TokenSpan(text=text, trained=trained, tokens=encoder.count(text)) for text, trained in pieces if text]
-    return MaskedExample(line=line, part=part, spans=spans, tokens=sum(s.tokens for s in spans),
-                         trained_tokens=sum(s.tokens for s in spans if s.trained))
-
-
-def _mask_rule(spec: JobSpec, format_name: str, chat: bool) -> str:
-    wrapped = " (rendered through the chat template)" if chat else ""
-    if spec.method == "sft":
-        if spec.training.loss_on == "all":
-            return f"every token of each row{wrapped}"
-        return {
-            "messages": "assistant turns only (turns with weight 0 excluded); system, user and tool turns are "
-                        "context",
-            "prompt_completion": f"completion tokens only; the prompt is context{wrapped}",
-            "text": "every token (text rows have no prompt)",
-        }[format_name]
-    if spec.method == "dpo":
-        return f"chosen and rejected answers after the prompt (log-probability ratio against the reference){wrapped}"
-    if spec.method == "reward":
-        return f"one score per sequence, read at its last token; chosen must score above rejected{wrapped}"
-    return f"generated tokens only; the prompt is context{wrapped}"
+    rule = mask_rule(method.descriptor, format_name, encoder.use_chat_template, spec.training.loss_on)
+    return LossMaskPreview(rule=rule, examples=examples, chat_template=encoder.use_chat_template,
+                           generation_tokens=terms.generated_tokens or None)
 
 
 # --- steps --------------------------------------------------------------------------------------
 
-def _steps(spec: JobSpec, settings: Settings, device: DeviceFacts, usable_rows: int, stats: TokenStats, mode: str,
-           has_eval: bool) -> Steps:
+def _steps(spec: JobSpec, method: _Method, settings: Settings, device: DeviceFacts, usable_rows: int,
+           stats: TokenStats, mode: str, has_eval: bool) -> Steps:
     training = spec.training
     rows = max(usable_rows - stats.unusable_rows, 0)
     if rows == 0:
         raise PlanError("no usable training rows", "every measured row failed to encode; see runner validate")
-    group = spec.grpo.num_generations if spec.method == "grpo" else 1
+    group = method.descriptor.completions_per_prompt(method.section)  # above 1, the batch counts completions
 
     def auto_batch():
-        if spec.method == "grpo":
-            return 2 * group, f"two prompts x num_generations ({group})"
+        if group > 1:
+            return 2 * group, f"two prompts x {group} completions each"
         value = min(DEFAULT_BATCH, rows)
         value = max(device.count, value - value % device.count)
         return value, f"{DEFAULT_BATCH} (a common small-data default), at most the {rows} rows, a multiple of " \
@@ -332,11 +285,10 @@ def _steps(spec: JobSpec, settings: Settings, device: DeviceFacts, usable_rows: 
     batch = settings.pick("training.batch_size", training.batch_size, auto_batch)
     if batch % device.count:
         raise PlanError(f"training.batch_size {batch} is not a multiple of the {device.count} devices")
-    units = rows * group if spec.method == "grpo" else rows
-    steps_per_epoch = max(1, math.ceil(units / batch))
-    if spec.method == "ppo" and spec.ppo.total_episodes is not None and training.max_steps is None:
-        settings.given("ppo.total_episodes", spec.ppo.total_episodes)
-        training = training.model_copy(update={"max_steps": math.ceil(spec.ppo.total_episodes / batch)})
+    steps_per_epoch = max(1, math.ceil(rows * group / batch))
+    episodes = method.descriptor.episodes(method.section)
+    if episodes is not None and training.max_steps is None:
+        training = training.model_copy(update={"max_steps": math.ceil(episodes / batch)})
     if training.max_steps is not None:
         settings.given("training.max_steps", training.max_steps)
         epochs = settings.auto("training.epochs", round(training.max_steps / steps_per_epoch, 3),
@@ -349,7 +301,7 @@ def _steps(spec: JobSpec, settings: Settings, device: DeviceFacts, usable_rows: 
         total = max(1, math.ceil(steps_per_epoch * epochs))
         settings.auto("training.max_steps", total, f"{steps_per_epoch} steps per epoch x {epochs} epochs")
     settings.pick("training.learning_rate", training.learning_rate, lambda: (
-        LEARNING_RATES[(spec.method, mode)], f"default for {spec.method} with {mode} training"))
+        method.descriptor.learning_rates[mode], f"default for {method.name} with {mode} training"))
     warmup = settings.pick("training.warmup_ratio", training.warmup_ratio,
                            lambda: (0.03, "3% of the steps (common default)"))
     for key in ("lr_scheduler", "loss_on", "weight_decay", "max_grad_norm", "seed", "log_every"):
@@ -365,8 +317,9 @@ def _steps(spec: JobSpec, settings: Settings, device: DeviceFacts, usable_rows: 
 
 # --- memory -------------------------------------------------------------------------------------
 
-def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Skeleton, trainable_plan,
-            steps: Steps, max_length: int, packing: Layouts | None):
+def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, settings: Settings, device: DeviceFacts,
+            skeleton: Skeleton, trainable_plan, steps: Steps, max_length: int, packing: Layouts | None,
+            reward_parameters: int):
     precision = settings.entries["hardware.precision"].value
     # A forward pass holds rows, or packed blocks; a step needs the per-device share of either.
     per_device = math.ceil(packing.blocks_per_step / device.count) if packing else steps.batch_size // device.count
@@ -378,35 +331,34 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
         budget = int(device.memory_gb * memory.GIB / device.per_node)
         budget_source = "available RAM" + (f" / {device.per_node} processes" if device.per_node > 1 else "")
     seq_len = max_length if packing else min(max_length, _round_up(max(steps.tokens.max_tokens, 1), 8))
-    generation = spec.ppo.response_length if spec.method == "ppo" else (
-        spec.grpo.max_completion_length if spec.method == "grpo" else 0)
     lora = trainable_plan.mode == "lora"
     adapted = trainable_plan.lora.targets if lora else []
+    sizes = {"policy": skeleton.facts.total_parameters, "reward_model": reward_parameters}
     base = memory.Workload(
-        method=spec.method, mode=trainable_plan.mode, precision=precision, device=device.type, micro_batch=per_device,
+        mode=trainable_plan.mode, precision=precision, device=device.type, micro_batch=per_device,
         seq_len=seq_len, checkpointing=False, trainable_parameters=trainable_plan.trainable_parameters,
-        lowest_trained_layer=trainable_plan.lowest_trained_layer, generation_tokens=generation,
-        reference_model=not lora and (spec.method in ("dpo", "ppo") or (spec.method == "grpo" and spec.grpo.beta > 0)),
-        value_model=spec.method == "ppo" and _value_model(spec) == "separate",
-        reward_model_parameters=skeleton.facts.total_parameters
-        if spec.method == "ppo" and spec.ppo.reward.model is not None else 0,
+        lowest_trained_layer=trainable_plan.lowest_trained_layer, sequences_per_row=terms.sequences_per_row,
+        logits=terms.logits, generation_tokens=terms.generated_tokens,
+        rollout_sequences=per_device if terms.generated_tokens else 0,
+        extra_models=tuple(memory.extra_model(model, sizes[model.parameters_of]) for model in terms.models),
         adapter_inputs=sum(skeleton.shapes[target + ".weight"][1] for target in adapted),
         adapter_dropout=bool(lora and trainable_plan.lora.dropout > 0),
     )
-    micro, checkpointing, rule = _fit_micro_batch(skeleton, base, spec, budget)
+    minibatches = method.descriptor.minibatches(method.section)
+    unit, unit_name = per_device // minibatches, "minibatch" if minibatches > 1 else "per-device batch"
+    micro, checkpointing, rule = _fit_micro_batch(skeleton, base, spec, method, unit, unit_name, budget)
     settings.pick("training.micro_batch_size", spec.training.micro_batch_size, lambda: (
         micro, rule.replace("per-device batch", "blocks per step and device") if packing else rule))
     micro = settings.entries["training.micro_batch_size"].value
-    unit = per_device // (spec.ppo.num_mini_batches if spec.method == "ppo" else 1)
+    method.check(Batching(trainable_plan.mode, steps.batch_size, micro, device.count))
     if packing:
         settings.auto("training.gradient_accumulation", math.ceil(unit / micro),
                       f"about {packing.blocks_per_step:.1f} blocks per step / {device.count} device(s) / {micro} "
                       "per pass (packed steps vary)")
     elif unit % micro:
-        raise PlanError(f"micro_batch_size {micro} does not divide the {_unit_name(spec)} {unit}")
+        raise PlanError(f"micro_batch_size {micro} does not divide the {unit_name} {unit}")
     else:
-        settings.auto("training.gradient_accumulation", unit // micro,
-                      f"{_unit_name(spec)} {unit} / micro-batch {micro}")
+        settings.auto("training.gradient_accumulation", unit // micro, f"{unit_name} {unit} / micro-batch {micro}")
     checkpointing = settings.pick("hardware.gradient_checkpointing", spec.hardware.gradient_checkpointing,
                                   lambda: (checkpointing, "on: needed to fit" if checkpointing
                                            else "off: fits without (recomputing costs a third more compute)"))
@@ -421,13 +373,15 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
     return estimate
 
 
-def _unit_name(spec: JobSpec) -> str:
-    return "minibatch" if spec.method == "ppo" else "per-device batch"
-
-
-def _fit_micro_batch(skeleton: Skeleton, base: memory.Workload, spec: JobSpec, budget: int):
-    per_device = base.micro_batch // (spec.ppo.num_mini_batches if spec.method == "ppo" else 1)
-    divisors = [d for d in range(per_device, 0, -1) if per_device % d == 0]
+def _fit_micro_batch(skeleton: Skeleton, base: memory.Workload, spec: JobSpec, method: _Method, unit: int,
+                     unit_name: str, budget: int):
+    """The largest micro-batch that divides the unit (the per-device batch, or a minibatch), is at least the
+    method's minimum, and fits: without gradient checkpointing if possible."""
+    minimum = method.descriptor.min_micro_batch
+    divisors = [d for d in range(unit, 0, -1) if unit % d == 0 and d >= minimum]
+    if not divisors:
+        raise PlanError(f"method {method.name} needs micro-batches of at least {minimum} rows; the {unit_name} has "
+                        f"{unit}", f"raise training.batch_size to at least {minimum} rows per device")
     allow_off = spec.hardware.gradient_checkpointing in ("auto", False)
     allow_on = spec.hardware.gradient_checkpointing in ("auto", True)
     for checkpointing, allowed in ((False, allow_off), (True, allow_on)):
@@ -437,9 +391,9 @@ def _fit_micro_batch(skeleton: Skeleton, base: memory.Workload, spec: JobSpec, b
             work = memory.Workload(**{**base.__dict__, "micro_batch": micro, "checkpointing": checkpointing})
             if memory.total_bytes(skeleton.facts, work) <= budget:
                 with_text = " with gradient checkpointing" if checkpointing else ""
-                return micro, checkpointing, f"the largest divisor of the per-device batch ({per_device}) whose " \
+                return micro, checkpointing, f"the largest divisor of the {unit_name} ({unit}) whose " \
                                              f"estimate fits{with_text}"
-    return 1, allow_on, "nothing fits; the smallest micro-batch"
+    return divisors[-1], allow_on, "nothing fits; the smallest micro-batch"
 
 
 # --- outputs and method settings ----------------------------------------------------------------
@@ -459,65 +413,57 @@ def _resolve_outputs(spec: JobSpec, settings: Settings, steps: Steps) -> int:
     return every
 
 
-def _resolve_packing(spec: JobSpec, settings: Settings, lengths: list[int], steps: Steps, max_length: int,
-                     config) -> Layouts | None:
-    """SFT only: pack rows into blocks when that fills clearly more of each forward pass, and the
-    model keeps packed documents apart."""
-    if spec.method != "sft":
+def _resolve_packing(spec: JobSpec, method: _Method, settings: Settings, lengths: list[int], steps: Steps,
+                     max_length: int, config) -> Layouts | None:
+    """For a method whose loop packs (SFT's): pack rows into blocks when that fills clearly more of each
+    forward pass, and the model keeps packed documents apart."""
+    if not method.descriptor.packing:
         return None
+    key = f"{method.name}.packing"
     measured = layouts(lengths, steps.batch_size, steps.batch_size // steps.devices, max_length,
                        spec.training.seed)
     share = f"padded batches would hold {measured.padded:.0%} real tokens, packed blocks {measured.packed:.0%}"
-    wanted = spec.sft.packing if spec.sft else "auto"
+    wanted = method.section.packing
     if wanted == "auto" and measured.packed < measured.padded + WORTH_IT:
-        settings.auto("sft.packing", False, f"off: {share}")
+        settings.auto(key, False, f"off: {share}")
         return None
     if wanted is False:
-        settings.given("sft.packing", False)
+        settings.given(key, False)
         return None
     if not keeps_documents_apart(config):
         if wanted is True:
             raise PlanError("this model attends across packed documents (restarting position ids do not isolate "
                             "them)", "set sft.packing: false")
-        settings.auto("sft.packing", False, f"off: {share}, but this model does not keep packed documents apart")
+        settings.auto(key, False, f"off: {share}, but this model does not keep packed documents apart")
         return None
     if wanted is True:
-        settings.given("sft.packing", True)
+        settings.given(key, True)
     else:
-        settings.auto("sft.packing", True, f"on: {share}; documents stay apart (checked on a one-block copy)")
+        settings.auto(key, True, f"on: {share}; documents stay apart (checked on a one-block copy)")
     return measured
 
 
-def _record_method_settings(spec: JobSpec, settings: Settings) -> None:
-    section = spec.method_section()
-    if spec.method == "sft":
-        return
-    for key, value in section.model_dump(mode="json").items():
-        if key == "value_model":
-            settings.pick("ppo.value_model", value, lambda: (
-                _value_model(spec), "LoRA: a second adapter on the shared base" if spec.trainable.mode == "lora"
-                else "a separate model, started from the reward model when there is one"))
-        elif f"{spec.method}.{key}" not in settings.entries:
-            settings.given(f"{spec.method}.{key}", value)
+def _record_method_settings(spec: JobSpec, method: _Method, settings: Settings) -> None:
+    """Every field of the method's section: as given, or (for `auto`) resolved by the descriptor."""
+    resolved = method.descriptor.resolve(method.section, spec.trainable.mode)
+    for key, value in method.section.model_dump(mode="json").items():
+        path = f"{method.name}.{key}"
+        if path in settings.entries:
+            continue
+        if value == "auto" and key in resolved:
+            settings.auto(path, *resolved[key])
+        else:
+            settings.given(path, value)
 
 
-def _value_model(spec: JobSpec) -> str:
-    chosen = spec.ppo.value_model
-    return chosen if chosen != "auto" else ("shared" if spec.trainable.mode == "lora" else "separate")
-
-
-def _training_path(spec: JobSpec, settings: Settings) -> str:
-    if spec.method == "sft":
-        layout = (f"packed blocks of up to {settings.entries['training.max_length'].value} tokens, documents kept "
-                  "apart by restarting position ids" if settings.entries["sft.packing"].value
-                  else "padded micro-batches")
-        return f"runner's SFT loop (runner/methods/sft.py): {layout}; loss = token sum / tokens per step"
-    return {
-        "dpo": "TRL DPOTrainer",
-        "reward": "TRL RewardTrainer",
-        "ppo": "runner's own PPO trainer (runner/methods/ppo.py)",
-        "grpo": "TRL GRPOTrainer",
-    }[spec.method]
+def _training_path(method: _Method, settings: Settings) -> str:
+    path = method.descriptor.training_path
+    if not method.descriptor.packing:
+        return path
+    if settings.entries[f"{method.name}.packing"].value:
+        return (f"{path}; packed blocks of up to {settings.entries['training.max_length'].value} tokens, documents "
+                "kept apart by restarting position ids")
+    return f"{path}; padded micro-batches"
 
 
 def _round_up(value: int, multiple: int) -> int:

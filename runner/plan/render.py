@@ -38,6 +38,7 @@ def _header(plan: Plan) -> str:
         f"  device       {device.type} x{device.count} ({', '.join(device.names)}"
         + (f" on each of {device.nodes} nodes" if device.nodes > 1 else "") + f"), {precision}",
         f"  trainer      {plan.training_path}",
+        *([f"  objective    {plan.objective}"] if plan.objective else []),
     ])
 
 

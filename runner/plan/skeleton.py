@@ -6,6 +6,7 @@ import copy
 import math
 from dataclasses import dataclass
 
+from runner.methods.registry import CAUSAL_LM, SCORE
 from runner.plan.models import ModelFacts
 
 
@@ -17,21 +18,22 @@ class Skeleton:
     facts: ModelFacts
 
 
-def model_class(method: str):
-    """The transformers class each method trains: a causal LM, or a scalar-head model for reward."""
+def model_class(head: str):
+    """The transformers class of a model head (runner.methods.registry): a causal LM, or a model with one
+    scalar score per sequence."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification if method == "reward" else AutoModelForCausalLM
+    return {CAUSAL_LM: AutoModelForCausalLM, SCORE: AutoModelForSequenceClassification}[head]
 
 
-def build(config, method: str) -> Skeleton:
+def build(config, head: str) -> Skeleton:
     import torch
 
-    if method == "reward":
+    if head == SCORE:
         config = copy.deepcopy(config)
         config.num_labels = 1
     with torch.device("meta"):
-        model = model_class(method).from_config(config)
+        model = model_class(head).from_config(config)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     return Skeleton(shapes, tied_parameters(model), facts_of(config, shapes))
 

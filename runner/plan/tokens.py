@@ -134,7 +134,7 @@ class RowEncoder:
             raise RowError(reason)
         return Encoded(ids, trained, text, offsets, truncated)
 
-    # --- prompts (RL) and preference pairs ------------------------------------------------------
+    # --- prompts (RL), preference pairs and unpaired answers --------------------------------------
 
     def prompt_text(self, row: dict, format_name: str) -> str:
         """The prompt a policy answers: rendered with the generation prompt when chat is used."""
@@ -180,17 +180,40 @@ class RowEncoder:
     def preference(self, row: dict) -> tuple[str, str, str]:
         """(prompt, chosen, rejected) as text, the way the trainers render and tokenize them."""
         pair = self.preference_row(row)
-        if not isinstance(pair["chosen"], list):
+        prompt, (chosen, rejected) = self._rendered(pair["prompt"], [pair["chosen"], pair["rejected"]])
+        return prompt, chosen, rejected
+
+    def unpaired_row(self, row: dict) -> dict:
+        """An unpaired row in the shape TRL's KTO trainer takes: message lists when a chat template is used
+        (as `preference_row`), else plain text; the label says whether the answer is desirable."""
+        prompt, completion = row["prompt"], row["completion"]
+        if isinstance(prompt, list):
+            prompt, completion = [_plain(m) for m in prompt], [_plain(m) for m in completion]
+        elif self.use_chat_template:
+            prompt = [{"role": "user", "content": prompt}]
+            completion = [{"role": "assistant", "content": completion}]
+        return {"prompt": prompt, "completion": completion, "label": row["label"]}
+
+    def unpaired(self, row: dict) -> tuple[str, str]:
+        """(prompt, completion) as text, the way the trainer renders and tokenizes them."""
+        single = self.unpaired_row(row)
+        prompt, (completion,) = self._rendered(single["prompt"], [single["completion"]])
+        return prompt, completion
+
+    def _rendered(self, prompt, answers: list) -> tuple[str, list[str]]:
+        """A prompt and its answers as text: plain text gets the EOS token after each answer; message lists
+        are rendered through the chat template, each answer being what follows the rendered prompt."""
+        if not isinstance(answers[0], list):
             eos = self.tokenizer.eos_token or ""
-            return pair["prompt"], *(a if a.endswith(eos) else a + eos for a in (pair["chosen"], pair["rejected"]))
-        prompt_text = self._render(pair["prompt"], generation_prompt=True) if pair["prompt"] else ""
-        answers = []
-        for answer in (pair["chosen"], pair["rejected"]):
-            full = self._render(pair["prompt"] + answer, generation_prompt=False)
+            return prompt, [answer if answer.endswith(eos) else answer + eos for answer in answers]
+        prompt_text = self._render(prompt, generation_prompt=True) if prompt else ""
+        texts = []
+        for answer in answers:
+            full = self._render(prompt + answer, generation_prompt=False)
             if not full.startswith(prompt_text):
                 raise RowError("the chat template renders the prompt differently once an answer follows")
-            answers.append(full[len(prompt_text):])
-        return prompt_text, answers[0], answers[1]
+            texts.append(full[len(prompt_text):])
+        return prompt_text, texts
 
     def count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

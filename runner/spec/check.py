@@ -17,9 +17,11 @@ from pydantic import ValidationError
 
 from runner import trainable
 from runner.errors import RunnerError
+from runner.methods import registry
 from runner.spec import datacheck, jobs, lockfile, modelinfo, rules
 from runner.spec.diagnostics import Diagnostic, Span, sort_key
 from runner.spec.explain import explain
+from runner.spec.fields import RewardSource
 from runner.spec.models import JobSpec, ModelSource, TrainableSpec
 from runner.spec.yamlpos import FieldPath, YamlDocument, format_path, load_yaml
 from runner.trackers import TRACKERS
@@ -109,9 +111,10 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
 
     if check_inputs and view.sections.get("outputs") is not None:
         _check_trackers(report, view.sections["outputs"].report_to)
-    if check_inputs and view.method in ("ppo", "grpo") and view.method in view.sections:
+    reward = getattr(view.sections.get(view.method or ""), "reward", None)
+    if check_inputs and reward is not None:
         with _unexpected(report, (view.method, "reward")):
-            _check_reward_source(report, folder, view.method, view.sections[view.method].reward)
+            _check_reward_source(report, folder, view.method, reward)
 
     result.diagnostics.sort(key=lambda d: (d.file != document.file, sort_key(d)))  # the spec's own first
     result.spec = spec if not result.errors else None
@@ -224,10 +227,11 @@ def _check_model(report: _Reporter, folder: Path, source: ModelSource, trainable
     facts = _model_facts(report, folder, source)
     if facts is None:
         return None
-    if method == "reward":
+    descriptor = registry.get(method) if method else None
+    if descriptor and descriptor.head == registry.SCORE:
         facts = modelinfo.with_score_head(facts)
     if trainable_spec is not None:
-        _check_selection(report, facts, trainable_spec, trainable.NEW_HEADS.get(method or "", ()))
+        _check_selection(report, facts, trainable_spec, descriptor.new_heads if descriptor else ())
     return facts
 
 
@@ -275,19 +279,17 @@ def _check_trackers(report: _Reporter, names: list[str]) -> None:
                        f"where jobs run: {tracker.install}")
 
 
-def _check_reward_source(report: _Reporter, folder: Path, method: str, reward) -> None:
+def _check_reward_source(report: _Reporter, folder: Path, method: str, reward: RewardSource) -> None:
     if reward.model is not None and reward.model.job is not None:
         try:
             jobs.find_job_spec(folder, reward.model.job)
         except RunnerError as error:
             report.add("error", (method, "reward", "model", "job"), error.message, error.hint)
-    if reward.function is not None:
+    if reward.function is not None and reward.function_file(folder) is None:
         module = reward.function.split(":")[0]
-        relative = Path(*module.split("."))
-        beside = (folder / relative).with_suffix(".py").is_file() or (folder / relative / "__init__.py").is_file()
-        if not beside and importlib.util.find_spec(module.split(".")[0]) is None:
+        if importlib.util.find_spec(module.split(".")[0]) is None:
             report.add("error", (method, "reward", "function"),
-                       f"module '{module}' is neither beside the spec ({relative}.py) nor installed",
+                       f"module '{module}' is neither beside the spec ({Path(*module.split('.'))}.py) nor installed",
                        "put the module next to the spec file, or install the package that has it")
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner import formats
+from runner.methods import registry
 
 SHOWN_BAD_ROWS = 5
 
@@ -56,7 +57,8 @@ def _check_file(path: Path, declared_format: str, method: str | None) -> DataRep
             report.format, report.variant = formats.detect(row), formats.variant(row)
     if report.rows == 0:
         raise DataFileError(f"{path.name} has no rows")
-    if method and report.format and report.format not in formats.FORMATS_FOR_METHOD[method]:
-        allowed = ", ".join(formats.FORMATS_FOR_METHOD[method])
+    accepted = registry.get(method).formats if method else ()
+    if method and report.format and report.format not in accepted:
+        allowed = ", ".join(accepted)
         raise DataFileError(f"{path.name} holds {report.format} rows; method {method} takes {allowed}")
     return report

@@ -14,13 +14,19 @@ import inspect
 
 @functools.cache
 def field_docs() -> dict[str, dict[str, str]]:
-    """{model class name: {field name: docstring}} for the models of runner.spec.models."""
-    from runner.spec import models
+    """{model class name: {field name: docstring}} for the spec models, the shared field types and each
+    method's section (in its descriptor module)."""
+    from runner.methods import registry
+    from runner.spec import fields, models
 
     docs: dict[str, dict[str, str]] = {}
-    for node in ast.parse(inspect.getsource(models)).body:
-        if isinstance(node, ast.ClassDef):
-            docs[node.name] = _class_docs(node)
+    for module in (fields, models, *registry.descriptor_modules()):
+        for node in ast.parse(inspect.getsource(module)).body:
+            if isinstance(node, ast.ClassDef):
+                docs[node.name] = _class_docs(node)
+    # JobSpec is JobFields plus one section per registered method, made by create_model: no source of its own.
+    made = {name: info.description for name, info in models.JobSpec.model_fields.items() if info.description}
+    docs[models.JobSpec.__name__] = {**docs[models.JobFields.__name__], **made}
     return docs
 
 

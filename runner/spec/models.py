@@ -14,110 +14,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, field_validator, model_validator
+from pydantic import Field, WrapValidator, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
-from runner import trainable
+from runner import formats, trainable
+from runner.methods import registry
+from runner.spec.fields import (NAME_PATTERN, Auto, Count, CountOrAuto, ModelSource, PositiveOrAuto, Section,
+                                SwitchOrAuto, or_auto)
 from runner.trackers import TRACKER_NAMES
 
-METHODS = ("sft", "dpo", "reward", "ppo", "grpo")
-NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
-HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+DataFormat = Literal[("auto", *formats.FORMATS)]  # type: ignore[valid-type]
 MAX_OUTPUTS_DIR = 120
-FUNCTION_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-
-
-def _or_auto(expected: str) -> WrapValidator:
-    """Report a bad `X | "auto"` value as one clear error instead of one per union member."""
-
-    def validate(value: Any, handler: Any) -> Any:
-        try:
-            return handler(value)
-        except ValidationError:
-            raise PydanticCustomError("auto_or", "expected {expected} or 'auto', got {got}",
-                                      {"expected": expected, "got": repr(value)}) from None
-
-    return WrapValidator(validate)
-
-
-Auto = Literal["auto"]
-CountOrAuto = Annotated[Annotated[int, Field(ge=1)] | Auto, _or_auto("a whole number >= 1")]
-PositiveOrAuto = Annotated[Annotated[float, Field(gt=0)] | Auto, _or_auto("a number > 0")]
-SwitchOrAuto = Annotated[bool | Auto, _or_auto("true or false")]
-Count = Annotated[int, Field(ge=1)]
-
-
-class ModelSource(Section):
-    """Where a model comes from: exactly one of `hub`, `path` or `job`.
-
-    A plain string is a shorthand: `./dir`, `/abs/dir` and `*.gguf` are paths, anything
-    else is a hub id.
-    """
-
-    hub: str | None = None
-    """A Hugging Face hub id, like `HuggingFaceTB/SmolLM2-135M-Instruct`."""
-    revision: str | None = None
-    """A hub branch, tag or commit; recorded in the plan. Only with `hub`."""
-    path: str | None = None
-    """A local model directory or a `.gguf` file (dequantised), relative to the spec file."""
-    job: str | None = None
-    """The name of another spec in the same folder: its latest succeeded run's model."""
-    trust_remote_code: bool = False
-    """Run Python code shipped with the model. Off unless you trust the repository."""
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
-        shorthand = {"type": "string", "description": "hub id, ./local/dir, or file.gguf"}
-        return {"anyOf": [shorthand, handler(core_schema)]}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if value.startswith((".", "/", "~")) or value.endswith(".gguf"):
-                return {"path": value}
-            return {"hub": value}
-        if not isinstance(value, dict):
-            raise PydanticCustomError(
-                "model_source", "expected a hub id, a path, or a mapping with hub, path or job")
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ModelSource:
-        given = [key for key in ("hub", "path", "job") if getattr(self, key) is not None]
-        if len(given) != 1:
-            raise PydanticCustomError(
-                "model_source", "give exactly one of hub, path or job (found: {given})",
-                {"given": ", ".join(given) or "none"})
-        if self.revision is not None and self.hub is None:
-            raise PydanticCustomError("model_source", "revision applies to hub models only")
-        return self
-
-    @field_validator("hub")
-    @classmethod
-    def _hub_id(cls, value: str | None) -> str | None:
-        if value is not None and (not HUB_ID_PATTERN.match(value) or ".." in value or "--" in value):
-            raise PydanticCustomError(
-                "hub_id", "'{value}' is not a hub id (expected 'org/name'); "
-                "for a local folder write ./{value}", {"value": value})
-        return value
-
-    @field_validator("job")
-    @classmethod
-    def _job_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(NAME_PATTERN, value):
-            raise PydanticCustomError("job_name", "'{value}' is not a job name (lowercase letters, digits, '-')",
-                                      {"value": value})
-        return value
-
-    def describe(self) -> str:
-        if self.hub:
-            return self.hub + (f"@{self.revision}" if self.revision else "")
-        return self.path if self.path else f"job:{self.job}"
 
 
 class DataSpec(Section):
@@ -125,7 +32,7 @@ class DataSpec(Section):
     """Training rows, JSONL, relative to the spec file."""
     eval: str | None = None
     """Held-out rows in the same format, for eval loss and before/after samples."""
-    format: Literal["auto", "messages", "prompt_completion", "text", "preference", "prompt_only"] = "auto"
+    format: DataFormat = "auto"
     """Row shape; `auto` detects it from the rows and requires every row to agree."""
     max_rejected: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """Share of rows that may be unusable; they go to rejected.jsonl. Above it, the job fails."""
@@ -194,7 +101,7 @@ class TrainingSpec(Section):
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     """Decay after warm-up."""
     warmup_ratio: Annotated[Annotated[float, Field(ge=0, le=0.5)] | Auto,
-                            _or_auto("a share of the steps between 0 and 0.5")] = "auto"
+                            or_auto("a share of the steps between 0 and 0.5")] = "auto"
     """Share of the steps spent warming the learning rate up."""
     batch_size: CountOrAuto = "auto"
     """Global batch, in sequences (or pairs, or prompts), per optimizer step."""
@@ -214,100 +121,6 @@ class TrainingSpec(Section):
     """Steps between evaluations (with data.eval); `auto` is once per epoch."""
     log_every: Count = 1
     """Steps between metric lines."""
-
-
-class SftSection(Section):
-    packing: SwitchOrAuto = "auto"
-    """Pack rows into full blocks with per-document attention; `auto` lets the planner decide."""
-
-
-class DpoSection(Section):
-    beta: Annotated[float, Field(gt=0)] = 0.1
-    """Strength of the pull towards the reference model."""
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
-    """DPO loss variant."""
-    label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
-    """Assumed share of mislabelled pairs (robust/cDPO)."""
-
-
-class RewardSection(Section):
-    center_rewards_coefficient: Annotated[float, Field(ge=0)] | None = None
-    """Penalty pulling rewards towards zero mean; null turns it off."""
-
-
-class RewardSource(Section):
-    """A reward model, or a Python function named explicitly (which runs as code)."""
-
-    model: ModelSource | None = None
-    """A reward model: {job: name} of a `reward` spec, {path: dir}, or a hub id."""
-    function: str | None = None
-    """`module:function`, imported and called with (prompts, completions) -> list of floats.
-    This executes code from your environment."""
-
-    @field_validator("function")
-    @classmethod
-    def _function(cls, value: str | None) -> str | None:
-        if value is not None and not FUNCTION_PATTERN.match(value):
-            raise PydanticCustomError("reward_function", "'{value}' is not 'module:function'", {"value": value})
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> RewardSource:
-        if (self.model is None) == (self.function is None):
-            raise PydanticCustomError("reward_source", "give exactly one of model or function")
-        return self
-
-
-class PpoSection(Section):
-    reward: RewardSource
-    """Where scores come from."""
-    kl_coef: Annotated[float, Field(ge=0)] = 0.05
-    """Weight of the KL penalty towards the reference model."""
-    kl_estimator: Literal["k1", "k3"] = "k1"
-    """k1: logp - ref_logp; k3: exp(-d) - 1 + d (unbiased, non-negative)."""
-    cliprange: Annotated[float, Field(gt=0)] = 0.2
-    """Policy ratio clip."""
-    cliprange_value: Annotated[float, Field(gt=0)] = 0.2
-    """Value clip around the rollout's values."""
-    vf_coef: Annotated[float, Field(ge=0)] = 0.1
-    """Weight of the value loss."""
-    gamma: Annotated[float, Field(ge=0, le=1)] = 1.0
-    """Discount."""
-    lam: Annotated[float, Field(ge=0, le=1)] = 0.95
-    """GAE lambda."""
-    num_ppo_epochs: Count = 4
-    """Optimisation passes over each rollout batch."""
-    num_mini_batches: Count = 1
-    """Optimizer steps per PPO epoch; must divide the batch."""
-    response_length: Count = 53
-    """Tokens generated per prompt at most."""
-    temperature: Annotated[float, Field(gt=0)] = 0.7
-    """Sampling temperature; logprobs use the same one."""
-    missing_eos_penalty: Annotated[float, Field(gt=0)] | None = None
-    """Subtracted from the score of responses that never stop."""
-    whiten_rewards: bool = False
-    """Whiten per-token rewards before GAE (needs minibatches of 8 or more)."""
-    total_episodes: Count | None = None
-    """Prompts to roll out in all; null is epochs * rows."""
-    value_model: Literal["auto", "separate", "shared"] = "auto"
-    """separate: its own model from the reward model; shared: a second adapter (LoRA only)."""
-    num_sample_generations: Annotated[int, Field(ge=0)] = 10
-    """Times during training to log sample generations."""
-
-
-class GrpoSection(Section):
-    reward: RewardSource
-    """Where scores come from."""
-    num_generations: Annotated[int, Field(ge=2)] = 8
-    """Completions per prompt; advantages are relative within the group."""
-    max_completion_length: Count = 256
-    """Tokens generated per completion at most."""
-    temperature: Annotated[float, Field(gt=0)] = 1.0
-    """Sampling temperature."""
-    beta: Annotated[float, Field(ge=0)] = 0.0
-    """KL weight towards the reference; 0 loads no reference model."""
-    epsilon: Annotated[float, Field(gt=0)] = 0.2
-    """Clip range of the policy ratio."""
 
 
 class HardwareSpec(Section):
@@ -364,8 +177,9 @@ class OutputsSpec(Section):
         return value
 
 
-class JobSpec(Section):
-    """A fine-tuning job: what to train, on what, how, and where it goes."""
+class JobFields(Section):
+    """A fine-tuning job: what to train, on what, how, and where it goes. Each registered method adds its
+    own section (see `JobSpec` below)."""
 
     version: Literal[1]
     """Spec language version; always 1."""
@@ -373,8 +187,8 @@ class JobSpec(Section):
     """Lowercase letters, digits and '-'; names the run directory and lets other specs refer to this one."""
     description: str | None = None
     """Free text for people reading the spec."""
-    method: Literal["sft", "dpo", "reward", "ppo", "grpo"]
-    """sft: supervised; dpo: preference pairs; reward: a reward model; ppo / grpo: reinforcement learning."""
+    method: str
+    """How the model learns (the choices are the registered methods)."""
     base_model: ModelSource
     """The model to start from: hub id, local path, .gguf file, or {job: other-spec}."""
     data: DataSpec
@@ -383,16 +197,6 @@ class JobSpec(Section):
     """Which weights change."""
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     """Optimisation settings."""
-    sft: SftSection | None = None
-    """Settings for method sft."""
-    dpo: DpoSection | None = None
-    """Settings for method dpo."""
-    reward: RewardSection | None = None
-    """Settings for method reward (training a reward model)."""
-    ppo: PpoSection | None = None
-    """Settings for method ppo; needs a reward source."""
-    grpo: GrpoSection | None = None
-    """Settings for method grpo; needs a reward source."""
     samples: list[str] = Field(default_factory=list)
     """Prompts answered by the base and the trained model at the end of the run."""
     hardware: HardwareSpec = Field(default_factory=HardwareSpec)
@@ -400,17 +204,31 @@ class JobSpec(Section):
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     """What is written, and where."""
 
+    def descriptor(self) -> registry.MethodDescriptor:
+        return registry.get(self.method)
+
     def method_section(self) -> Section | None:
-        """This method's settings; sft, dpo and reward fall back to their defaults."""
-        section = getattr(self, self.method)
-        if section is None and self.method in ("sft", "dpo", "reward"):
-            return SECTION_MODELS[self.method]()
-        return section
+        """This method's settings: the spec's section, or its defaults when the method needs none given."""
+        return getattr(self, self.method) or self.descriptor().default_section()
+
+    def reward_source(self):
+        """The reward model or function of a method trained against a reward, else None."""
+        return getattr(self.method_section(), "reward", None)
 
 
-SECTION_MODELS: dict[str, type[Section]] = {
-    "sft": SftSection, "dpo": DpoSection, "reward": RewardSection, "ppo": PpoSection, "grpo": GrpoSection,
-}
+def _job_spec() -> type[JobFields]:
+    """JobFields with the registered methods as the `method` choices, and one optional section each."""
+    methods = registry.descriptors()
+    choices = Literal[tuple(d.name for d in methods)]  # type: ignore[valid-type]
+    method_doc = "\n".join(f"{d.name}: {d.summary}" for d in methods)
+    sections = {d.name: (d.section | None, Field(default=None, description=f"Settings for method {d.name}."))
+                for d in methods}
+    return create_model("JobSpec", __base__=JobFields, __module__=__name__,
+                        method=(choices, Field(description=method_doc)), **sections)
+
+
+JobSpec = _job_spec()
+SECTION_MODELS: dict[str, type[Section]] = {d.name: d.section for d in registry.descriptors()}
 SECTIONS: dict[str, type[Section]] = {
     "base_model": ModelSource, "data": DataSpec, "trainable": TrainableSpec, "training": TrainingSpec,
     "hardware": HardwareSpec, "outputs": OutputsSpec, **SECTION_MODELS,

@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner import formats
+import json
+
 from pydantic import ValidationError
 
-from runner.spec.models import METHODS, SECTION_MODELS, SECTIONS, JobSpec, Section
+from runner.methods import registry
+from runner.spec.models import SECTION_MODELS, SECTIONS, JobSpec, Section
 from runner.spec.yamlpos import FieldPath
 
 
@@ -37,7 +39,7 @@ class SpecView:
     @property
     def method(self) -> str | None:
         method = self.raw.get("method")
-        return method if method in METHODS else None
+        return method if isinstance(method, str) and method in registry.names() else None
 
     def given(self, name: str) -> bool:
         return name in self.raw
@@ -99,20 +101,23 @@ def sections_match_method(view: SpecView) -> Iterator[Problem]:
         if name != method and view.given(name):
             yield Problem((name,), f"a '{name}' section applies to method {name}; this spec's method is {method}",
                           hint=f"remove the '{name}' section, or set method: {name}", at_key=True)
-    if method in ("ppo", "grpo") and not view.given(method):
-        yield Problem(("method",), f"method {method} needs a '{method}' section with a reward source",
-                      hint=f"add  {method}: {{reward: {{model: {{job: my-reward-model}}}}}}  "
-                           "or  {reward: {function: my_module:score}}")
+    descriptor = registry.get(method)
+    required = descriptor.required_fields()
+    if required and not view.given(method):
+        keys = ", ".join(f"'{key}'" for key in required)
+        yield Problem(("method",), f"method {method} needs a '{method}' section with {keys}",
+                      hint=descriptor.section_hint)
 
 
 def data_format_suits_method(view: SpecView) -> Iterator[Problem]:
     data, method = view.sections.get("data"), view.method
     if not data or not method or data.format == "auto":
         return
-    allowed = formats.FORMATS_FOR_METHOD[method]
-    if data.format not in allowed:
+    descriptor = registry.get(method)
+    if data.format not in descriptor.formats:
+        example = json.dumps(descriptor.example_row)
         yield Problem(("data", "format"), f"method {method} cannot train on {data.format} rows",
-                      hint=f"{method} takes {', '.join(allowed)}")
+                      hint=f"{method} takes {', '.join(descriptor.formats)}, e.g. {example}")
 
 
 def batch_arithmetic(view: SpecView) -> Iterator[Problem]:
@@ -129,16 +134,22 @@ def batch_arithmetic(view: SpecView) -> Iterator[Problem]:
     if training.max_steps is not None and training.epochs != "auto":
         yield Problem(("training", "max_steps"), "give epochs or max_steps, not both",
                       hint="max_steps stops training at a step count; epochs counts passes over the data")
-    if batch == "auto":
+
+
+def method_rules(view: SpecView) -> Iterator[Problem]:
+    """The method's own rules (its descriptor's), on the spec's values: `auto` ones are checked at planning."""
+    method, training, trainable = view.method, view.sections.get("training"), view.sections.get("trainable")
+    if method is None or training is None or trainable is None:
         return
-    ppo, grpo = view.sections.get("ppo"), view.sections.get("grpo")
-    if view.method == "ppo" and ppo and batch % ppo.num_mini_batches:
-        yield Problem(("ppo", "num_mini_batches"),
-                      f"num_mini_batches {ppo.num_mini_batches} does not divide batch_size {batch}")
-    if view.method == "grpo" and grpo and batch % grpo.num_generations:
-        yield Problem(("grpo", "num_generations"),
-                      f"num_generations {grpo.num_generations} does not divide batch_size {batch}",
-                      hint="a batch holds whole groups of completions of one prompt")
+    descriptor = registry.get(method)
+    section = view.sections.get(method) or descriptor.default_section()
+    if section is None:  # a required section is missing: sections_match_method says so
+        return
+    hardware = view.sections.get("hardware")
+    devices = hardware.gpus if hardware and hardware.gpus != "auto" else 1
+    batching = registry.Batching(trainable.mode, training.batch_size, training.micro_batch_size, devices)
+    for finding in descriptor.problems(section, batching):
+        yield Problem(finding.path, finding.message, finding.hint)
 
 
 def precision_suits_device(view: SpecView) -> Iterator[Problem]:
@@ -146,13 +157,6 @@ def precision_suits_device(view: SpecView) -> Iterator[Problem]:
     if hardware and hardware.device == "cpu" and hardware.precision == "fp16":
         yield Problem(("hardware", "precision"), "fp16 training is not supported on the CPU",
                       hint="use bf16 or fp32 (or auto)")
-
-
-def shared_value_model_needs_lora(view: SpecView) -> Iterator[Problem]:
-    ppo, trainable = view.sections.get("ppo"), view.sections.get("trainable")
-    if ppo and trainable and ppo.value_model == "shared" and trainable.mode != "lora":
-        yield Problem(("ppo", "value_model"), "a shared value model is a second LoRA adapter",
-                      hint="set trainable.mode: lora, or value_model: separate")
 
 
 def remote_code_is_flagged(view: SpecView) -> Iterator[Problem]:
@@ -170,8 +174,8 @@ RULES: tuple[Rule, ...] = (
     sections_match_method,
     data_format_suits_method,
     batch_arithmetic,
+    method_rules,
     precision_suits_device,
-    shared_value_model_needs_lora,
     remote_code_is_flagged,
 )
 

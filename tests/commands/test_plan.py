@@ -10,6 +10,7 @@ def test_plan_text_json_and_saved_file(tiny_project, tmp_path, capsys):
     assert main(["plan", str(spec), "--out", str(out), "--runs-dir", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "What is trained:" in text and "Which tokens the loss covers:" in text and "Memory per device" in text
+    assert "  objective    next-token cross-entropy on the trained tokens" in text
     assert f"runner run --plan {out}" in text
     saved = json.loads(out.read_text())
     assert saved["name"] == "tiny" and saved["resolved"]["training.batch_size"]["value"] == 8

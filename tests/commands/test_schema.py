@@ -36,3 +36,15 @@ def test_schema_rejects_unknown_keys():
         assert "lerning_rate" in error.message
     else:
         raise AssertionError("the schema accepted an unknown key")
+
+
+def test_every_field_of_the_job_schema_has_a_description():
+    schema = json.loads((REPO / "schemas" / "job.schema.json").read_text())
+    undocumented = []
+    for name, definition in [("JobSpec", schema), *schema["$defs"].items()]:
+        target = next((part for part in definition.get("anyOf", []) if "properties" in part), definition)
+        undocumented += [f"{name}.{field}" for field, prop in target.get("properties", {}).items()
+                         if not prop.get("description")]
+    assert not undocumented
+    for method in ("orpo", "kto", "simpo"):
+        assert method in schema["properties"]["method"]["enum"] and method in schema["properties"]

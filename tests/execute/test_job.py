@@ -115,7 +115,7 @@ def test_rejected_rows_are_listed_and_bounded(tiny_project, tmp_path):
     assert code == 0
     rejected = [json.loads(line) for line in run.rejected.read_text().splitlines()]
     assert [row["line"] for row in rejected] == [9, 10]
-    assert "not valid JSON" in rejected[0]["reason"] and "row is prompt_only" in rejected[1]["reason"]
+    assert "not valid JSON" in rejected[0]["reason"] and rejected[1]["reason"].startswith("missing \"completion\"")
     assert manifest.data[0].rejected_rows == 2 and manifest.data[0].used_rows == 8
 
 

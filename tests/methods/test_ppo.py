@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from runner.errors import RunnerError
+from runner.execute.settings import TrainingSettings
 from runner.methods import ppo
+from runner.methods.descriptors.ppo import PpoSection
 from runner.methods.ppo import (Settings, ValueFunction, advantages_and_returns, kl_per_token, masked_mean,
                                 masked_whiten, policy_loss, response_logprobs, rollout_batch, token_rewards,
                                 truncate_at_stop, value_loss)
@@ -15,13 +17,15 @@ from runner.methods.ppo import (Settings, ValueFunction, advantages_and_returns,
 B, T, PAD, STOP = 32, 8, 0, 3
 
 
-def settings(**changes):
-    base = dict(batch=B, micro_batch=8, iterations=1, learning_rate=1e-3, max_grad_norm=1.0, seed=0, kl_coef=0.05,
-                kl_estimator="k1", cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, gamma=1.0, lam=0.95,
-                num_ppo_epochs=1, num_mini_batches=1, response_length=T, temperature=0.7, missing_eos_penalty=None,
-                whiten_rewards=False, num_sample_generations=0, checkpoint_every=100)
-    base.update(changes)
-    return Settings(**base)
+def settings(batch=B, micro_batch=8, learning_rate=1e-3, **changes):
+    training = TrainingSettings(
+        batch_size=batch, micro_batch_size=micro_batch, gradient_accumulation=1, total_steps=1, warmup_steps=0,
+        eval_every=None, checkpoint_every=100, keep_checkpoints=1, learning_rate=learning_rate, lr_scheduler="linear",
+        weight_decay=0.0, max_grad_norm=1.0, max_length=64, seed=0, log_every=1, device="cpu", devices=1,
+        precision="fp32", gradient_checkpointing=False)
+    section = dict(reward={"function": "scoring:score"}, kl_coef=0.05, num_ppo_epochs=1, response_length=T,
+                   temperature=0.7, num_sample_generations=0)
+    return Settings(training, PpoSection.model_validate({**section, **changes}))
 
 
 def llama(vocab=300, seed=0):
@@ -62,7 +66,7 @@ def test_kl_is_exactly_zero_at_the_first_rollout(tokenizer):
     policy = llama()
     rollout = rollout_batch(policy, copy.deepcopy(policy), separate_value(), TokenFiveScorer(), tokenizer, PROMPTS,
                             settings(), STOP)
-    assert rollout["stats"]["objective/kl"] == 0.0 and rollout["stats"]["objective/non_score_reward"] == 0.0
+    assert rollout.stats["objective/kl"] == 0.0 and rollout.stats["objective/non_score_reward"] == 0.0
 
 
 def test_first_minibatch_has_ratio_one_and_nothing_clipped(tokenizer):
@@ -70,12 +74,12 @@ def test_first_minibatch_has_ratio_one_and_nothing_clipped(tokenizer):
     config = settings()
     rollout = rollout_batch(policy, copy.deepcopy(policy), value, TokenFiveScorer(), tokenizer, PROMPTS, config, STOP)
     policy.train()
-    new_logp, _ = response_logprobs(policy, rollout["ids"], rollout["attention"], rollout["query_length"],
-                                    rollout["responses"], config.temperature)
-    _, stats = policy_loss(new_logp, rollout["logp"], rollout["advantages"], rollout["mask"], config.cliprange)
-    new_values = value(rollout["ids"], rollout["attention"], rollout["query_length"])
-    _, value_stats = value_loss(new_values, rollout["values"], rollout["returns"], rollout["mask"],
-                                config.cliprange_value)
+    new_logp, _ = response_logprobs(policy, rollout.ids, rollout.attention, rollout.query_length,
+                                    rollout.responses, config.ppo.temperature)
+    _, stats = policy_loss(new_logp, rollout.logp, rollout.advantages, rollout.mask, config.ppo.cliprange)
+    new_values = value(rollout.ids, rollout.attention, rollout.query_length)
+    _, value_stats = value_loss(new_values, rollout.values, rollout.returns, rollout.mask,
+                                config.ppo.cliprange_value)
     assert (stats["ratio"] - 1).abs().item() == 0.0 and stats["clipfrac"].item() == 0.0
     assert stats["approxkl"].item() == 0.0 and value_stats["clipfrac"].item() == 0.0
 
@@ -158,8 +162,8 @@ def test_missing_stop_penalty_hits_only_responses_without_a_stop(tokenizer):
     policy = llama()
     rollout = rollout_batch(policy, copy.deepcopy(policy), separate_value(), Zero(), tokenizer, PROMPTS,
                             settings(missing_eos_penalty=1.0), STOP)
-    stopped = rollout["responses"].eq(STOP).any(1)
-    assert torch.equal(rollout["scores"], -1.0 * (~stopped).float())
+    stopped = rollout.responses.eq(STOP).any(1)
+    assert torch.equal(rollout.scores, -1.0 * (~stopped).float())
 
 
 def test_masked_whitening():
@@ -210,13 +214,14 @@ def test_policy_learns_a_synthetic_reward(tokenizer):
     reference = copy.deepcopy(policy)
     config = settings(batch=16, micro_batch=4, num_ppo_epochs=4, num_mini_batches=4, learning_rate=1e-3,
                       kl_coef=0.01, temperature=1.0)
-    optimizer = torch.optim.AdamW([*policy.parameters(), *value.parameters()], lr=config.learning_rate, eps=1e-5)
+    optimizer = torch.optim.AdamW([*policy.parameters(), *value.parameters()], lr=config.training.learning_rate,
+                                  eps=1e-5)
     ppo.disable_dropout(policy)
     scores = []
     for iteration in range(20):
         rollout = rollout_batch(policy, reference, value, TokenFiveScorer(), tokenizer, PROMPTS[:16], config, STOP)
         ppo.optimise(policy, value, optimizer, rollout, config)
-        scores.append(rollout["stats"]["objective/scores"])
+        scores.append(rollout.stats["objective/scores"])
     first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
     assert last > 2 * first, scores
 
@@ -242,11 +247,11 @@ def test_lora_keeps_the_base_and_the_reference_is_the_base(tokenizer):
     assert all(torch.equal(after[name], tensor) for name, tensor in base.items())
     assert any(not torch.equal(after[name], tensor) for name, tensor in lora_b.items())
     with policy.disable_adapter():
-        disabled, _ = response_logprobs(policy, rollout["ids"], rollout["attention"], rollout["query_length"],
-                                        rollout["responses"], config.temperature)
+        disabled, _ = response_logprobs(policy, rollout.ids, rollout.attention, rollout.query_length,
+                                        rollout.responses, config.ppo.temperature)
     plain = lora_policy().base_model.model  # the same random base, no adapter
-    direct, _ = response_logprobs(plain, rollout["ids"], rollout["attention"], rollout["query_length"],
-                                  rollout["responses"], config.temperature)
+    direct, _ = response_logprobs(plain, rollout.ids, rollout.attention, rollout.query_length,
+                                  rollout.responses, config.ppo.temperature)
     assert torch.allclose(disabled, direct, atol=1e-6)
 
 
@@ -268,11 +273,13 @@ def test_policy_and_value_adapters_both_get_gradients(tokenizer):
 
 def test_batch_arithmetic():
     with pytest.raises(RunnerError, match="does not divide the batch"):
-        settings(batch=10, num_mini_batches=4).check()
+        settings(batch=10, num_mini_batches=4).check("full")
     with pytest.raises(RunnerError, match="does not divide the minibatch"):
-        settings(batch=16, num_mini_batches=2, micro_batch=3).check()
+        settings(batch=16, num_mini_batches=2, micro_batch=3).check("full")
     with pytest.raises(RunnerError, match="minibatches of 8"):
-        settings(batch=8, num_mini_batches=2, micro_batch=4, whiten_rewards=True).check()
+        settings(batch=8, num_mini_batches=2, micro_batch=4, whiten_rewards=True).check("full")
+    with pytest.raises(RunnerError, match="second LoRA adapter"):
+        settings(value_model="shared").check("full")
     assert settings(batch=16, num_mini_batches=4, micro_batch=2).micro_per_mini == 2
 
 
@@ -281,7 +288,7 @@ def test_entropy_is_never_negative_on_padded_batches(tokenizer):
     prompts = ["Hi", "What is your name? Tell me, please, what it is."] * 4
     rollout = rollout_batch(policy, copy.deepcopy(policy), separate_value(), TokenFiveScorer(), tokenizer, prompts,
                             settings(batch=8, micro_batch=4), STOP)
-    assert rollout["stats"]["objective/entropy"] >= 0 and rollout["stats"]["policy/entropy_avg"] >= 0
+    assert rollout.stats["objective/entropy"] >= 0 and rollout.stats["policy/entropy_avg"] >= 0
 
 
 def test_the_saved_policy_reloads_with_identical_logits(tmp_path):

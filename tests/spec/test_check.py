@@ -107,7 +107,7 @@ def test_batch_arithmetic_counts_the_devices_of_every_node(project):
 
 def test_rl_methods_need_a_reward_source(project):
     error = find(project(BASE_SPEC.replace("method: sft", "method: ppo")), "method")
-    assert "needs a 'ppo' section with a reward source" in error.summary
+    assert "needs a 'ppo' section with 'reward'" in error.summary
 
 
 def test_reward_source_needs_exactly_one_kind(project):

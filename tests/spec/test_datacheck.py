@@ -10,19 +10,51 @@ def test_rows_formats_and_line_numbers(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, "", {"text": ""}, {"prompt": "p"}, {"text": "b"}])
     report = check_file(path, "auto", "sft")
     assert (report.rows, report.format, report.bad_count) == (4, "text", 2)
-    assert report.bad_rows == [(3, '"text" is empty'), (4, "row is prompt_only, but the file is text")]
+    assert report.bad_rows == [(3, '"text" is empty'),
+                               (4, 'row is prompt_only (it has "prompt"), but the file is text; missing "text" '
+                                   '(text rows have "text")')]
 
 
 def test_declared_format_is_enforced(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}])
     report = check_file(path, "messages", None)
-    assert report.bad_rows == [(1, "row is text, but the file is messages")]
+    assert report.bad_rows[0][0] == 1 and report.bad_rows[0][1].startswith('row is text (it has "text"), but the file '
+                                                                           'is messages; missing "messages"')
 
 
 def test_method_must_accept_the_format(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}])
     with pytest.raises(DataFileError, match="method dpo takes preference"):
         check_file(path, "auto", "dpo")
+
+
+def test_kto_rows_need_a_boolean_label_at_their_line(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [
+        {"prompt": "p", "completion": "good", "label": True},
+        {"prompt": "p", "completion": "bad", "label": False},
+        {"prompt": "p", "completion": "no label"},
+        {"prompt": "p", "completion": "text label", "label": "yes"},
+        {"prompt": "p", "completion": "number label", "label": 1},
+    ])
+    report = check_file(path, "auto", "kto")
+    assert report.format == "unpaired" and report.bad_count == 3
+    assert report.bad_rows == [
+        (3, 'missing "label" (unpaired rows have "prompt", "completion" and "label")'),
+        (4, '"label" must be true (a desirable answer) or false, not a string'),
+        (5, '"label" must be true (a desirable answer) or false, not a number'),
+    ]
+
+
+def test_a_misnamed_key_is_named(tmp_path):
+    """Not "row is prompt_only, but the file is prompt_completion" (issue 13): the key that is wrong."""
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "completion": "c"}, {"prompt": "p", "answer": "c"},
+                                              {"prompt": "p", "completions": "c"}])
+    report = check_file(path, "auto", "sft")
+    assert report.bad_rows == [
+        (2, 'missing "completion" (prompt_completion rows have "prompt" and "completion"); unexpected "answer"'),
+        (3, 'missing "completion" (prompt_completion rows have "prompt" and "completion"); unexpected '
+            '"completions": did you mean "completion"?'),
+    ]
 
 
 def test_rl_takes_the_prompts_of_other_formats(tmp_path):

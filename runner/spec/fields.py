@@ -1,0 +1,144 @@
+"""Field types shared by the spec models and the method descriptors (runner/methods/descriptors/).
+
+Both import from here, never from each other, so a descriptor's section model can use them while
+`runner.spec.models` builds the JobSpec from the registered descriptors.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+FUNCTION_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+def or_auto(expected: str) -> WrapValidator:
+    """Report a bad `X | "auto"` value as one clear error instead of one per union member."""
+
+    def validate(value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("auto_or", "expected {expected} or 'auto', got {got}",
+                                      {"expected": expected, "got": repr(value)}) from None
+
+    return WrapValidator(validate)
+
+
+Auto = Literal["auto"]
+CountOrAuto = Annotated[Annotated[int, Field(ge=1)] | Auto, or_auto("a whole number >= 1")]
+PositiveOrAuto = Annotated[Annotated[float, Field(gt=0)] | Auto, or_auto("a number > 0")]
+SwitchOrAuto = Annotated[bool | Auto, or_auto("true or false")]
+Count = Annotated[int, Field(ge=1)]
+
+
+class ModelSource(Section):
+    """Where a model comes from: exactly one of `hub`, `path` or `job`.
+
+    A plain string is a shorthand: `./dir`, `/abs/dir` and `*.gguf` are paths, anything
+    else is a hub id.
+    """
+
+    hub: str | None = None
+    """A Hugging Face hub id, like `HuggingFaceTB/SmolLM2-135M-Instruct`."""
+    revision: str | None = None
+    """A hub branch, tag or commit; recorded in the plan. Only with `hub`."""
+    path: str | None = None
+    """A local model directory or a `.gguf` file (dequantised), relative to the spec file."""
+    job: str | None = None
+    """The name of another spec in the same folder: its latest succeeded run's model."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with the model. Off unless you trust the repository."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
+        shorthand = {"type": "string", "description": "hub id, ./local/dir, or file.gguf"}
+        return {"anyOf": [shorthand, handler(core_schema)]}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.startswith((".", "/", "~")) or value.endswith(".gguf"):
+                return {"path": value}
+            return {"hub": value}
+        if not isinstance(value, dict):
+            raise PydanticCustomError(
+                "model_source", "expected a hub id, a path, or a mapping with hub, path or job")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        given = [key for key in ("hub", "path", "job") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "model_source", "give exactly one of hub, path or job (found: {given})",
+                {"given": ", ".join(given) or "none"})
+        if self.revision is not None and self.hub is None:
+            raise PydanticCustomError("model_source", "revision applies to hub models only")
+        return self
+
+    @field_validator("hub")
+    @classmethod
+    def _hub_id(cls, value: str | None) -> str | None:
+        if value is not None and (not HUB_ID_PATTERN.match(value) or ".." in value or "--" in value):
+            raise PydanticCustomError(
+                "hub_id", "'{value}' is not a hub id (expected 'org/name'); "
+                "for a local folder write ./{value}", {"value": value})
+        return value
+
+    @field_validator("job")
+    @classmethod
+    def _job_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(NAME_PATTERN, value):
+            raise PydanticCustomError("job_name", "'{value}' is not a job name (lowercase letters, digits, '-')",
+                                      {"value": value})
+        return value
+
+    def describe(self) -> str:
+        if self.hub:
+            return self.hub + (f"@{self.revision}" if self.revision else "")
+        return self.path if self.path else f"job:{self.job}"
+
+
+class RewardSource(Section):
+    """A reward model, or a Python function named explicitly (which runs as code)."""
+
+    model: ModelSource | None = None
+    """A reward model: {job: name} of a `reward` spec, {path: dir}, or a hub id."""
+    function: str | None = None
+    """`module:function`, imported and called with (prompts, completions) -> list of floats.
+    This executes code from your environment."""
+
+    @field_validator("function")
+    @classmethod
+    def _function(cls, value: str | None) -> str | None:
+        if value is not None and not FUNCTION_PATTERN.match(value):
+            raise PydanticCustomError("reward_function", "'{value}' is not 'module:function'", {"value": value})
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RewardSource:
+        if (self.model is None) == (self.function is None):
+            raise PydanticCustomError("reward_source", "give exactly one of model or function")
+        return self
+
+    def function_file(self, spec_folder: Path) -> Path | None:
+        """The module file beside the spec that `function` names (`pkg.mod:f` is pkg/mod.py or
+        pkg/mod/__init__.py), or None: then the module must be installed."""
+        module = self.function.split(":")[0]
+        relative = Path(*module.split("."))
+        for candidate in ((spec_folder / relative).with_suffix(".py"), spec_folder / relative / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        return None

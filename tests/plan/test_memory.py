@@ -1,0 +1,57 @@
+"""The memory estimate's method terms, each read from the method's descriptor (issue 12's drift fixes)."""
+
+from tests.conftest import write_jsonl
+from tests.plan.test_planner import CPU, TWO_GPUS, plan_of
+
+SCORE_HEAD = 32
+"""Parameters a scalar head adds to the tiny model (hidden size 32, one output)."""
+
+
+def items(plan) -> dict[str, int]:
+    return {item.name: item.bytes for item in plan.memory.items}
+
+
+def prompts(tmp_path, count=8):
+    write_jsonl(tmp_path / "data" / "train.jsonl", [{"prompt": f"What is your name? {i}"} for i in range(count)])
+
+
+def test_grpo_counts_its_reward_model_at_its_own_size_in_fp32(tiny_project, tmp_path):
+    prompts(tmp_path)
+    plan = plan_of(tiny_project, "grpo:\n  reward: {model: ./model}\n  num_generations: 2\n"
+                                 "  max_completion_length: 8\n", **{"method: sft": "method: grpo"})
+    assert items(plan)["reward model"] == (plan.model.total_parameters + SCORE_HEAD) * 4
+    assert "reference model" not in items(plan)  # beta 0 loads none
+
+
+def test_ppo_reward_model_is_fp32_although_the_policy_computes_in_bf16(tiny_project, tmp_path):
+    prompts(tmp_path)
+    plan = plan_of(tiny_project, "trainable:\n  mode: lora\nhardware:\n  gpus: 1\nppo:\n  reward: {model: ./model}\n"
+                                 "  response_length: 8\n", machine=TWO_GPUS, **{"method: sft": "method: ppo"})
+    assert plan.value("hardware.precision") == "bf16"
+    assert items(plan)["reward model"] == (plan.model.total_parameters + SCORE_HEAD) * 4
+    assert "value model" not in items(plan)  # LoRA: a second adapter on the shared base
+
+
+def test_the_generation_cache_holds_every_sequence_sampled_at_once(tiny_project, tmp_path):
+    """GRPO samples the step's completions together: the cache follows the batch, not the micro-batch."""
+    prompts(tmp_path, 16)
+    grpo = "grpo:\n  reward: {function: 'scoring:score'}\n  num_generations: 2\n  max_completion_length: 8\n"
+    (tmp_path / "scoring.py").write_text("def score(prompts, completions):\n    return [0.0] * len(completions)\n")
+
+    def cache(batch, micro):
+        plan = plan_of(tiny_project, grpo + f"training:\n  batch_size: {batch}\n  micro_batch_size: {micro}\n"
+                                            "  max_length: 32\n", **{"method: sft": "method: grpo"})
+        return items(plan)["generation cache"]
+
+    assert cache(4, 1) == cache(4, 4)
+    assert cache(8, 2) == 2 * cache(4, 2)
+
+
+def test_a_separate_value_model_is_trained_in_fp32_with_adam(tiny_project, tmp_path):
+    prompts(tmp_path)
+    (tmp_path / "scoring.py").write_text("def score(prompts, completions):\n    return [0.0] * len(completions)\n")
+    plan = plan_of(tiny_project, "ppo:\n  reward: {function: 'scoring:score'}\n  response_length: 8\n",
+                   machine=CPU, **{"method: sft": "method: ppo"})
+    memory = items(plan)
+    assert memory["value model"] == plan.model.total_parameters * 16
+    assert memory["reference model"] == plan.model.total_parameters * 4 and "reward model" not in memory
