@@ -10,8 +10,9 @@ from runner.errors import ExitCode, UsageError
 from runner.fsutil import write_atomically
 
 
-def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None) -> int:
+def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None, machine: str | None = None) -> int:
     from runner.commands.validate import text_report
+    from runner.plan.machine import what_if
     from runner.plan.planner import PlanError, make_plan
     from runner.plan.render import render
 
@@ -19,7 +20,11 @@ def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None) -
     if not spec_path.is_file():
         raise UsageError(f"{spec}: no such spec file")
     try:
-        made = make_plan(spec_path, run_root=run_root(runs_dir))
+        described = what_if(machine) if machine else None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:
+        made = make_plan(spec_path, run_root=run_root(runs_dir), machine=described)
     except PlanError as error:
         if error.result is not None:
             print(text_report([error.result]))

@@ -18,6 +18,9 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
     root = run_root(runs_dir)
     if plan_file:
         plan = _load_plan(Path(plan_file))
+        if plan.device.what_if:
+            raise UsageError(f"{plan_file} was planned for a described machine (--machine), not this one",
+                             f"make a plan here: runner plan {plan.inputs.spec_path} --out {plan_file}")
         from runner.plan.identity import check_fresh
 
         check_fresh(plan, root)

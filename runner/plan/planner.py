@@ -7,7 +7,7 @@ Reads top to bottom in the order the decisions depend on each other.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from runner import formats, trainable
 from runner.errors import RunnerError
 from runner.formats import RowError
-from runner.plan import identity, memory, source, table
+from runner.plan import identity, memory, source, strategy, table
 from runner.plan.machine import Machine, detect
 from runner.plan.packing import WORTH_IT, Layouts, keeps_documents_apart, layouts
 from runner.plan.models import (DeviceFacts, LossMaskPreview, MaskedExample, Plan, Resolved, Steps,
@@ -146,7 +146,8 @@ def _resolve_device(spec: JobSpec, machine: Machine, settings: Settings) -> Devi
     else:
         names, memory_bytes = ["cpu"], machine.ram_available_bytes
     return DeviceFacts(type=kind, count=count, names=names, memory_gb=round(memory_bytes / memory.GIB, 2),
-                       bf16=bf16)
+                       bf16=bf16, host_memory_gb=round(machine.ram_available_bytes / memory.GIB, 2),
+                       what_if=machine.what_if)
 
 
 # --- trainable ----------------------------------------------------------------------------------
@@ -390,11 +391,20 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
         adapter_inputs=sum(skeleton.shapes[target + ".weight"][1] for target in adapted),
         adapter_dropout=bool(lora and trainable_plan.lora.dropout > 0),
     )
-    micro, checkpointing, rule = _fit_micro_batch(skeleton, base, spec, budget)
+    unit = per_device // (spec.ppo.num_mini_batches if spec.method == "ppo" else 1)
+    host = int(device.host_memory_gb * memory.GIB) if device.host_memory_gb else None
+    try:
+        layout = strategy.choose(skeleton.facts, base, spec.hardware, device, unit, budget, host)
+    except strategy.LayoutError as error:
+        raise PlanError(str(error), "set hardware.strategy: ddp (or auto)") from None
+    base = replace(base, strategy=layout.strategy, devices=device.count, offload=layout.offload)
+    settings.pick("hardware.strategy", spec.hardware.strategy, lambda: (layout.strategy, layout.strategy_rule))
+    settings.pick("hardware.offload", spec.hardware.offload, lambda: (
+        layout.offload, "on: nothing fits on the devices alone" if layout.offload else "off: not needed"))
+    micro, checkpointing, rule = layout.micro_batch, layout.checkpointing, layout.micro_rule
     settings.pick("training.micro_batch_size", spec.training.micro_batch_size, lambda: (
         micro, rule.replace("per-device batch", "blocks per step and device") if packing else rule))
     micro = settings.entries["training.micro_batch_size"].value
-    unit = per_device // (spec.ppo.num_mini_batches if spec.method == "ppo" else 1)
     if packing:
         settings.auto("training.gradient_accumulation", math.ceil(unit / micro),
                       f"about {packing.blocks_per_step:.1f} blocks per step / {device.count} device(s) / {micro} "
@@ -414,29 +424,23 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
     if not estimate.fits:
         raise PlanError(
             f"the estimate ({estimate.total_bytes / memory.GIB:.1f} GiB per device) does not fit "
-            f"{budget_source} ({budget / memory.GIB:.1f} GiB)", "; ".join(estimate.advice) or None)
+            f"{budget_source} ({budget / memory.GIB:.1f} GiB); {layout.strategy_rule}",
+            "; ".join([*estimate.advice, _more_devices(spec, skeleton, work, budget, device)]))
     return estimate
+
+
+def _more_devices(spec: JobSpec, skeleton: Skeleton, work: memory.Workload, budget: int, device: DeviceFacts) -> str:
+    if spec.method not in strategy.SHARDED_METHODS:
+        return f"{spec.method} does not shard ({strategy.UNSHARDED_REASONS[spec.method]}), so more devices do not help"
+    needed = strategy.devices_needed(skeleton.facts, work, budget, device.count)
+    size = f"{device.memory_gb:g} GiB" if device.type == "cuda" else f"{budget / memory.GIB:.0f} GiB"
+    if needed is None:
+        return f"no number of devices of {size} fits it: the activations of one sequence alone are too big"
+    return f"{needed} devices of {size} would fit it with hardware.strategy: fsdp (gpus: {needed})"
 
 
 def _unit_name(spec: JobSpec) -> str:
     return "minibatch" if spec.method == "ppo" else "per-device batch"
-
-
-def _fit_micro_batch(skeleton: Skeleton, base: memory.Workload, spec: JobSpec, budget: int):
-    per_device = base.micro_batch // (spec.ppo.num_mini_batches if spec.method == "ppo" else 1)
-    divisors = [d for d in range(per_device, 0, -1) if per_device % d == 0]
-    allow_off = spec.hardware.gradient_checkpointing in ("auto", False)
-    allow_on = spec.hardware.gradient_checkpointing in ("auto", True)
-    for checkpointing, allowed in ((False, allow_off), (True, allow_on)):
-        if not allowed:
-            continue
-        for micro in divisors:
-            work = memory.Workload(**{**base.__dict__, "micro_batch": micro, "checkpointing": checkpointing})
-            if memory.total_bytes(skeleton.facts, work) <= budget:
-                with_text = " with gradient checkpointing" if checkpointing else ""
-                return micro, checkpointing, f"the largest divisor of the per-device batch ({per_device}) whose " \
-                                             f"estimate fits{with_text}"
-    return 1, allow_on, "nothing fits; the smallest micro-batch"
 
 
 # --- outputs and method settings ----------------------------------------------------------------

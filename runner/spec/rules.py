@@ -147,6 +147,18 @@ def precision_suits_device(view: SpecView) -> Iterator[Problem]:
                       hint="use bf16 or fp32 (or auto)")
 
 
+def sharding_settings_agree(view: SpecView) -> Iterator[Problem]:
+    hardware = view.sections.get("hardware")
+    if not hardware or hardware.offload is not True:
+        return
+    if hardware.strategy == "ddp":
+        yield Problem(("hardware", "offload"), "offload moves fsdp's shards to CPU memory; ddp has none",
+                      hint="set strategy: fsdp (or auto), or remove offload")
+    if hardware.device == "cpu":
+        yield Problem(("hardware", "offload"), "offload moves GPU memory to the CPU; this job runs on the CPU",
+                      hint="remove offload, or use device: cuda")
+
+
 def shared_value_model_needs_lora(view: SpecView) -> Iterator[Problem]:
     ppo, trainable = view.sections.get("ppo"), view.sections.get("trainable")
     if ppo and trainable and ppo.value_model == "shared" and trainable.mode != "lora":
@@ -170,6 +182,7 @@ RULES: tuple[Rule, ...] = (
     data_format_suits_method,
     batch_arithmetic,
     precision_suits_device,
+    sharding_settings_agree,
     shared_value_model_needs_lora,
     remote_code_is_flagged,
 )
