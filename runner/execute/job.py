@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from runner.errors import ExitCode, RunnerError
-from runner.execute import card, loading
+from runner.execute import card, loading, sharding
 from runner.execute import trainable as trained
 from runner.execute.context import Context, Trained
 from runner.execute.data import TooManyRejected, encoder_for, prepare, sample_prompts
@@ -160,9 +160,14 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
     started = time.monotonic()
     location = loading.location_of(plan)
     tokenizer = loading.load_tokenizer(location)
-    model = loading.load_model(location, plan.method, loading.weights_dtype(plan), pad_token_id=tokenizer.pad_token_id)
-    if plan.value("hardware.device") == "cuda":
-        model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    sharded = sharding.is_sharded(plan)
+    if sharded:  # built on the meta device with its trainable selection; each process reads its slices
+        model = sharding.build(plan, location)
+    else:
+        model = loading.load_model(location, plan.method, loading.weights_dtype(plan),
+                                   pad_token_id=tokenizer.pad_token_id)
+        if plan.value("hardware.device") == "cuda":
+            model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     manifest.timings.load_s = round(time.monotonic() - started, 2)
     events.event("model_loaded", model=location.describe(), seconds=manifest.timings.load_s)
 
@@ -177,9 +182,9 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
         befores = generate(model, tokenizer, [rendered for _, rendered in prompts], templated=encoder.use_chat_template)
         manifest.samples = [Sample(prompt=shown, before=answer) for (shown, _), answer in zip(prompts, befores)]
 
-    base = trained.base_parameters(model)
-    before = trained.fingerprints(base)
-    model = trained.apply(model, plan)
+    before = trained.fingerprints(model)
+    if not sharded:
+        model = trained.apply(model, plan)
     if _is_rank_zero():
         run.write_manifest(manifest)
 
@@ -195,11 +200,17 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
         manifest.error = RunError(kind="interrupted", message="stopped by a signal after writing a checkpoint",
                                   hint="run the same plan again to resume from the last checkpoint")
         return "interrupted"
-    if not _is_rank_zero():
+    if not _is_rank_zero() and not sharded:
         return "succeeded"
 
-    model = result.model
-    manifest.parameters = trained.compare(before, model, base, plan)
+    # Under FSDP every process takes part until the model is gathered on rank 0.
+    after, adapters = trained.fingerprints(result.model), trained.adapters_changed(result.model)
+    afters = generate(result.model, tokenizer, [rendered for _, rendered in prompts],
+                      templated=encoder.use_chat_template) if prompts else []
+    model = sharding.gather(result.model, plan, location) if sharded else result.model
+    if not _is_rank_zero():
+        return "succeeded"
+    manifest.parameters = trained.compare(before, after, adapters, plan)
     events.event("parameters_compared", changed=len(manifest.parameters.changed),
                  unexpected=manifest.parameters.unexpected[:5], adapters_changed=manifest.parameters.adapters_changed)
     if manifest.parameters.unexpected:
@@ -207,12 +218,9 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
             f"{len(manifest.parameters.unexpected)} parameter(s) outside the planned trainable set changed: "
             + ", ".join(manifest.parameters.unexpected[:5]), "this is a bug in runner; please report it")
 
-    if prompts:
-        afters = generate(model, tokenizer, [rendered for _, rendered in prompts], templated=encoder.use_chat_template)
-        for sample, answer in zip(manifest.samples, afters):
-            sample.after = answer
-        for sample in manifest.samples:
-            events.event("sample", prompt=sample.prompt, before=sample.before, after=sample.after)
+    for sample, answer in zip(manifest.samples, afters):
+        sample.after = answer
+        events.event("sample", prompt=sample.prompt, before=sample.before, after=sample.after)
 
     folder = save_final(model, tokenizer, plan, run)
     card.loss_plot(run.loss_plot, records, f"{plan.name} ({plan.method})")

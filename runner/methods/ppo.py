@@ -506,25 +506,22 @@ def _schedule(plan, optimizer, iterations: int):
                          num_training_steps=iterations)
 
 
+def _training(policy, value, optimizer, schedule) -> checkpoints.Training:
+    modules = {"policy": policy, "value_head": value.head}
+    if value.backbone is not None:
+        modules["value_backbone"] = value.backbone
+    return checkpoints.Training(modules, optimizer, schedule)
+
+
 def _save_checkpoint(ctx: Context, iteration: int, policy, value, optimizer, schedule) -> None:
-    checkpoints.save(ctx.run.checkpoints, iteration, {
-        "policy": checkpoints.trainable_state(policy), "value_head": value.head.state_dict(),
-        "value_backbone": checkpoints.trainable_state(value.backbone) if value.backbone is not None else {},
-        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()},
-        keep=ctx.plan.value("outputs.keep_checkpoints"))
+    checkpoints.save(ctx.run.checkpoints, iteration, _training(policy, value, optimizer, schedule),
+                     keep=ctx.plan.value("outputs.keep_checkpoints"))
 
 
 def _resume(ctx: Context, policy, value, optimizer, schedule) -> int:
     if ctx.resume_from is None:
         return 0
-    iteration, state = checkpoints.load(ctx.resume_from)
-    checkpoints.load_trainable(policy, state["policy"])
-    value.head.load_state_dict(state["value_head"])
-    if value.backbone is not None:
-        checkpoints.load_trainable(value.backbone, state["value_backbone"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    return iteration
+    return checkpoints.load(ctx.resume_from, _training(policy, value, optimizer, schedule))
 
 
 def _samples(tokenizer, prompts: list[str], rollout: dict) -> list[dict]:

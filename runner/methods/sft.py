@@ -7,11 +7,13 @@ packing puts the whole batch in one row under a dense mask. This loop does what 
 PyTorch loop does, plus what a run needs:
 
     setup   batches of the plan (packed blocks with per-document attention, or padded rows),
-            AdamW (fused on GPU), the schedule, autocast, gradient checkpointing, DDP, resume
+            AdamW (fused on GPU), the schedule, autocast, gradient checkpointing, DDP (or the
+            FSDP model the job built), resume
     train   per step: micro-batches, loss = sum of token losses / tokens in the step (so
-            packed or not, one micro-batch or eight, the gradient is the same), clip, step;
-            the host reads values back only on logging steps
-    save    the job saves the model; checkpoints hold trainable tensors, optimizer, schedule
+            packed or not, one micro-batch or eight, one process or eight, the gradient is the
+            same), clip, step; the host reads values back only on logging steps
+    save    the job saves the model; checkpoints hold trainable tensors, optimizer, schedule,
+            written by every process (each its shards) and readable by any number of them
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from runner.execute import checkpoints
+from runner.execute import checkpoints, sharding
 from runner.execute.batches import IGNORE, Micro, shuffled_forever, step_micro_batches
 from runner.execute.context import Context, Trained
 
@@ -35,23 +37,20 @@ def train(ctx: Context) -> Trained:
     # --- setup ---
     plan, value = ctx.plan, ctx.plan.value
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = _device(value("hardware.device"))
-    model = ctx.model.to(device)
+    device, sharded = sharding.device_of(plan), sharding.is_sharded(plan)
+    model = ctx.model if sharded else ctx.model.to(device)  # FSDP placed its shards (CPU with offload)
     if value("hardware.gradient_checkpointing"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = False  # a cache makes packed documents attend to each other
     trained = [p for p in model.parameters() if p.requires_grad]
+    fused = device.type == "cuda" and not (sharded and value("hardware.offload"))  # offload steps on the CPU
     optimizer = torch.optim.AdamW(trained, lr=value("training.learning_rate"),
-                                  weight_decay=value("training.weight_decay"), fused=device.type == "cuda")
+                                  weight_decay=value("training.weight_decay"), fused=fused)
     schedule = _schedule(plan, optimizer)
-    step = 0
-    if ctx.resume_from is not None:
-        step, state = checkpoints.load(ctx.resume_from)
-        checkpoints.load_trainable(model, state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-    network = _distributed(model, device, world)
+    training = checkpoints.Training({"model": model}, optimizer, schedule)
+    step = checkpoints.load(ctx.resume_from, training) if ctx.resume_from is not None else 0
+    network = model if sharded else _distributed(model, device, world)
     examples = ctx.splits["train"].examples
     order = shuffled_forever(len(examples), value("training.seed"), skip=step * value("training.batch_size"))
     layout = dict(micro=value("training.micro_batch_size"), packing=value("sft.packing"),
@@ -66,7 +65,8 @@ def train(ctx: Context) -> Trained:
 
     # --- train ---
     model.train()
-    while step < total and not stop.is_set():
+    stopping = False
+    while step < total and not stopping:
         step += 1
         rows = [examples[next(order)] for _ in range(value("training.batch_size"))]
         micros, targets, tokens = step_micro_batches(rows, **layout)
@@ -74,7 +74,7 @@ def train(ctx: Context) -> Trained:
             last = index == len(micros) - 1
             with _no_sync(network, last), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 loss = _loss(network, micro.to(device), targets)
-            # DDP averages gradients over processes; each holds a share of the step's sum, so scale up.
+            # DDP and FSDP average gradients over processes; each holds a share of the step's sum: scale up.
             backward = loss * world
             (scaler.scale(backward) if scaler else backward).backward()
             logged_loss += loss.detach()
@@ -94,7 +94,7 @@ def train(ctx: Context) -> Trained:
             now = time.monotonic()
             record = {"step": step, "epoch": round(step * value("training.batch_size") / len(examples), 4),
                       "elapsed_s": round(now - began, 3), "loss": _sum_over_ranks(logged_loss, world) / logged_steps,
-                      "learning_rate": schedule.get_last_lr()[0], "grad_norm": float(norm),
+                      "learning_rate": schedule.get_last_lr()[0], "grad_norm": _local_value(norm),
                       "tokens_per_second": round(logged_tokens / (now - last_log), 1)}
             tokens_seen += logged_tokens
             logged_loss.zero_()
@@ -104,8 +104,10 @@ def train(ctx: Context) -> Trained:
             if rank == 0:
                 metrics.write(record)
                 events.progress(step, total, record["loss"], record["tokens_per_second"], began)
-        if rank == 0 and (step % checkpoint_every == 0 or stop.is_set()):
-            _checkpoint(ctx, step, model, optimizer, schedule)
+        stopping = _signalled_anywhere(stop, world, device)
+        if step % checkpoint_every == 0 or stopping:
+            checkpoints.save(ctx.run.checkpoints, step, training, keep=value("outputs.keep_checkpoints"))
+            ctx.events.event("checkpoint", step=step)
     return Trained(model, step, tokens_seen)
 
 
@@ -135,13 +137,6 @@ def _evaluate(model, ctx: Context, layout: dict, device, autocast, world: int) -
     return _sum_over_ranks(total, world) / max(all_targets, 1)
 
 
-def _checkpoint(ctx: Context, step: int, model, optimizer, schedule) -> None:
-    checkpoints.save(ctx.run.checkpoints, step, {
-        "model": checkpoints.trainable_state(model), "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict()}, keep=ctx.plan.value("outputs.keep_checkpoints"))
-    ctx.events.event("checkpoint", step=step)
-
-
 def _schedule(plan, optimizer):
     from transformers import get_scheduler
 
@@ -149,21 +144,13 @@ def _schedule(plan, optimizer):
                          num_training_steps=plan.steps.total_steps)
 
 
-def _device(kind: str) -> torch.device:
-    if kind == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
 def _distributed(model, device: torch.device, world: int):
     if world == 1:
         return model
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    sharding.init_distributed(device)
+    # Gradients live in DDP's buckets (no second copy of them); frozen parameters take no gradient.
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                     else None)
+                                                     else None, gradient_as_bucket_view=True)
 
 
 def _no_sync(network, last: bool):
@@ -171,6 +158,24 @@ def _no_sync(network, last: bool):
     if last or not hasattr(network, "no_sync"):
         return contextlib.nullcontext()
     return network.no_sync()
+
+
+def _signalled_anywhere(stop, world: int, device: torch.device) -> bool:
+    """Whether any process got SIGINT/SIGTERM: all stop (and checkpoint) at the same step, since a
+    process that went on alone would wait forever for the others."""
+    if world > 1:
+        import torch.distributed as dist
+
+        flag = torch.tensor(float(stop.is_set()), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item():
+            stop.set()
+    return stop.is_set()
+
+
+def _local_value(tensor: torch.Tensor) -> float:
+    """A scalar that may be a DTensor (FSDP's gradient norm)."""
+    return float(tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor)
 
 
 def _sum_over_ranks(total: torch.Tensor, world: int) -> float:

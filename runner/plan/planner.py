@@ -421,10 +421,11 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
     estimate = memory.estimate(skeleton.facts, work, budget, budget_source)
     if spec.hardware.max_memory_gb is not None:
         settings.given("hardware.max_memory_gb", spec.hardware.max_memory_gb)
-    if not estimate.fits:
+    if not estimate.fits or not layout.fits:
+        tried = f"; tried: {layout.strategy_rule.removeprefix('nothing fits: ')}" if not layout.fits else ""
         raise PlanError(
             f"the estimate ({estimate.total_bytes / memory.GIB:.1f} GiB per device) does not fit "
-            f"{budget_source} ({budget / memory.GIB:.1f} GiB); {layout.strategy_rule}",
+            f"{budget_source} ({budget / memory.GIB:.1f} GiB){tried}",
             "; ".join([*estimate.advice, _more_devices(spec, skeleton, work, budget, device)]))
     return estimate
 
@@ -433,7 +434,7 @@ def _more_devices(spec: JobSpec, skeleton: Skeleton, work: memory.Workload, budg
     if spec.method not in strategy.SHARDED_METHODS:
         return f"{spec.method} does not shard ({strategy.UNSHARDED_REASONS[spec.method]}), so more devices do not help"
     needed = strategy.devices_needed(skeleton.facts, work, budget, device.count)
-    size = f"{device.memory_gb:g} GiB" if device.type == "cuda" else f"{budget / memory.GIB:.0f} GiB"
+    size = f"{budget / memory.GIB:.1f} GiB"
     if needed is None:
         return f"no number of devices of {size} fits it: the activations of one sequence alone are too big"
     return f"{needed} devices of {size} would fit it with hardware.strategy: fsdp (gpus: {needed})"

@@ -59,10 +59,11 @@ def choose(facts: ModelFacts, base: Workload, hardware: HardwareSpec, device: De
     candidates = _candidates(hardware, device, base)
     divisors = [d for d in range(per_device, 0, -1) if per_device % d == 0]
     refused = []
+    fallback = candidates[-1]
     for strategy, checkpointing, offload in candidates:
         work = replace(base, strategy=strategy, devices=device.count, offload=offload, checkpointing=checkpointing)
+        needed = memory.offloaded_bytes(facts, work) if offload else 0
         if offload:
-            needed = memory.offloaded_bytes(facts, work)
             if host_budget is None or needed > host_budget:
                 known = f"{host_budget / GIB:.0f} GiB available" if host_budget is not None else "unknown here"
                 refused.append(f"{_name(strategy, checkpointing, offload)} needs {needed / GIB:.0f} GiB of CPU "
@@ -74,10 +75,11 @@ def choose(facts: ModelFacts, base: Workload, hardware: HardwareSpec, device: De
                 with_text = " with gradient checkpointing" if checkpointing else ""
                 rule = f"the largest divisor of the per-device batch ({per_device}) whose estimate fits{with_text}"
                 return Layout(strategy, offload, checkpointing, micro, True, rule,
-                              _strategy_rule(strategy, offload, device, refused))
+                              _strategy_rule(strategy, needed, device, refused))
         smallest = memory.total_bytes(facts, replace(work, micro_batch=1))
         refused.append(f"{_name(strategy, checkpointing, offload)} needs {smallest / GIB:.1f} GiB")
-    strategy, checkpointing, offload = candidates[-1]
+        fallback = (strategy, checkpointing, offload)
+    strategy, checkpointing, offload = fallback
     return Layout(strategy, offload, checkpointing, 1, False, "nothing fits; the smallest micro-batch",
                   "nothing fits: " + "; ".join(refused))
 
@@ -116,12 +118,14 @@ def _candidates(hardware: HardwareSpec, device: DeviceFacts, work: Workload) -> 
     return allowed
 
 
-def _strategy_rule(strategy: str, offload: bool, device: DeviceFacts, refused: list[str]) -> str:
+def _strategy_rule(strategy: str, offloaded: int, device: DeviceFacts, refused: list[str]) -> str:
     if strategy == "ddp":
         chosen = "ddp: one device, a single copy" if device.count == 1 else \
             f"ddp: a full copy fits on each of the {device.count} devices"
     else:
-        chosen = f"fsdp{' with CPU offload' if offload else ''}: sharded over {device.count} device(s)"
+        chosen = f"fsdp: sharded over {device.count} device(s)"
+        if offloaded:
+            chosen += f", the shards in CPU memory ({offloaded / GIB:.0f} GiB in all)"
     return chosen + (f" ({'; '.join(refused)})" if refused else "")
 
 
