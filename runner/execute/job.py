@@ -111,18 +111,38 @@ def _start(plan: Plan, run_root: Path, spec_text: str | None) -> tuple[RunDirect
             spec_path=plan.inputs.spec_path, spec_sha256=plan.inputs.spec_sha256, plan_sha256=plan_hash, plan=plan,
             base_model=plan.inputs.base_model, environment=_environment(), git=_git(Path(plan.inputs.spec_path)),
             timings=Timings(started_at=now()))
+    else:  # resumed: the same run, and this attempt runs this plan (its layout may differ: another device count)
+        write_atomically(run.plan, plan.model_dump_json(indent=2) + "\n")
+        manifest.plan = plan
+    strategy = plan.resolved.get("hardware.strategy")
     manifest.attempts.append(Attempt(number=len(manifest.attempts) + 1, started_at=now(),
-                                     resumed_from_step=resumed_from, pid=os.getpid(), host=socket.gethostname()))
+                                     resumed_from_step=resumed_from, pid=os.getpid(), host=socket.gethostname(),
+                                     layout=f"{plan.device.type} x{plan.device.count}, "
+                                            f"{strategy.value if strategy else 'ddp'}"))
     manifest.state, manifest.error, manifest.finished_at = "running", None, None
     run.write_manifest(manifest)
     return run, manifest
 
 
+WORKER_SHUTDOWN_S = 900
+"""How long torchrun lets its workers finish a step and write a checkpoint after a signal."""
+REPEATED_SIGNAL_S = 5.0
+"""A worker sees the signal its process group got, and again as torchrun forwards it: one request."""
+
+
 def _launch_workers(plan: Plan, run: RunDirectory, run_root: Path) -> int:
-    """Data-parallel training: one process per device under torchrun, sharing this run directory."""
+    """Data-parallel or sharded training: one process per device under torchrun, sharing this run
+    directory. A signal for the run reaches the whole process group (the daemon, systemd and a
+    terminal send it there): the workers checkpoint and stop, and this process waits for them."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={plan.device.count}",
+               f"--shutdown-timeout={WORKER_SHUTDOWN_S}",
                "-m", "runner", "run", "--plan", str(run.plan), "--runs-dir", str(run_root)]
-    completed = subprocess.run(command, env={**os.environ, WORKER_RUN_DIR: str(run.path)})
+    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        completed = subprocess.run(command, env={**os.environ, WORKER_RUN_DIR: str(run.path)})
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     manifest = run.read_manifest()
     if manifest.state == "running":  # the workers died without recording why
         _fail(manifest, "runtime", f"the worker processes exited with code {completed.returncode}", None)
@@ -285,9 +305,14 @@ def _on_signals(stop: threading.Event, events: EventLog):
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
+    first = []
+
     def handler(signum, frame):
         if stop.is_set():
+            if os.environ.get(WORKER_RUN_DIR) and time.monotonic() - first[0] < REPEATED_SIGNAL_S:
+                return
             raise KeyboardInterrupt
+        first.append(time.monotonic())
         stop.set()
         events.event("stopping", signal=signal.Signals(signum).name,
                      detail="a checkpoint is written at the end of this step; a second signal stops at once")
