@@ -36,7 +36,7 @@ def plan_sha256(plan: Plan) -> str:
                                                    "inputs"})
     for key in ("versions", "spec_sha256"):  # the spec's content is in `spec`
         record["inputs"].pop(key)
-    record["spec"]["hardware"] = {key: record["spec"]["hardware"][key] for key in IDENTITY_HARDWARE}
+    record["spec"].pop("hardware")  # what it resolves to is in `resolved`
     record["spec"]["training"].pop("micro_batch_size")
     if record["spec"].get("sft"):
         record["spec"]["sft"].pop("packing", None)

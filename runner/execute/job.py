@@ -49,6 +49,8 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     run, manifest = _start(plan, run_root, spec_text)
     if plan.device.count > 1 and not os.environ.get(WORKER_RUN_DIR):
         return _launch_workers(plan, run, run_root), run.path
+    if os.environ.get(WORKER_RUN_DIR):
+        _die_with_parent(signal.SIGKILL)  # a worker whose torchrun was killed must not go on training
     rank = _rank()
     events = EventLog(run.events if rank == 0 else run.path / f"events-rank{rank}.jsonl", console=console and rank == 0)
     stop = threading.Event()
@@ -126,26 +128,28 @@ def _start(plan: Plan, run_root: Path, spec_text: str | None) -> tuple[RunDirect
 
 WORKER_SHUTDOWN_S = 900
 """How long torchrun lets its workers finish a step and write a checkpoint after a signal."""
-REPEATED_SIGNAL_S = 5.0
-"""A worker sees the signal its process group got, and again as torchrun forwards it: one request."""
 
 
 def _launch_workers(plan: Plan, run: RunDirectory, run_root: Path) -> int:
     """Data-parallel or sharded training: one process per device under torchrun, sharing this run
-    directory. A signal for the run reaches the whole process group (the daemon, systemd and a
-    terminal send it there): the workers checkpoint and stop, and this process waits for them."""
+    directory. torchrun and each of its workers run in sessions of their own, so every signal comes
+    through here, once: SIGINT/SIGTERM go to torchrun, which passes them to the workers (they
+    checkpoint and stop); when this process dies (kill -9), torchrun and the workers die with it."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={plan.device.count}",
                f"--shutdown-timeout={WORKER_SHUTDOWN_S}",
                "-m", "runner", "run", "--plan", str(run.plan), "--runs-dir", str(run_root)]
-    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    torchrun = subprocess.Popen(command, env={**os.environ, WORKER_RUN_DIR: str(run.path)}, start_new_session=True,
+                                preexec_fn=lambda: _die_with_parent(signal.SIGKILL))
+    forward = {sig: signal.signal(sig, lambda signum, frame: torchrun.send_signal(signum))
+               for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        completed = subprocess.run(command, env={**os.environ, WORKER_RUN_DIR: str(run.path)})
+        returncode = torchrun.wait()
     finally:
-        for sig, handler in previous.items():
+        for sig, handler in forward.items():
             signal.signal(sig, handler)
     manifest = run.read_manifest()
     if manifest.state == "running":  # the workers died without recording why
-        _fail(manifest, "runtime", f"the worker processes exited with code {completed.returncode}", None)
+        _fail(manifest, "runtime", f"the worker processes exited with code {returncode}", None)
         _finish(run, manifest, "failed")
     return {"succeeded": 0, "interrupted": int(ExitCode.INTERRUPTED)}.get(manifest.state, int(ExitCode.INVALID))
 
@@ -305,20 +309,28 @@ def _on_signals(stop: threading.Event, events: EventLog):
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
-    first = []
-
     def handler(signum, frame):
         if stop.is_set():
-            if os.environ.get(WORKER_RUN_DIR) and time.monotonic() - first[0] < REPEATED_SIGNAL_S:
-                return
             raise KeyboardInterrupt
-        first.append(time.monotonic())
         stop.set()
         events.event("stopping", signal=signal.Signals(signum).name,
                      detail="a checkpoint is written at the end of this step; a second signal stops at once")
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     return lambda: [signal.signal(sig, old) for sig, old in previous.items()]
+
+
+def _die_with_parent(signum: int) -> None:
+    """Have the kernel send `signum` to this process when its parent dies (Linux; elsewhere nothing)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signum))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request
+        os.kill(os.getpid(), signum)
 
 
 def _peak_memory() -> int:

@@ -70,14 +70,7 @@ def train(ctx: Context) -> Trained:
         step += 1
         rows = [examples[next(order)] for _ in range(value("training.batch_size"))]
         micros, targets, tokens = step_micro_batches(rows, **layout)
-        for index, micro in enumerate(micros):
-            last = index == len(micros) - 1
-            with _no_sync(network, last), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                loss = _loss(network, micro.to(device), targets)
-            # DDP and FSDP average gradients over processes; each holds a share of the step's sum: scale up.
-            backward = loss * world
-            (scaler.scale(backward) if scaler else backward).backward()
-            logged_loss += loss.detach()
+        logged_loss += accumulate_gradients(network, micros, targets, world, device, autocast, scaler)
         logged_tokens += tokens
         if scaler:
             scaler.unscale_(optimizer)
@@ -109,6 +102,22 @@ def train(ctx: Context) -> Trained:
             checkpoints.save(ctx.run.checkpoints, step, training, keep=value("outputs.keep_checkpoints"))
             ctx.events.event("checkpoint", step=step)
     return Trained(model, step, tokens_seen)
+
+
+def accumulate_gradients(network, micros: list[Micro], targets: int, world: int, device: torch.device,
+                         autocast: torch.dtype | None = None, scaler=None) -> torch.Tensor:
+    """Forward and backward over this process's micro-batches of one step; returns its share of the
+    step's loss (the shares of all processes sum to the step's loss)."""
+    share = torch.zeros((), device=device)
+    for index, micro in enumerate(micros):
+        last = index == len(micros) - 1
+        with _no_sync(network, last), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            loss = _loss(network, micro.to(device), targets)
+        # DDP and FSDP average gradients over processes; each holds a share of the step's sum: scale up.
+        backward = loss * world
+        (scaler.scale(backward) if scaler else backward).backward()
+        share += loss.detach()
+    return share
 
 
 def _loss(model, micro: Micro, targets: int) -> torch.Tensor:
