@@ -31,9 +31,9 @@ def one_step(plan: Plan) -> dict[str, torch.Tensor]:
     model = sharding.build(plan, location)
     rank, world = dist.get_rank(), dist.get_world_size()
     rows = prepare(plan, tokenizer)["train"].examples[:plan.value("training.batch_size")]
-    micros, targets, _ = step_micro_batches(rows, micro=plan.value("training.micro_batch_size"),
-                                            packing=plan.value("sft.packing"), max_length=plan.value("training.max_length"),
-                                            pad_id=tokenizer.pad_token_id, rank=rank, world=world)
+    micros, targets, _ = step_micro_batches(
+        rows, micro=plan.value("training.micro_batch_size"), packing=plan.value("sft.packing"),
+        max_length=plan.value("training.max_length"), pad_id=tokenizer.pad_token_id, rank=rank, world=world)
     model.train()
     loss = accumulate_gradients(model, micros, targets, world, torch.device("cpu"))
     dist.all_reduce(loss)
@@ -48,5 +48,6 @@ if __name__ == "__main__":
         plan = Plan.model_validate_json(Path(plan_file).read_text())
         tensors = one_step(plan)
         if dist.get_rank() == 0:
-            save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, out / f"{Path(plan_file).stem}.safetensors")
+            save_file({name: tensor.contiguous() for name, tensor in tensors.items()},
+                      out / f"{Path(plan_file).stem}.safetensors")
     dist.destroy_process_group()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from runner.execute import checkpoints
-from tests.conftest import TINY_SPEC, write_jsonl
+from tests.conftest import write_jsonl
 from tests.execute.test_job import run_spec
 
 

@@ -43,26 +43,26 @@ def single_process_step(plan) -> dict[str, torch.Tensor]:
     torch.manual_seed(plan.value("training.seed"))
     model = trained.apply(loading.load_model(location, plan.method, loading.weights_dtype(plan)), plan)
     rows = prepare(plan, tokenizer)["train"].examples[:plan.value("training.batch_size")]
-    micros, targets, _ = step_micro_batches(rows, micro=plan.value("training.batch_size"),
-                                            packing=plan.value("sft.packing"), max_length=plan.value("training.max_length"),
-                                            pad_id=tokenizer.pad_token_id)
+    micros, targets, _ = step_micro_batches(
+        rows, micro=plan.value("training.batch_size"), packing=plan.value("sft.packing"),
+        max_length=plan.value("training.max_length"), pad_id=tokenizer.pad_token_id)
     model.train()
     loss = accumulate_gradients(model, micros, targets, 1, torch.device("cpu"))
     return {**{name: p.grad for name, p in model.named_parameters() if p.grad is not None}, "loss": loss.reshape(1)}
 
 
 def test_one_fsdp_step_equals_the_single_process_step(tiny_project, tmp_path):
-    extra = "training:\n  batch_size: 8\n  max_steps: 1\n" + TWO_PROCESSES  # LoRA dropout off: its masks are random
+    extra = "training:\n  batch_size: 8\n  max_steps: 1\n" + TWO_PROCESSES
+    lora = "trainable:\n  mode: lora\n  lora: {r: 4, dropout: 0.0}\n  also: [norm]\n"  # dropout masks are random
     plans = {"full": plan_for(tiny_project, extra, "full.yaml"),
-             "lora": plan_for(tiny_project, extra + "trainable:\n  mode: lora\n  lora: {r: 4, dropout: 0.0}\n  also: [norm]\n",
-                              "lora.yaml")}
+             "lora": plan_for(tiny_project, extra + lora, "lora.yaml")}
     for name, plan in plans.items():
         assert plan.value("hardware.strategy") == "fsdp" and plan.device.count == 2
         (tmp_path / f"{name}.json").write_text(plan.model_dump_json())
+    worker = REPO / "tests" / "execute" / "fsdp_step.py"
     completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(REPO / "tests" / "execute" / "fsdp_step.py"), str(tmp_path), *(str(tmp_path / f"{n}.json") for n in plans)],
-        capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
+         str(tmp_path), *(str(tmp_path / f"{name}.json") for name in plans)], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     for name, plan in plans.items():
         sharded, single = load_file(tmp_path / f"{name}.safetensors"), single_process_step(plan)
