@@ -62,7 +62,8 @@ def test_one_fsdp_step_equals_the_single_process_step(tiny_project, tmp_path):
     worker = REPO / "tests" / "execute" / "fsdp_step.py"
     completed = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
-         str(tmp_path), *(str(tmp_path / f"{name}.json") for name in plans)], capture_output=True, text=True, timeout=300)
+         str(tmp_path), *(str(tmp_path / f"{name}.json") for name in plans)],
+        capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     for name, plan in plans.items():
         sharded, single = load_file(tmp_path / f"{name}.safetensors"), single_process_step(plan)
