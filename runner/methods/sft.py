@@ -38,11 +38,7 @@ def train(ctx: Context) -> Trained:
     plan, value = ctx.plan, ctx.plan.value
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device, sharded = sharding.device_of(plan), sharding.is_sharded(plan)
-    model = ctx.model if sharded else ctx.model.to(device)  # FSDP placed its shards (CPU with offload)
-    if value("hardware.gradient_checkpointing"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    model.config.use_cache = False  # a cache makes packed documents attend to each other
+    model = prepared(ctx.model if sharded else ctx.model.to(device), plan)  # FSDP placed its shards already
     trained = [p for p in model.parameters() if p.requires_grad]
     fused = device.type == "cuda" and not (sharded and value("hardware.offload"))  # offload steps on the CPU
     optimizer = torch.optim.AdamW(trained, lr=value("training.learning_rate"),
@@ -102,6 +98,15 @@ def train(ctx: Context) -> Trained:
             checkpoints.save(ctx.run.checkpoints, step, training, keep=value("outputs.keep_checkpoints"))
             ctx.events.event("checkpoint", step=step)
     return Trained(model, step, tokens_seen)
+
+
+def prepared(model, plan):
+    """The model as the loop trains it: gradient checkpointing as planned, no cache."""
+    if plan.value("hardware.gradient_checkpointing"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.config.use_cache = False  # a cache makes packed documents attend to each other
+    return model
 
 
 def accumulate_gradients(network, micros: list[Micro], targets: int, world: int, device: torch.device,

@@ -4,7 +4,7 @@
 
 For each plan: the executor's sharded model (sharding.build), the first batch of the plan's
 training rows split over the processes as the SFT loop splits them, one forward and backward
-(sft.accumulate_gradients), then rank 0 writes OUT/<plan name>.safetensors with the step's
+(sft.prepared, sft.accumulate_gradients), then rank 0 writes OUT/<plan name>.safetensors with the step's
 loss and every full (all-gathered) gradient.
 """
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from runner.execute import loading, sharding  # noqa: E402
 from runner.execute.batches import step_micro_batches  # noqa: E402
 from runner.execute.data import prepare  # noqa: E402
-from runner.methods.sft import accumulate_gradients  # noqa: E402
+from runner.methods.sft import accumulate_gradients, prepared  # noqa: E402
 from runner.plan.models import Plan  # noqa: E402
 
 
@@ -28,7 +28,7 @@ def one_step(plan: Plan) -> dict[str, torch.Tensor]:
     location = loading.location_of(plan)
     tokenizer = loading.load_tokenizer(location)
     torch.manual_seed(plan.value("training.seed"))
-    model = sharding.build(plan, location)
+    model = prepared(sharding.build(plan, location), plan)
     rank, world = dist.get_rank(), dist.get_world_size()
     rows = prepare(plan, tokenizer)["train"].examples[:plan.value("training.batch_size")]
     micros, targets, _ = step_micro_batches(

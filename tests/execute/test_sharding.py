@@ -20,7 +20,7 @@ from runner.execute.batches import step_micro_batches
 from runner.execute.data import prepare
 from runner.execute.job import run_plan
 from runner.manifest import Manifest
-from runner.methods.sft import accumulate_gradients
+from runner.methods.sft import accumulate_gradients, prepared
 from runner.plan.planner import make_plan
 from runner.rundir import RunDirectory
 from tests.conftest import REPO, TINY_SPEC
@@ -41,7 +41,8 @@ def single_process_step(plan) -> dict[str, torch.Tensor]:
     location = loading.location_of(plan)
     tokenizer = loading.load_tokenizer(location)
     torch.manual_seed(plan.value("training.seed"))
-    model = trained.apply(loading.load_model(location, plan.method, loading.weights_dtype(plan)), plan)
+    model = prepared(trained.apply(loading.load_model(location, plan.method, loading.weights_dtype(plan)), plan),
+                     plan)
     rows = prepare(plan, tokenizer)["train"].examples[:plan.value("training.batch_size")]
     micros, targets, _ = step_micro_batches(
         rows, micro=plan.value("training.batch_size"), packing=plan.value("sft.packing"),
@@ -52,10 +53,13 @@ def single_process_step(plan) -> dict[str, torch.Tensor]:
 
 
 def test_one_fsdp_step_equals_the_single_process_step(tiny_project, tmp_path):
+    """Full training, LoRA (with a trained copy of the norms), and full with gradient checkpointing."""
     extra = "training:\n  batch_size: 8\n  max_steps: 1\n" + TWO_PROCESSES
     lora = "trainable:\n  mode: lora\n  lora: {r: 4, dropout: 0.0}\n  also: [norm]\n"  # dropout masks are random
+    checkpointing = "  gradient_checkpointing: true\n"
     plans = {"full": plan_for(tiny_project, extra, "full.yaml"),
-             "lora": plan_for(tiny_project, extra + lora, "lora.yaml")}
+             "lora": plan_for(tiny_project, extra + lora, "lora.yaml"),
+             "recomputed": plan_for(tiny_project, extra + checkpointing, "recomputed.yaml")}
     for name, plan in plans.items():
         assert plan.value("hardware.strategy") == "fsdp" and plan.device.count == 2
         (tmp_path / f"{name}.json").write_text(plan.model_dump_json())
