@@ -11,7 +11,7 @@ import torch
 
 from runner.execute import checkpoints
 from tests.conftest import write_jsonl
-from tests.execute.test_job import run_spec
+from tests.execute.test_job import run_spec, sigterm_at_sft_step
 
 
 def training(seed: int) -> checkpoints.Training:
@@ -60,21 +60,11 @@ class Payload:
 
 
 def interrupted_run(write_spec, monkeypatch):
-    from runner.methods import sft
-
-    original, calls = sft.step_micro_batches, []
-
-    def signal_at_step_3(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(sft, "step_micro_batches", signal_at_step_3)
+    undo = sigterm_at_sft_step(monkeypatch, 3)
     extra = "training:\n  max_steps: 4\n  batch_size: 4\n  learning_rate: 1.0e-3\n"
     code, run, _ = run_spec(write_spec, extra)
     assert code == 130
-    monkeypatch.setattr(sft, "step_micro_batches", original)
+    undo()
     return run, extra
 
 
