@@ -3,22 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from runner import __version__
-from runner.errors import ExitCode, RunnerError
+from runner.errors import ExitCode, RunnerError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors become UsageError, so that `--format json` can report them as JSON too."""
+
+    def error(self, message: str):
+        raise _ArgumentError(message, self)
+
+
+class _ArgumentError(UsageError):
+    def __init__(self, message: str, parser: argparse.ArgumentParser) -> None:
+        super().__init__(message, f"see: {parser.prog} --help")
+        self.parser = parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="runner", description="Declarative fine-tuning jobs: validate -> plan -> run.")
+    parser = _Parser(prog="runner", description="Declarative fine-tuning jobs: validate -> plan -> run.")
     parser.add_argument("--version", action="version", version=f"runner {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    validate = commands.add_parser("validate", help="check specs (fast, no torch)",
-                                   description="Check job specs: fields, rules, data files and model.")
-    validate.add_argument("paths", nargs="+", metavar="PATH", help="spec files, or folders to search")
+    validate = commands.add_parser(
+        "validate", help="check specs (fast, no torch)",
+        description="Check job specs: fields, rules, data files and model. A data file (not a spec) checks the "
+                    "specs that use it: every spec in its git repository (without one: in its folder and the "
+                    "folder above). A model not on this machine is checked against the runner.lock beside "
+                    "the spec (see: runner lock).")
+    validate.add_argument("paths", nargs="+", metavar="PATH",
+                          help="spec files, folders to search for specs, or data files")
     validate.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
+
+    lock = commands.add_parser(
+        "lock", help="record model facts for checks without the model (runner.lock)",
+        description="Write runner.lock beside the specs: for each model they train, its layer count, parameter "
+                    "names and shapes, config facts and identity (hub revision or file sha256), read from the "
+                    "model on this machine. Commit it: runner validate (and the pre-commit hook) then checks "
+                    "trainable selections on machines without the model, and reports facts gone stale.")
+    lock.add_argument("paths", nargs="+", metavar="PATH", help="spec files, or folders to search for specs")
+    lock.add_argument("--check", action="store_true", help="only report lockfiles that would change (exit 1)")
 
     plan = commands.add_parser("plan", help="resolve a spec into a plan and show it",
                                description="Show what will be trained, which tokens count, the steps and memory.")
@@ -36,11 +63,51 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--plan", dest="plan_file", metavar="PLAN_JSON", help="a plan saved by runner plan --out")
     run.add_argument("--runs-dir", help="run root: runs go to <run root>/<outputs.dir>/<name>/<run-id> (default: .)")
     run.add_argument("--quiet", action="store_true", help="do not print the plan before running")
+    run.add_argument("--events", action="store_true",
+                     help="print the JSON event lines on stdout (the default when stdout is not a terminal)")
+    nodes = run.add_argument_group("several nodes (hardware.nodes > 1): run the same plan on every node")
+    nodes.add_argument("--rendezvous", metavar="HOST:PORT", help="node 0's address and a free port "
+                       "(default: $RUNNER_RENDEZVOUS)")
+    nodes.add_argument("--node-rank", type=int, metavar="K", help="this node: 0 .. nodes-1; node 0 hosts the "
+                       "rendezvous and writes the manifest (default: $RUNNER_NODE_RANK or $SLURM_NODEID)")
+    nodes.add_argument("--launch-id", metavar="ID", help="the same on every node, new for every launch "
+                       "(default: $RUNNER_LAUNCH_ID)")
 
-    sample = commands.add_parser("sample", help="answer prompts with a finished run's model")
-    sample.add_argument("run_dir", metavar="RUN_DIR")
+    submit = commands.add_parser("submit", help="run a spec on a Slurm cluster and follow it",
+                                 description="Plan here, write an sbatch script beside the runs, sbatch it, and "
+                                 "follow the job (Ctrl-C asks whether to cancel it). Set-up: README, Slurm.")
+    target = submit.add_mutually_exclusive_group(required=True)
+    target.add_argument("spec", nargs="?", metavar="SPEC")
+    target.add_argument("--attach", metavar="JOB_ID", help="follow a job submitted earlier")
+    submit.add_argument("--runs-dir", help="run root, on storage the compute nodes see (default: .)")
+    submit.add_argument("--partition", help="sbatch --partition (default: the config file's, else Slurm's)")
+    submit.add_argument("--account", help="sbatch --account")
+    submit.add_argument("--time", dest="time_limit", metavar="LIMIT", help="time limit: minutes, HH:MM:SS or "
+                        "D-HH:MM:SS; runner checkpoints before it")
+    submit.add_argument("--config", dest="config_file", metavar="FILE",
+                        help="Slurm settings (default: $RUNNER_SLURM_CONFIG or ~/.config/runner/slurm.yaml)")
+    submit.add_argument("--detach", action="store_true", help="submit and return; do not follow")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="write the plan and the script, print the script, submit nothing")
+    submit.add_argument("--quiet", action="store_true", help="do not print the plan")
+
+    sample = commands.add_parser(
+        "sample", help="answer prompts with a finished run's model",
+        description="Answer prompts (greedy) with the model of a succeeded run: a run folder, or the latest "
+                    "succeeded run of a spec file, spec name or folder of runs. An adapter run loads its base "
+                    "model where it was trained from, or the same hub model found on this machine.")
+    sample.add_argument("run_dir", metavar="RUN", help="a run folder, a spec file, or a spec name")
     sample.add_argument("prompts", nargs="+", metavar="PROMPT")
     sample.add_argument("--max-new-tokens", type=int, default=64)
+    _runs_dir(sample)
+
+    runs = commands.add_parser(
+        "runs", help="list runs: name, run id, state, steps, final loss, when, size",
+        description="List the runs under the run root, oldest first: all, or those of a spec file, a spec "
+                    "name, or a folder of runs.")
+    runs.add_argument("target", nargs="?", metavar="SPEC|NAME", help="a spec file, a spec name, or a folder")
+    _runs_dir(runs)
+    runs.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
 
     watch = commands.add_parser("watch", help="run the specs dropped into a folder (daemon)",
                                 description="Watch a folder of specs and run each new or changed one exactly once.")
@@ -56,19 +123,32 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--job-timeout", type=float, help="seconds a job may run before it is stopped")
     watch.add_argument("--runner-command", help="command that starts runner children (default: this python -m runner)")
 
-    status = commands.add_parser("status", help="queued, running and recent jobs of the daemon")
+    status = commands.add_parser("status", help="queued, running and recent jobs of the daemon",
+                                 description="The daemon's jobs: running (with progress), queued, and recent results "
+                                             "and failures, read from its state dir.")
     _state_dir(status)
     status.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
-    for name, text in (("cancel", "cancel a queued or running job"), ("retry", "run a failed or cancelled job again")):
-        command = commands.add_parser(name, help=text)
+    for name, text, description in (
+            ("cancel", "cancel a queued or running job",
+             "Cancel a daemon job: a queued one at once; a running one writes a checkpoint and stops."),
+            ("retry", "run a failed or cancelled job again",
+             "Queue a failed or cancelled daemon job again; an invalid spec is validated again.")):
+        command = commands.add_parser(name, help=text, description=description)
         command.add_argument("name", metavar="NAME", help="the spec's name (or its path)")
         _state_dir(command)
-    logs = commands.add_parser("logs", help="a job's output")
-    logs.add_argument("name", metavar="NAME")
+    logs = commands.add_parser(
+        "logs", help="a job's or a run's output",
+        description="The output of a daemon job, or the events.jsonl of a run: a run folder, or the latest run "
+                    "(any state) of a spec file or spec name under the run root.")
+    logs.add_argument("name", metavar="NAME", help="a daemon job or spec name, a spec file, or a run folder")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     _state_dir(logs)
+    _runs_dir(logs)
 
-    schema = commands.add_parser("schema", help="write the JSON Schemas from the models")
+    schema = commands.add_parser(
+        "schema", help="write the JSON Schemas from the models",
+        description="Write the JSON Schemas of the job spec, the plan and the result manifest, generated from "
+                    "the models (editors use job.schema.json for completion and inline errors).")
     schema.add_argument("--dir", default="schemas", help="folder to write into (default: schemas)")
     schema.add_argument("--check", action="store_true", help="only report stale schemas (exit 1)")
     return parser
@@ -78,11 +158,19 @@ def _state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", help="the daemon's state (default: $RUNNER_STATE_DIR or ~/.local/state/runner)")
 
 
+def _runs_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", help="the run root (default: $RUNNER_RUNS_DIR or the current folder)")
+
+
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         from runner.commands.validate import validate
 
         return validate(args.paths, args.output_format)
+    if args.command == "lock":
+        from runner.commands.lock import lock
+
+        return lock(args.paths, args.check)
     if args.command == "plan":
         from runner.commands.plan import plan
 
@@ -90,11 +178,24 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from runner.commands.run import run
 
-        return run(args.spec, args.plan_file, args.runs_dir, args.quiet)
+        return run(args.spec, args.plan_file, args.runs_dir, args.quiet, args.events, rendezvous=args.rendezvous,
+                   node_rank=args.node_rank, launch_id=args.launch_id)
+    if args.command == "submit":
+        from runner.commands.submit import attach, submit
+
+        if args.attach:
+            return attach(args.attach)
+        return submit(args.spec, args.runs_dir, partition=args.partition, account=args.account,
+                      time_limit=args.time_limit, config_file=args.config_file, detach=args.detach,
+                      dry_run=args.dry_run, quiet=args.quiet)
     if args.command == "sample":
         from runner.commands.sample import sample
 
-        return sample(args.run_dir, args.prompts, args.max_new_tokens)
+        return sample(args.run_dir, args.prompts, args.max_new_tokens, args.runs_dir)
+    if args.command == "runs":
+        from runner.commands.runs import runs
+
+        return runs(args.target, args.runs_dir, args.output_format)
     if args.command == "watch":
         from runner.commands.watch import watch
 
@@ -117,7 +218,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "logs":
         from runner.commands.logs import logs
 
-        return logs(args.name, args.state_dir, args.follow)
+        return logs(args.name, args.state_dir, args.follow, args.runs_dir)
     if args.command == "schema":
         from runner.commands.schema import write_schemas
 
@@ -126,13 +227,22 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = "runner"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"runner {args.command}"
         return int(dispatch(args))
     except RunnerError as error:
-        print(f"runner {args.command}: error: {error.message}", file=sys.stderr)
-        if error.hint:
-            print(f"  hint: {error.hint}", file=sys.stderr)
+        if _wants_json(argv):
+            print(json.dumps(error_report(error), indent=2))
+        else:
+            if isinstance(error, _ArgumentError):  # as argparse prints it
+                error.parser.print_usage(sys.stderr)
+                command = error.parser.prog
+            print(f"{command}: error: {error.message}", file=sys.stderr)
+            if error.hint:
+                print(f"  hint: {error.hint}", file=sys.stderr)
         return int(error.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -140,3 +250,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `runner status | head`: the reader left; nothing is wrong
         sys.stderr.close()
         return int(ExitCode.OK)
+
+
+def _wants_json(argv: list[str]) -> bool:
+    """Whether the command line asks for JSON output, read from the words themselves: when parsing fails,
+    there are no parsed arguments to ask."""
+    return "--format=json" in argv or any(a == "--format" and b == "json" for a, b in zip(argv, argv[1:]))
+
+
+def error_report(error: RunnerError) -> dict:
+    """An error as a JSON report shaped like `runner validate --format json` (terraform's -json)."""
+    return {"format_version": "1.0", "valid": False, "error_count": 1, "warning_count": 0,
+            "diagnostics": [{"severity": "error", "summary": error.message, "detail": "", "range": None,
+                             "path": "", "hint": error.hint}],
+            "exit_code": int(error.exit_code)}

@@ -12,6 +12,11 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+def run_exit_code(state: str) -> int:
+    """A finished run's exit code: 0 succeeded, 130 interrupted (run it again to resume), else 1."""
+    return int({"succeeded": ExitCode.OK, "interrupted": ExitCode.INTERRUPTED}.get(state, ExitCode.INVALID))
+
+
 class RunnerError(Exception):
     """An error a user can act on: a message, and a hint that says what to do."""
 

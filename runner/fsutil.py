@@ -37,6 +37,17 @@ def write_atomically(path: Path, data: str | bytes) -> None:
         os.close(directory)
 
 
+def give_usual_modes(folder: Path) -> None:
+    """Give every file and folder under `folder` the mode the umask gives new ones: some writers
+    (transformers' safetensors files) make 0600 files, which a group sharing the results cannot read."""
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), 0o777 & ~_UMASK)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~_UMASK)
+    os.chmod(folder, 0o777 & ~_UMASK)
+
+
 def cache_directory() -> Path:
     """Where runner keeps facts it can always recompute (hashes, parsed headers); never anything else."""
     base = os.environ.get("RUNNER_CACHE_DIR") or os.path.join(

@@ -14,7 +14,7 @@ from runner.plan.models import ModelIdentity, Plan
 
 MANIFEST_VERSION = 1
 RunState = Literal["running", "succeeded", "failed", "interrupted"]
-FailureKind = Literal["plan", "stale", "data", "oom", "runtime", "interrupted", "integrity"]
+FailureKind = Literal["plan", "stale", "data", "oom", "runtime", "interrupted", "integrity", "killed"]
 
 
 class Record(BaseModel):
@@ -24,7 +24,8 @@ class Record(BaseModel):
 class RunError(Record):
     kind: FailureKind
     """plan / stale: refused before training; data: too many unusable rows; oom: out of memory;
-    runtime: an exception; interrupted: SIGINT/SIGTERM; integrity: parameters outside the plan changed."""
+    runtime: an exception; interrupted: SIGINT/SIGTERM; integrity: parameters outside the plan changed;
+    killed: worker processes ended without recording why (killed, out of memory, a lost node)."""
     message: str
     hint: str | None = None
     traceback: str | None = None
@@ -120,6 +121,23 @@ class Artifact(Record):
     size: int
 
 
+class WeightsOrigin(Record):
+    """Where the base model's weights were really read from: a hub id may resolve to an offline GGUF copy,
+    which is dequantised into runner's cache."""
+
+    path: str
+    """The file or folder read (for a hub model in the cache: its snapshot folder)."""
+    format: Literal["safetensors", "bin", "gguf", "hub"]
+    """hub: downloaded by transformers at load time."""
+    sha256: str | None = None
+    """Of the file, for a single-file (GGUF) model; a folder's files are listed in the plan's inputs."""
+    quantization: str | None = None
+    """A GGUF file's type (like MOSTLY_Q4_1) and its tensor types; the weights trained on are these,
+    dequantised."""
+    dequantized_to: str | None = None
+    """The cached folder of the dequantised fp32 copy."""
+
+
 class Manifest(Record):
     manifest_version: Literal[1] = MANIFEST_VERSION
     run_id: str
@@ -135,6 +153,8 @@ class Manifest(Record):
     plan: Plan
     data: list[DataRecord] = Field(default_factory=list)
     base_model: ModelIdentity
+    weights: WeightsOrigin | None = None
+    """Where the base model's weights came from on the machine that trained."""
     environment: Environment
     git: GitRecord | None = None
     timings: Timings
@@ -142,4 +162,7 @@ class Manifest(Record):
     parameters: ParameterChanges | None = None
     samples: list[Sample] = Field(default_factory=list)
     artifacts: list[Artifact] = Field(default_factory=list)
+    trackers: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Where each experiment tracker of outputs.report_to got the metrics (TensorBoard log dir, MLflow
+    tracking URI and run id, W&B run id); a resumed run continues there."""
     finished_at: str | None = None

@@ -82,7 +82,8 @@ class RunDirectory:
 
     def latest_checkpoint(self) -> Path | None:
         """The newest complete checkpoint (trainer state written last, so its presence means complete)."""
-        done = [p for p in self.checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        done = [p for p in self.checkpoints.glob("checkpoint-*")
+                if p.name.rsplit("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()]  # not a .partial
         return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
 
 
@@ -127,11 +128,16 @@ def process_alive(pid: int, host: str) -> bool:
 
 
 def new_run(folder: Path, plan_hash: str) -> RunDirectory:
+    return RunDirectory(new_folder(folder, plan_hash))
+
+
+def new_folder(parent: Path, plan_hash: str) -> Path:
+    """A new folder named by the time and the plan, so that names sort oldest first."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    path = folder / f"{stamp}-{plan_hash[:8]}"
+    path = parent / f"{stamp}-{plan_hash[:8]}"
     suffix = 1
     while path.exists():
         suffix += 1
-        path = folder / f"{stamp}-{plan_hash[:8]}-{suffix}"
+        path = parent / f"{stamp}-{plan_hash[:8]}-{suffix}"
     path.mkdir(parents=True)
-    return RunDirectory(path)
+    return path

@@ -51,6 +51,14 @@ def layer_of(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def split_at_layer(name: str) -> tuple[str, int, str] | None:
+    """`model.layers.3.mlp.up_proj.weight` -> ("model.layers.", 3, ".mlp.up_proj.weight"); None outside the blocks."""
+    match = _LAYER.search(name)
+    if not match:
+        return None
+    return name[:match.start(1)], int(match.group(1)), name[match.end(1):]
+
+
 def family_of(name: str) -> str | None:
     parts = name.split(".")
     if any(part in _LM_HEAD for part in parts) or (parts[0] == "output" and len(parts) == 2):

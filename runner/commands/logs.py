@@ -1,29 +1,55 @@
-"""`runner logs NAME [--follow]`: a job's output (its child process log) as it is written."""
+"""`runner logs NAME [--follow]`: a job's output (its child process log) as it is written.
+
+NAME is a daemon job; or a run folder, a spec file or a spec name under the run root, whose latest
+run's events.jsonl is shown.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
-from runner.errors import ExitCode, RunnerError
+from runner.errors import ExitCode
 
 
-def logs(name: str, state_dir: str | None, follow: bool) -> int:
+def logs(name: str, state_dir: str | None, follow: bool, runs_dir: str | None = None) -> int:
     from runner.daemon.paths import state_directory
     from runner.daemon.store import Store
 
     state = state_directory(state_dir)
+    if Path(name).exists() or not (state / "runner.db").is_file():
+        return run_logs(name, runs_dir, follow)
     store = Store(state)
     job = store.latest(name)
     if job is None:
-        raise RunnerError(f"no job named {name}", "see: runner status")
+        return run_logs(name, runs_dir, follow)
     path = state / "logs" / f"{job.id}.log"
     if not path.is_file():
         print(f"#{job.id} {job.name}: no output yet ({job.state.value}: {job.reason})")
         return ExitCode.OK
+    return _show(path, lambda: follow and not store.get(job.id).state.terminal)
+
+
+def run_logs(target: str, runs_dir: str | None, follow: bool) -> int:
+    """The events.jsonl of a run: the one named, or the latest of a spec (any state: failed runs are the
+    ones whose logs get read)."""
+    from runner.commands.plan import run_root
+    from runner.runs import RunRecord, find_run
+
+    run = find_run(target, run_root(runs_dir), succeeded=False)
+    events = run.path / "events.jsonl"
+    if not events.is_file():
+        print(f"{run.path}: no events yet ({run.state})")
+        return ExitCode.OK
+    return _show(events, lambda: follow and (RunRecord.read(run.path) or run).state == "running")
+
+
+def _show(path: Path, following) -> int:
+    """Print the file, then what is appended to it while `following()` holds."""
     with open(path, encoding="utf-8", errors="replace") as handle:
         sys.stdout.write(handle.read())
-        while follow and not store.get(job.id).state.terminal:
+        while following():
             chunk = handle.read()
             if chunk:
                 sys.stdout.write(chunk)

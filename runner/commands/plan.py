@@ -11,25 +11,19 @@ from runner.fsutil import write_atomically
 
 
 def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None, machine: str | None = None) -> int:
-    from runner.commands.validate import text_report
+    from runner.execute.library_output import quiet_libraries
     from runner.plan.machine import what_if
-    from runner.plan.planner import PlanError, make_plan
     from runner.plan.render import render
 
-    spec_path = Path(spec)
-    if not spec_path.is_file():
-        raise UsageError(f"{spec}: no such spec file")
+    quiet_libraries()
     try:
         described = what_if(machine) if machine else None
     except ValueError as error:
         raise UsageError(str(error)) from None
-    try:
-        made = make_plan(spec_path, run_root=run_root(runs_dir), machine=described)
-    except PlanError as error:
-        if error.result is not None:
-            print(text_report([error.result]))
-            return ExitCode.INVALID
-        raise
+
+    made = plan_spec(spec, run_root(runs_dir), described)
+    if made is None:
+        return ExitCode.INVALID
     if out:
         write_atomically(Path(out), made.model_dump_json(indent=2) + "\n")
     if output_format == "json":
@@ -44,3 +38,19 @@ def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None, m
 def run_root(runs_dir: str | None) -> Path:
     """Runs are written below this folder: --runs-dir, $RUNNER_RUNS_DIR, or the current folder."""
     return Path(runs_dir or os.environ.get("RUNNER_RUNS_DIR") or ".").resolve()
+
+
+def plan_spec(spec: str | None, root: Path, machine=None):
+    """The plan of a spec file; None after printing the diagnostics of an invalid spec."""
+    from runner.commands.validate import text_report
+    from runner.plan.planner import PlanError, make_plan
+
+    if not spec or not Path(spec).is_file():
+        raise UsageError(f"{spec}: no such spec file")
+    try:
+        return make_plan(Path(spec), run_root=root, machine=machine)
+    except PlanError as error:
+        if error.result is not None:
+            print(text_report([error.result]))
+            return None
+        raise

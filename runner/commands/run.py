@@ -6,16 +6,23 @@ import os
 import sys
 from pathlib import Path
 
-from runner.commands.plan import run_root
+from runner.commands.plan import plan_spec, run_root
 from runner.errors import ExitCode, UsageError
 
 
-def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bool = False) -> int:
-    from runner.commands.validate import text_report
-    from runner.plan.planner import PlanError, make_plan
+def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bool = False,
+        events: bool = False, *, rendezvous: str | None = None, node_rank: int | None = None,
+        launch_id: str | None = None) -> int:
+    """`events`: JSON event lines on stdout even on a terminal. `rendezvous`, `node_rank`, `launch_id`:
+    this node's part of a plan on several nodes (else from the environment; see
+    runner.launch.local.placement)."""
+    from runner.execute.library_output import quiet_libraries
     from runner.plan.render import render
 
+    quiet_libraries()
     root = run_root(runs_dir)
+    json_lines = events or not sys.stdout.isatty()
+    human = sys.stderr if json_lines else sys.stdout  # stdout carries JSON lines only, when it does
     if plan_file:
         plan = _load_plan(Path(plan_file))
         if plan.device.what_if:
@@ -25,25 +32,33 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
 
         check_fresh(plan, root)
     else:
-        if not spec or not Path(spec).is_file():
-            raise UsageError(f"{spec}: no such spec file")
-        try:
-            plan = make_plan(Path(spec), run_root=root)
-        except PlanError as error:
-            if error.result is not None:
-                print(text_report([error.result]))
-                return ExitCode.INVALID
-            raise
+        plan = plan_spec(spec, root)
+        if plan is None:
+            return ExitCode.INVALID
         if not quiet:
-            print(render(plan, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+            print(render(plan, colour=human.isatty() and "NO_COLOR" not in os.environ), file=human)
     spec_text = Path(plan.inputs.spec_path).read_text(encoding="utf-8")
 
-    from runner.execute.job import WORKER_RUN_DIR, run_plan
+    from runner.launch.local import WORKER_RUN_DIR, Placement, placement
+
+    worker = bool(os.environ.get(WORKER_RUN_DIR))  # node 0's launching process made the attempt
+    place = Placement() if worker else placement(plan.device.nodes, rendezvous=rendezvous, node_rank=node_rank,
+                                                 launch_id=launch_id)
+    if place.nodes > 1 and not plan_file:
+        raise UsageError(f"{plan.name} runs on {place.nodes} nodes; every node must run the same saved plan",
+                         f"runner plan {spec} --out plan.json, then on every node: runner run --plan plan.json ...")
+
+    from runner.execute.job import run_plan
     from runner.rundir import RunDirectory
 
-    code, run_dir = run_plan(plan, run_root=root, spec_text=spec_text)
-    if not os.environ.get(WORKER_RUN_DIR):  # the launching process reports, not its workers
-        print(summary(RunDirectory(run_dir)))
+    code, run_dir = run_plan(plan, run_root=root, spec_text=spec_text, json_events=json_lines, place=place)
+    if worker:
+        return code
+    if place.leads:  # node 0 reports the whole run
+        print(summary(RunDirectory(run_dir)), file=human)
+    else:
+        print(f"node {place.node_rank}: its workers ended with exit code {code}; node 0 records the run in "
+              f"{run_dir}", file=human)
     return code
 
 

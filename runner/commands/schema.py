@@ -9,6 +9,7 @@ from runner.errors import ExitCode
 
 
 def schemas() -> dict[str, dict]:
+    from runner.launch.slurm import SlurmConfig
     from runner.manifest import Manifest
     from runner.plan.models import Plan
     from runner.spec.fielddocs import describe_schema
@@ -18,7 +19,10 @@ def schemas() -> dict[str, dict]:
     job = {**header, "title": "runner job spec", **describe_schema(JobSpec.model_json_schema(), "JobSpec")}
     plan = {**header, "title": "runner plan", **Plan.model_json_schema()}
     manifest = {**header, "title": "runner result manifest", **Manifest.model_json_schema()}
-    return {"job.schema.json": job, "plan.schema.json": plan, "manifest.schema.json": manifest}
+    slurm = {**header, "title": "runner Slurm settings (~/.config/runner/slurm.yaml)",
+             **SlurmConfig.model_json_schema()}
+    return {"job.schema.json": job, "plan.schema.json": plan, "manifest.schema.json": manifest,
+            "slurm.schema.json": slurm}
 
 
 def render(schema: dict) -> str:

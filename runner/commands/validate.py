@@ -10,17 +10,80 @@ from pathlib import Path
 from runner.errors import ExitCode, UsageError
 from runner.spec.check import SpecResult, check_spec, display_path
 from runner.spec.jobs import SPEC_SUFFIXES, looks_like_spec
+from runner.spec.lockfile import LOCK_NAME
+from runner.spec.yamlpos import load_yaml
 
 _SKIPPED_FOLDERS = {"runs", "node_modules", "__pycache__", "site-packages"}
 
 
 def validate(paths: list[str], output_format: str = "text") -> int:
-    results = [check_spec(path) for path in find_specs(paths)]
+    data_files = [Path(given) for given in paths if _is_data_file(Path(given))]
+    # a lockfile stands for the specs beside it
+    named = [str(Path(given).parent) if Path(given).name == LOCK_NAME and Path(given).is_file() else given
+             for given in paths if not _is_data_file(Path(given))]
+    specs = find_specs(named) if named else []
+    users = specs_using(data_files)
+    seen = {spec.resolve() for spec in specs}
+    for spec in (spec for using in users.values() for spec in using):
+        if spec.resolve() not in seen:
+            seen.add(spec.resolve())
+            specs.append(spec)
+    results = [check_spec(path) for path in specs]
     if output_format == "json":
-        print(json.dumps(json_report(results), indent=2))
+        report = json_report(results)
+        report["data_files"] = [{"file": display_path(data), "specs": [display_path(s) for s in using]}
+                                for data, using in users.items()]
+        print(json.dumps(report, indent=2))
     else:
-        print(text_report(results))
+        for data, using in users.items():
+            print(f"{display_path(data)}: " + (f"checked through {', '.join(map(display_path, using))}" if using
+                                               else f"no spec under {display_path(search_root(data))} uses it"))
+        if results or not users:
+            print(text_report(results))
     return ExitCode.INVALID if any(result.errors for result in results) else ExitCode.OK
+
+
+def _is_data_file(path: Path) -> bool:
+    return path.is_file() and path.suffix not in SPEC_SUFFIXES and path.name != LOCK_NAME
+
+
+def search_root(data_file: Path) -> Path:
+    """Where the specs that may use a data file are looked for: its git repository (the nearest folder
+    above it with .git); without one, the folder above the file's own (specs/x.yaml with specs/data/)."""
+    folder = data_file.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder.parent
+
+
+def specs_using(data_files: list[Path]) -> dict[Path, list[Path]]:
+    """For each data file, the specs under its search root whose data section names it."""
+    named_by: dict[Path, list[tuple[Path, set[Path]]]] = {}  # search root -> (spec, the files it names)
+    users = {}
+    for data_file in data_files:
+        root = search_root(data_file)
+        if root not in named_by:
+            named_by[root] = [(spec, _data_named_by(spec)) for spec in _specs_under(root)]
+        users[data_file] = [spec for spec, named in named_by[root] if data_file.resolve() in named]
+    return users
+
+
+def _data_named_by(spec: Path) -> set[Path]:
+    document, _ = load_yaml(spec)
+    data = document.data.get("data") if document is not None and isinstance(document.data, dict) else None
+    return {(spec.parent / named).resolve() for named in _strings(data)}
+
+
+def _strings(value) -> list[str]:
+    """Every string in a data section, wherever it sits (train: x, or a list of sources)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
 
 
 def find_specs(paths: list[str]) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runner.manifest import Manifest
+from runner.execute.save import portable_name
 from runner.plan.render import human
 
 
@@ -13,7 +14,7 @@ def write_card(folder: Path, manifest: Manifest) -> None:
     t = plan.trainable
     lines = [
         "---",
-        f"base_model: {manifest.base_model.reference}",
+        f"base_model: {portable_name(manifest.base_model)}",
         "library_name: transformers",
         f"tags: [runner, {manifest.method}, {t.mode}]",
         "---",
@@ -22,6 +23,7 @@ def write_card(folder: Path, manifest: Manifest) -> None:
         "",
         f"Fine-tuned with [runner](https://pypi.org/project/runner-finetune/) from `{manifest.base_model.reference}` "
         f"({manifest.base_model.kind}), method **{manifest.method}**, run `{manifest.run_id}`.",
+        *_weights_note(manifest),
         "",
         "## What was trained",
         "",
@@ -57,6 +59,15 @@ def write_card(folder: Path, manifest: Manifest) -> None:
         lines += ["", "## Samples (greedy)", "", "| prompt | before | after |", "|---|---|---|"]
         lines += [f"| {_cell(s.prompt)} | {_cell(s.before)} | {_cell(s.after or '')} |" for s in manifest.samples]
     (folder / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def _weights_note(manifest: Manifest) -> list[str]:
+    """A GGUF copy is not the hub model's own weights: say which file, and its quantisation."""
+    weights = manifest.weights
+    if weights is None or weights.format != "gguf":
+        return []
+    return ["", f"The base weights were read from `{Path(weights.path).name}` (sha256 `{weights.sha256[:16]}`, "
+                f"{weights.quantization}), dequantised to fp32."]
 
 
 def _cell(text: str) -> str:

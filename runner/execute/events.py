@@ -1,7 +1,9 @@
 """Structured logs of a run: events.jsonl (structlog JSON lines) and metrics.jsonl.
 
-On a terminal the console gets short human lines and a progress bar; otherwise it gets
-the same JSON lines as the file, for whatever collects them.
+The console: on a terminal, one line that says what the run is doing and becomes the progress bar
+(the command prints the plan before and the summary after); warnings get a line of their own.
+When stdout is not a terminal (the daemon's job logs, CI), or when asked (`runner run --events`), it
+gets the JSON lines of events.jsonl instead.
 """
 
 from __future__ import annotations
@@ -15,23 +17,36 @@ import structlog
 
 
 class EventLog:
-    def __init__(self, path: Path, *, console: bool = True) -> None:
+    def __init__(self, path: Path, *, console: bool = True, json_lines: bool | None = None) -> None:
         self.file = open(path, "a", encoding="utf-8", buffering=1)
-        self.console = console
-        self.terminal = console and sys.stdout.isatty()
+        tty = sys.stdout.isatty()
+        self.json_lines = console and (json_lines if json_lines is not None else not tty)
+        self.terminal = console and tty and not self.json_lines
         processors = [structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.add_log_level,
                       structlog.processors.JSONRenderer()]
         self.logger = structlog.wrap_logger(structlog.PrintLogger(self.file), processors=processors)
+        self.line_open = False
 
     def event(self, name: str, **fields) -> None:
         self.logger.info(name, **fields)
-        if not self.console:
-            return
-        if self.terminal:
-            shown = " ".join(f"{k}={v}" for k, v in fields.items() if not isinstance(v, (dict, list)))
-            print(f"\r\033[K[runner] {name} {shown}".rstrip(), flush=True)
-        else:
+        if self.json_lines:
             print(json.dumps({"event": name, **fields}, default=str), flush=True)
+
+    def warning(self, name: str, message: str, **fields) -> None:
+        """An event the person at the terminal must see (a signal, a tracker that stopped working)."""
+        self.logger.warning(name, message=message, **fields)
+        if self.json_lines:
+            print(json.dumps({"event": name, "level": "warning", "message": message, **fields}, default=str),
+                  flush=True)
+        elif self.terminal:
+            print(f"\r\033[K{message}", flush=True)
+            self.line_open = False
+
+    def status(self, text: str) -> None:
+        """What the run is doing now, on the terminal's one status line."""
+        if self.terminal:
+            print(f"\r\033[K{text} ...", end="", flush=True)
+            self.line_open = True
 
     def progress(self, step: int, total: int, loss: float | None, tokens_per_second: float | None,
                  started: float) -> None:
@@ -46,20 +61,51 @@ class EventLog:
         speed = f" {tokens_per_second:,.0f} tok/s" if tokens_per_second else ""
         print(f"\r\033[K[{bar}] step {step}/{total}{loss_text}{speed} ETA {int(eta // 60)}:{int(eta % 60):02d}",
               end="", flush=True)
+        self.line_open = True
+
+    def keep_line(self) -> None:
+        """Leave what the status line shows (the finished progress bar) on screen; go on below it."""
+        if self.terminal and self.line_open:
+            print(flush=True)
+            self.line_open = False
 
     def close(self) -> None:
-        if self.terminal:
-            print(flush=True)
+        if self.terminal and self.line_open:
+            print("\r\033[K", end="", flush=True)
         self.file.close()
 
 
 class MetricsLog:
-    def __init__(self, path: Path) -> None:
+    """metrics.jsonl, the one place every metric goes through: each record is appended there, then handed
+    to the experiment trackers (sinks). A tracker that fails is reported once and dropped; the file is
+    the record that counts."""
+
+    def __init__(self, path: Path, sinks: dict | None = None, on_error=None) -> None:
         self.path = path
+        self.sinks = dict(sinks or {})
+        self.on_error = on_error
 
     def write(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        values = {key: float(value) for key, value in record.items()
+                  if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)}
+        for name, sink in list(self.sinks.items()):
+            try:
+                sink.log(record["step"], values)
+            except Exception as error:  # a tracker's outage must not end the training it tracks
+                del self.sinks[name]
+                if self.on_error:
+                    self.on_error(name, error)
+
+    def close(self, state: str) -> None:
+        for name, sink in list(self.sinks.items()):
+            try:
+                sink.close(state)
+            except Exception as error:  # the run's own state is already decided
+                if self.on_error:
+                    self.on_error(name, error)
+        self.sinks.clear()
 
     def read(self) -> list[dict]:
         if not self.path.is_file():

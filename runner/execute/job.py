@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import platform
+import re
 import resource
 import signal
 import socket
@@ -25,40 +26,68 @@ from pathlib import Path
 
 import torch
 
-from runner.errors import ExitCode, RunnerError
-from runner.execute import card, loading, sharding
+from runner.errors import RunnerError, run_exit_code
+from runner.execute import card, library_output, loading, sharding
 from runner.execute import trainable as trained
 from runner.execute.context import Context, Trained
 from runner.execute.data import TooManyRejected, encoder_for, prepare, sample_prompts
 from runner.execute.events import EventLog, MetricsLog
+from runner.execute.library_output import quiet_libraries
 from runner.execute.samples import generate
 from runner.execute.save import save_final
+from runner.execute.trackers import open_sinks
 from runner.fsutil import file_sha256, write_atomically
+from runner.launch import records
+from runner.launch.local import (FAILURE_GRACE_S, JOIN_TIMEOUT_S, NODE_RANK_ENV, SHUTDOWN_TIMEOUT_S, WORKER_RUN_DIR,
+                                 Placement, die_with_parent, supervise, torchrun_command)
 from runner.manifest import (Artifact, Attempt, DataRecord, Environment, GitRecord, Manifest, Metrics, RunError,
                              Sample, Timings)
 from runner.plan.identity import versions
 from runner.plan.models import Plan
 from runner.rundir import RunDirectory, new_run, now, plan_sha256, process_alive, resumable_run, runs_folder
 
-WORKER_RUN_DIR = "RUNNER_RUN_DIR"
-"""Set for the worker processes of a multi-process run: the run directory they share."""
+SETTLE_TIMEOUT_S = SHUTDOWN_TIMEOUT_S + FAILURE_GRACE_S + 30
+"""How long node 0 waits for the other nodes to say how their workers ended, after its own ended."""
+SAME_STOP_S = 2.0
+"""Stop signals this soon after the first are the same request: Slurm signals every process of a job step,
+and torchrun passes the signal on as well."""
+_PEER_GONE = re.compile(r"connection (closed|reset) by peer|broken pipe|remote process exited|"
+                        r"communicator was aborted|socket closed", re.IGNORECASE)
 
 
-def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, console: bool = True) -> tuple[int, Path]:
-    """Train `plan`; return (exit code, run directory)."""
-    run, manifest = _start(plan, run_root, spec_text)
-    if plan.device.count > 1 and not os.environ.get(WORKER_RUN_DIR):
-        return _launch_workers(plan, run, run_root), run.path
-    if os.environ.get(WORKER_RUN_DIR):
-        _die_with_parent(signal.SIGKILL)  # a worker whose torchrun was killed must not go on training
+def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, console: bool = True,
+             json_events: bool | None = None, place: Placement = Placement()) -> tuple[int, Path]:
+    """Train `plan`, or this node's part of it; return (exit code, run directory). `json_events`: the
+    event lines on stdout too (default: when stdout is not a terminal)."""
+    quiet_libraries()
+    worker_of = os.environ.get(WORKER_RUN_DIR)
+    if worker_of:  # a worker process of a multi-process run: node 0's launching process made the attempt
+        die_with_parent(signal.SIGKILL)
+        run = RunDirectory(Path(worker_of))
+        manifest = run.read_manifest()
+    elif not place.leads:
+        return _join(plan, run_root, place)
+    else:
+        run, manifest = _start(plan, run_root, spec_text, place)
+        if plan.device.count > 1:
+            return _launch_workers(plan, run, run_root, place, manifest.attempts[-1].number), run.path
     rank = _rank()
-    events = EventLog(run.events if rank == 0 else run.path / f"events-rank{rank}.jsonl", console=console and rank == 0)
+    events = EventLog(run.events if rank == 0 else run.path / f"events-rank{rank}.jsonl", console=console and rank == 0,
+                      json_lines=json_events)
+    library_output.to_events(events)
+    metrics = MetricsLog(run.metrics, on_error=lambda name, error: events.warning(
+        "tracker_failed", f"{name} stopped receiving metrics: {error}", tracker=name))
     stop = threading.Event()
     restore = _on_signals(stop, events)
     events.event("run_started", run_dir=str(run.path), attempt=manifest.attempts[-1].number, plan=plan.name,
                  method=plan.method, resumed_from_step=manifest.attempts[-1].resumed_from_step)
+    state = "failed"
+    peer_gone = False
     try:
-        state = _train(plan, run, manifest, events, stop)
+        if rank == 0:
+            metrics.sinks = open_sinks(plan, run, run_root, manifest.trackers)
+            manifest.trackers = {name: sink.record() for name, sink in metrics.sinks.items()}
+        state = _train(plan, run, manifest, events, stop, metrics)
     except TooManyRejected as error:
         state = _fail(manifest, "data", error.message, error.hint)
     except trained.IntegrityError as error:
@@ -75,25 +104,27 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     except Exception as error:  # the manifest must record any failure; the traceback says where
         tail = "".join(traceback.format_exception(error)[-6:])
         state = _fail(manifest, "runtime", f"{type(error).__name__}: {error}", None, tail)
+        peer_gone = _peer_gone(error)
     finally:
         restore()
+    metrics.close(state)
+    if worker_of and state == "failed":  # node 0's launcher tells the first failure from its consequences
+        _report_failure(run, manifest, rank, peer_gone)
     _finish(run, manifest, state)
     events.event("run_finished", state=state, run_dir=str(run.path),
                  error=manifest.error.message if manifest.error else None)
+    library_output.detach()
     events.close()
-    code = {"succeeded": ExitCode.OK, "interrupted": ExitCode.INTERRUPTED}.get(state, ExitCode.INVALID)
-    return int(code), run.path
+    return run_exit_code(state), run.path
 
 
 # --- start, resume, finish ---------------------------------------------------------------------
 
-def _start(plan: Plan, run_root: Path, spec_text: str | None) -> tuple[RunDirectory, Manifest]:
+def _start(plan: Plan, run_root: Path, spec_text: str | None, place: Placement) -> tuple[RunDirectory, Manifest]:
     folder = runs_folder(run_root, plan)
     plan_hash = plan_sha256(plan)
-    worker_of = os.environ.get(WORKER_RUN_DIR)
-    if worker_of:  # a worker process of a multi-process run: the launching process made the attempt
-        run = RunDirectory(Path(worker_of))
-        return run, run.read_manifest()
+    if place.launch_id:
+        records.ensure_unused(folder, place.launch_id)
     run = resumable_run(folder, plan_hash) or new_run(folder, plan_hash)
     manifest = run.read_manifest()
     if manifest is not None and manifest.attempts and manifest.attempts[-1].state == "running":
@@ -123,35 +154,54 @@ def _start(plan: Plan, run_root: Path, spec_text: str | None) -> tuple[RunDirect
                                             f"{strategy.value if strategy else 'ddp'}"))
     manifest.state, manifest.error, manifest.finished_at = "running", None, None
     run.write_manifest(manifest)
+    if place.launch_id:  # after the manifest: the other nodes' workers read it
+        records.record_launch(folder, place.launch_id,
+                              records.LaunchRecord(str(run.path), manifest.attempts[-1].number, place.nodes))
     return run, manifest
 
 
-WORKER_SHUTDOWN_S = 900
-"""How long torchrun lets its workers finish a step and write a checkpoint after a signal."""
-
-
-def _launch_workers(plan: Plan, run: RunDirectory, run_root: Path) -> int:
-    """Data-parallel or sharded training: one process per device under torchrun, sharing this run
-    directory. torchrun and each of its workers run in sessions of their own, so every signal comes
-    through here, once: SIGINT/SIGTERM go to torchrun, which passes them to the workers (they
-    checkpoint and stop); when this process dies (kill -9), torchrun and the workers die with it."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={plan.device.count}",
-               f"--shutdown-timeout={WORKER_SHUTDOWN_S}",
-               "-m", "runner", "run", "--plan", str(run.plan), "--runs-dir", str(run_root)]
-    torchrun = subprocess.Popen(command, env={**os.environ, WORKER_RUN_DIR: str(run.path)}, start_new_session=True,
-                                preexec_fn=lambda: _die_with_parent(signal.SIGKILL))
-    forward = {sig: signal.signal(sig, lambda signum, frame: torchrun.send_signal(signum))
-               for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        returncode = torchrun.wait()
-    finally:
-        for sig, handler in forward.items():
-            signal.signal(sig, handler)
+def _join(plan: Plan, run_root: Path, place: Placement) -> tuple[int, Path]:
+    """A node other than node 0: train in the run that node 0 chose for this launch."""
+    record = records.wait_for_launch(runs_folder(run_root, plan), place.launch_id, JOIN_TIMEOUT_S)
+    run = RunDirectory(Path(record.run_dir))
     manifest = run.read_manifest()
-    if manifest.state == "running":  # the workers died without recording why
-        _fail(manifest, "runtime", f"the worker processes exited with code {returncode}", None)
-        _finish(run, manifest, "failed")
-    return {"succeeded": 0, "interrupted": int(ExitCode.INTERRUPTED)}.get(manifest.state, int(ExitCode.INVALID))
+    if manifest is None or manifest.plan_sha256 != plan_sha256(plan):
+        raise RunnerError(f"launch {place.launch_id!r} trains {run.path}, which is not a run of this plan",
+                          "start every node with the same plan file")
+    return _launch_workers(plan, run, run_root, place, record.attempt), run.path
+
+
+def _launch_workers(plan: Plan, run: RunDirectory, run_root: Path, place: Placement, attempt: int) -> int:
+    """Data-parallel training: this node's processes under torchrun, sharing the run directory. Node 0
+    then records the outcome of the whole launch: the first failure on any node, if there was one."""
+    reports = records.Reports(run.path, attempt)
+    command = torchrun_command(sys.executable, plan.device.per_node, place,
+                               ["run", "--plan", str(run.plan), "--runs-dir", str(run_root)])
+    code = supervise(command, {**os.environ, **place.environment(), WORKER_RUN_DIR: str(run.path)}, reports, place)
+    if not place.leads:
+        return code
+    manifest = run.read_manifest()
+    cause = reports.outcome(place.nodes, SETTLE_TIMEOUT_S)
+    state, error = records.verdict(manifest.state, cause, reports.signalled(), code)
+    if error is not None:
+        _fail(manifest, error.kind, error.summary, error.hint, error.traceback)
+        _finish(run, manifest, state)
+    return run_exit_code(manifest.state)
+
+
+def _report_failure(run: RunDirectory, manifest: Manifest, rank: int, peer_gone: bool) -> None:
+    error = manifest.error
+    records.Reports(run.path, manifest.attempts[-1].number).rank_failed(records.Failure(
+        node=int(os.environ.get(NODE_RANK_ENV, "0")), host=socket.gethostname(), kind=error.kind,
+        message=error.message, at=time.time(), rank=rank, hint=error.hint, traceback=error.traceback,
+        secondary=peer_gone))
+
+
+def _peer_gone(error: BaseException) -> bool:
+    """Whether a collective operation failed because another process of the run went away."""
+    import torch.distributed as dist
+
+    return isinstance(error, dist.DistNetworkError) or bool(_PEER_GONE.search(str(error)))
 
 
 def _fail(manifest: Manifest, kind: str, message: str, hint: str | None, tail: str | None = None,
@@ -178,11 +228,12 @@ def _seconds(attempt: Attempt) -> float:
 
 # --- the run itself ----------------------------------------------------------------------------
 
-def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, stop: threading.Event) -> str:
-    _quiet_libraries()
+def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, stop: threading.Event,
+           metrics: MetricsLog) -> str:
     torch.manual_seed(plan.value("training.seed"))
     started = time.monotonic()
     location = loading.location_of(plan)
+    events.status(f"loading {location.describe()}")
     tokenizer = loading.load_tokenizer(location)
     sharded = sharding.is_sharded(plan)
     if sharded:  # built on the meta device with its trainable selection; each process reads its slices
@@ -193,8 +244,10 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
         if plan.value("hardware.device") == "cuda":
             model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     manifest.timings.load_s = round(time.monotonic() - started, 2)
+    manifest.weights = loading.weights_origin(location)
     events.event("model_loaded", model=location.describe(), seconds=manifest.timings.load_s)
 
+    events.status("reading the data")
     splits = prepare(plan, tokenizer)
     _record_data(plan, run, manifest, splits)
     events.event("data_ready", **{role: len(split.examples) for role, split in splits.items()},
@@ -203,6 +256,7 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
     encoder = encoder_for(plan, tokenizer)
     prompts = sample_prompts(plan, encoder) if plan.method != "reward" else []
     if prompts and not manifest.samples:
+        events.status(f"answering {len(prompts)} sample prompt(s) before training")
         befores = generate(model, tokenizer, [rendered for _, rendered in prompts], templated=encoder.use_chat_template)
         manifest.samples = [Sample(prompt=shown, before=answer) for (shown, _), answer in zip(prompts, befores)]
 
@@ -214,9 +268,10 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
 
     checkpoint = run.latest_checkpoint()
     recipe = importlib.import_module(f"runner.methods.{plan.method}")
-    metrics = MetricsLog(run.metrics)
     training_started = time.monotonic()
+    events.status("training")
     result = recipe.train(Context(plan, run, model, tokenizer, splits, events, metrics, stop, checkpoint))
+    events.keep_line()
     manifest.timings.train_s = round(time.monotonic() - training_started, 2)
     records = metrics.read()
     _record_metrics(manifest, result, records)
@@ -228,7 +283,10 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
         return "succeeded"
 
     # Under FSDP every process takes part until the model is gathered on rank 0.
+    events.status("comparing every parameter with the base")
     after, adapters = trained.fingerprints(result.model), trained.adapters_changed(result.model)
+    if prompts:
+        events.status(f"answering {len(prompts)} sample prompt(s) after training")
     afters = generate(result.model, tokenizer, [rendered for _, rendered in prompts],
                       templated=encoder.use_chat_template) if prompts else []
     model = sharding.gather(result.model, plan, location) if sharded else result.model
@@ -246,6 +304,7 @@ def _train(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog, 
         sample.after = answer
         events.event("sample", prompt=sample.prompt, before=sample.before, after=sample.after)
 
+    events.status("saving")
     folder = save_final(model, tokenizer, plan, run)
     card.loss_plot(run.loss_plot, records, f"{plan.name} ({plan.method})")
     manifest.state = "succeeded"
@@ -305,32 +364,23 @@ def _git(spec_path: Path) -> GitRecord | None:
 
 
 def _on_signals(stop: threading.Event, events: EventLog):
-    """First SIGINT/SIGTERM: checkpoint at the end of the step and stop. Second: stop now."""
+    """First SIGINT/SIGTERM: checkpoint at the end of the step and stop. A later one: stop now."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    first = []
 
     def handler(signum, frame):
+        if first and time.monotonic() - first[0] < SAME_STOP_S:
+            return  # the same stop, passed on by torchrun or sent to every process by Slurm
         if stop.is_set():
             raise KeyboardInterrupt
+        first.append(time.monotonic())
         stop.set()
-        events.event("stopping", signal=signal.Signals(signum).name,
-                     detail="a checkpoint is written at the end of this step; a second signal stops at once")
+        events.warning("stopping", f"{signal.Signals(signum).name}: stopping after this step, with a checkpoint "
+                       "(a second signal stops at once)", signal=signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     return lambda: [signal.signal(sig, old) for sig, old in previous.items()]
-
-
-def _die_with_parent(signum: int) -> None:
-    """Have the kernel send `signum` to this process when its parent dies (Linux; elsewhere nothing)."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signum))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent died before the request
-        os.kill(os.getpid(), signum)
 
 
 def _peak_memory() -> int:
@@ -345,13 +395,3 @@ def _rank() -> int:
 
 def _is_rank_zero() -> bool:
     return _rank() == 0
-
-
-def _quiet_libraries() -> None:
-    import datasets
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()

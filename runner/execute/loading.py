@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from runner.fsutil import cache_directory, cached_record, file_sha256, stat_key
+from runner.manifest import WeightsOrigin
 from runner.plan import source
 from runner.plan.models import ModelIdentity, Plan
 from runner.plan.skeleton import model_class
@@ -61,6 +63,37 @@ def weights_source(location: ModelLocation) -> tuple[str, dict]:
     if location.is_gguf:
         dequantised_gguf(location.path)
     return source.pretrained_source(location)
+
+
+def weights_origin(location: ModelLocation) -> WeightsOrigin:
+    """What the manifest records about where the weights came from."""
+    if location.is_gguf:
+        return WeightsOrigin(path=str(location.path), format="gguf", sha256=file_sha256(location.path),
+                             quantization=gguf_quantization(location.path),
+                             dequantized_to=str(source.gguf_companion(location.path)))
+    if location.path is None:
+        return WeightsOrigin(path=location.hub_id, format="hub")
+    return WeightsOrigin(path=str(location.path),
+                         format="safetensors" if any(location.path.glob("*.safetensors")) else "bin")
+
+
+def gguf_quantization(gguf_path: Path) -> str:
+    """The GGUF file type and the count of each tensor type, like `MOSTLY_Q4_1 (Q4_1 x210, F32 x61)`.
+    Reading a GGUF takes seconds (its tokenizer), so the answer is cached like the other GGUF facts."""
+
+    def read() -> dict:
+        from collections import Counter
+
+        from gguf import GGUFReader, LlamaFileType
+
+        reader = GGUFReader(gguf_path)
+        field = reader.fields.get("general.file_type")
+        kind = LlamaFileType(int(field.parts[field.data[0]][0])).name if field else "unknown file type"
+        counts = Counter(tensor.tensor_type.name for tensor in reader.tensors)
+        return {"quantization": f"{kind} (" + ", ".join(f"{name} x{n}" for name, n in counts.most_common()) + ")"}
+
+    cache_file = cache_directory() / "gguf-quantization" / f"{stat_key(gguf_path)}.json"
+    return cached_record(cache_file, read, "quantization")["quantization"]
 
 
 def dequantised_gguf(gguf_path: Path) -> Path:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from runner.execute import checkpoints, sharding
 from runner.execute.batches import IGNORE, Micro, shuffled_forever, step_micro_batches
 from runner.execute.context import Context, Trained
+from runner.execute.stopping import AgreedStop
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -47,13 +48,14 @@ def train(ctx: Context) -> Trained:
     training = checkpoints.Training({"model": model}, optimizer, schedule)
     step = checkpoints.load(ctx.resume_from, training) if ctx.resume_from is not None else 0
     network = model if sharded else _distributed(model, device, world)
+    stopping = AgreedStop(ctx.stop, world)
     examples = ctx.splits["train"].examples
     order = shuffled_forever(len(examples), value("training.seed"), skip=step * value("training.batch_size"))
     layout = dict(micro=value("training.micro_batch_size"), packing=value("sft.packing"),
                   max_length=value("training.max_length"), pad_id=ctx.tokenizer.pad_token_id, rank=rank, world=world)
     autocast = AUTOCAST.get(value("hardware.precision"))
     scaler = torch.amp.GradScaler("cuda") if autocast is torch.float16 else None
-    events, metrics, stop = ctx.events, ctx.metrics, ctx.stop
+    events, metrics, stopped = ctx.events, ctx.metrics, False
     total, log_every = plan.steps.total_steps, value("training.log_every")
     eval_every, checkpoint_every = plan.steps.eval_every, plan.steps.checkpoint_every
     logged_loss = torch.zeros((), device=device)
@@ -61,8 +63,7 @@ def train(ctx: Context) -> Trained:
 
     # --- train ---
     model.train()
-    stopping = False
-    while step < total and not stopping:
+    while step < total and not stopped:
         step += 1
         rows = [examples[next(order)] for _ in range(value("training.batch_size"))]
         micros, targets, tokens = step_micro_batches(rows, **layout)
@@ -93,8 +94,8 @@ def train(ctx: Context) -> Trained:
             if rank == 0:
                 metrics.write(record)
                 events.progress(step, total, record["loss"], record["tokens_per_second"], began)
-        stopping = _signalled_anywhere(stop, world, device)
-        if step % checkpoint_every == 0 or stopping:
+        stopped = stopping.after_step()
+        if step % checkpoint_every == 0 or stopped:
             checkpoints.save(ctx.run.checkpoints, step, training, keep=value("outputs.keep_checkpoints"))
             ctx.events.event("checkpoint", step=step)
     return Trained(model, step, tokens_seen)
@@ -172,19 +173,6 @@ def _no_sync(network, last: bool):
     if last or not hasattr(network, "no_sync"):
         return contextlib.nullcontext()
     return network.no_sync()
-
-
-def _signalled_anywhere(stop, world: int, device: torch.device) -> bool:
-    """Whether any process got SIGINT/SIGTERM: all stop (and checkpoint) at the same step, since a
-    process that went on alone would wait forever for the others."""
-    if world > 1:
-        import torch.distributed as dist
-
-        flag = torch.tensor(float(stop.is_set()), device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item():
-            stop.set()
-    return stop.is_set()
 
 
 def _local_value(tensor: torch.Tensor) -> float:

@@ -65,6 +65,6 @@ def what_if(text: str) -> Machine:
     if gpus and "gpu_gb" not in values:
         raise ValueError("--machine with gpus needs gpu_gb (memory of each GPU), e.g. gpus=8,gpu_gb=80")
     gpu_bytes = int(values.get("gpu_gb", 0) * 1e9)
-    name = f"GPU with {values.get('gpu_gb', 0):g} GB (what-if)"
-    return Machine(gpus, (name,) * gpus, gpu_bytes, bool(gpus), int(values.get("ram_gb", 0) * 1e9) or available_ram(),
-                   what_if=True)
+    name = f"GPU with {values.get('gpu_gb', 0):g} GB (what-if)"  # once: the plan shows it for all of them
+    return Machine(gpus, (name,) if gpus else (), gpu_bytes, bool(gpus),
+                   int(values.get("ram_gb", 0) * 1e9) or available_ram(), what_if=True)

@@ -149,7 +149,7 @@ def block_parameters(facts: ModelFacts) -> int:
 
 
 def offloaded_bytes(facts: ModelFacts, work: Workload) -> int:
-    """CPU memory that offload takes on the machine: every process's shards together."""
+    """CPU memory that offload takes: every process's shards together (divide by the machines)."""
     unsharded = _items(facts, replace(work, strategy="ddp", offload=False), work.checkpointing)
     return sum(item.bytes for item in unsharded if item.name in ("weights", "gradients", "optimizer"))
 

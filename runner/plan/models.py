@@ -28,16 +28,22 @@ class Resolved(Frozen):
 class DeviceFacts(Frozen):
     type: Literal["cpu", "cuda"]
     count: int
-    """Devices (processes) the job uses."""
+    """Devices (processes) the job uses, on all its nodes together."""
+    nodes: int = 1
+    """Machines the devices are spread over, `count / nodes` on each."""
     names: list[str]
     memory_gb: float
     """Memory of one device (GPU memory, or the machine's RAM for the CPU)."""
     bf16: bool
     """Whether bf16 is supported natively."""
     host_memory_gb: float | None = None
-    """CPU memory available to the job (what CPU offload may fill)."""
+    """CPU memory available on each machine (what CPU offload may fill)."""
     what_if: bool = False
     """Planned for a machine described with --machine, not this one: `runner run` refuses it."""
+
+    @property
+    def per_node(self) -> int:
+        return self.count // self.nodes
 
 
 class FileIdentity(Frozen):

@@ -129,8 +129,9 @@ def _resolve_device(spec: JobSpec, machine: Machine, settings: Settings) -> Devi
         raise PlanError("hardware.device is cuda, but no GPU is visible", "use device: auto or cpu")
     count = settings.pick("hardware.gpus", hardware.gpus, lambda: (
         (machine.cuda_devices, "every visible GPU") if kind == "cuda" else (1, "one process on the CPU")))
-    if spec.method == "ppo" and count > 1:
-        raise PlanError("runner's PPO trainer runs on one device", "set hardware.gpus: 1")
+    nodes = settings.given("hardware.nodes", hardware.nodes)
+    if spec.method == "ppo" and count * nodes > 1:
+        raise PlanError("runner's PPO trainer runs on one device", "set hardware.gpus: 1 and hardware.nodes: 1")
     if kind == "cuda" and count > machine.cuda_devices:
         raise PlanError(f"hardware.gpus is {count}, but {machine.cuda_devices} GPU(s) are visible",
                         f"use gpus: {machine.cuda_devices} or auto")
@@ -145,9 +146,9 @@ def _resolve_device(spec: JobSpec, machine: Machine, settings: Settings) -> Devi
         names, memory_bytes = list(machine.cuda_names[:count]), machine.cuda_memory_bytes
     else:
         names, memory_bytes = ["cpu"], machine.ram_available_bytes
-    return DeviceFacts(type=kind, count=count, names=names, memory_gb=round(memory_bytes / memory.GIB, 2),
-                       bf16=bf16, host_memory_gb=round(machine.ram_available_bytes / memory.GIB, 2),
-                       what_if=machine.what_if)
+    return DeviceFacts(type=kind, count=count * nodes, nodes=nodes, names=names,
+                       memory_gb=round(memory_bytes / memory.GIB, 2), bf16=bf16,
+                       host_memory_gb=round(machine.ram_available_bytes / memory.GIB, 2), what_if=machine.what_if)
 
 
 # --- trainable ----------------------------------------------------------------------------------
@@ -372,9 +373,9 @@ def _memory(spec: JobSpec, settings: Settings, device: DeviceFacts, skeleton: Sk
         budget, budget_source = int(spec.hardware.max_memory_gb * memory.GIB), "hardware.max_memory_gb"
     elif device.type == "cuda":
         budget, budget_source = int(device.memory_gb * memory.GIB), "GPU memory"
-    else:  # processes on one CPU share its memory
-        budget = int(device.memory_gb * memory.GIB / device.count)
-        budget_source = "available RAM" + (f" / {device.count} processes" if device.count > 1 else "")
+    else:  # the processes on one node share its memory
+        budget = int(device.memory_gb * memory.GIB / device.per_node)
+        budget_source = "available RAM" + (f" / {device.per_node} processes" if device.per_node > 1 else "")
     seq_len = max_length if packing else min(max_length, _round_up(max(steps.tokens.max_tokens, 1), 8))
     generation = spec.ppo.response_length if spec.method == "ppo" else (
         spec.grpo.max_completion_length if spec.method == "grpo" else 0)

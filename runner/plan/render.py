@@ -36,7 +36,8 @@ def _header(plan: Plan) -> str:
         f"  base model   {location}  ({kind})",
         f"  model        {plan.model.architecture}, {plan.model.num_layers} blocks, hidden {plan.model.hidden_size}, "
         f"vocabulary {plan.model.vocab_size:,}",
-        f"  device       {device.type} x{device.count} ({', '.join(sorted(set(device.names)))}), {precision}{layout}"
+        f"  device       {device.type} x{device.count} ({', '.join(device.names)}"
+        + (f" on each of {device.nodes} nodes" if device.nodes > 1 else "") + f"), {precision}{layout}"
         + ("  [what-if: planned for --machine, not runnable here]" if device.what_if else ""),
         f"  trainer      {plan.training_path}",
     ])

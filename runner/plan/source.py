@@ -6,7 +6,6 @@ transformers is imported inside the functions that need it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from runner.errors import RunnerError
 from runner.fsutil import cache_directory, file_sha256, stat_key
 from runner.plan.models import FileIdentity, ModelIdentity
+from runner.runs import latest, runs_under
 from runner.spec import modelinfo
 from runner.spec.jobs import find_job_spec
 from runner.spec.models import ModelSource
@@ -67,7 +67,8 @@ def locate(source: ModelSource, spec_folder: Path, run_root: Path) -> ModelLocat
     if copy is not None:
         return ModelLocation("offline_copy", source.hub, copy, source.hub, trust_remote_code=trust)
     raise RunnerError(f"{source.hub} is not in the local hub cache and the hub cannot be reached",
-                      "download it once (huggingface-cli download ...) or point base_model at a local folder")
+                      f"download it once where the hub is reachable (hf download {source.hub}), "
+                      "or point base_model at a local folder")
 
 
 def _hub_reachable(hub_id: str, revision: str | None) -> bool:
@@ -91,18 +92,11 @@ def latest_succeeded_run(spec_folder: Path, name: str, run_root: Path) -> Path:
         raise RunnerError(f"the spec named '{name}' ({other.path}) is invalid",
                           f"run: runner validate {other.path}")
     runs = run_root / other.spec.outputs.dir / name
-    succeeded = []
-    for manifest in runs.glob("*/manifest.json"):
-        try:
-            record = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            continue
-        if record.get("state") == "succeeded":
-            succeeded.append((record.get("finished_at") or "", manifest.parent))
-    if not succeeded:
+    succeeded = latest(runs_under(runs, name), succeeded=True)
+    if succeeded is None:
         raise RunnerError(f"'{name}' has no succeeded run under {runs} yet",
                           f"run it first: runner run {other.path}")
-    run = max(succeeded)[1]
+    run = succeeded.path
     if not (run / "model").is_dir():
         raise RunnerError(f"run {run} of '{name}' saved no full model (only an adapter)",
                           f"set outputs.save: merged (or full) in {other.path} and run it again")

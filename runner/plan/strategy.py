@@ -55,14 +55,14 @@ def choose(facts: ModelFacts, base: Workload, hardware: HardwareSpec, device: De
            budget: int, host_budget: int | None) -> Layout:
     """The first allowed layout whose estimate fits `budget`; else the most frugal one, marked
     as not fitting. `per_device` is what the micro-batch must divide; `host_budget` is the CPU
-    memory offload may fill (None: unknown, offload is not chosen automatically)."""
+    memory of one machine that offload may fill (None: unknown, offload is not chosen automatically)."""
     candidates = _candidates(hardware, device, base)
     divisors = [d for d in range(per_device, 0, -1) if per_device % d == 0]
     refused = []
     fallback = candidates[-1]
     for strategy, checkpointing, offload in candidates:
         work = replace(base, strategy=strategy, devices=device.count, offload=offload, checkpointing=checkpointing)
-        needed = memory.offloaded_bytes(facts, work) if offload else 0
+        needed = memory.offloaded_bytes(facts, work) // device.nodes if offload else 0  # per machine
         if offload:
             if host_budget is None or needed > host_budget:
                 known = f"{host_budget / GIB:.0f} GiB available" if host_budget is not None else "unknown here"
@@ -125,7 +125,7 @@ def _strategy_rule(strategy: str, offloaded: int, device: DeviceFacts, refused: 
     else:
         chosen = f"fsdp: sharded over {device.count} device(s)"
         if offloaded:
-            chosen += f", the shards in CPU memory ({offloaded / GIB:.0f} GiB in all)"
+            chosen += f", the shards in CPU memory ({offloaded / GIB:.0f} GiB a machine)"
     return chosen + (f" ({'; '.join(refused)})" if refused else "")
 
 

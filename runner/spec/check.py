@@ -5,21 +5,23 @@ Every problem is collected; nothing stops at the first one.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
 from runner import trainable
 from runner.errors import RunnerError
-from runner.spec import datacheck, jobs, modelinfo, rules
+from runner.spec import datacheck, jobs, lockfile, modelinfo, rules
 from runner.spec.diagnostics import Diagnostic, Span, sort_key
 from runner.spec.explain import explain
 from runner.spec.models import JobSpec, ModelSource, TrainableSpec
 from runner.spec.yamlpos import FieldPath, YamlDocument, format_path, load_yaml
+from runner.trackers import TRACKERS
 
 
 @dataclass
@@ -77,6 +79,8 @@ def check_spec(path: Path, *, check_inputs: bool = True) -> SpecResult:
         if source is not None:
             result.model = _check_model(report, path.parent, source, view.sections.get("trainable"), view.method)
 
+    if check_inputs and view.sections.get("outputs") is not None:
+        _check_trackers(report, view.sections["outputs"].report_to)
     if check_inputs and view.method in ("ppo", "grpo") and view.method in view.sections:
         _check_reward_source(report, path.parent, view.method, view.sections[view.method].reward)
 
@@ -104,7 +108,8 @@ def _check_data(report: _Reporter, result: SpecResult, folder: Path, data, metho
         try:
             checked = datacheck.check_file(file_path, data.format, method)
         except datacheck.DataFileError as error:
-            report.add("error", ("data", key), str(error).replace(str(file_path), relative))
+            report.add("error", ("data", key), str(error).replace(str(file_path), relative),
+                       _similar_file(file_path, relative))
             continue
         result.data[key] = checked
         if checked.bad_count:
@@ -114,6 +119,15 @@ def _check_data(report: _Reporter, result: SpecResult, folder: Path, data, metho
             report.add("error", ("data", "eval"),
                        f"eval rows are {checked.format}, train rows are {formats_of['train']}",
                        "use the same format for both")
+
+
+def _similar_file(path: Path, relative: str) -> str | None:
+    """For a missing file: a file beside it with a close name, written as the spec would write it."""
+    if path.exists() or not path.parent.is_dir():
+        return None
+    names = sorted(entry.name for entry in path.parent.iterdir() if entry.is_file())
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.75)  # a shared suffix alone scores 0.6
+    return f"did you mean '{PurePosixPath(relative).with_name(close[0])}'?" if close else None
 
 
 def _report_bad_rows(report: _Reporter, key: str, relative: str, checked: datacheck.DataReport,
@@ -144,21 +158,58 @@ def _check_model(report: _Reporter, folder: Path, source: ModelSource, trainable
         report.add("warning", ("base_model",),
                    f"'{source.hub}' is read as a hub id, but a local folder of that name exists",
                    f"for the local folder write ./{source.hub}")
-    try:
-        facts = modelinfo.read_facts(source, folder)
-    except modelinfo.ModelFileError as error:
-        report.add("error", ("base_model",), str(error), "paths are relative to the spec file")
-        return None
+    facts = _model_facts(report, folder, source)
     if facts is None:
-        report.add("warning", ("base_model",),
-                   f"{source.describe()} is not in the local hub cache; its layers and parameter "
-                   "names could not be checked", "runner plan checks them once the model is reachable")
         return None
     if method == "reward":
         facts = modelinfo.with_score_head(facts)
     if trainable_spec is not None:
         _check_selection(report, facts, trainable_spec, trainable.NEW_HEADS.get(method or "", ()))
     return facts
+
+
+def _model_facts(report: _Reporter, folder: Path, source: ModelSource) -> modelinfo.ModelFacts | None:
+    """The model's facts: read from the model on this machine (and the folder's runner.lock reported
+    when it disagrees), or from runner.lock when the model is not here."""
+    try:
+        locked = lockfile.read_lock(folder).get(source.describe())
+    except lockfile.LockfileError as error:
+        report.add("error", ("base_model",), f"{display_path(lockfile.lock_path(folder))} {error}",
+                   f"write it again: runner lock {display_path(folder)}")
+        locked = None
+    if locked is not None and source.path is not None and not (folder / Path(source.path).expanduser()).exists():
+        report.add("warning", ("base_model",),
+                   f"{source.path} is not on this machine; checked against {lockfile.LOCK_NAME}")
+        return locked.facts
+    try:
+        facts = modelinfo.read_facts(source, folder)
+    except modelinfo.ModelFileError as error:
+        report.add("error", ("base_model",), str(error), "paths are relative to the spec file")
+        return None
+    if facts is None and locked is not None:
+        return locked.facts
+    if facts is None:
+        report.add("warning", ("base_model",),
+                   f"{source.describe()} is not on this machine; its layers and parameter names could not "
+                   "be checked", f"where the model is, run `runner lock {display_path(folder)}` and commit "
+                   f"{lockfile.LOCK_NAME}; runner plan checks them once the model is reachable")
+        return None
+    if locked is not None:
+        for reason in lockfile.stale_reasons(locked, facts, lockfile.identity_of(source, facts)):
+            report.add("warning", ("base_model",), f"{lockfile.LOCK_NAME} is stale for {source.describe()}: {reason}",
+                       f"refresh it: runner lock {display_path(folder)}")
+    return facts
+
+
+def _check_trackers(report: _Reporter, names: list[str]) -> None:
+    """A warning, not an error: validate often runs where jobs do not (a pre-commit hook, CI); a run
+    without the package fails at its start, before loading anything."""
+    for index, name in enumerate(names):
+        tracker = TRACKERS[name]
+        if not tracker.installed():
+            report.add("warning", ("outputs", "report_to", index),
+                       f"{name} is not installed here; a run on this machine would fail at its start",
+                       f"where jobs run: {tracker.install}")
 
 
 def _check_reward_source(report: _Reporter, folder: Path, method: str, reward) -> None:

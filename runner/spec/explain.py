@@ -49,6 +49,12 @@ def _did_you_mean(word: Any, choices: list[str]) -> str | None:
     return f"did you mean '{close[0]}'?" if close else None
 
 
+def _same_but_case(word: Any, choices: list[str]) -> str | None:
+    """`SFT` for `sft`: difflib scores case differences as typos, and may suggest nothing."""
+    same = [choice for choice in choices if choice.lower() == str(word).lower()]
+    return f"values are case-sensitive: write '{same[0]}'" if same else None
+
+
 def explain(error: dict, document: YamlDocument) -> Diagnostic:
     loc = tuple(error["loc"])
     kind, value, context = error["type"], error.get("input"), error.get("ctx") or {}
@@ -69,7 +75,7 @@ def explain(error: dict, document: YamlDocument) -> Diagnostic:
         choices = re.findall(r"'([^']*)'|\b(\d+)\b", context.get("expected", ""))
         choices = [text or number for text, number in choices]
         summary = f"{_short(value)} is not one of: {', '.join(choices)}"
-        hint = _did_you_mean(value, choices)
+        hint = _same_but_case(value, choices) or _did_you_mean(value, choices)
     elif kind == "string_pattern_mismatch" and loc == ("name",):
         slug = re.sub(r"[^a-z0-9-]+", "-", str(value).lower()).strip("-")
         summary = f"{_short(value)} is not a valid name"

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidato
 from pydantic_core import PydanticCustomError
 
 from runner import trainable
+from runner.trackers import TRACKER_NAMES
 
 METHODS = ("sft", "dpo", "reward", "ppo", "grpo")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -312,7 +313,11 @@ class HardwareSpec(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto` uses a GPU when there is one."""
     gpus: CountOrAuto = "auto"
-    """Processes (one per GPU); more than one runs data-parallel. `auto`: 1."""
+    """Processes (one per GPU) on each node; more than one runs data-parallel. `auto`: every visible GPU, or 1
+    process on the CPU."""
+    nodes: Count = 1
+    """Machines the job runs on, each with `gpus` processes; more than one joins one torchrun rendezvous
+    (`runner run --plan --rendezvous HOST:PORT` on every node, or `runner submit` on Slurm)."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """`auto`: bf16 where supported, else fp16 on GPU, fp32 on CPU."""
     gradient_checkpointing: SwitchOrAuto = "auto"
@@ -339,6 +344,17 @@ class OutputsSpec(Section):
     """Steps between checkpoints; `auto` is about five per run, at least 50 steps apart."""
     keep_checkpoints: Count = 2
     """Newest checkpoints kept; older ones are deleted."""
+    report_to: list[Literal[TRACKER_NAMES]] = Field(default_factory=list)
+    """Experiment trackers that get every metric of metrics.jsonl: tensorboard (event files in the run
+    folder), mlflow ($MLFLOW_TRACKING_URI, else sqlite:///<run root>/mlflow.db), wandb (offline unless
+    $WANDB_MODE says otherwise). Each is an extra: pip install 'runner-finetune[tensorboard]'."""
+
+    @field_validator("report_to")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("report_to", "name each tracker once")
+        return value
 
     @field_validator("dir")
     @classmethod

@@ -121,10 +121,11 @@ def batch_arithmetic(view: SpecView) -> Iterator[Problem]:
         return
     batch, micro = training.batch_size, training.micro_batch_size
     gpus = hardware.gpus if hardware and hardware.gpus != "auto" else 1
-    if batch != "auto" and micro != "auto" and batch % (micro * gpus):
+    devices = gpus * (hardware.nodes if hardware else 1)
+    if batch != "auto" and micro != "auto" and batch % (micro * devices):
         yield Problem(("training", "batch_size"),
-                      f"batch_size {batch} is not a multiple of micro_batch_size {micro} x {gpus} device(s)",
-                      hint=f"use a batch_size of {max(1, round(batch / (micro * gpus))) * micro * gpus}")
+                      f"batch_size {batch} is not a multiple of micro_batch_size {micro} x {devices} device(s)",
+                      hint=f"use a batch_size of {max(1, round(batch / (micro * devices))) * micro * devices}")
     if training.max_steps is not None and training.epochs != "auto":
         yield Problem(("training", "max_steps"), "give epochs or max_steps, not both",
                       hint="max_steps stops training at a step count; epochs counts passes over the data")

@@ -25,10 +25,53 @@ def test_invalid_spec_exits_1_with_file_line_column(project, capsys):
 def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "absent.yaml")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as stop:
-        main(["validate", "--format", "xml", "x"])
-    assert stop.value.code == 2
+    assert main(["validate", "--format", "xml", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: runner validate") and "runner validate: error: argument --format" in err
     assert main(["validate", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("argv", [["validate", "--format", "json"], ["validate", "--format=json", "--bogus", "x"],
+                                  ["plan", "--format", "json", "absent.yaml"], ["status", "--format", "json", "extra"]])
+def test_usage_errors_are_json_when_json_is_asked_for(argv, capsys):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert err == "" and report["valid"] is False and report["exit_code"] == 2
+    (diagnostic,) = report["diagnostics"]
+    assert diagnostic["severity"] == "error" and diagnostic["summary"]
+
+
+def test_a_data_file_checks_the_specs_that_use_it(project, tmp_path, capsys):
+    (tmp_path / ".git").mkdir()  # the search covers the repository
+    (tmp_path / "nested").mkdir()
+    using = project(BASE_SPEC.replace("data/train.jsonl", "../data/train.jsonl"), name="nested/job.yaml")
+    project(BASE_SPEC.replace("train.jsonl", "other.jsonl"), name="other.yaml")
+    (tmp_path / "data" / "other.jsonl").write_text('{"prompt": "q", "completion": "a"}\n')
+    with open(tmp_path / "data" / "train.jsonl", "a") as data:
+        data.write('{"prompt": "broken"}\n')
+    assert main(["validate", str(tmp_path / "data" / "train.jsonl")]) == 1
+    out = capsys.readouterr().out
+    assert "checked through" in out and "nested/job.yaml" in out and "other.yaml" not in out
+    assert "train.jsonl:9:1: error" in out and "1 spec checked: 0 valid, 1 invalid" in out
+    assert main(["validate", "--format", "json", str(tmp_path / "data" / "train.jsonl"), str(using)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["files"]) == 1  # the spec named and found through its data is checked once
+    assert report["data_files"][0]["specs"][0].endswith("nested/job.yaml")
+
+
+def test_a_data_file_no_spec_uses_is_not_an_error(project, tmp_path, capsys):
+    project(BASE_SPEC)
+    (tmp_path / "data" / "notes.jsonl").write_text("{}\n")
+    assert main(["validate", str(tmp_path / "data" / "notes.jsonl")]) == 0
+    assert "notes.jsonl: no spec under" in capsys.readouterr().out
+
+
+def test_a_lockfile_checks_the_specs_beside_it(project, tmp_path, capsys):
+    project(BASE_SPEC)
+    (tmp_path / "runner.lock").write_text("{not json")
+    assert main(["validate", str(tmp_path / "runner.lock")]) == 1
+    assert "runner.lock cannot be read" in capsys.readouterr().out
 
 
 def test_json_output_is_shaped_like_terraform(project, capsys):
@@ -72,7 +115,8 @@ def test_validate_never_imports_the_training_stack():
         "import sys\n"
         "from runner.cli import main\n"
         f"main(['validate', {str(REPO / 'specs')!r}])\n"
-        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'accelerate', 'datasets') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'accelerate', 'datasets', 'tensorboardX',\n"
+        "                     'mlflow', 'wandb') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

@@ -3,8 +3,11 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import jsonschema
+import pytest
 
 from runner.cli import main
 from runner.execute.job import run_plan
@@ -193,15 +196,14 @@ def test_run_a_saved_plan(tiny_project, tmp_path, capsys):
     out = tmp_path / "plan.json"
     assert main(["plan", str(spec), "--out", str(out)]) == 0
     assert main(["run", "--plan", str(out), "--runs-dir", str(tmp_path)]) == 0
-    assert "tiny: SUCCEEDED" in capsys.readouterr().out
+    assert "tiny: SUCCEEDED" in capsys.readouterr().err  # stdout is not a terminal: it carries JSON lines
 
 
 def test_two_processes_train_data_parallel_on_the_cpu(tiny_project, tmp_path, capsys):
     spec = tiny_project(TINY_SPEC + "training:\n  max_steps: 3\n  batch_size: 8\n  learning_rate: 1.0e-3\n"
                         "trainable:\n  mode: freeze\n  layers: last:1\nhardware:\n  device: cpu\n  gpus: 2\n")
     assert main(["run", str(spec), "--runs-dir", str(tmp_path), "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("tiny: SUCCEEDED") == 1
+    assert capsys.readouterr().err.count("tiny: SUCCEEDED") == 1  # the launching process reports, once
     (manifest_file,) = (tmp_path / "runs" / "tiny").glob("*/manifest.json")
     manifest = Manifest.model_validate_json(manifest_file.read_text())
     assert manifest.plan.device.count == 2 and manifest.metrics.steps == 3
@@ -248,3 +250,56 @@ def test_out_of_memory_fails_with_a_hint(tiny_project, monkeypatch):
     assert code == 1 and manifest.state == "failed" and manifest.error.kind == "oom"
     assert "micro_batch_size" in manifest.error.hint and "Tried to allocate" in manifest.error.message
     assert manifest.attempts[-1].state == "failed" and manifest.finished_at is not None
+
+
+@pytest.mark.slow
+def test_an_adapter_of_a_hub_model_names_the_hub_id_and_loads_elsewhere(tiny_project, tmp_path, tiny_model_dir,
+                                                                        monkeypatch, capsys):
+    import shutil
+
+    from tests.spec.test_lockfile import hub_cache
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache(tmp_path / "training-box", tiny_model_dir)))
+    code, run, manifest = run_spec(tiny_project, FAST + "trainable:\n  mode: lora\n",
+                                   **{"base_model: ./model": "base_model: someorg/some-model"})
+    assert code == 0, manifest.error
+    config = json.loads((run.adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "someorg/some-model"
+    assert "base_model: someorg/some-model\n" in (run.adapter / "README.md").read_text()
+    assert manifest.weights.format == "safetensors" and manifest.weights.path.endswith("snapshots/abc123")
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in run.adapter.iterdir()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes  # not transformers' 0600
+
+    # another machine: the model is in its own cache, the training box's path is gone
+    shutil.move(tmp_path / "training-box", tmp_path / "other-box")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "other-box"))
+    plain_peft = ("from peft import AutoPeftModelForCausalLM\n"
+                  f"print(AutoPeftModelForCausalLM.from_pretrained({str(run.adapter)!r}).peft_config['default'].r)")
+    loaded = subprocess.run([sys.executable, "-c", plain_peft], capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # the hub library reads both at import
+    assert loaded.stdout.strip() == "16", loaded.stderr[-2000:]
+    capsys.readouterr()
+    assert main(["sample", "tiny", "Chatty is", "--runs-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("Q: Chatty is\nA: ")
+
+
+def test_a_failing_worker_records_its_error_for_node_0(tiny_project, tmp_path, monkeypatch):
+    from runner.execute.job import _start
+    from runner.launch.local import Placement
+    from runner.launch.records import Reports
+
+    spec = tiny_project(TINY_SPEC + FAST + "hardware:\n  device: cpu\n  gpus: 2\n")
+    plan = make_plan(spec, run_root=tmp_path, machine=CPU)
+    run, _ = _start(plan, tmp_path, spec.read_text(), Placement())  # what node 0's launcher does first
+    write_jsonl(tmp_path / "data" / "train.jsonl", [{"prompt": 1}] * 16)  # this worker reads unusable rows
+    worker = {"RUNNER_RUN_DIR": str(run.path), "RANK": "1", "WORLD_SIZE": "2", "RUNNER_NODE_RANK": "1"}
+    for key, value in worker.items():
+        monkeypatch.setenv(key, value)
+    code, _ = run_plan(plan, run_root=tmp_path, console=False)
+    assert code == 1
+    (failure,) = Reports(run.path, 1).failures()
+    assert (failure.rank, failure.node, failure.kind, failure.secondary) == (1, 1, "data", False)
+    assert "rows" in failure.message and failure.hint
+    assert run.read_manifest().state == "running"  # rank 0 writes the manifest; node 0's launcher settles it

@@ -155,6 +155,26 @@ def test_autos_on_two_gpus(tiny_project):
     assert plan.device.names == ["H100", "H100"]
 
 
+def test_nodes_multiply_the_devices_that_a_batch_is_spread_over(tiny_project):
+    from runner.plan.render import render
+
+    plan = plan_of(tiny_project, "trainable:\n  mode: lora\nhardware:\n  nodes: 2\n", machine=TWO_GPUS)
+    assert (plan.device.count, plan.device.nodes, plan.device.per_node, plan.steps.devices) == (4, 2, 2, 4)
+    assert plan.value("hardware.nodes") == 2 and plan.resolved["hardware.nodes"].rule == "spec"
+    assert plan.value("training.batch_size") == 8 and plan.value("training.micro_batch_size") == 2
+    assert "cuda x4 (H100, H100 on each of 2 nodes)" in render(plan)
+    with pytest.raises(PlanError, match="batch_size 6 is not a multiple of the 4 devices"):
+        plan_of(tiny_project, "training:\n  batch_size: 6\nhardware:\n  nodes: 2\n", machine=TWO_GPUS)
+
+
+def test_processes_on_one_cpu_node_share_its_memory_but_not_another_nodes(tiny_project):
+    two_nodes = plan_of(tiny_project, "hardware:\n  nodes: 2\n")
+    two_processes = plan_of(tiny_project, "hardware:\n  gpus: 2\n")
+    assert two_nodes.memory.budget_bytes == 16 << 30 and two_nodes.memory.budget_source == "available RAM"
+    assert two_processes.memory.budget_bytes == 8 << 30
+    assert two_processes.memory.budget_source == "available RAM / 2 processes"
+
+
 def test_spec_values_are_kept_and_marked(tiny_project):
     plan = plan_of(tiny_project, "training:\n  batch_size: 4\n  micro_batch_size: 2\n  max_steps: 5\n")
     assert plan.resolved["training.batch_size"].rule == "spec"

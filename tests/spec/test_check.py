@@ -98,6 +98,13 @@ def test_cross_field_rules(project):
     assert "not a multiple of micro_batch_size 4" in batch.summary and batch.hint == "use a batch_size of 8"
 
 
+def test_batch_arithmetic_counts_the_devices_of_every_node(project):
+    path = project(BASE_SPEC + "training:\n  batch_size: 8\n  micro_batch_size: 2\nhardware:\n  gpus: 2\n  nodes: 3\n")
+    batch = find(path, "training.batch_size")
+    assert batch.summary == "batch_size 8 is not a multiple of micro_batch_size 2 x 6 device(s)"
+    assert batch.hint == "use a batch_size of 12"
+
+
 def test_rl_methods_need_a_reward_source(project):
     error = find(project(BASE_SPEC.replace("method: sft", "method: ppo")), "method")
     assert "needs a 'ppo' section with a reward source" in error.summary
@@ -147,7 +154,8 @@ def test_job_reference_must_name_a_spec_beside_it(project):
 def test_hub_model_not_cached_is_a_warning(project, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     result = check_spec(project(BASE_SPEC.replace("./tiny-model", "someorg/some-model")))
-    assert result.errors == [] and "not in the local hub cache" in result.warnings[0].summary
+    assert result.errors == [] and "is not on this machine" in result.warnings[0].summary
+    assert "runner lock" in result.warnings[0].hint
 
 
 def test_hub_model_in_the_cache_is_checked(project, monkeypatch, tmp_path, model_dir):
@@ -184,3 +192,27 @@ def test_reward_function_module_must_exist(project, tmp_path):
 def test_reward_model_job_must_exist(project):
     spec = BASE_SPEC.replace("method: sft", "method: ppo") + "ppo:\n  reward: {model: {job: my-rm}}\n"
     assert "no spec named 'my-rm'" in find(project(spec), "ppo.reward.model.job").summary
+
+
+def test_values_in_the_wrong_case_get_a_hint(project):
+    error = find(project(BASE_SPEC.replace("method: sft", "method: SFT")), "method")
+    assert error.hint == "values are case-sensitive: write 'sft'"
+
+
+def test_a_missing_data_file_suggests_the_one_beside_it(project):
+    error = find(project(BASE_SPEC.replace("train.jsonl", "trian.jsonl")), "data.train")
+    assert error.summary == "data/trian.jsonl does not exist" and error.hint == "did you mean 'data/train.jsonl'?"
+    error = find(project(BASE_SPEC.replace("train.jsonl", "zzz.jsonl")), "data.train")
+    assert error.hint is None
+
+
+def test_a_tracker_that_is_not_installed_is_a_warning_with_the_pip_command(project, monkeypatch):
+    from runner import trackers
+
+    monkeypatch.setitem(trackers.TRACKERS, "wandb", trackers.Tracker("wandb", ("no_such_module_here",), "wandb"))
+    result = check_spec(project(BASE_SPEC + "outputs:\n  report_to: [tensorboard, wandb]\n"))
+    assert result.errors == []
+    (warning,) = result.warnings
+    assert warning.path == "outputs.report_to[1]" and "wandb is not installed here" in warning.summary
+    assert warning.hint == "where jobs run: pip install 'runner-finetune[wandb]'"
+    assert find(project(BASE_SPEC + "outputs:\n  report_to: [mlflow, mlflow]\n"), "outputs.report_to").is_error

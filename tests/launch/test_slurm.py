@@ -1,0 +1,158 @@
+"""Slurm: the sbatch script made from a plan, the settings file, and jobs on a real one-node cluster
+(scripts/slurm-up starts it; CI sets RUNNER_REQUIRE_SLURM=1 so that a cluster that will not start fails
+the suite instead of skipping these tests)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.cli import main
+from runner.errors import RunnerError
+from runner.launch import slurm
+from runner.manifest import Manifest
+from runner.plan.planner import make_plan
+from tests.conftest import REPO, TINY_SPEC
+
+TINY_RUN = "training:\n  max_steps: 2\n  batch_size: 4\n  learning_rate: 1.0e-3\nhardware:\n  device: cpu\n"
+LONG_RUN = ("training:\n  max_steps: 100000\n  batch_size: 2\n  learning_rate: 1.0e-4\n"
+            "outputs:\n  checkpoint_every: 100000\nhardware:\n  device: cpu\n")
+
+
+def write_config(folder: Path, text: str) -> Path:
+    path = folder / "slurm.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_plan_on_two_gpu_nodes_becomes_a_readable_sbatch_script(tiny_project, tmp_path):
+    config = slurm.load_config(write_config(tmp_path, (
+        "partition: gpu\naccount: lab\nmem: 64G\nsbatch: [--qos=high]\npython: /opt/runner/bin/python\n"
+        "node: {gpus: 4, gpu_name: H100, gpu_memory_gb: 80, memory_gb: 512}\n")), time="4:00:00")
+    spec = tiny_project(TINY_SPEC + "hardware:\n  nodes: 2\n")  # gpus: auto = every GPU of the described node
+    plan = make_plan(spec, run_root=tmp_path, machine=config.machine())
+    assert (plan.device.type, plan.device.count, plan.device.nodes, plan.device.per_node) == ("cuda", 8, 2, 4)
+
+    submission = slurm.prepare(plan, tmp_path, config)
+    script = submission.script.read_text()
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --partition=gpu", "#SBATCH --account=lab",
+                 "#SBATCH --time=4:00:00", "#SBATCH --signal=TERM@120", "#SBATCH --mem=64G", "#SBATCH --qos=high",
+                 f"#SBATCH --output={submission.folder}/slurm-%j.out",
+                 'export RUNNER_LAUNCH_ID="slurm-$SLURM_JOB_ID-${SLURM_RESTART_COUNT:-0}"',
+                 'export RUNNER_RENDEZVOUS="$first_host:$((29500 + SLURM_JOB_ID % 20000))"',
+                 f"srun --kill-on-bad-exit=0 /opt/runner/bin/python -m runner run --plan {submission.plan} "
+                 f"--runs-dir {tmp_path.resolve()} --quiet"):
+        assert line in script.splitlines(), line
+    assert subprocess.run(["bash", "-n", str(submission.script)]).returncode == 0
+    assert submission.folder.parent == tmp_path.resolve() / "runs" / "tiny" / "slurm"
+    assert submission.plan.read_text() == plan.model_dump_json(indent=2) + "\n"
+
+
+def test_one_cpu_node_asks_for_no_gpu_and_no_rendezvous(tiny_project, tmp_path):
+    plan = make_plan(tiny_project(TINY_SPEC + TINY_RUN), run_root=tmp_path, machine=slurm.SlurmConfig().machine())
+    script = slurm.prepare(plan, tmp_path, slurm.SlurmConfig()).script.read_text()
+    assert "#SBATCH --nodes=1" in script and "#SBATCH --cpus-per-task=2" in script
+    assert "--gpus-per-node" not in script and "RUNNER_RENDEZVOUS" not in script and "--time" not in script
+    assert f"srun --kill-on-bad-exit=0 {sys.executable} -m runner run" in script
+
+
+def test_a_bad_settings_file_is_named_with_its_line(tmp_path):
+    path = write_config(tmp_path, "partition: gpu\npartitoin: cpu\n")
+    with pytest.raises(RunnerError, match=r"slurm.yaml:2:1: partitoin: Extra inputs are not permitted"):
+        slurm.load_config(path)
+    with pytest.raises(RunnerError, match="time limit 'soon' is not minutes"):
+        slurm.load_config(tmp_path / "absent.yaml", time="soon")
+    with pytest.raises(RunnerError, match="no such Slurm config file"):
+        slurm.load_config(tmp_path / "absent.yaml", required=True)
+    assert slurm.load_config(tmp_path / "absent.yaml", partition="debug").partition == "debug"
+
+
+def test_dry_run_writes_the_plan_and_script_and_submits_nothing(tiny_project, tmp_path, capsys):
+    spec = tiny_project(TINY_SPEC + TINY_RUN)
+    assert main(["submit", str(spec), "--runs-dir", str(tmp_path), "--dry-run", "--quiet",
+                 "--config", str(write_config(tmp_path, "cpus_per_process: 1\n"))]) == 0
+    out = capsys.readouterr().out
+    (script,) = (tmp_path / "runs" / "tiny" / "slurm").glob("*/job.sbatch")
+    assert "#SBATCH --cpus-per-task=1" in out and f"written, not submitted: {script}" in out
+    assert not list((tmp_path / "runs" / "tiny").glob("*/manifest.json"))
+
+
+def test_launchers_are_torch_free_and_validate_never_loads_slurm():
+    code = (
+        "import sys\n"
+        "from runner.cli import main\n"
+        f"main(['validate', {str(REPO / 'specs')!r}])\n"
+        "assert 'runner.launch.slurm' not in sys.modules and 'runner.launch.local' not in sys.modules\n"
+        "import runner.commands.submit, runner.launch.local, runner.launch.records, runner.launch.slurm\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr
+
+
+# --- a real cluster -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def cluster():
+    """The one-node cluster of scripts/slurm-up (started here when it is not up yet)."""
+    started = subprocess.run(["bash", str(REPO / "scripts" / "slurm-up")], capture_output=True, text=True)
+    if started.returncode != 0 or shutil.which("sbatch") is None:
+        reason = f"no Slurm cluster: scripts/slurm-up failed: {started.stderr.strip()[-500:]}"
+        if os.environ.get("RUNNER_REQUIRE_SLURM") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _manifests(root: Path) -> list[Manifest]:
+    return [Manifest.model_validate_json(path.read_text()) for path in (root / "runs" / "tiny").glob("*/manifest.json")]
+
+
+@pytest.mark.slow
+def test_a_submitted_job_succeeds_with_exactly_one_manifest(cluster, tiny_project, tmp_path, capsys):
+    spec = tiny_project(TINY_SPEC + TINY_RUN)
+    assert main(["submit", str(spec), "--runs-dir", str(tmp_path), "--quiet", "--detach"]) == 0
+    out = capsys.readouterr().out
+    job_id = out.split("submitted Slurm job ")[1].split(":")[0]
+    assert f"follow it: runner submit --attach {job_id}" in out
+    assert main(["submit", "--attach", job_id]) == 0
+    out = capsys.readouterr().out
+    assert f"[slurm] job {job_id}: COMPLETED" in out
+    assert out.count("tiny: SUCCEEDED") == 2  # the run's summary in the job's output, and the outcome
+    (manifest,) = _manifests(tmp_path)
+    assert manifest.state == "succeeded" and manifest.metrics.steps == 2 and len(manifest.attempts) == 1
+    (submission,) = (tmp_path / "runs" / "tiny" / "slurm").iterdir()
+    assert slurm.run_of(slurm.Submission(submission), job_id).run_dir == str(tmp_path.resolve() / "runs" / "tiny" /
+                                                                              manifest.run_id)
+    assert slurm.status(job_id).state == "COMPLETED"
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_following_cancels_the_job_and_the_run_checkpoints(cluster, tiny_project, tmp_path):
+    # Two processes under torchrun: Slurm signals every process of the job, torchrun passes the signal on
+    # as well, and the run must still checkpoint once and end interrupted, not failed.
+    spec = tiny_project(TINY_SPEC + LONG_RUN + "  gpus: 2\n")
+    config = write_config(tmp_path, "cpus_per_process: 1\n")  # the test cluster's node has 2 CPUs
+    follower = subprocess.Popen([sys.executable, "-m", "runner", "submit", str(spec), "--runs-dir", str(tmp_path),
+                                 "--quiet", "--config", str(config)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while not list((tmp_path / "runs" / "tiny").glob("*/metrics.jsonl")):  # training has begun
+        assert time.monotonic() < deadline and follower.poll() is None, follower.communicate()[0]
+        time.sleep(0.2)
+    follower.send_signal(signal.SIGINT)  # no terminal to ask: Ctrl-C cancels
+    out = follower.communicate(timeout=180)[0]
+    assert follower.returncode == 130, out
+    assert "cancelling (runner writes a checkpoint and stops)" in out and ": CANCELLED" in out
+    assert "[runner] tiny: INTERRUPTED" in out and "interrupted: stopped by a signal after writing a checkpoint" in out
+    (manifest,) = _manifests(tmp_path)
+    assert manifest.state == "interrupted" and manifest.error.kind == "interrupted"
+    assert manifest.attempts[-1].state == "interrupted" and manifest.plan.device.count == 2
+    run_dir = tmp_path / "runs" / "tiny" / manifest.run_id
+    assert list((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json"))
