@@ -125,7 +125,7 @@ def _strategy_rule(strategy: str, offloaded: int, device: DeviceFacts, refused: 
     else:
         chosen = f"fsdp: sharded over {device.count} device(s)"
         if offloaded:
-            chosen += f", the shards in CPU memory ({offloaded / GIB:.0f} GiB a machine)"
+            chosen += f", the shards in CPU memory, {offloaded / GIB:.0f} GiB a machine"
     return chosen + (f" ({'; '.join(refused)})" if refused else "")
 
 
