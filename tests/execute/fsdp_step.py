@@ -50,4 +50,5 @@ if __name__ == "__main__":
         if dist.get_rank() == 0:
             save_file({name: tensor.contiguous() for name, tensor in tensors.items()},
                       out / f"{Path(plan_file).stem}.safetensors")
+    dist.barrier()  # no process leaves while another still writes or talks
     dist.destroy_process_group()
