@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH",
                           help="spec files, folders to search for specs, or data files")
     validate.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
+    _source(validate)
 
     lock = commands.add_parser(
         "lock", help="record model facts for checks without the model (runner.lock)",
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--runs-dir", help="run root, where runs of other specs are found (default: .)")
     plan.add_argument("--machine", metavar="gpus=N,gpu_gb=G[,ram_gb=R]",
                       help="plan for this machine instead of the one it runs on (what-if; the plan cannot be run)")
+    _source(plan)
 
     run = commands.add_parser("run", help="train: a spec (validate + plan + run) or a saved plan",
                               description="Run a spec, or exactly a saved plan (refused when stale).")
@@ -122,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--max-attempts", type=int, default=3, help="starts of one job at most (default 3)")
     watch.add_argument("--job-timeout", type=float, help="seconds a job may run before it is stopped")
     watch.add_argument("--runner-command", help="command that starts runner children (default: this python -m runner)")
+    watch.add_argument("--allow-reward-functions", action="store_true",
+                       help="run specs whose reward is a Python function (it runs as the daemon's user); refused "
+                            "otherwise")
+    watch.add_argument("--allow-remote-code", action="store_true",
+                       help="run specs that set trust_remote_code (model code runs as the daemon's user); refused "
+                            "otherwise")
 
     status = commands.add_parser("status", help="queued, running and recent jobs of the daemon",
                                  description="The daemon's jobs: running (with progress), queued, and recent results "
@@ -154,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", metavar="PATH", help="SPEC is a copy of the spec at PATH: its relative paths, "
+                        "{job: NAME} and diagnostics refer to PATH (the watch daemon checks and plans snapshots)")
+
+
 def _state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", help="the daemon's state (default: $RUNNER_STATE_DIR or ~/.local/state/runner)")
 
@@ -166,7 +179,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         from runner.commands.validate import validate
 
-        return validate(args.paths, args.output_format)
+        return validate(args.paths, args.output_format, args.source)
     if args.command == "lock":
         from runner.commands.lock import lock
 
@@ -174,7 +187,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "plan":
         from runner.commands.plan import plan
 
-        return plan(args.spec, args.out, args.output_format, args.runs_dir, args.machine)
+        return plan(args.spec, args.out, args.output_format, args.runs_dir, args.source, args.machine)
     if args.command == "run":
         from runner.commands.run import run
 
@@ -202,7 +215,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return watch(args.folder, args.state_dir, args.runs_dir, settle=args.settle,
                      invalid_grace=args.invalid_grace, rescan=args.rescan,
                      poll=args.poll, max_attempts=args.max_attempts, job_timeout=args.job_timeout,
-                     runner_command=args.runner_command)
+                     runner_command=args.runner_command, allow_reward_functions=args.allow_reward_functions,
+                     allow_remote_code=args.allow_remote_code)
     if args.command == "status":
         from runner.commands.status import status
 

@@ -11,13 +11,17 @@ Formats (one per file; every row is checked):
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from runner.readers import loads_bounded, open_regular
 
 FORMATS = ("messages", "prompt_completion", "text", "preference", "prompt_only")
 ROLES = ("system", "developer", "user", "assistant", "tool")
+MAX_ROW_BYTES = 16 * 2**20
+"""A row longer than this is rejected (and skipped without being held in memory)."""
 
 FORMATS_FOR_METHOD: dict[str, tuple[str, ...]] = {
     "sft": ("messages", "prompt_completion", "text"),
@@ -75,24 +79,46 @@ def check(row: dict, format_name: str) -> None:
 
 def read_rows(path: Path, format_name: str | None) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line, row, problem) for every non-blank line of a JSONL file; `problem` says why a row cannot
-    be used. Rows must all be `format_name`; when it is None, the first usable row decides it."""
+    be used. Rows must all be `format_name`; when it is None, the first usable row decides it.
+    Only a regular file is read (an OSError otherwise), a line at a time in bounded memory: a row
+    longer than MAX_ROW_BYTES, or nested deeper than MAX_JSON_DEPTH, is a bad row, not a crash."""
     expected = format_name
-    with open(path, "rb") as handle:
-        for line, raw in enumerate(handle, start=1):
+    with open_regular(path) as handle:
+        for line, raw in enumerate(_lines(handle), start=1):
+            if raw is None:
+                yield line, None, f"the row is longer than {MAX_ROW_BYTES // 2**20} MiB"
+                continue
             if not raw.strip():
                 continue
             try:
-                row = json.loads(raw)
+                row = loads_bounded(raw)
                 found = detect(row)
                 if expected is not None and found != expected:
                     raise RowError(f"row is {found}, but the file is {expected}")
                 check(row, found)
             except (ValueError, RowError) as error:
-                problem = str(error) if isinstance(error, RowError) else f"not valid JSON: {error.args[0]}"
+                problem = str(error) if isinstance(error, RowError) else f"not valid JSON: {error}"
                 yield line, None, problem
                 continue
             expected = found
             yield line, row, None
+
+
+def _lines(handle: BinaryIO) -> Iterator[bytes | None]:
+    """Each line of a file, or None for one longer than MAX_ROW_BYTES (skipped, never held whole)."""
+    while True:
+        raw = handle.readline(MAX_ROW_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
+            while chunk := handle.read(1 << 20):  # the rest of the line, a megabyte at a time
+                newline = chunk.find(b"\n")
+                if newline >= 0:
+                    handle.seek(newline + 1 - len(chunk), os.SEEK_CUR)
+                    break
+            yield None
+            continue
+        yield raw
 
 
 def _check_messages(row: dict) -> None:

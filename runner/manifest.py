@@ -14,7 +14,7 @@ from runner.plan.models import ModelIdentity, Plan
 
 MANIFEST_VERSION = 1
 RunState = Literal["running", "succeeded", "failed", "interrupted"]
-FailureKind = Literal["plan", "stale", "data", "oom", "runtime", "interrupted", "integrity", "killed"]
+FailureKind = Literal["plan", "stale", "data", "oom", "runtime", "diverged", "interrupted", "integrity", "killed"]
 
 
 class Record(BaseModel):
@@ -24,8 +24,9 @@ class Record(BaseModel):
 class RunError(Record):
     kind: FailureKind
     """plan / stale: refused before training; data: too many unusable rows; oom: out of memory;
-    runtime: an exception; interrupted: SIGINT/SIGTERM; integrity: parameters outside the plan changed;
-    killed: worker processes ended without recording why (killed, out of memory, a lost node)."""
+    runtime: an exception; diverged: a loss became infinite or NaN; interrupted: SIGINT/SIGTERM;
+    integrity: parameters outside the plan changed; killed: worker processes ended without recording why
+    (killed, out of memory, a lost node)."""
     message: str
     hint: str | None = None
     traceback: str | None = None

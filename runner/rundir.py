@@ -16,6 +16,24 @@ from runner.errors import RunnerError
 from runner.fsutil import write_atomically
 from runner.manifest import Manifest
 from runner.plan.models import Plan
+from runner.readers import read_regular
+
+
+MAX_PLAN_BYTES = 64 * 1024 * 1024
+"""A plan or a manifest is kilobytes to a few megabytes (the trainable table of a large model)."""
+
+
+def read_plan(path: Path) -> Plan:
+    """A saved plan, or a RunnerError that says why the file is not one."""
+    from pydantic import ValidationError
+
+    try:
+        return Plan.model_validate_json(read_regular(path, MAX_PLAN_BYTES))
+    except OSError as error:
+        raise RunnerError(f"cannot read the plan {path}: {error.strerror or error}") from None
+    except ValidationError as error:
+        raise RunnerError(f"{path} is not a runner plan ({error.error_count()} problems)",
+                          "make one with: runner plan SPEC --out plan.json") from None
 
 
 def now() -> str:
@@ -73,7 +91,7 @@ class RunDirectory:
 
     def read_manifest(self) -> Manifest | None:
         try:
-            return Manifest.model_validate_json(self.manifest_file.read_text())
+            return Manifest.model_validate_json(read_regular(self.manifest_file, MAX_PLAN_BYTES))
         except (OSError, ValueError):
             return None
 

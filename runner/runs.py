@@ -6,14 +6,15 @@ Torch-free, and tolerant: a manifest that cannot be read is skipped, never fatal
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import RunnerError
+from runner.readers import loads_bounded, read_regular
 
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 _NOT_RUN_ROOTS = {"node_modules", "__pycache__", "site-packages"}
 _MAX_DEPTH = 6
 """<run root>/<outputs.dir>/<name>/<run-id>: outputs.dir may be nested, but not deeply."""
@@ -33,19 +34,29 @@ class RunRecord:
     started_at: str
     finished_at: str | None
     error: str | None
+    spec_source: str | None
+    """The spec file the run was made from (the original of a daemon's snapshot)."""
+    spec_sha256: str | None
 
     @classmethod
     def read(cls, folder: Path) -> RunRecord | None:
         try:
-            record = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            record = loads_bounded(read_regular(folder / MANIFEST, MAX_MANIFEST_BYTES))
             metrics = record.get("metrics") or {}
             error = record.get("error") or {}
+            inputs = (record.get("plan") or {}).get("inputs") or {}
             return cls(folder, str(record["name"]), str(record["run_id"]), str(record.get("method", "")),
                        str(record["state"]), int(metrics.get("steps") or 0), metrics.get("train_loss"),
                        str((record.get("timings") or {}).get("started_at", "")), record.get("finished_at"),
-                       error.get("message"))
+                       error.get("message"), inputs.get("spec_source") or inputs.get("spec_path"),
+                       inputs.get("spec_sha256"))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
+
+    def made_from(self, spec_path: str, spec_sha256: str) -> bool:
+        """Whether the run was made from this spec file, or from exactly its bytes (another spec with the
+        same name in another folder writes to the same runs folder, and is not this one)."""
+        return self.spec_source == spec_path or self.spec_sha256 == spec_sha256
 
     @property
     def when(self) -> str:

@@ -21,6 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 MODES = ("full", "freeze", "lora")
+MAX_LAYERS = 100_000
+"""More transformer blocks than any model has (the largest have about 100): a count beyond it is a
+broken or hostile file, refused before any range of layers is formed from it."""
 
 FAMILIES: dict[str, str] = {
     "attention": "the attention projections of each block (q/k/v/o)",
@@ -48,7 +51,10 @@ class SelectionError(ValueError):
 
 def layer_of(name: str) -> int | None:
     match = _LAYER.search(name)
-    return int(match.group(1)) if match else None
+    if not match:
+        return None
+    digits = match.group(1)
+    return int(digits) if len(digits) <= 12 else 10**12  # never convert megabytes of digits
 
 
 def split_at_layer(name: str) -> tuple[str, int, str] | None:
@@ -100,13 +106,18 @@ def matches(name: str, pattern: str) -> bool:
 
 @dataclass(frozen=True)
 class LayerSelection:
-    """A parsed `layers` value; `indices` needs the model's layer count."""
+    """A parsed `layers` value; `indices` needs the model's layer count. Explicit layers are kept as
+    sorted, disjoint, inclusive ranges and reasoned about arithmetically: a range like "0-99999999999"
+    is refused against the model's size, never materialised."""
 
     kind: str  # all | last | first | explicit
     count: int = 0
-    explicit: tuple[int, ...] = ()
+    ranges: tuple[tuple[int, int], ...] = ()
 
     def indices(self, num_layers: int) -> tuple[int, ...]:
+        if num_layers > MAX_LAYERS:
+            raise SelectionError(f"the model claims {num_layers:,} layers; not a plausible model "
+                                 f"(at most {MAX_LAYERS:,})")
         if self.kind == "all":
             return tuple(range(num_layers))
         if self.kind in ("last", "first"):
@@ -116,16 +127,18 @@ class LayerSelection:
                     f"(0-{num_layers - 1})")
             return tuple(range(num_layers - self.count, num_layers)) if self.kind == "last" \
                 else tuple(range(self.count))
-        beyond = [index for index in self.explicit if index >= num_layers]
-        if beyond:
+        if self.ranges[-1][1] >= num_layers:
+            first = next(max(start, num_layers) for start, end in self.ranges if end >= num_layers)
             raise SelectionError(
-                f"layer {beyond[0]} does not exist; the model has {num_layers} layers (0-{num_layers - 1})")
-        return self.explicit
+                f"layer {first} does not exist; the model has {num_layers} layers (0-{num_layers - 1})")
+        return tuple(index for start, end in self.ranges for index in range(start, end + 1))
 
     def describe(self) -> str:
         if self.kind in ("last", "first"):
             return f"{self.kind}:{self.count}"
-        return "all" if self.kind == "all" else ", ".join(map(str, self.explicit))
+        if self.kind == "all":
+            return "all"
+        return ", ".join(str(start) if start == end else f"{start}-{end}" for start, end in self.ranges)
 
 
 ALL_LAYERS = LayerSelection("all")
@@ -136,37 +149,48 @@ def parse_layers(value: object) -> LayerSelection:
     if isinstance(value, bool):
         raise SelectionError(f"expected {LAYERS_HELP}")
     if isinstance(value, int):
-        return LayerSelection("explicit", explicit=(_index(value),))
+        return _explicit([(_index(value), _index(value))])
     if isinstance(value, list):
         if not value:
             raise SelectionError(f"the layer list is empty; expected {LAYERS_HELP}")
-        indices: list[int] = []
+        ranges: list[tuple[int, int]] = []
         for item in value:
             part = parse_layers(item) if isinstance(item, (int, str)) else None
             if part is None or part.kind != "explicit":
                 raise SelectionError(f"list items must be layer indices or ranges like \"5-7\", not {item!r}")
-            indices.extend(part.explicit)
-        return LayerSelection("explicit", explicit=tuple(sorted(set(indices))))
+            ranges.extend(part.ranges)
+        return _explicit(ranges)
     if not isinstance(value, str):
         raise SelectionError(f"expected {LAYERS_HELP}")
     text = value.strip()
     if text == "all":
         return ALL_LAYERS
-    match = re.fullmatch(r"(last|first):\s*(\d+)", text)
+    match = re.fullmatch(r"(last|first):\s*(\d{1,18})", text)
     if match:
         count = int(match.group(2))
         if count < 1:
             raise SelectionError(f"{match.group(1)}:{count} selects no layer; use a count of 1 or more")
         return LayerSelection(match.group(1), count=count)
-    match = re.fullmatch(r"(\d+)\s*-\s*(\d+)", text)
+    match = re.fullmatch(r"(\d{1,18})\s*-\s*(\d{1,18})", text)
     if match:
         start, end = int(match.group(1)), int(match.group(2))
         if end < start:
             raise SelectionError(f"range '{text}' runs backwards; write it as '{end}-{start}'")
-        return LayerSelection("explicit", explicit=tuple(range(start, end + 1)))
-    if text.isdigit():
-        return LayerSelection("explicit", explicit=(int(text),))
-    raise SelectionError(f"'{value}' is not a layer selection; expected {LAYERS_HELP}")
+        return _explicit([(start, end)])
+    if re.fullmatch(r"\d{1,18}", text):
+        return _explicit([(int(text), int(text))])
+    raise SelectionError(f"'{value[:80]}' is not a layer selection; expected {LAYERS_HELP}")
+
+
+def _explicit(ranges: list[tuple[int, int]]) -> LayerSelection:
+    """Sorted, with overlapping and adjacent ranges merged."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return LayerSelection("explicit", ranges=tuple(merged))
 
 
 def _index(value: int) -> int:

@@ -6,11 +6,13 @@ run's events.jsonl is shown.
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from pathlib import Path
 
 from runner.errors import ExitCode
+from runner.readers import open_regular
 
 
 def logs(name: str, state_dir: str | None, follow: bool, runs_dir: str | None = None) -> int:
@@ -20,15 +22,17 @@ def logs(name: str, state_dir: str | None, follow: bool, runs_dir: str | None = 
     state = state_directory(state_dir)
     if Path(name).exists() or not (state / "runner.db").is_file():
         return run_logs(name, runs_dir, follow)
-    store = Store(state)
+    store = Store.existing(state, writable=False)
     job = store.latest(name)
     if job is None:
         return run_logs(name, runs_dir, follow)
     path = state / "logs" / f"{job.id}.log"
-    if not path.is_file():
-        print(f"#{job.id} {job.name}: no output yet ({job.state.value}: {job.reason})")
+    try:
+        stream = open_regular(path)
+    except OSError:
+        print(f"#{job.id} {job.name or job.path}: no output yet ({job.state.value}: {job.reason})")
         return ExitCode.OK
-    return _show(path, lambda: follow and not store.get(job.id).state.terminal)
+    return _show(stream, lambda: follow and not store.get(job.id).state.terminal)
 
 
 def run_logs(target: str, runs_dir: str | None, follow: bool) -> int:
@@ -38,16 +42,17 @@ def run_logs(target: str, runs_dir: str | None, follow: bool) -> int:
     from runner.runs import RunRecord, find_run
 
     run = find_run(target, run_root(runs_dir), succeeded=False)
-    events = run.path / "events.jsonl"
-    if not events.is_file():
+    try:
+        stream = open_regular(run.path / "events.jsonl")
+    except OSError:
         print(f"{run.path}: no events yet ({run.state})")
         return ExitCode.OK
-    return _show(events, lambda: follow and (RunRecord.read(run.path) or run).state == "running")
+    return _show(stream, lambda: follow and (RunRecord.read(run.path) or run).state == "running")
 
 
-def _show(path: Path, following) -> int:
+def _show(stream, following) -> int:
     """Print the file, then what is appended to it while `following()` holds."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with io.TextIOWrapper(stream, encoding="utf-8", errors="replace") as handle:
         sys.stdout.write(handle.read())
         while following():
             chunk = handle.read()

@@ -10,7 +10,11 @@ from runner.errors import ExitCode, UsageError
 from runner.fsutil import write_atomically
 
 
-def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None, machine: str | None = None) -> int:
+def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None, source: str | None = None,
+         machine: str | None = None) -> int:
+    """`source`: the spec file that `spec` is a copy of (the daemon plans its snapshots); data, reward
+    modules and {job:} references resolve beside the source. `machine`: a described machine to plan
+    for instead of this one (what-if)."""
     from runner.execute.library_output import quiet_libraries
     from runner.plan.machine import what_if
     from runner.plan.render import render
@@ -20,8 +24,7 @@ def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None, m
         described = what_if(machine) if machine else None
     except ValueError as error:
         raise UsageError(str(error)) from None
-
-    made = plan_spec(spec, run_root(runs_dir), described)
+    made = plan_spec(spec, run_root(runs_dir), described, spec_source=Path(source) if source else None)
     if made is None:
         return ExitCode.INVALID
     if out:
@@ -40,7 +43,7 @@ def run_root(runs_dir: str | None) -> Path:
     return Path(runs_dir or os.environ.get("RUNNER_RUNS_DIR") or ".").resolve()
 
 
-def plan_spec(spec: str | None, root: Path, machine=None):
+def plan_spec(spec: str | None, root: Path, machine=None, spec_source: Path | None = None):
     """The plan of a spec file; None after printing the diagnostics of an invalid spec."""
     from runner.commands.validate import text_report
     from runner.plan.planner import PlanError, make_plan
@@ -48,7 +51,7 @@ def plan_spec(spec: str | None, root: Path, machine=None):
     if not spec or not Path(spec).is_file():
         raise UsageError(f"{spec}: no such spec file")
     try:
-        return make_plan(Path(spec), run_root=root, machine=machine)
+        return make_plan(Path(spec), run_root=root, machine=machine, spec_source=spec_source)
     except PlanError as error:
         if error.result is not None:
             print(text_report([error.result]))

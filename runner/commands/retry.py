@@ -9,7 +9,7 @@ def retry(name: str, state_dir: str | None) -> int:
     from runner.daemon.paths import state_directory
     from runner.daemon.store import State, Store
 
-    store = Store(state_directory(state_dir))
+    store = Store.existing(state_directory(state_dir), writable=True)
     job = store.latest(name)
     if job is None:
         raise RunnerError(f"no job named {name}", "see: runner status")

@@ -63,18 +63,11 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
 
 
 def _load_plan(path: Path):
-    from pydantic import ValidationError
-
-    from runner.errors import RunnerError
-    from runner.plan.models import Plan
+    from runner.rundir import read_plan
 
     if not path.is_file():
         raise UsageError(f"{path}: no such plan file")
-    try:
-        return Plan.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError as error:
-        raise RunnerError(f"{path} is not a runner plan ({error.error_count()} problems)",
-                          "make one with: runner plan SPEC --out plan.json") from None
+    return read_plan(path)
 
 
 def summary(run) -> str:

@@ -8,15 +8,19 @@ import sys
 from pathlib import Path
 
 from runner.errors import ExitCode, UsageError
+from runner.readers import open_regular
 from runner.spec.check import SpecResult, check_spec, display_path
-from runner.spec.jobs import SPEC_SUFFIXES, looks_like_spec
+from runner.spec.jobs import SPEC_SUFFIXES, jobs_named, looks_like_spec
 from runner.spec.lockfile import LOCK_NAME
 from runner.spec.yamlpos import load_yaml
 
 _SKIPPED_FOLDERS = {"runs", "node_modules", "__pycache__", "site-packages"}
 
 
-def validate(paths: list[str], output_format: str = "text") -> int:
+def validate(paths: list[str], output_format: str = "text", source: str | None = None) -> int:
+    """`source`: the spec file that the one spec given is a copy of (the daemon checks its snapshots)."""
+    if source is not None and len(paths) != 1:
+        raise UsageError("--source names the spec that one copy stands for; give exactly one file")
     data_files = [Path(given) for given in paths if _is_data_file(Path(given))]
     # a lockfile stands for the specs beside it
     named = [str(Path(given).parent) if Path(given).name == LOCK_NAME and Path(given).is_file() else given
@@ -28,7 +32,7 @@ def validate(paths: list[str], output_format: str = "text") -> int:
         if spec.resolve() not in seen:
             seen.add(spec.resolve())
             specs.append(spec)
-    results = [check_spec(path) for path in specs]
+    results = [check_spec(path, source=Path(source) if source else None) for path in specs]
     if output_format == "json":
         report = json_report(results)
         report["data_files"] = [{"file": display_path(data), "specs": [display_path(s) for s in using]}
@@ -95,6 +99,8 @@ def find_specs(paths: list[str]) -> list[Path]:
             found.append(path)
         elif path.is_dir():
             found.extend(_specs_under(path))
+        elif path.exists():
+            raise UsageError(f"{given}: not a regular file or folder")
         else:
             raise UsageError(f"{given}: no such file or folder")
     if not found:
@@ -116,8 +122,8 @@ def _specs_under(folder: Path) -> list[Path]:
 
 def _head(path: Path) -> str:
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read(64 * 1024)
+        with open_regular(path) as handle:  # a FIFO named like a spec would block a plain open
+            return handle.read(64 * 1024).decode("utf-8", errors="replace")
     except OSError:
         return ""
 
@@ -156,9 +162,10 @@ def json_report(results: list[SpecResult]) -> dict:
 
 
 def _file_record(result: SpecResult) -> dict:
-    record = {"file": display_path(result.path), "valid": not result.errors}
+    record = {"file": display_path(result.source or result.path), "valid": not result.errors}
     if result.spec is not None:
-        record.update(name=result.spec.name, method=result.spec.method)
+        record.update(name=result.spec.name, method=result.spec.method, depends_on=jobs_named(result.spec),
+                      runs_code=[use.to_json() for use in result.runs_code])
     record["data"] = {key: {"rows": report.rows, "usable_rows": report.usable, "format": report.format,
                             "variant": report.variant} for key, report in result.data.items()}
     return record

@@ -2,51 +2,63 @@
 
 from __future__ import annotations
 
-import fcntl
+import os
 import shlex
 import sys
 from pathlib import Path
 
-from runner.errors import RunnerError, UsageError
+from runner.errors import UsageError
 
 
 def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: float, invalid_grace: float,
-          rescan: float, poll: bool,
-          max_attempts: int, job_timeout: float | None, runner_command: str | None) -> int:
+          rescan: float, poll: bool, max_attempts: int, job_timeout: float | None, runner_command: str | None,
+          allow_reward_functions: bool = False, allow_remote_code: bool = False) -> int:
+    from runner.daemon.admission import Allowances
     from runner.daemon.paths import runs_directory, state_directory
-    from runner.daemon.store import Store
+    from runner.daemon.store import Store, lock_state_directory
     from runner.daemon.supervisor import Supervisor
 
     watched = Path(folder)
     if not watched.is_dir():
         raise UsageError(f"{folder}: not a folder")
     state = state_directory(state_dir)
+    if state.exists() and not state.is_dir():
+        raise UsageError(f"--state-dir {state} is not a folder")
     state.mkdir(parents=True, exist_ok=True)
-    lock = open(state / "daemon.lock", "w")
+    lock = lock_state_directory(state)  # held (open) for the daemon's life
+    log_file = _Tee(open(state / "daemon.jsonl", "a", buffering=1), sys.stdout)
+    store, moved = Store.for_daemon(state)
+    supervisor = Supervisor(watched, store, state, runs_directory(runs_dir, state), settle=settle,
+                            invalid_grace=invalid_grace, rescan=rescan, poll=poll, max_attempts=max_attempts,
+                            job_timeout=job_timeout, command=shlex.split(runner_command) if runner_command else None,
+                            allow=Allowances(allow_reward_functions, allow_remote_code), log_file=log_file)
+    if moved:
+        print(f"runner watch: {moved}; the store is rebuilt from the run directories", file=sys.stderr)
+        supervisor.log.msg("store_moved_aside", detail=moved)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise RunnerError(f"another runner watch already uses {state}",
-                          "stop it first, or give this one its own --state-dir") from None
-    log_file = open(state / "daemon.jsonl", "a", buffering=1)
-    supervisor = Supervisor(watched, Store(state), state, runs_directory(runs_dir, state), settle=settle,
-                            invalid_grace=invalid_grace,
-                            rescan=rescan, poll=poll, max_attempts=max_attempts, job_timeout=job_timeout,
-                            command=shlex.split(runner_command) if runner_command else None,
-                            log_file=_Tee(log_file, sys.stdout))
-    return supervisor.serve()
+        return supervisor.serve()
+    finally:
+        store.close()
+        os.close(lock)
 
 
 class _Tee:
-    """The daemon's log goes to daemon.jsonl and to stdout (journald keeps it under systemd)."""
+    """The daemon's log goes to daemon.jsonl and to stdout (journald keeps it under systemd). A stream
+    that cannot be written (a full disk) loses the line, never the daemon."""
 
     def __init__(self, *streams) -> None:
         self.streams = streams
 
     def write(self, text: str) -> None:
         for stream in self.streams:
-            stream.write(text)
+            try:
+                stream.write(text)
+            except (OSError, ValueError):
+                pass
 
     def flush(self) -> None:
         for stream in self.streams:
-            stream.flush()
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,10 +13,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.daemon import ledger
 from runner.daemon.store import Failure, State
 from runner.manifest import Manifest
+from runner.readers import open_regular
 
-LOG_TAIL_LINES = 12
+MAX_REASON = 300
+_ERROR_LINE = re.compile(r"^runner \S+: error: (.*)$")
 
 
 def runner_command() -> list[str]:
@@ -47,11 +51,12 @@ class Child:
             os.killpg(self.pid, signum)
 
 
-def launch(job_id: int, stage: str, command: list[str], log_path: Path, env: dict[str, str]) -> Child:
+def launch(job_id: int, stage: str, command: list[str], log_path: Path, env: dict[str, str],
+           cwd: Path | None = None) -> Child:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env=env)
+                                   start_new_session=True, env=env, cwd=cwd)
     return Child(job_id, stage, process.pid, process, log_path=log_path)
 
 
@@ -66,29 +71,48 @@ def process_start_time(pid: int) -> str | None:
         return None
 
 
-def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
-    if path is None or not path.is_file():
+def log_tail(path: Path | None, lines: int) -> str:
+    if path is None:
         return ""
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, handle.tell() - 16384))
-        text = handle.read().decode("utf-8", errors="replace")
+    try:
+        with open_regular(path) as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 16384))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
     kept = [line for line in text.splitlines() if line.strip()]
     return "\n".join(kept[-lines:])
 
 
+def last_words(path: Path | None) -> str:
+    """One line that says why a child ended: runner's own error line (with its hint) when it printed
+    one, else the last line of its output (a traceback's last line names the exception)."""
+    lines = log_tail(path, 40).splitlines()
+    for index in range(len(lines) - 1, -1, -1):
+        match = _ERROR_LINE.match(lines[index])
+        if match:
+            hint = lines[index + 1].strip() if index + 1 < len(lines) and lines[index + 1].strip().startswith(
+                "hint:") else ""
+            return one_line(match.group(1) + (f" ({hint})" if hint else ""))
+    return one_line(lines[-1]) if lines else ""
+
+
+def one_line(text: str) -> str:
+    """A reason as `runner status` shows it: one line, of bounded length."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 3] + "..."
+
+
 def run_outcome(exit_code: int, manifest: Manifest | None, log_path: Path | None) -> tuple[State, str | None, str]:
-    """(state, failure kind, reason) of a finished run child."""
-    if manifest is not None and manifest.state == "succeeded" and exit_code in (0, -1):
-        return State.SUCCEEDED, None, "succeeded"
-    if manifest is not None and manifest.error is not None and manifest.state == "failed":
-        kind = {"oom": Failure.OOM, "plan": Failure.PLAN, "stale": Failure.PLAN}.get(manifest.error.kind,
-                                                                                      Failure.RUNTIME)
-        return State.FAILED, kind.value, manifest.error.message
+    """(state, failure kind, reason) of a finished run child; the reason is one line."""
+    recorded = ledger.outcome(manifest) if manifest is not None else None
+    if recorded is not None and (recorded.state == State.FAILED or exit_code in (0, -1)):
+        return recorded.state, recorded.failure, one_line(recorded.reason)
     if exit_code < -1:
         name = signal.Signals(-exit_code).name
         if -exit_code == signal.SIGKILL:
             return State.FAILED, Failure.KILLED.value, "killed by SIGKILL (the kernel's OOM killer, or kill -9)"
         return State.FAILED, Failure.RUNTIME.value, f"crashed with {name}"
-    tail = log_tail(log_path, 3)
-    return State.FAILED, Failure.RUNTIME.value, f"exited with code {exit_code}" + (f": {tail}" if tail else "")
+    words = last_words(log_path)
+    return State.FAILED, Failure.RUNTIME.value, f"exited with code {exit_code}" + (f": {words}" if words else "")

@@ -18,3 +18,21 @@ def runs_directory(given: str | None, state_dir: Path) -> Path:
     """The run root of the daemon's jobs: --runs-dir, $RUNNER_RUNS_DIR, or the state dir (so runs land in
     <state dir>/<outputs.dir>/<name>/, that is <state dir>/runs/<name>/ by default)."""
     return Path(given or os.environ.get("RUNNER_RUNS_DIR") or state_dir).resolve()
+
+
+MIN_FREE_BYTES = 64 * 1024 * 1024
+"""Below this much free space where the state lives, the daemon admits, plans and starts nothing:
+snapshots, plans, logs and the store all need room, and a half-written state is worse than a wait."""
+
+
+def disk_full(state_dir: Path) -> str | None:
+    """Why admission is paused for lack of space (None when there is room); `runner status` says the same."""
+    try:
+        stats = os.statvfs(state_dir)
+    except OSError:
+        return None
+    free = stats.f_bavail * stats.f_frsize
+    if free >= MIN_FREE_BYTES:
+        return None
+    return (f"the disk of {state_dir} has {free / 2**20:.1f} MiB free (at least {MIN_FREE_BYTES // 2**20} MiB "
+            "are needed): no new job is admitted, planned or started until there is room")

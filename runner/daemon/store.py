@@ -1,18 +1,27 @@
-"""The daemon's actual state: one SQLite row per (spec path, content hash).
+"""The daemon's actual state: one SQLite row per spec content (its sha256; the content names
+the job, so the same content is one job wherever it lies). The row keeps the path it was last
+seen at.
 
 WAL mode, so `runner status`, `cancel`, `retry` and `logs` read and write safely while the
-daemon runs. Every state change is one short transaction.
+daemon runs. Every state change is one short transaction. The store is a record that can be
+lost: the run directories' manifests are the truth, and the daemon rebuilds what they say
+(runner.daemon.ledger). A store that cannot be read is moved aside, never emptied in place.
+`runner status` opens it read-only, so reading needs no write access.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+
+from runner.errors import RunnerError
 
 
 class State(str, Enum):
@@ -33,10 +42,12 @@ class Failure(str, Enum):
     PLAN = "plan"
     OOM = "oom"
     RUNTIME = "runtime"
+    DIVERGED = "diverged"
     TIMEOUT = "timeout"
     KILLED = "killed"
 
 
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -58,15 +69,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid_start TEXT,
     gpus TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    withdrawn INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
     updated_at REAL NOT NULL,
-    UNIQUE (path, sha256)
+    UNIQUE (sha256)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name);
+CREATE INDEX IF NOT EXISTS jobs_path ON jobs (path);
 """
+STORE_FILE = "runner.db"
 
 
 @dataclass
@@ -90,6 +104,9 @@ class Job:
     pid_start: str | None
     gpus: str | None
     cancel_requested: bool
+    withdrawn: bool
+    """Cancelled by the daemon because its spec file went away or changed (not by a person): the
+    same content coming back (a rename, an undo) revives it."""
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -102,6 +119,7 @@ class Job:
         data["diagnostics"] = json.loads(data["diagnostics"]) if data["diagnostics"] else None
         data["depends_on"] = json.loads(data["depends_on"]) if data["depends_on"] else []
         data["cancel_requested"] = bool(data["cancel_requested"])
+        data["withdrawn"] = bool(data["withdrawn"])
         return cls(**data)
 
     def to_json(self) -> dict:
@@ -110,15 +128,97 @@ class Job:
         return record
 
 
+class StoreUnreadable(RunnerError):
+    """The store file exists but is not a runner store this version reads."""
+
+
 class Store:
-    def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.path = state_dir / "runner.db"
-        self.connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+    """Open with `Store.for_daemon` (creates, repairs) or `Store.existing` (the commands)."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path, self.connection = path, connection
         self.connection.row_factory = sqlite3.Row
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.execute("PRAGMA synchronous=NORMAL")
-        self.connection.executescript(SCHEMA)
+        self.identity = _identity(path)
+
+    @classmethod
+    def for_daemon(cls, state_dir: Path) -> tuple[Store, str | None]:
+        """The daemon's store, created when missing; one that cannot be read (not a database, damaged,
+        an older layout) is moved aside and a new one made. Returns (store, what was moved aside)."""
+        path = state_dir / STORE_FILE
+        try:
+            return cls._writable(path), None
+        except sqlite3.OperationalError as error:  # cannot be opened (permissions, a folder of that name)
+            raise RunnerError(f"cannot open the store {path}: {error}",
+                              "the daemon's user must own its state dir") from None
+        except (sqlite3.DatabaseError, StoreUnreadable) as error:  # opened, but not a store it can read
+            moved = _move_aside(path, str(error))
+        return cls._writable(path), moved
+
+    @classmethod
+    def _writable(cls, path: Path) -> Store:
+        connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            _check(connection, empty_is_readable=True)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(SCHEMA)
+            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            connection.close()
+            raise
+        return cls(path, connection)
+
+    @classmethod
+    def existing(cls, state_dir: Path, *, writable: bool) -> Store:
+        """The store of a daemon that has run with this state dir; never creates one (a mistyped
+        --state-dir says so instead of showing an empty store). Read-only opens need no write access
+        to the folder or the file (a member of the daemon's group reads status)."""
+        path = state_dir / STORE_FILE
+        try:
+            folder, found = state_dir.is_dir(), path.is_file()
+        except OSError as error:
+            raise RunnerError(f"cannot read {state_dir}: {error.strerror}",
+                              "members of the daemon's group may read its state dir") from None
+        if not folder:
+            raise RunnerError(f"{state_dir} is not a folder, so it holds no runner store",
+                              "give the daemon's --state-dir (or set $RUNNER_STATE_DIR)")
+        if not found:
+            raise RunnerError(f"no runner store in {state_dir} (runner watch has not run with this state dir)",
+                              "give the daemon's --state-dir (or set $RUNNER_STATE_DIR)")
+        if writable and not os.access(path, os.W_OK):
+            raise RunnerError(f"you may read but not change {path}",
+                              "cancel and retry as the daemon's user (sudo -u runner runner ...)")
+        connection = None
+        try:
+            connection = _connect(path, writable)
+            _check(connection, empty_is_readable=False)
+        except sqlite3.OperationalError as error:  # could not open it (permissions), rather than read it
+            raise RunnerError(f"cannot open the store {path}: {error}",
+                              "members of the daemon's group may read its state dir") from None
+        except (sqlite3.DatabaseError, StoreUnreadable) as error:
+            if connection is not None:
+                connection.close()
+            raise RunnerError(f"{path} cannot be read as a runner store: {error}",
+                              "the daemon moves it aside and rebuilds the store from the run directories "
+                              "at its next start (systemctl restart runner-watch)") from None
+        return cls(path, connection)
+
+    def replaced(self) -> bool:
+        """Whether the store file is no longer the one this connection writes (deleted or swapped)."""
+        return _identity(self.path) != self.identity
+
+    def restore(self) -> str:
+        """Write the open store back to its path after the file was deleted or replaced under the
+        daemon: whatever is there now is moved aside first. Returns what happened, for the log."""
+        moved = _move_aside(self.path, "it replaced the daemon's store") if self.path.exists() else None
+        self.connection.execute("VACUUM INTO ?", (str(self.path),))
+        self.connection.close()  # before the new file is opened: the WAL files by its name are the old file's
+        for suffix in ("-wal", "-shm"):
+            Path(str(self.path) + suffix).unlink(missing_ok=True)
+        self.connection = self._writable(self.path).connection
+        self.identity = _identity(self.path)
+        return f"{self.path} was deleted or replaced while the daemon ran; written back from the open store" + (
+            f" ({moved})" if moved else "")
 
     def close(self) -> None:
         self.connection.close()
@@ -137,8 +237,9 @@ class Store:
     def get(self, job_id: int) -> Job:
         return Job.of(self.connection.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
-    def find(self, path: str, sha256: str) -> Job | None:
-        row = self.connection.execute("SELECT * FROM jobs WHERE path = ? AND sha256 = ?", (path, sha256)).fetchone()
+    def find(self, sha256: str) -> Job | None:
+        """The job of this spec content, wherever it was seen."""
+        row = self.connection.execute("SELECT * FROM jobs WHERE sha256 = ?", (sha256,)).fetchone()
         return Job.of(row) if row else None
 
     def latest(self, name_or_path: str) -> Job | None:
@@ -151,16 +252,24 @@ class Store:
         return None
 
     def latest_succeeded(self, name: str, folder: str) -> Job | None:
-        prefix = folder.rstrip(os.sep) + os.sep
-        row = self.connection.execute(
-            "SELECT * FROM jobs WHERE name = ? AND state = 'succeeded' AND substr(path, 1, ?) = ? "
-            "ORDER BY id DESC LIMIT 1", (name, len(prefix), prefix)).fetchone()
+        """The newest succeeded job of the spec called `name` in exactly this folder (a spec of the same
+        name in a subfolder is another spec)."""
+        rows = self.connection.execute("SELECT * FROM jobs WHERE name = ? AND state = 'succeeded' ORDER BY id DESC",
+                                       (name,))
+        return next((Job.of(row) for row in rows if os.path.dirname(row["path"]) == folder), None)
+
+    def newest_at(self, path: str) -> Job | None:
+        row = self.connection.execute("SELECT * FROM jobs WHERE path = ? ORDER BY id DESC LIMIT 1", (path,)).fetchone()
         return Job.of(row) if row else None
+
+    def named(self, name: str) -> list[Job]:
+        return [Job.of(row) for row in self.connection.execute("SELECT * FROM jobs WHERE name = ? ORDER BY id",
+                                                               (name,))]
 
     # --- writes --------------------------------------------------------------------------------
 
     def add(self, path: str, sha256: str, name: str | None, state: State, *, reason: str | None = None,
-            diagnostics: list | None = None, depends_on: list[str] | None = None) -> Job:
+            diagnostics: list | None = None, depends_on: list[str] | None = None, **fields) -> Job:
         now = time.time()
         cursor = self.connection.execute(
             "INSERT OR IGNORE INTO jobs (path, sha256, name, state, reason, diagnostics, depends_on, created_at,"
@@ -168,7 +277,9 @@ class Store:
             (path, sha256, name, state.value, reason, json.dumps(diagnostics) if diagnostics else None,
              json.dumps(depends_on or []), now, now))
         if cursor.rowcount == 0:
-            return self.find(path, sha256)
+            return self.find(sha256)
+        if fields:
+            self.update(cursor.lastrowid, **fields)
         return self.get(cursor.lastrowid)
 
     def update(self, job_id: int, *, expect: State | tuple[State, ...] | None = None, **fields) -> bool:
@@ -186,3 +297,72 @@ class Store:
             query += f" AND state IN ({','.join('?' * len(expected))})"
             parameters += [state.value for state in expected]
         return self.connection.execute(query, parameters).rowcount == 1
+
+
+def lock_state_directory(state_dir: Path) -> int:
+    """An exclusive OS lock (flock) on the state folder itself, held while the daemon lives: no file
+    whose deletion would admit a second daemon. The descriptor is not inherited by children, so a
+    job that outlives its daemon never keeps the next one out. Returns the descriptor to keep."""
+    descriptor = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise RunnerError(f"another runner watch already uses {state_dir}",
+                          "stop it first, or give this one its own --state-dir") from None
+    return descriptor
+
+
+def _check(connection: sqlite3.Connection, *, empty_is_readable: bool) -> None:
+    """Raise unless this is a store of this layout, or (where allowed) an empty database. Reading
+    the header is what tells a garbage file: sqlite opens anything lazily."""
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if version == SCHEMA_VERSION and "jobs" in tables:
+        result = connection.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            raise StoreUnreadable(f"the database is damaged ({result})")
+        return
+    if tables:
+        raise StoreUnreadable(f"the store has layout {version}; this runner reads layout {SCHEMA_VERSION}")
+    if not empty_is_readable:
+        raise StoreUnreadable("it is empty")
+
+
+def _connect(path: Path, writable: bool) -> sqlite3.Connection:
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode={'rw' if writable else 'ro'}"
+    connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+    if writable:
+        return connection
+    try:
+        connection.execute("PRAGMA user_version").fetchone()
+        return connection
+    except sqlite3.OperationalError:
+        connection.close()
+        if Path(str(path) + "-wal").exists():
+            raise
+    except sqlite3.DatabaseError:
+        connection.close()
+        raise
+    # No daemon is writing (its WAL is gone), and a reader without write access to the folder cannot
+    # create the shared-memory file a WAL database wants: read the file as it is.
+    return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30, isolation_level=None)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _move_aside(path: Path, why: str) -> str:
+    """Rename a store (and its WAL files) out of the way; never delete it: it may be evidence."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.unreadable-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(str(path) + suffix)
+        if source.exists():
+            os.replace(source, Path(str(target) + suffix))
+    return f"{path.name} could not be read ({why}); moved aside to {target.name}"

@@ -9,11 +9,14 @@ gets the JSON lines of events.jsonl instead.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
 import structlog
+
+from runner.errors import RunnerError
 
 
 class EventLog:
@@ -75,6 +78,10 @@ class EventLog:
         self.file.close()
 
 
+class Diverged(RunnerError):
+    """A loss became infinite or NaN: the weights are no longer numbers, so the run must not succeed."""
+
+
 class MetricsLog:
     """metrics.jsonl, the one place every metric goes through: each record is appended there, then handed
     to the experiment trackers (sinks). A tracker that fails is reported once and dropped; the file is
@@ -86,6 +93,13 @@ class MetricsLog:
         self.on_error = on_error
 
     def write(self, record: dict) -> None:
+        """Append one record; every metric of every recipe passes here, so a diverged loss stops any run."""
+        diverged = sorted(key for key, value in record.items()
+                          if "loss" in key and isinstance(value, float) and not math.isfinite(value))
+        if diverged:
+            raise Diverged(f"the training diverged: {diverged[0]} is {record[diverged[0]]} at step "
+                           f"{record.get('step', '?')}",
+                           "lower training.learning_rate (or leave it at auto), or check the data")
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         values = {key: float(value) for key, value in record.items()

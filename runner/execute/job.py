@@ -31,7 +31,7 @@ from runner.execute import card, library_output, loading, sharding
 from runner.execute import trainable as trained
 from runner.execute.context import Context, Trained
 from runner.execute.data import TooManyRejected, encoder_for, prepare, sample_prompts
-from runner.execute.events import EventLog, MetricsLog
+from runner.execute.events import Diverged, EventLog, MetricsLog
 from runner.execute.library_output import quiet_libraries
 from runner.execute.samples import generate
 from runner.execute.save import save_final
@@ -96,6 +96,8 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
         state = _fail(manifest, "oom", f"out of memory: {str(error).splitlines()[0] if str(error) else 'MemoryError'}",
                       "lower training.micro_batch_size, set hardware.gradient_checkpointing: true, "
                       "or use trainable.mode: lora")
+    except Diverged as error:
+        state = _fail(manifest, "diverged", error.message, error.hint)
     except KeyboardInterrupt:
         state = _fail(manifest, "interrupted", "stopped by a second signal before a checkpoint was written",
                       "run the same plan again to resume from the last checkpoint", state="interrupted")
@@ -142,7 +144,8 @@ def _start(plan: Plan, run_root: Path, spec_text: str | None, place: Placement) 
         manifest = Manifest(
             run_id=run.run_id, name=plan.name, method=plan.method, state="running", attempts=[],
             spec_path=plan.inputs.spec_path, spec_sha256=plan.inputs.spec_sha256, plan_sha256=plan_hash, plan=plan,
-            base_model=plan.inputs.base_model, environment=_environment(), git=_git(Path(plan.inputs.spec_path)),
+            base_model=plan.inputs.base_model, environment=_environment(),
+            git=_git(Path(plan.inputs.spec_source or plan.inputs.spec_path)),
             timings=Timings(started_at=now()))
     else:  # resumed: the same run, and this attempt runs this plan (its layout may differ: another device count)
         write_atomically(run.plan, plan.model_dump_json(indent=2) + "\n")

@@ -8,8 +8,6 @@ completions) -> one float each.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
@@ -27,7 +25,7 @@ def train(ctx: Context) -> Trained:
                                           torch.float32, pad_token_id=ctx.tokenizer.pad_token_id)
         reward_funcs, reward_tokenizers = [reward_model], [ctx.tokenizer]
     else:
-        function = load_reward_function(reward["function"], Path(plan.inputs.spec_path).parent)
+        function = load_reward_function(reward["function"], plan.inputs.spec_folder)
 
         def score(prompts, completions, **_):
             return [float(v) for v in function(list(prompts), list(completions))]

@@ -300,7 +300,7 @@ def build(ctx: Context):
         reward_model.requires_grad_(False).eval().to(_device(policy))
         function = None
     else:
-        function = load_reward_function(reward["function"], Path(plan.inputs.spec_path).parent)
+        function = load_reward_function(reward["function"], plan.inputs.spec_folder)
     scorer = Scorer(reward_model, function, tokenizer)
 
     reference = None if lora else copy.deepcopy(policy).requires_grad_(False).eval()

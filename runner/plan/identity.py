@@ -41,6 +41,7 @@ def inputs(spec_path: Path, checked: SpecResult, location: source.ModelLocation,
                          variant=report.variant or "standard")
             for role, report in checked.data.items()]
     return Inputs(spec_path=str(spec_path.resolve()), spec_sha256=file_sha256(spec_path), data=data,
+                  spec_source=str(checked.source.resolve()) if checked.source else None,
                   base_model=source.identity(location),
                   reward_model=source.identity(reward_location) if reward_location else None, versions=versions())
 
@@ -61,13 +62,14 @@ def check_fresh(plan: Plan, run_root: Path) -> None:
         elif file_sha256(path) != data.sha256:
             changes.append(f"{data.role} data {path.name} changed")
     if not changes:
-        checked = check_spec(spec_path, check_inputs=False)
+        checked = check_spec(spec_path, check_inputs=False,
+                             source=Path(recorded.spec_source) if recorded.spec_source else None)
         if checked.spec is not None:
             models = [(checked.spec.base_model, recorded.base_model, "base model")]
             if recorded.reward_model is not None:
                 models.append((checked.spec.method_section().reward.model, recorded.reward_model, "reward model"))
             for spec_source, before, role in models:
-                current = source.identity(source.locate(spec_source, spec_path.parent, run_root))
+                current = source.identity(source.locate(spec_source, recorded.spec_folder, run_root))
                 if current != before:
                     changes.append(f"the {role} {before.reference} changed ({_model_difference(before, current)})")
     if changes:

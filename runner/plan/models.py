@@ -6,6 +6,7 @@ rule that chose it, and the inputs are identified by hash so a stale plan is ref
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -82,12 +83,21 @@ class ModelIdentity(Frozen):
 
 class Inputs(Frozen):
     spec_path: str
+    """The file the spec was read from (its sha256 is checked before a run)."""
     spec_sha256: str
+    spec_source: str | None = None
+    """The spec as its author knows it, when spec_path holds a copy of its bytes (the watch daemon
+    plans the snapshot it admitted): relative paths and {job: NAME} resolve beside it."""
     data: list[DataIdentity]
     base_model: ModelIdentity
     reward_model: ModelIdentity | None = None
     versions: dict[str, str]
     """runner, python and library versions at planning time."""
+
+    @property
+    def spec_folder(self) -> Path:
+        """Where the spec's relative paths (data, models, reward modules) and {job: NAME} resolve."""
+        return Path(self.spec_source or self.spec_path).parent
 
 
 class ModelFacts(Frozen):

@@ -69,11 +69,13 @@ class Settings:
         return self.auto(key, value, rule)
 
 
-def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None) -> Plan:
-    checked = check_spec(spec_path)
+def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None,
+              spec_source: Path | None = None) -> Plan:
+    """Plan the spec in `spec_path`; with `spec_source`, `spec_path` holds a copy of the spec there."""
+    checked = check_spec(spec_path, source=spec_source)
     if checked.spec is None:
         raise PlanError(f"{spec_path} is invalid", f"run: runner validate {spec_path}", checked)
-    spec, folder = checked.spec, spec_path.parent
+    spec, folder = checked.spec, (spec_source or spec_path).parent
     settings = Settings()
     machine = machine or detect()
 

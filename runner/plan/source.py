@@ -16,6 +16,7 @@ from runner.fsutil import cache_directory, file_sha256, stat_key
 from runner.plan.models import FileIdentity, ModelIdentity
 from runner.runs import latest, runs_under
 from runner.spec import modelinfo
+from runner.spec.check import display_path
 from runner.spec.jobs import find_job_spec
 from runner.spec.models import ModelSource
 
@@ -84,17 +85,22 @@ def _hub_reachable(hub_id: str, revision: str | None) -> bool:
 
 
 def latest_succeeded_run(spec_folder: Path, name: str, run_root: Path) -> Path:
-    """The newest run of the spec called `name` (beside this one) that succeeded."""
+    """The newest succeeded run of the spec called `name` beside this one. Only runs made from that
+    spec file count (its path, or its exact bytes, as the run's plan recorded them): another spec
+    with the same name in another folder writes to the same runs folder, and is not this one."""
     from runner.spec.check import check_spec
 
-    other = check_spec(find_job_spec(spec_folder, name), check_inputs=False)
+    named = find_job_spec(spec_folder, name)
+    other = check_spec(named, check_inputs=False)
     if other.spec is None:
         raise RunnerError(f"the spec named '{name}' ({other.path}) is invalid",
                           f"run: runner validate {other.path}")
     runs = run_root / other.spec.outputs.dir / name
-    succeeded = latest(runs_under(runs, name), succeeded=True)
+    named_path, named_sha256 = str(named.resolve()), file_sha256(named)
+    made_here = [run for run in runs_under(runs, name) if run.made_from(named_path, named_sha256)]
+    succeeded = latest(made_here, succeeded=True)
     if succeeded is None:
-        raise RunnerError(f"'{name}' has no succeeded run under {runs} yet",
+        raise RunnerError(f"'{name}' has no succeeded run under {runs} yet (of {display_path(named)})",
                           f"run it first: runner run {other.path}")
     run = succeeded.path
     if not (run / "model").is_dir():

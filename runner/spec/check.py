@@ -9,6 +9,7 @@ import difflib
 import importlib.util
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -24,14 +25,35 @@ from runner.spec.yamlpos import FieldPath, YamlDocument, format_path, load_yaml
 from runner.trackers import TRACKERS
 
 
+@dataclass(frozen=True)
+class CodeUse:
+    """A setting that runs code other than runner's own: the spec's opt-in is enough for `runner
+    run`; the watch daemon refuses it unless it was started with the matching allow option."""
+
+    kind: str
+    """reward_function | remote_code"""
+    path: FieldPath
+    span: Span | None
+    what: str
+    """The function (`module:function`) or the model whose code runs."""
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "path": format_path(self.path), "what": self.what,
+                "line": self.span.line if self.span else None}
+
+
 @dataclass
 class SpecResult:
     path: Path
+    source: Path | None = None
+    """The spec as its author knows it, when `path` is a copy of its bytes (the watch daemon's
+    snapshot): relative paths, `{job: NAME}` and diagnostics refer to it."""
     spec: JobSpec | None = None
     """The validated spec; None when there is any error."""
     diagnostics: list[Diagnostic] = field(default_factory=list)
     data: dict[str, datacheck.DataReport] = field(default_factory=dict)
     model: modelinfo.ModelFacts | None = None
+    runs_code: list[CodeUse] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -51,9 +73,11 @@ def display_path(path: Path) -> str:
     return str(path) if relative.startswith("..") else relative
 
 
-def check_spec(path: Path, *, check_inputs: bool = True) -> SpecResult:
-    result = SpecResult(path)
-    document, result.diagnostics = load_yaml(path, display_path(path))
+def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = None) -> SpecResult:
+    """Check the spec in `path`; with `source`, `path` holds a copy of the spec at `source`."""
+    result = SpecResult(path, source)
+    where = source or path
+    document, result.diagnostics = load_yaml(path, display_path(where))
     if document is None:
         return result
     report = _Reporter(document, result.diagnostics)
@@ -71,22 +95,58 @@ def check_spec(path: Path, *, check_inputs: bool = True) -> SpecResult:
     for problem in rules.check(view):
         report.add(problem.severity, problem.path, problem.message, problem.hint, at_key=problem.at_key)
 
+    folder = where.parent
     if check_inputs:
         data = view.sections.get("data")
         if data is not None:
-            _check_data(report, result, path.parent, data, view.method)
-        source = view.sections.get("base_model")
-        if source is not None:
-            result.model = _check_model(report, path.parent, source, view.sections.get("trainable"), view.method)
+            with _unexpected(report, ("data",)):
+                _check_data(report, result, folder, data, view.method)
+        model_source = view.sections.get("base_model")
+        if model_source is not None:
+            with _unexpected(report, ("base_model",)):
+                result.model = _check_model(report, folder, model_source, view.sections.get("trainable"),
+                                            view.method)
 
     if check_inputs and view.sections.get("outputs") is not None:
         _check_trackers(report, view.sections["outputs"].report_to)
     if check_inputs and view.method in ("ppo", "grpo") and view.method in view.sections:
-        _check_reward_source(report, path.parent, view.method, view.sections[view.method].reward)
+        with _unexpected(report, (view.method, "reward")):
+            _check_reward_source(report, folder, view.method, view.sections[view.method].reward)
 
     result.diagnostics.sort(key=lambda d: (d.file != document.file, sort_key(d)))  # the spec's own first
     result.spec = spec if not result.errors else None
+    if result.spec is not None:
+        result.runs_code = _code_uses(result.spec, document)
     return result
+
+
+@contextmanager
+def _unexpected(report: _Reporter, path: FieldPath):
+    """The files a spec names are anyone's: whatever reading them raises (a name too long for the
+    filesystem, a permission, a file that changes under us) is a diagnostic on the field, never a
+    traceback."""
+    try:
+        yield
+    except OSError as error:
+        report.add("error", path, f"cannot check {format_path(path)}: {error.strerror or error}")
+    except (ValueError, RunnerError) as error:
+        report.add("error", path, f"cannot check {format_path(path)}: {error}")
+
+
+def _code_uses(spec: JobSpec, document: YamlDocument) -> list[CodeUse]:
+    sources: list[tuple[FieldPath, ModelSource]] = [(("base_model",), spec.base_model)]
+    uses = []
+    reward = getattr(spec.method_section(), "reward", None)
+    if reward is not None and reward.function is not None:
+        where = (spec.method, "reward", "function")
+        uses.append(CodeUse("reward_function", where, document.locate(where), reward.function))
+    if reward is not None and reward.model is not None:
+        sources.append(((spec.method, "reward", "model"), reward.model))
+    for where, model in sources:
+        if model.trust_remote_code:
+            where = (*where, "trust_remote_code")
+            uses.append(CodeUse("remote_code", where, document.locate(where), model.describe()))
+    return uses
 
 
 class _Reporter:
@@ -123,9 +183,12 @@ def _check_data(report: _Reporter, result: SpecResult, folder: Path, data, metho
 
 def _similar_file(path: Path, relative: str) -> str | None:
     """For a missing file: a file beside it with a close name, written as the spec would write it."""
-    if path.exists() or not path.parent.is_dir():
+    try:
+        if path.exists() or not path.parent.is_dir():
+            return None
+        names = sorted(entry.name for entry in path.parent.iterdir() if entry.is_file())
+    except OSError:  # a name too long for the filesystem, a folder we may not list: no suggestion
         return None
-    names = sorted(entry.name for entry in path.parent.iterdir() if entry.is_file())
     close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.75)  # a shared suffix alone scores 0.6
     return f"did you mean '{PurePosixPath(relative).with_name(close[0])}'?" if close else None
 

@@ -32,6 +32,13 @@ class DataFileError(ValueError):
 
 def check_file(path: Path, declared_format: str, method: str | None) -> DataReport:
     """Read `path` row by row. Rows must share one format: the declared one, or the first row's."""
+    try:
+        return _check_file(path, declared_format, method)
+    except OSError as error:  # not a regular file (a FIFO or a device would never end), a name too long, ...
+        raise DataFileError(str(error) if error.strerror is None else f"{path}: {error.strerror}") from None
+
+
+def _check_file(path: Path, declared_format: str, method: str | None) -> DataReport:
     if not path.exists():
         raise DataFileError(f"{path} does not exist")
     if path.is_dir():

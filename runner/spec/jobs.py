@@ -6,8 +6,10 @@ import re
 from pathlib import Path
 
 from runner.errors import RunnerError
+from runner.readers import read_regular
 
 SPEC_SUFFIXES = (".yaml", ".yml")
+MAX_SPEC_BYTES = 1024 * 1024
 _LOOKS_LIKE_SPEC = re.compile(r"^(version|method)\s*:", re.MULTILINE)
 _NAME_LINE = re.compile(r"""^name:\s*["']?([a-z0-9][a-z0-9-]*)["']?\s*(?:#.*)?$""", re.MULTILINE)
 
@@ -18,9 +20,10 @@ def looks_like_spec(text: str) -> bool:
 
 
 def spec_name(path: Path) -> str | None:
-    """The `name:` of a spec file, read without parsing the whole file."""
+    """The `name:` of a spec file, read without parsing the whole file (a FIFO, a device or an
+    oversized file beside the spec is not a spec: it has no name)."""
     try:
-        match = _NAME_LINE.search(path.read_text(encoding="utf-8", errors="replace"))
+        match = _NAME_LINE.search(read_regular(path, MAX_SPEC_BYTES).decode("utf-8", errors="replace"))
     except OSError:
         return None
     return match.group(1) if match else None
@@ -38,3 +41,12 @@ def find_job_spec(folder: Path, name: str) -> Path:
                           + ", ".join(path.name for path in found),
                           hint="give each spec in a folder its own name")
     return found[0]
+
+
+def jobs_named(spec) -> list[str]:
+    """The other specs a (valid) spec builds on: `{job: NAME}` as its base model or reward model."""
+    named = [spec.base_model.job] if spec.base_model.job else []
+    reward = getattr(spec.method_section(), "reward", None)
+    if reward is not None and reward.model is not None and reward.model.job:
+        named.append(reward.model.job)
+    return named

@@ -7,7 +7,6 @@ GGUF header; no weights are read.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import struct
 from dataclasses import dataclass, field
@@ -15,10 +14,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from runner.fsutil import cache_directory, cached_record, stat_key
-from runner.trainable import count_layers
+from runner.readers import MAX_JSON_DEPTH, loads_bounded, open_regular, read_regular
+from runner.trainable import MAX_LAYERS, count_layers, layer_of
 
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
-CACHE_VERSION = 1
+CONFIG_MAX_BYTES = 16 * 1024 * 1024
+MAX_TENSORS = 500_000
+"""Parameter tensors of one model; the largest real models have under 100,000."""
+MAX_DIMENSIONS = 16
+CACHE_VERSION = 2
 
 
 class ModelFileError(ValueError):
@@ -38,7 +42,7 @@ class ModelFacts:
     @property
     def num_layers(self) -> int | None:
         for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
-            if isinstance(self.config.get(key), int):
+            if type(self.config.get(key)) is int:
                 return self.config[key]
         return count_layers(list(self.shapes)) or None
 
@@ -47,7 +51,9 @@ def with_score_head(facts: ModelFacts) -> ModelFacts:
     """The parameters of the same model as a reward model: a scalar `score` head replaces lm_head."""
     shapes = {name: shape for name, shape in facts.shapes.items() if not name.startswith("lm_head.")}
     if shapes:
-        hidden = facts.config.get("hidden_size") or next(iter(shapes.values()))[-1]
+        hidden = facts.config.get("hidden_size")
+        if type(hidden) is not int or hidden < 1:
+            hidden = next((shape[-1] for shape in shapes.values() if shape), 1)
         shapes["score.weight"] = (1, hidden)
     return ModelFacts(facts.source, facts.config, shapes, {}, facts.notes)
 
@@ -55,18 +61,40 @@ def with_score_head(facts: ModelFacts) -> ModelFacts:
 # --- safetensors ----------------------------------------------------------------------------
 
 def read_safetensors_header(path: Path) -> dict[str, tuple[int, ...]]:
-    with open(path, "rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) != 8:
-            raise ModelFileError(f"{path.name} is too short to be a safetensors file")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > SAFETENSORS_MAX_HEADER:
-            raise ModelFileError(f"{path.name} has a {length:,}-byte header; not a safetensors file")
-        try:
-            header = json.loads(handle.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ModelFileError(f"{path.name} has an unreadable header: {error}") from None
-    return {name: tuple(info["shape"]) for name, info in header.items() if name != "__metadata__"}
+    try:
+        with open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            prefix = handle.read(8)
+            if len(prefix) != 8:
+                raise ModelFileError(f"{path.name} is too short to be a safetensors file")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > min(SAFETENSORS_MAX_HEADER, size - 8):
+                raise ModelFileError(f"{path.name} has a {length:,}-byte header; not a safetensors file")
+            raw = handle.read(length)
+    except OSError as error:
+        raise ModelFileError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        header = loads_bounded(raw, MAX_JSON_DEPTH)
+    except ValueError as error:  # bad JSON, bad UTF-8, or nested too deep
+        raise ModelFileError(f"{path.name} has an unreadable header: {error}") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path.name} has an unreadable header: a JSON object was expected")
+    if len(header) > MAX_TENSORS:
+        raise ModelFileError(f"{path.name} lists {len(header):,} tensors; not a model file")
+    shapes = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if not _is_shape(shape):
+            raise ModelFileError(f"{path.name}: tensor {name[:80]!r} has no shape (a list of whole numbers >= 0)")
+        shapes[name] = tuple(shape)
+    return shapes
+
+
+def _is_shape(shape: Any) -> bool:
+    return isinstance(shape, list) and len(shape) <= MAX_DIMENSIONS and all(
+        type(dim) is int and 0 <= dim < 2**63 for dim in shape)
 
 
 def tied_names(config: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
@@ -80,12 +108,16 @@ def tied_names(config: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> di
 def local_directory(path: Path) -> ModelFacts:
     facts = ModelFacts(str(path))
     config_path = path / "config.json"
-    if not config_path.is_file():
+    if not config_path.exists():
         raise ModelFileError(f"{path} has no config.json")
     try:
-        facts.config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        facts.config = loads_bounded(read_regular(config_path, CONFIG_MAX_BYTES))
+    except OSError as error:
+        raise ModelFileError(f"cannot read {config_path}: {error.strerror or error}") from None
+    except ValueError as error:
         raise ModelFileError(f"{config_path} is not valid JSON: {error}") from None
+    if not isinstance(facts.config, dict):
+        raise ModelFileError(f"{config_path} is not a model config (a JSON object was expected)")
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         if any(path.glob("pytorch_model*.bin")):
@@ -94,7 +126,25 @@ def local_directory(path: Path) -> ModelFacts:
         raise ModelFileError(f"{path} has no weights (*.safetensors or pytorch_model*.bin)")
     for weight_file in weights:
         facts.shapes.update(read_safetensors_header(weight_file))
+        if len(facts.shapes) > MAX_TENSORS:
+            raise ModelFileError(f"{path} holds more than {MAX_TENSORS:,} tensors; not a model folder")
     facts.tied = tied_names(facts.config, facts.shapes)
+    return plausible(facts, f"{path.name}/config.json")
+
+
+def plausible(facts: ModelFacts, where: str) -> ModelFacts:
+    """Facts whose layer count can be reasoned with: a count from the config (or from parameter
+    names) beyond MAX_LAYERS is a hostile or broken file, and is refused here, before any range of
+    layers is formed from it."""
+    for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+        value = facts.config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= MAX_LAYERS:
+            raise ModelFileError(f"{where}: {key} is {value:,}; not a plausible layer count "
+                                 f"(at most {MAX_LAYERS:,})")
+    deepest = max((index for index in map(layer_of, facts.shapes) if index is not None), default=0)
+    if deepest >= MAX_LAYERS:
+        raise ModelFileError(f"{where}: a parameter name says layer {deepest:,}; not a plausible "
+                             f"layer index (at most {MAX_LAYERS - 1:,})")
     return facts
 
 
@@ -114,35 +164,80 @@ _GGUF_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "o
 _LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "smollm3"}
 
 
+MAX_GGUF_HEADER = 512 * 1024 * 1024
+"""Bytes of header read at most; a real one (tokenizer included) is tens of megabytes."""
+MAX_GGUF_VALUES = 4_000_000
+"""Metadata values read one by one at most (strings of the vocabulary and merges, mostly)."""
+MAX_GGUF_KEYS = 100_000
+MAX_GGUF_NESTING = 8
+MAX_GGUF_DIMENSIONS = 8
+
+
 class _Reader:
-    def __init__(self, handle: BinaryIO) -> None:
-        self.handle = handle
+    """Reads a GGUF header within bounds: every count is checked against the bytes left in the
+    file (and against a plausible maximum) before anything is read, allocated or skipped, so a
+    crafted count costs an error, never a long loop or an overflowing seek."""
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self.handle, self.size = handle, size
+        self.position = 0
+        self.values = 0
+
+    def read(self, length: int) -> bytes:
+        self.need(length)
+        data = self.handle.read(length)
+        if len(data) != length:
+            raise ModelFileError("the GGUF header ends early")
+        self.position += length
+        return data
+
+    def need(self, length: int) -> None:
+        if length > self.size - self.position:
+            raise ModelFileError("the GGUF header ends early (a count or length runs past the end of the file)")
+        if self.position + length > MAX_GGUF_HEADER:
+            raise ModelFileError(f"the GGUF header is larger than {MAX_GGUF_HEADER // 2**20} MiB; not a model file")
+
+    def skip(self, length: int) -> None:
+        self.need(length)
+        self.handle.seek(length, os.SEEK_CUR)
+        self.position += length
 
     def scalar(self, fmt: str) -> Any:
-        size = struct.calcsize(fmt)
-        data = self.handle.read(size)
-        if len(data) != size:
-            raise ModelFileError("the GGUF header ends early")
-        return struct.unpack(fmt, data)[0]
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
+
+    def count(self, each: int, plausible: int, what: str) -> int:
+        """A count of items of at least `each` bytes: no more than the file can hold, nor `plausible`."""
+        count = self.scalar("<Q")
+        if count > plausible:
+            raise ModelFileError(f"the GGUF header claims {count:,} {what}; not a model file")
+        self.need(count * each)
+        return count
 
     def string(self) -> str:
         length = self.scalar("<Q")
         if length > 1 << 24:
             raise ModelFileError("the GGUF header holds an implausible string length")
-        return self.handle.read(length).decode("utf-8", errors="replace")
+        return self.read(length).decode("utf-8", errors="replace")
 
-    def value(self, kind: int) -> Any:
+    def value(self, kind: int, depth: int = 0) -> Any:
+        self.values += 1
+        if self.values > MAX_GGUF_VALUES:
+            raise ModelFileError(f"the GGUF header holds more than {MAX_GGUF_VALUES:,} values; not a model file")
         if kind in _GGUF_SCALARS:
             return self.scalar(_GGUF_SCALARS[kind])
         if kind == _GGUF_STRING:
             return self.string()
         if kind == _GGUF_ARRAY:
-            item_kind, count = self.scalar("<I"), self.scalar("<Q")
+            if depth >= MAX_GGUF_NESTING:
+                raise ModelFileError(f"the GGUF header nests arrays more than {MAX_GGUF_NESTING} deep")
+            item_kind = self.scalar("<I")
             if item_kind in _GGUF_SCALARS:  # skip numeric arrays without decoding them
-                self.handle.seek(struct.calcsize(_GGUF_SCALARS[item_kind]) * count, os.SEEK_CUR)
-            else:
-                for _ in range(count):
-                    self.value(item_kind)
+                item_size = struct.calcsize(_GGUF_SCALARS[item_kind])
+                self.skip(item_size * self.count(item_size, MAX_GGUF_HEADER, "array items"))
+                return None
+            count = self.count(8 if item_kind == _GGUF_STRING else 12, MAX_GGUF_VALUES, "array items")
+            for _ in range(count):
+                self.value(item_kind, depth + 1)
             return None
         raise ModelFileError(f"unknown GGUF value type {kind}")
 
@@ -163,34 +258,44 @@ def gguf_file(path: Path) -> ModelFacts:
         return {"config": facts.config, "shapes": facts.shapes, "tied": facts.tied, "notes": facts.notes}
 
     record = cached_record(cache_file, read, "config", "shapes", "tied", "notes")
-    return ModelFacts(str(path), record["config"], {name: tuple(shape) for name, shape in record["shapes"].items()},
-                      record["tied"], record["notes"])
+    return plausible(ModelFacts(str(path), record["config"],
+                                {name: tuple(shape) for name, shape in record["shapes"].items()},
+                                record["tied"], record["notes"]), path.name)
 
 
 def _read_gguf(path: Path) -> ModelFacts:
     facts = ModelFacts(str(path))
     try:
-        with open(path, "rb") as handle:
-            if handle.read(4) != b"GGUF":
+        with open_regular(path) as handle:
+            reader = _Reader(handle, os.fstat(handle.fileno()).st_size)
+            if reader.read(4) != b"GGUF":
                 raise ModelFileError(f"{path.name} is not a GGUF file (no GGUF magic number)")
-            reader = _Reader(handle)
             version = reader.scalar("<I")
             if version < 2:
                 raise ModelFileError(f"{path.name} is GGUF version {version}; versions 2 and 3 are supported")
-            tensor_count, kv_count = reader.scalar("<Q"), reader.scalar("<Q")
+            tensor_count = reader.scalar("<Q")
+            if tensor_count > MAX_TENSORS or tensor_count * 24 > reader.size:  # name length, dims, type, offset
+                raise ModelFileError(f"{path.name} claims {tensor_count:,} tensors; not a model file")
             metadata = {}
-            for _ in range(kv_count):
+            for _ in range(reader.count(13, MAX_GGUF_KEYS, "metadata keys")):  # key length, type, a byte
                 key = reader.string()
                 metadata[key] = reader.value(reader.scalar("<I"))
             tensors = {}
             for _ in range(tensor_count):
                 name = reader.string()
-                dims = tuple(reader.scalar("<Q") for _ in range(reader.scalar("<I")))
+                dimensions = reader.scalar("<I")
+                if dimensions > MAX_GGUF_DIMENSIONS:
+                    raise ModelFileError(f"{path.name}: tensor {name[:80]!r} claims {dimensions:,} dimensions")
+                dims = tuple(reader.scalar("<Q") for _ in range(dimensions))
                 reader.scalar("<I"), reader.scalar("<Q")  # tensor type and data offset
                 tensors[name] = tuple(reversed(dims))  # GGUF lists the fastest dimension first
     except OSError as error:
         raise ModelFileError(f"cannot read {path}: {error.strerror or error}") from None
+    except ModelFileError as error:
+        message = str(error)
+        raise ModelFileError(message if message.startswith(path.name) else f"{path.name}: {message}") from None
     architecture = metadata.get("general.architecture", "")
+    architecture = architecture if isinstance(architecture, str) else ""
     blocks = metadata.get(f"{architecture}.block_count")
     facts.config = {"model_type": architecture, "num_hidden_layers": blocks,
                     "hidden_size": metadata.get(f"{architecture}.embedding_length"),
@@ -246,7 +351,10 @@ def hub_cache_directory(hub_id: str, revision: str | None) -> Path | None:
     repo = Path(cache) / ("models--" + hub_id.replace("/", "--"))
     reference = revision or "main"
     ref_file = repo / "refs" / reference
-    commit = ref_file.read_text().strip() if ref_file.is_file() else reference
+    try:
+        commit = read_regular(ref_file, 4096).decode("utf-8", errors="replace").strip()
+    except OSError:
+        commit = reference
     snapshot = repo / "snapshots" / commit
     return snapshot if snapshot.is_dir() else None
 
@@ -257,7 +365,9 @@ def read_facts(source, folder: Path) -> ModelFacts | None:
         location = folder / Path(source.path).expanduser()
         if not location.exists():
             raise ModelFileError(f"{source.path} does not exist")
-        return gguf_file(location) if location.is_file() else local_directory(location)
+        if location.is_dir():
+            return local_directory(location)
+        return gguf_file(location)
     snapshot = hub_cache_directory(source.hub, source.revision)
     if snapshot is not None:
         return local_directory(snapshot)

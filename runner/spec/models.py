@@ -23,11 +23,12 @@ from runner.trackers import TRACKER_NAMES
 METHODS = ("sft", "dpo", "reward", "ppo", "grpo")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+MAX_OUTPUTS_DIR = 120
 FUNCTION_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 def _or_auto(expected: str) -> WrapValidator:
@@ -364,6 +365,10 @@ class OutputsSpec(Section):
             raise PydanticCustomError(
                 "outputs_dir", "'{value}' leaves the run root; use a relative folder like 'runs'",
                 {"value": value})
+        if len(value) > MAX_OUTPUTS_DIR or not value.isprintable():
+            raise PydanticCustomError(
+                "outputs_dir", "outputs.dir must be printable and at most {limit} characters (run directories "
+                "and their files go below it)", {"limit": MAX_OUTPUTS_DIR})
         return value
 
 

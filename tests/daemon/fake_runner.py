@@ -3,9 +3,11 @@
 It honours what the daemon relies on: `plan --out` writes a Plan, `run --plan` writes a
 manifest in a run directory keyed by the plan hash (resuming an unfinished one), SIGTERM
 ends it as interrupted, and a line per start goes to $FAKE_LEDGER for exactly-once checks.
-Comments in the spec steer it: `# fake-seconds: N`, `# fake-plan: fail`, `# fake-run: crash`.
+Comments in the spec steer it: `# fake-seconds: N`, `# fake-plan-seconds: N`, `# fake-plan: fail|garbage`,
+`# fake-run: crash`.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -28,14 +30,20 @@ def directive(text: str, key: str, default: str = "") -> str:
 
 def plan(arguments: list[str]) -> int:
     spec = Path(arguments[0]).resolve()
+    source = Path(arguments[arguments.index("--source") + 1]) if "--source" in arguments else spec
     text = spec.read_text()
     if directive(text, "plan") == "fail":
         print("runner plan: error: the estimate (99.0 GiB per device) does not fit", file=sys.stderr)
         return 1
+    time.sleep(float(directive(text, "plan-seconds", "0")))
+    if directive(text, "plan") == "garbage":  # a plan file the daemon cannot read
+        Path(arguments[arguments.index("--out") + 1]).write_text("[" * 100_000)
+        return 0
     template = Plan.model_validate_json(Path(os.environ["FAKE_PLAN_TEMPLATE"]).read_text())
     made = template.model_copy(update={
         "name": spec_name(spec), "spec": {**template.spec, "description": text},
-        "inputs": template.inputs.model_copy(update={"spec_path": str(spec)})})
+        "inputs": template.inputs.model_copy(update={"spec_path": str(spec), "spec_source": str(source),
+                                                     "spec_sha256": hashlib.sha256(spec.read_bytes()).hexdigest()})})
     Path(arguments[arguments.index("--out") + 1]).write_text(made.model_dump_json())
     return 0
 
@@ -58,7 +66,8 @@ def run(arguments: list[str]) -> int:
     manifest.state = "running"
     run_dir.write_manifest(manifest)
     with open(os.environ["FAKE_LEDGER"], "a") as ledger:
-        ledger.write(json.dumps({"spec": made.inputs.spec_path, "attempt": len(manifest.attempts)}) + "\n")
+        ledger.write(json.dumps({"spec": made.inputs.spec_source, "attempt": len(manifest.attempts),
+                                 "content": made.inputs.spec_sha256}) + "\n")
 
     def finish(state: str, code: int, error: RunError | None = None):
         manifest.state, manifest.error, manifest.attempts[-1].state = state, error, state

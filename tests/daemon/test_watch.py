@@ -12,94 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from runner.daemon.store import State, Store
-from tests.conftest import REPO, TINY_SPEC
-
-FAKE = [sys.executable, str(REPO / "tests" / "daemon" / "fake_runner.py")]
-
-
-def spec_text(name: str, extra: str = "") -> str:
-    return TINY_SPEC.replace("name: tiny", f"name: {name}").lstrip("\n") + extra
-
-
-@pytest.fixture(scope="session")
-def plan_template(tmp_path_factory, tiny_model_dir):
-    from runner.plan.planner import make_plan
-    from tests.conftest import write_jsonl
-    from tests.plan.test_planner import CPU
-
-    folder = tmp_path_factory.mktemp("template")
-    (folder / "model").symlink_to(tiny_model_dir)
-    write_jsonl(folder / "data" / "train.jsonl", [{"prompt": "q", "completion": "a"}] * 4)
-    (folder / "job.yaml").write_text(spec_text("template"))
-    path = folder / "plan.json"
-    path.write_text(make_plan(folder / "job.yaml", run_root=folder, machine=CPU).model_dump_json())
-    return path
-
-
-class Daemon:
-    def __init__(self, root: Path, command: list[str] | None, env: dict) -> None:
-        self.folder, self.state = root / "specs", root / "state"
-        self.folder.mkdir(exist_ok=True)
-        self.command, self.env, self.process = command, env, None
-
-    def start(self, *extra: str) -> None:
-        arguments = [sys.executable, "-m", "runner", "watch", str(self.folder), "--state-dir", str(self.state),
-                     "--settle", "0.3", "--invalid-grace", "2", "--rescan", "2", *extra]
-        if self.command:
-            arguments += ["--runner-command", " ".join(self.command)]
-        self.log = open(self.state.parent / "daemon.out", "ab")
-        self.process = subprocess.Popen(arguments, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
-                                        cwd=REPO)
-
-    def stop(self, signum=signal.SIGTERM) -> int:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signum)
-            return self.process.wait(timeout=60)
-        return self.process.returncode if self.process else 0
-
-    def jobs(self) -> list:
-        if not (self.state / "runner.db").exists():
-            return []
-        store = Store(self.state)
-        try:
-            return store.jobs()
-        finally:
-            store.close()
-
-    def wait_for(self, condition, timeout: float = 60, what: str = "") -> list:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            jobs = self.jobs()
-            if condition(jobs):
-                return jobs
-            assert self.process.poll() is None, (self.state.parent / "daemon.out").read_text()[-3000:]
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}: {[(j.name, j.state, j.reason) for j in self.jobs()]}")
-
-    def all_terminal(self, count: int, timeout: float = 60) -> list:
-        return self.wait_for(lambda jobs: len(jobs) == count and all(j.state.terminal for j in jobs), timeout,
-                             f"{count} terminal jobs")
-
-
-@pytest.fixture
-def daemon(tmp_path, plan_template, tiny_model_dir):
-    env = {**os.environ, "FAKE_PLAN_TEMPLATE": str(plan_template), "FAKE_LEDGER": str(tmp_path / "ledger.jsonl"),
-           "PYTHONPATH": str(REPO)}
-    created = Daemon(tmp_path, FAKE, env)
-    (created.folder / "model").symlink_to(tiny_model_dir)
-    (created.folder / "data").mkdir()
-    (created.folder / "data" / "train.jsonl").write_text('{"prompt": "q", "completion": "a"}\n' * 4)
-    yield created
-    created.stop(signal.SIGKILL)
-
-
-def ledger(tmp_path: Path) -> list[dict]:
-    path = tmp_path / "ledger.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
+from runner.daemon.store import State
+from tests.conftest import REPO
+from tests.daemon.harness import Daemon, ledger, spec_text
 
 def test_valid_invalid_half_written_and_duplicate_specs(daemon, tmp_path):
     daemon.start()

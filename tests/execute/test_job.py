@@ -303,3 +303,8 @@ def test_a_failing_worker_records_its_error_for_node_0(tiny_project, tmp_path, m
     assert (failure.rank, failure.node, failure.kind, failure.secondary) == (1, 1, "data", False)
     assert "rows" in failure.message and failure.hint
     assert run.read_manifest().state == "running"  # rank 0 writes the manifest; node 0's launcher settles it
+def test_a_learning_rate_that_diverges_fails_the_run(tiny_project):
+    code, run, manifest = run_spec(tiny_project, FAST.replace("1.0e-3", "1.0e+30"))
+    assert code == 1 and manifest.state == "failed" and manifest.error.kind == "diverged"
+    assert "loss is nan" in manifest.error.message or "loss is inf" in manifest.error.message
+    assert not run.model.exists() and not run.adapter.exists()

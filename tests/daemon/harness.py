@@ -1,0 +1,96 @@
+"""A real `runner watch` process on a temporary folder, for the daemon tests (fixtures in conftest.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from runner.daemon.store import Store
+from runner.errors import RunnerError
+from tests.conftest import REPO, TINY_SPEC
+
+FAKE = [sys.executable, str(REPO / "tests" / "daemon" / "fake_runner.py")]
+
+
+def spec_text(name: str, extra: str = "") -> str:
+    return TINY_SPEC.replace("name: tiny", f"name: {name}").lstrip("\n") + extra
+
+
+class Daemon:
+    def __init__(self, root: Path, command: list[str] | None, env: dict, state: Path | None = None) -> None:
+        self.folder, self.state = root / "specs", state or root / "state"
+        self.folder.mkdir(exist_ok=True)
+        self.command, self.env, self.process = command, env, None
+
+    def start(self, *extra: str) -> None:
+        arguments = [sys.executable, "-m", "runner", "watch", str(self.folder), "--state-dir", str(self.state),
+                     "--settle", "0.3", "--invalid-grace", "2", "--rescan", "2", *extra]
+        if self.command:
+            arguments += ["--runner-command", " ".join(self.command)]
+        self.log = open(self.folder.parent / "daemon.out", "ab")
+        self.process = subprocess.Popen(arguments, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
+                                        cwd=REPO)
+
+    def stop(self, signum=signal.SIGTERM) -> int:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signum)
+            return self.process.wait(timeout=60)
+        return self.process.returncode if self.process else 0
+
+    def jobs(self) -> list:
+        try:
+            store = Store.existing(self.state, writable=False)
+        except RunnerError:  # not made yet
+            return []
+        try:
+            return store.jobs()
+        finally:
+            store.close()
+
+    def wait_for(self, condition, timeout: float = 60, what: str = "") -> list:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            jobs = self.jobs()
+            if condition(jobs):
+                return jobs
+            assert self.process.poll() is None, (self.folder.parent / "daemon.out").read_text()[-3000:]
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}: {[(j.name, j.state, j.reason) for j in self.jobs()]}")
+
+    def cli(self, *arguments: str) -> tuple[int, str]:
+        """A command against this daemon's state dir, as its own process (as a person would run it)."""
+        completed = subprocess.run([sys.executable, "-m", "runner", *arguments, "--state-dir", str(self.state)],
+                                   capture_output=True, text=True, env=self.env, cwd=REPO, timeout=60)
+        return completed.returncode, completed.stdout + completed.stderr
+
+    def events(self) -> list[dict]:
+        path = self.state / "daemon.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+    def all_terminal(self, count: int, timeout: float = 60) -> list:
+        return self.wait_for(lambda jobs: len(jobs) == count and all(j.state.terminal for j in jobs), timeout,
+                             f"{count} terminal jobs")
+
+
+def ledger(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "ledger.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def wait_until(condition, timeout: float = 60, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

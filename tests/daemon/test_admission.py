@@ -1,0 +1,135 @@
+"""Admission: what the daemon makes of a spec's check (a pure function of the check's report), and the
+daemon with real processes against poison specs dropped beside a valid job (issue 10)."""
+
+import json
+import os
+import struct
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runner.daemon.admission import Allowances, read_report, verdict
+from runner.daemon.store import State
+from tests.conftest import write_safetensors_header
+from tests.daemon.harness import spec_text, wait_until
+
+VALID = {"valid": True, "name": "job", "depends_on": ["base"], "runs_code": []}
+REWARD = {"kind": "reward_function", "path": "grpo.reward.function", "what": "evil:score", "line": 9}
+REMOTE = {"kind": "remote_code", "path": "base_model.trust_remote_code", "what": "./model", "line": 4}
+
+
+def report(tmp_path, files, diagnostics=()):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"files": files, "diagnostics": list(diagnostics)}))
+    return read_report(path)
+
+
+def test_a_valid_report_admits_with_its_dependencies(tmp_path):
+    admitted = verdict(0, report(tmp_path, [VALID]), "", Allowances())
+    assert admitted.valid and admitted.name == "job" and admitted.depends_on == ["base"]
+
+
+def test_code_is_refused_unless_allowed_and_the_refusal_names_the_option(tmp_path):
+    path = report(tmp_path, [{**VALID, "file": "g.yaml", "runs_code": [REWARD, REMOTE]}])
+    refused = verdict(0, path, "", Allowances())
+    assert not refused.valid and refused.reason.startswith("grpo.reward.function: 'evil:score' runs Python code")
+    assert "--allow-reward-functions" in refused.reason
+    assert [d["hint"] for d in refused.diagnostics] == ["start runner watch with --allow-reward-functions to allow it",
+                                                        "start runner watch with --allow-remote-code to allow it"]
+    assert refused.diagnostics[0]["range"] == {"filename": "g.yaml", "start": {"line": 9, "column": 1}}
+    only_reward = verdict(0, path, "", Allowances(reward_functions=True))
+    assert not only_reward.valid and "--allow-remote-code" in only_reward.reason
+    assert verdict(0, path, "", Allowances(reward_functions=True, remote_code=True)).valid
+
+
+def test_a_check_that_crashed_or_wrote_nonsense_is_an_invalid_spec(tmp_path):
+    for content in ("", "[]", "{", json.dumps({"files": "x", "diagnostics": []}), "[" * 100_000):
+        (tmp_path / "report.json").write_text(content)
+        crashed = verdict(1, read_report(tmp_path / "report.json"), "MemoryError", Allowances())
+        assert not crashed.valid and crashed.reason == "the check of this spec failed: MemoryError"
+    assert "exited with code -9" in verdict(-9, read_report(tmp_path / "absent.json"), "", Allowances()).reason
+
+
+def test_an_invalid_report_keeps_its_diagnostics_in_one_line(tmp_path):
+    diagnostic = {"severity": "error", "summary": "unknown key 'lerning_rate'", "path": "training.lerning_rate",
+                  "range": {"filename": "sub/job.yaml", "start": {"line": 7, "column": 3}}}
+    invalid = verdict(1, report(tmp_path, [{"valid": False}], [diagnostic]), "", Allowances())
+    assert invalid.reason == "1 error(s), the first: sub/job.yaml:7: training.lerning_rate: unknown key 'lerning_rate'"
+    assert invalid.diagnostics == [diagnostic]
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=20)
+KEYS = st.sampled_from(["files", "diagnostics", "valid", "name", "runs_code", "depends_on", "kind", "file", "line"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(JSON, st.dictionaries(KEYS, st.one_of(JSON, st.lists(st.dictionaries(KEYS, JSON), max_size=3)))),
+       st.integers(-20, 3))
+def test_any_report_is_a_verdict(report, exit_code):
+    made = verdict(exit_code, report, "", Allowances())
+    assert made.valid == (made.reason == "") and "\n" not in made.reason
+
+
+def poison_folder(folder):
+    """Specs that crashed, hung or ran code in the daemon before, each with what its reason must say."""
+    (folder / "data" / "pipe.jsonl").parent.mkdir(exist_ok=True)
+    os.mkfifo(folder / "data" / "pipe.jsonl")
+    (folder / "data" / "zero.jsonl").symlink_to("/dev/zero")
+    crafted = folder / "crafted"
+    crafted.mkdir()
+    (crafted / "config.json").write_text(json.dumps({"num_hidden_layers": 10**12}))
+    write_safetensors_header(crafted / "model.safetensors", {"w": (2, 2)})
+    (folder / "evil.py").write_text(f"open({str(folder / 'PWNED')!r}, 'w').write('x')\n"
+                                    "def score(prompts, completions):\n    return [0.0] * len(completions)\n")
+    grpo = spec_text("reward").replace("method: sft", "method: grpo") + "grpo: {reward: {function: 'evil:score'}}\n"
+    specs = {
+        "alias.yaml": (spec_text("alias", "x: &a [*a]\n"), "used inside the value it names"),
+        "deep.yaml": (spec_text("deep", "x: " + "[" * 500 + "]" * 500 + "\n"), "nested more than"),
+        "fifo-data.yaml": (spec_text("fifo-data").replace("train.jsonl", "pipe.jsonl"), "FIFO"),
+        "zero-data.yaml": (spec_text("zero-data").replace("train.jsonl", "zero.jsonl"), "character device"),
+        "layers.yaml": (spec_text("layers", "trainable: {mode: freeze, layers: '0-99999999999'}\n"), "does not exist"),
+        "nul.yaml": (spec_text("nul", 'outputs: {dir: "runs\\0x"}\n'), "control character"),
+        "huge.yaml": (spec_text("huge", "# " + "x" * 2**20 + "\n"), "larger than"),
+        "model.yaml": (spec_text("model").replace("./model", "./crafted"), "not a plausible layer count"),
+        "reward.yaml": (grpo, "--allow-reward-functions"),
+        "remote.yaml": (spec_text("remote").replace("base_model: ./model",
+                                                    "base_model: {path: ./model, trust_remote_code: true}"),
+                        "--allow-remote-code"),
+        "hex.yaml": (spec_text("hex", "training: {max_steps: 0x" + "f" * 100_000 + "}\n"), "too large"),
+    }
+    for name, (text, _) in specs.items():
+        (folder / name).write_bytes(text.encode())
+    os.mkfifo(folder / "pipe.yaml")  # a FIFO named like a spec
+    (folder / "crash.yaml").write_bytes(struct.pack("<Q", 0))  # not a spec at all: ignored
+    return {name: reason for name, (_, reason) in specs.items()}
+
+
+def test_poison_specs_beside_a_valid_job(daemon):
+    daemon.start()
+    expected = poison_folder(daemon.folder)
+    (daemon.folder / "valid.yaml").write_text(spec_text("valid"))
+    jobs = {os.path.basename(job.path): job for job in daemon.all_terminal(len(expected) + 1, timeout=180)}
+    assert jobs["valid.yaml"].state == State.SUCCEEDED
+    for name, reason in expected.items():
+        job = jobs[name]
+        assert job.state == State.INVALID and reason in job.reason, (name, job.reason)
+        assert "\n" not in job.reason and "Traceback" not in job.reason
+    assert not (daemon.folder / "PWNED").exists()
+    assert any(e["event"] == "spec_ignored" and e["path"].endswith("pipe.yaml") for e in daemon.events())
+    code, output = daemon.cli("status")
+    assert code == 0 and "--allow-remote-code" in output
+    started = time.monotonic()
+    assert daemon.stop() == 0 and time.monotonic() - started < 10  # SIGTERM honoured, FIFO or not
+
+
+def test_allowed_reward_functions_run(daemon, tmp_path):
+    daemon.start("--allow-reward-functions")
+    (daemon.folder / "evil.py").write_text("def score(prompts, completions):\n    return [0.0] * len(completions)\n")
+    (daemon.folder / "reward.yaml").write_text(
+        spec_text("reward").replace("method: sft", "method: grpo") + "grpo: {reward: {function: 'evil:score'}}\n")
+    (job,) = daemon.all_terminal(1)
+    assert job.state == State.SUCCEEDED
+    wait_until(lambda: any(e["event"] == "daemon_started" and e["allow_reward_functions"] for e in daemon.events()))

@@ -1,0 +1,131 @@
+"""The store: never created by the commands that read it, read-only for readers, moved aside (never
+emptied) when it cannot be read, and locked against a second daemon by the OS (issue 10)."""
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from runner.cli import main
+from runner.daemon.store import State, Store, StoreUnreadable, lock_state_directory
+from runner.errors import RunnerError
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize("command", [["status"], ["cancel", "x"], ["retry", "x"], ["logs", "x"]])
+def test_readers_never_make_a_store(tmp_path, capsys, command):
+    for state, message in ((tmp_path / "typo", "is not a folder"), ("/dev/null", "is not a folder")):
+        assert main([*command, "--state-dir", str(state)]) == 1
+        error = capsys.readouterr().err
+        assert message in error and "Traceback" not in error
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "empty").mkdir()
+    assert main([*command, "--state-dir", str(tmp_path / "empty")]) == 1
+    assert "no runner store in" in capsys.readouterr().err and not list((tmp_path / "empty").iterdir())
+
+
+def test_watch_refuses_a_state_dir_that_is_a_file(tmp_path, capsys):
+    assert main(["watch", str(tmp_path), "--state-dir", "/dev/null"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_an_unreadable_store_is_moved_aside_never_emptied(tmp_path):
+    (tmp_path / "runner.db").write_bytes(b"garbage" * 1000)
+    store, moved = Store.for_daemon(tmp_path)
+    assert "moved aside" in moved and store.jobs() == []
+    (aside,) = tmp_path.glob("runner.db.unreadable-*")
+    assert aside.read_bytes() == b"garbage" * 1000
+    store.close()
+
+
+def test_a_store_of_another_layout_is_moved_aside(tmp_path):
+    connection = sqlite3.connect(tmp_path / "runner.db")
+    connection.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, path TEXT)")
+    connection.commit()
+    connection.close()
+    with pytest.raises(RunnerError, match="layout 0"):
+        Store.existing(tmp_path, writable=False)
+    store, moved = Store.for_daemon(tmp_path)
+    assert "layout 0" in moved
+    store.close()
+
+
+def test_an_empty_store_file_is_refused_by_readers_and_reused_by_the_daemon(tmp_path):
+    (tmp_path / "runner.db").write_bytes(b"")
+    with pytest.raises(RunnerError, match="it is empty"):
+        Store.existing(tmp_path, writable=False)
+    store, moved = Store.for_daemon(tmp_path)
+    assert moved is None
+    store.close()
+    with pytest.raises(StoreUnreadable):
+        raise StoreUnreadable("a RunnerError the commands report")
+
+
+def test_a_deleted_store_is_written_back_from_the_open_one(tmp_path):
+    store, _ = Store.for_daemon(tmp_path)
+    job = store.add(str(tmp_path / "a.yaml"), "0" * 64, "a", State.QUEUED)
+    (tmp_path / "runner.db").unlink()
+    assert store.replaced()
+    assert "written back" in store.restore()
+    assert not store.replaced() and store.get(job.id).name == "a"
+    reader = Store.existing(tmp_path, writable=False)
+    assert [j.name for j in reader.jobs()] == ["a"]
+    reader.close()
+    store.close()
+
+
+def test_the_lock_is_on_the_state_dir_itself(tmp_path):
+    held = lock_state_directory(tmp_path)
+    try:
+        with pytest.raises(RunnerError, match="another runner watch already uses"):
+            lock_state_directory(tmp_path)
+    finally:
+        os.close(held)
+    os.close(lock_state_directory(tmp_path))
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to act as another user")
+def test_a_member_of_the_daemons_group_reads_status_without_write_access():
+    tmp_path = Path(tempfile.mkdtemp(prefix="runner-group-"))  # pytest's tmp_path is private to root
+    os.chmod(tmp_path, 0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+    store, _ = Store.for_daemon(state)
+    store.add(str(tmp_path / "a.yaml"), "0" * 64, "shared-job", State.QUEUED)
+    group, user = 4242, 4243
+
+    def as_member(*arguments: str) -> subprocess.CompletedProcess:
+        for path in (state, *state.iterdir()):
+            os.chown(path, 0, group)
+            os.chmod(path, 0o750 if path.is_dir() else 0o640)
+        return subprocess.run(
+            ["setpriv", f"--reuid={user}", f"--regid={user}", f"--groups={group}", sys.executable, "-m", "runner",
+             *arguments, "--state-dir", str(state)], capture_output=True, text=True, cwd=REPO, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path)})
+
+    try:
+        while_running = as_member("status")  # the daemon holds the store open: its WAL files exist
+        store.close()
+        while_stopped = as_member("status")  # no WAL files, and no right to create them
+        cancel = as_member("cancel", "shared-job")
+    finally:
+        shutil.rmtree(tmp_path)
+    for completed in (while_running, while_stopped):
+        assert completed.returncode == 0 and "shared-job" in completed.stdout, completed.stderr
+    assert cancel.returncode == 1 and "you may read but not change" in cancel.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to act as another user")
+def test_someone_outside_the_group_gets_a_message_not_a_traceback(tmp_path):
+    store, _ = Store.for_daemon(tmp_path)
+    store.close()
+    os.chmod(tmp_path, 0o700)
+    completed = subprocess.run(["setpriv", "--reuid=4243", "--regid=4243", "--clear-groups", sys.executable, "-m",
+                                "runner", "status", "--state-dir", str(tmp_path / "x")], capture_output=True,
+                               text=True, cwd=REPO, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr, completed.stderr

@@ -1,0 +1,246 @@
+"""A corpus of hostile inputs (issue 10): each found a crash, a hang or an unbounded allocation in
+`runner validate` (and the daemon, which ran the same checks in-process). Each case now runs the
+real command in a child process under an address-space limit and must end with a clean diagnostic,
+exit code 1, no traceback, little CPU time and little memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, llama_shapes, write_jsonl, write_safetensors_header
+
+ADDRESS_SPACE = 1 << 30
+"""The child may map at most 1 GiB: an unbounded read or a materialised range fails under it."""
+CPU_SECONDS = 4.0
+MAX_RSS_MB = 150
+
+
+@dataclass
+class Outcome:
+    code: int
+    output: str
+    cpu_seconds: float
+    max_rss_mb: float
+
+
+_BOUNDED = """
+import resource, runpy, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+sys.argv = ["runner", *{arguments!r}]
+try:
+    runpy.run_module("runner", run_name="__main__", alter_sys=True)
+finally:
+    peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    sys.stdout.write("\\n#peak-kib " + peak.split()[1] + "\\n")
+"""
+
+
+def run_bounded(arguments: list[str], cwd: Path, wall: float = 60) -> Outcome:
+    """`runner ARGS` in a child under RLIMIT_AS, its CPU time as the kernel counted it, and its peak
+    memory as the process itself saw it (VmHWM: a forked child's own figures would count the parent's
+    memory from before exec)."""
+    code = _BOUNDED.format(limit=ADDRESS_SPACE, arguments=arguments)
+    with open(cwd / ".output", "w+b") as output:
+        process = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONPATH": str(REPO), "RUNNER_CACHE_DIR": str(cwd / ".cache")})
+        deadline = time.monotonic() + wall
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                pytest.fail(f"runner {' '.join(arguments)} hung for {wall} s")
+            time.sleep(0.02)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read().decode("utf-8", errors="replace")
+    text, _, peak = text.rpartition("\n#peak-kib ")
+    return Outcome(process.returncode, text, usage.ru_utime + usage.ru_stime, int(peak or 0) / 1024)
+
+
+SPEC = """version: 1
+name: hostile
+method: sft
+base_model: ./model
+data:
+  train: data/train.jsonl
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path, model_dir: Path) -> Path:
+    (tmp_path / "model").symlink_to(model_dir)
+    write_jsonl(tmp_path / "data" / "train.jsonl", [{"prompt": f"q{i}", "completion": "a"} for i in range(4)])
+    return tmp_path
+
+
+def gguf(path: Path, kvs: bytes, kv_count: int, tensor_count: int = 0, size: int | None = None) -> Path:
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, tensor_count, kv_count) + kvs)
+    if size is not None:
+        with open(path, "r+b") as handle:
+            handle.truncate(size)  # sparse: no disk is used
+    return path
+
+
+def gguf_string(text: str) -> bytes:
+    return struct.pack("<Q", len(text)) + text.encode()
+
+
+def gguf_kv(key: str, kind: int, value: bytes) -> bytes:
+    return gguf_string(key) + struct.pack("<I", kind) + value
+
+
+def write_spec(folder: Path, text: str) -> Path:
+    (folder / "job.yaml").write_bytes(text.encode("utf-8", errors="surrogatepass"))
+    return folder / "job.yaml"
+
+
+def spec_with(extra: str = "", **replacements: str) -> str:
+    text = SPEC
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    return text + extra
+
+
+def fifo_data(folder: Path) -> str:
+    os.mkfifo(folder / "data" / "pipe.jsonl")
+    return spec_with(**{"data/train.jsonl": "data/pipe.jsonl"})
+
+
+def device_data(device: str):
+    def setup(folder: Path) -> str:
+        (folder / "data" / "device.jsonl").symlink_to(device)
+        return spec_with(**{"data/train.jsonl": "data/device.jsonl"})
+    return setup
+
+
+def deep_row(folder: Path) -> str:
+    (folder / "data" / "train.jsonl").write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    return SPEC
+
+
+def gigabyte_row(folder: Path) -> str:
+    path = folder / "data" / "train.jsonl"
+    path.write_bytes(b'{"text": "')
+    with open(path, "r+b") as handle:
+        handle.truncate(1 << 30)  # one line of a gigabyte (sparse: no disk is used)
+    return SPEC
+
+
+def model_folder(config, header=None, shapes=None):
+    def setup(folder: Path) -> str:
+        model = folder / "crafted"
+        model.mkdir()
+        (model / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+        if header is not None:
+            blob = header.encode()
+            (model / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob)
+        else:
+            write_safetensors_header(model / "model.safetensors", shapes or llama_shapes())
+        return spec_with(**{"./model": "./crafted"})
+    return setup
+
+
+def gguf_model(kvs: bytes, kv_count: int, size: int | None = None):
+    def setup(folder: Path) -> str:
+        gguf(folder / "crafted.gguf", kvs, kv_count, size=size)
+        return spec_with(**{"./model": "./crafted.gguf"})
+    return setup
+
+
+def nested_arrays(depth: int) -> bytes:
+    return struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * depth + struct.pack("<IQ", 0, 0)
+
+
+CASES = {
+    # YAML
+    "recursive alias": (lambda f: spec_with("x: &a [*a]\n"), "alias *a is used inside the value it names"),
+    "500-deep flow nesting": (lambda f: spec_with("x: " + "[" * 500 + "]" * 500 + "\n"), "nested more than"),
+    "10,000-deep flow nesting": (lambda f: spec_with("x: " + "[" * 10_000 + "]" * 10_000 + "\n"),
+                                 "exceeded maximum nesting depth"),
+    "block nesting": (lambda f: spec_with("x:\n  " + "- " * 900 + "1\n"), "nested more than"),
+    "syntax error": (lambda f: spec_with("training: [1, 2\n"), "YAML syntax error"),
+    # numbers
+    "epochs .inf": (lambda f: spec_with("training: {epochs: .inf}\n"), "training.epochs"),
+    "max_memory_gb .inf": (lambda f: spec_with("hardware: {max_memory_gb: .inf}\n"), "finite number"),
+    "learning_rate 1e309": (lambda f: spec_with("training: {learning_rate: 1e309}\n"), "training.learning_rate"),
+    "learning_rate .nan": (lambda f: spec_with("training: {learning_rate: .nan}\n"), "training.learning_rate"),
+    "100,000-digit hex max_steps": (lambda f: spec_with("training: {max_steps: 0x" + "f" * 100_000 + "}\n"),
+                                    "too large"),
+    # paths
+    "NUL in outputs.dir": (lambda f: spec_with('outputs: {dir: "runs\\0x"}\n'), "control character U+0000"),
+    "300-character outputs.dir": (lambda f: spec_with(f"outputs: {{dir: {'d' * 300}}}\n"), "at most 120"),
+    "data path too long for the filesystem": (lambda f: spec_with(**{"data/train.jsonl": "d" * 5000 + ".jsonl"}),
+                                              "data.train"),
+    # layers
+    "layer range 0-99999999999": (lambda f: spec_with("trainable: {mode: freeze, layers: '0-99999999999'}\n"),
+                                  "layer 4 does not exist"),
+    # data files
+    "data file is a FIFO": (fifo_data, "FIFO (named pipe), not a regular file"),
+    "data file is /dev/urandom": (device_data("/dev/urandom"), "character device, not a regular file"),
+    "data file is /dev/zero": (device_data("/dev/zero"), "character device, not a regular file"),
+    "100,000-deep JSON row": (deep_row, "nested more than 64 levels deep"),
+    "a 1 GB single-line row": (gigabyte_row, "longer than 16 MiB", 10.0),  # the kernel's time to read a GB
+    # model files
+    "config.json is a list": (model_folder([]), "not a model config"),
+    "config.json is a string": (model_folder('"llama"'), "not a model config"),
+    "config.json says 10**12 layers": (model_folder({"num_hidden_layers": 10**12}), "not a plausible layer count"),
+    "safetensors header is a list": (model_folder({}, header="[]"), "a JSON object was expected"),
+    "safetensors entry without shape": (model_folder({}, header='{"w": {}}'), "has no shape"),
+    "safetensors shape is a number": (model_folder({}, header='{"w": {"shape": 5}}'), "has no shape"),
+    "safetensors header 100,000 deep": (model_folder({}, header='{"w": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+                                        "nested more than"),
+    "GGUF block_count 10**15": (gguf_model(gguf_kv("general.architecture", 8, gguf_string("llama"))
+                                           + gguf_kv("llama.block_count", 10, struct.pack("<Q", 10**15)), 2),
+                                "not a plausible layer count"),
+    "GGUF array of 2**63 items": (gguf_model(gguf_kv("x", 9, struct.pack("<IQ", 0, 2**63)), 1), "not a model file"),
+    "GGUF 5,000 nested arrays": (gguf_model(gguf_string("x") + nested_arrays(5000), 1), "nests arrays more than"),
+    "sparse 1 TB GGUF with kv_count 2**62": (gguf_model(b"", 2**62, size=1 << 40), "metadata keys"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hostile_input_gets_a_diagnostic_in_bounded_time_and_memory(folder, case):
+    setup, expected, *cpu_budget = CASES[case]
+    write_spec(folder, setup(folder))
+    outcome = run_bounded(["validate", "job.yaml"], folder)
+    assert outcome.code == 1, outcome.output
+    assert "Traceback" not in outcome.output and expected in outcome.output, outcome.output
+    assert "job.yaml:" in outcome.output and "error:" in outcome.output, outcome.output
+    assert outcome.cpu_seconds < (cpu_budget or [CPU_SECONDS])[0], outcome
+    assert 0 < outcome.max_rss_mb < MAX_RSS_MB, outcome
+
+
+def test_plan_and_run_refuse_what_validate_refuses(folder):
+    """`plan` crashed on .inf epochs and a huge max_steps; `run` on a NUL in outputs.dir."""
+    for extra, command in (("training: {epochs: .inf}\n", "plan"),
+                           ("training: {max_steps: 0x" + "f" * 100_000 + "}\n", "plan"),
+                           ('outputs: {dir: "runs\\0x"}\n', "run")):
+        write_spec(folder, spec_with(extra))
+        outcome = run_bounded([command, "job.yaml"], folder)
+        assert outcome.code == 1 and "Traceback" not in outcome.output and "error:" in outcome.output, outcome.output
+
+
+def test_a_syntax_error_reads_once(folder):
+    write_spec(folder, spec_with("training: [1, 2\n"))
+    outcome = run_bounded(["validate", "job.yaml"], folder)
+    assert "while parsing a flow sequence" in outcome.output and "while while" not in outcome.output
+
+
+def test_a_spec_that_is_a_fifo_is_refused_without_blocking(folder):
+    os.mkfifo(folder / "pipe.yaml")
+    for arguments in (["validate", "pipe.yaml"], ["validate", "."]):
+        outcome = run_bounded(arguments, folder)
+        assert outcome.code in (1, 2) and "Traceback" not in outcome.output, outcome.output
