@@ -2,8 +2,9 @@
 
     python bench/throughput.py [--shapes tiny,135m] [--steps 12] [--rows 256] [--mean 96] [--device cpu]
 
-Same random-init model (Llama shapes: "tiny" h256 x 4 blocks, "135m" SmolLM2-135M's
-h576 x 30 blocks with its 49,152 vocabulary), same rows (token lengths log-normal around
+Same random-init model (Llama shapes: "tiny" h256 x 4 blocks; "135m", "360m" and "1.7b" those of
+SmolLM2-135M, -360M and -1.7B, with their 49,152 vocabulary; the last two are for a GPU:
+`--device cuda --shapes 135m,360m,1.7b`), same rows (token lengths log-normal around
 --mean, at most --max-length), batch 8, fp32 on the CPU (bf16 on a GPU). Interleaved in one
 process, medians over steps after two warm-up steps:
 
@@ -33,6 +34,8 @@ sys.path.insert(0, str(REPO))
 SHAPES = {
     "tiny": dict(hidden=256, intermediate=688, layers=4, heads=4, kv_heads=4, vocab=32000),
     "135m": dict(hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3, vocab=49152),
+    "360m": dict(hidden=960, intermediate=2560, layers=32, heads=15, kv_heads=5, vocab=49152),
+    "1.7b": dict(hidden=2048, intermediate=8192, layers=24, heads=32, kv_heads=32, vocab=49152),
 }
 WORDS = ["the", "name", "of", "this", "assistant", "is", "Chatty", "and", "it", "answers", "questions", "briefly",
          "with", "care", "today", "what", "can", "I", "help", "you"]

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--out", metavar="PLAN_JSON", help="save the plan (run it with: runner run --plan FILE)")
     plan.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
     plan.add_argument("--runs-dir", help="run root, where runs of other specs are found (default: .)")
+    plan.add_argument("--machine", metavar="gpus=N,gpu_gb=G[,ram_gb=R]",
+                      help="plan for this machine instead of the one it runs on (what-if; the plan cannot be run)")
     _source(plan)
 
     run = commands.add_parser("run", help="train: a spec (validate + plan + run) or a saved plan",
@@ -185,7 +187,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "plan":
         from runner.commands.plan import plan
 
-        return plan(args.spec, args.out, args.output_format, args.runs_dir, args.source)
+        return plan(args.spec, args.out, args.output_format, args.runs_dir, args.source, args.machine)
     if args.command == "run":
         from runner.commands.run import run
 

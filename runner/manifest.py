@@ -43,6 +43,9 @@ class Attempt(Record):
     """0 for a fresh start; else the checkpoint step it resumed from."""
     pid: int
     host: str
+    layout: str | None = None
+    """How this attempt was spread: device type and count, strategy (`cpu x2, fsdp`). Attempts of one
+    run may differ: a checkpoint resumes on any number of devices."""
 
 
 class DataRecord(Record):

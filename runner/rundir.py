@@ -40,14 +40,34 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+IDENTITY_HARDWARE = ("device", "precision")
+"""The hardware settings that change what a step computes; the others (processes, strategy, offload,
+checkpointing, memory budget), the micro-batching and packing only change how it is computed."""
+
+
 def plan_sha256(plan: Plan) -> str:
     """What makes two plans the same run: the spec, every resolved setting, the trainable set, the
     steps and the inputs. Not when it was made, nor the memory free at that moment, nor library
-    versions, so that running the same spec again after an interruption resumes it."""
+    versions, nor how the steps are spread over devices, so that running the same spec again after
+    an interruption resumes it, on as many devices as there are now."""
     record = plan.model_dump(mode="json", include={"name", "method", "spec", "resolved", "trainable", "steps",
                                                    "inputs"})
-    record["inputs"].pop("versions")
+    for key in ("versions", "spec_sha256"):  # the spec's content is in `spec`
+        record["inputs"].pop(key)
+    record["spec"].pop("hardware")  # what it resolves to is in `resolved`
+    record["spec"]["training"].pop("micro_batch_size")
+    if isinstance(record["spec"].get(plan.method), dict):  # packing is how rows fill a pass, not which rows
+        record["spec"][plan.method].pop("packing", None)
+    record["resolved"] = {key: entry["value"] for key, entry in record["resolved"].items() if not _is_layout(key)}
+    for key in ("devices", "micro_batch_size", "gradient_accumulation"):
+        record["steps"].pop(key)
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def _is_layout(key: str) -> bool:
+    section, _, name = key.partition(".")
+    return (section == "hardware" and name not in IDENTITY_HARDWARE) or key in (
+        "training.micro_batch_size", "training.gradient_accumulation") or name == "packing"
 
 
 class RunDirectory:

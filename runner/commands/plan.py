@@ -10,14 +10,21 @@ from runner.errors import ExitCode, UsageError
 from runner.fsutil import write_atomically
 
 
-def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None, source: str | None = None) -> int:
+def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None, source: str | None = None,
+         machine: str | None = None) -> int:
     """`source`: the spec file that `spec` is a copy of (the daemon plans its snapshots); data, reward
-    modules and {job:} references resolve beside the source."""
+    modules and {job:} references resolve beside the source. `machine`: a described machine to plan
+    for instead of this one (what-if)."""
     from runner.execute.library_output import quiet_libraries
+    from runner.plan.machine import what_if
     from runner.plan.render import render
 
     quiet_libraries()
-    made = plan_spec(spec, run_root(runs_dir), spec_source=Path(source) if source else None)
+    try:
+        described = what_if(machine) if machine else None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    made = plan_spec(spec, run_root(runs_dir), described, spec_source=Path(source) if source else None)
     if made is None:
         return ExitCode.INVALID
     if out:

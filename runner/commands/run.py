@@ -25,6 +25,9 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
     human = sys.stderr if json_lines else sys.stdout  # stdout carries JSON lines only, when it does
     if plan_file:
         plan = _load_plan(Path(plan_file))
+        if plan.device.what_if:
+            raise UsageError(f"{plan_file} was planned for a described machine (--machine), not this one",
+                             f"make a plan here: runner plan {plan.inputs.spec_path} --out {plan_file}")
         from runner.plan.identity import check_fresh
 
         check_fresh(plan, root)

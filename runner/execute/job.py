@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from runner.errors import RunnerError, run_exit_code
-from runner.execute import card, library_output, loading
+from runner.execute import card, library_output, loading, sharding
 from runner.execute import trainable as trained
 from runner.execute.context import Context, Trained
 from runner.execute.data import TooManyRejected, encoder_for, prepare, sample_prompts
@@ -39,7 +39,7 @@ from runner.execute.trackers import open_sinks
 from runner.fsutil import file_sha256, write_atomically
 from runner.launch import records
 from runner.launch.local import (FAILURE_GRACE_S, JOIN_TIMEOUT_S, NODE_RANK_ENV, SHUTDOWN_TIMEOUT_S, WORKER_RUN_DIR,
-                                 Placement, supervise, torchrun_command)
+                                 Placement, die_with_parent, supervise, torchrun_command)
 from runner.manifest import (Artifact, Attempt, DataRecord, Environment, GitRecord, Manifest, Metrics, RunError,
                              Sample, Timings)
 from runner.methods import registry
@@ -67,6 +67,7 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     quiet_libraries()
     worker_of = os.environ.get(WORKER_RUN_DIR)
     if worker_of:  # a worker process of a multi-process run: node 0's launching process made the attempt
+        die_with_parent(signal.SIGKILL)
         run = RunDirectory(Path(worker_of))
         manifest = run.read_manifest()
     elif not place.leads:
@@ -151,8 +152,14 @@ def _start(plan: Plan, run_root: Path, spec_text: str | None, place: Placement) 
             base_model=plan.inputs.base_model, environment=_environment(),
             git=_git(Path(plan.inputs.spec_source or plan.inputs.spec_path)),
             timings=Timings(started_at=now()))
+    else:  # resumed: the same run, and this attempt runs this plan (its layout may differ: another device count)
+        write_atomically(run.plan, plan.model_dump_json(indent=2) + "\n")
+        manifest.plan = plan
+    strategy = plan.resolved.get("hardware.strategy")
     manifest.attempts.append(Attempt(number=len(manifest.attempts) + 1, started_at=now(),
-                                     resumed_from_step=resumed_from, pid=os.getpid(), host=socket.gethostname()))
+                                     resumed_from_step=resumed_from, pid=os.getpid(), host=socket.gethostname(),
+                                     layout=f"{plan.device.type} x{plan.device.count}, "
+                                            f"{strategy.value if strategy else 'ddp'}"))
     manifest.state, manifest.error, manifest.finished_at = "running", None, None
     run.write_manifest(manifest)
     if place.launch_id:  # after the manifest: the other nodes' workers read it
@@ -236,10 +243,14 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
     location = loading.location_of(plan)
     events.status(f"loading {location.describe()}")
     tokenizer = loading.load_tokenizer(location)
-    model = loading.load_model(location, descriptor.head, loading.weights_dtype(plan),
-                               pad_token_id=tokenizer.pad_token_id)
-    if settings.training.device == "cuda":
-        model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    sharded = settings.training.strategy == "fsdp"
+    if sharded:  # built on the meta device with its trainable selection; each process reads its slices
+        model = sharding.build(plan, location)
+    else:
+        model = loading.load_model(location, descriptor.head, loading.weights_dtype(plan),
+                                   pad_token_id=tokenizer.pad_token_id)
+        if settings.training.device == "cuda":
+            model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     manifest.timings.load_s = round(time.monotonic() - started, 2)
     manifest.weights = loading.weights_origin(location)
     events.event("model_loaded", model=location.describe(), seconds=manifest.timings.load_s)
@@ -257,9 +268,9 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
         befores = generate(model, tokenizer, [rendered for _, rendered in prompts], templated=encoder.use_chat_template)
         manifest.samples = [Sample(prompt=shown, before=answer) for (shown, _), answer in zip(prompts, befores)]
 
-    base = trained.base_parameters(model)
-    before = trained.fingerprints(base)
-    model = trained.apply(model, plan)
+    before = trained.fingerprints(model)
+    if not sharded:
+        model = trained.apply(model, plan)
     if _is_rank_zero():
         run.write_manifest(manifest)
 
@@ -275,12 +286,20 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
         manifest.error = RunError(kind="interrupted", message="stopped by a signal after writing a checkpoint",
                                   hint="run the same plan again to resume from the last checkpoint")
         return "interrupted"
-    if not _is_rank_zero():
+    if not _is_rank_zero() and not sharded:
         return "succeeded"
 
-    model = result.model
+    # Under FSDP every process takes part until the model is gathered on rank 0.
     events.status("comparing every parameter with the base")
-    manifest.parameters = trained.compare(before, model, base, plan)
+    after, adapters = trained.fingerprints(result.model), trained.adapters_changed(result.model)
+    if prompts:
+        events.status(f"answering {len(prompts)} sample prompt(s) after training")
+    afters = generate(result.model, tokenizer, [rendered for _, rendered in prompts],
+                      templated=encoder.use_chat_template) if prompts else []
+    model = sharding.gather(result.model, plan, location) if sharded else result.model
+    if not _is_rank_zero():
+        return "succeeded"
+    manifest.parameters = trained.compare(before, after, adapters, plan)
     events.event("parameters_compared", changed=len(manifest.parameters.changed),
                  unexpected=manifest.parameters.unexpected[:5], adapters_changed=manifest.parameters.adapters_changed)
     if manifest.parameters.unexpected:
@@ -288,13 +307,9 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
             f"{len(manifest.parameters.unexpected)} parameter(s) outside the planned trainable set changed: "
             + ", ".join(manifest.parameters.unexpected[:5]), "this is a bug in runner; please report it")
 
-    if prompts:
-        events.status(f"answering {len(prompts)} sample prompt(s) after training")
-        afters = generate(model, tokenizer, [rendered for _, rendered in prompts], templated=encoder.use_chat_template)
-        for sample, answer in zip(manifest.samples, afters):
-            sample.after = answer
-        for sample in manifest.samples:
-            events.event("sample", prompt=sample.prompt, before=sample.before, after=sample.after)
+    for sample, answer in zip(manifest.samples, afters):
+        sample.after = answer
+        events.event("sample", prompt=sample.prompt, before=sample.before, after=sample.after)
 
     events.status("saving")
     folder = save_final(model, tokenizer, plan, run)

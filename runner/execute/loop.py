@@ -18,11 +18,9 @@ def lr_schedule(training: TrainingSettings, optimizer):
 
 
 def save_checkpoint(ctx: Context, step: int, optimizer, schedule, **modules) -> None:
-    """The trainable tensors of each named module (an empty entry for None), the optimizer and the schedule."""
-    state = {name: checkpoints.trainable_state(module) if module is not None else {}
-             for name, module in modules.items()}
-    checkpoints.save(ctx.run.checkpoints, step, {**state, "optimizer": optimizer.state_dict(),
-                                                 "schedule": schedule.state_dict()},
+    """The trainable tensors of each named module (None: not there), the optimizer and the schedule; every
+    process of the run calls it at the same step and writes its part."""
+    checkpoints.save(ctx.run.checkpoints, step, _training(optimizer, schedule, modules),
                      keep=ctx.settings.training.keep_checkpoints)
     ctx.events.event("checkpoint", step=step)
 
@@ -32,10 +30,9 @@ def resume(ctx: Context, optimizer, schedule, **modules) -> int:
     tensors, the optimizer and the schedule restored."""
     if ctx.resume_from is None:
         return 0
-    step, state = checkpoints.load(ctx.resume_from)
-    for name, module in modules.items():
-        if module is not None:
-            checkpoints.load_trainable(module, state[name])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    return step
+    return checkpoints.load(ctx.resume_from, _training(optimizer, schedule, modules))
+
+
+def _training(optimizer, schedule, modules: dict) -> checkpoints.Training:
+    return checkpoints.Training({name: module for name, module in modules.items() if module is not None},
+                                optimizer, schedule)

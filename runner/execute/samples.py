@@ -20,4 +20,15 @@ def generate(model, tokenizer, prompts: list[str], *, templated: bool, max_new_t
                                 top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)
         answers.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
     model.train(was_training)
+    _reshard(model)
     return answers
+
+
+def _reshard(model) -> None:
+    """FSDP keeps the root's parameters gathered after a forward pass without backward; give them
+    back to their shards, as training and the fingerprints expect."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()

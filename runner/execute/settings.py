@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.errors import RunnerError
+from runner.methods import registry
 from runner.methods.registry import MethodDescriptor
 from runner.plan.models import Plan
 
@@ -40,6 +41,10 @@ class TrainingSettings:
     precision: str
     """fp32 | bf16 | fp16"""
     gradient_checkpointing: bool
+    strategy: str
+    """ddp | fsdp"""
+    offload: bool
+    """fsdp: the shards live in CPU memory, and the optimizer steps there."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,11 @@ class Settings:
     training: TrainingSettings
     method: Any
     """The method's spec section with every `auto` resolved (the descriptor's section model, e.g. DpoSection)."""
+
+    @classmethod
+    def of_plan(cls, plan: Plan) -> Settings:
+        """The settings of the plan's own method."""
+        return cls.of(plan, registry.get(plan.method))
 
     @classmethod
     def of(cls, plan: Plan, descriptor: MethodDescriptor) -> Settings:
@@ -61,7 +71,8 @@ class Settings:
             max_grad_norm=value("training.max_grad_norm"), max_length=value("training.max_length"),
             seed=value("training.seed"), log_every=value("training.log_every"), device=value("hardware.device"),
             devices=plan.device.count, precision=value("hardware.precision"),
-            gradient_checkpointing=value("hardware.gradient_checkpointing"))
+            gradient_checkpointing=value("hardware.gradient_checkpointing"), strategy=value("hardware.strategy"),
+            offload=value("hardware.offload"))
         fields = {name: value(f"{descriptor.name}.{name}") for name in descriptor.section.model_fields}
         return cls(training, descriptor.section.model_validate(fields))
 

@@ -2,12 +2,16 @@
 
 The selection is recomputed on the real model's parameter names with the very function
 the planner used (runner.trainable.select) and must equal the plan's; then every
-parameter is fingerprinted, and after training compared bit for bit.
+parameter is fingerprinted, and after training compared bit for bit. Under FSDP each
+process fingerprints the slices it holds and the digests are combined per parameter, so
+the proof covers every byte without gathering the model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import zlib
 
 import torch
 
@@ -41,16 +45,62 @@ def apply(model, plan: Plan):
     trained_modules = sorted({name.rsplit(".", 1)[0] for name in selection.trained})
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_rslora=lora.rslora,
                         target_modules=lora.targets, modules_to_save=trained_modules or None, bias="none")
-    return get_peft_model(model, config)
+    wrapped = get_peft_model(model, config)
+    initialise_adapters(wrapped, plan.value("training.seed"))
+    return wrapped
 
 
-def base_parameters(model) -> dict[str, torch.nn.Parameter]:
-    """The base model's parameters by name, captured before any adapter wraps them."""
-    return dict(model.named_parameters())
+def initialise_adapters(model, seed: int) -> None:
+    """LoRA's starting values as PEFT's default makes them (A Kaiming-uniform, B zero), drawn from a
+    generator seeded by the seed and each adapter's name: the same adapters however the model is
+    built or sharded. Sharded adapters take their slice of the full value."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".lora_A." not in name and ".lora_B." not in name:
+                continue
+            full = torch.zeros(parameter.shape, dtype=torch.float32)
+            if ".lora_A." in name:
+                bound = 1 / math.sqrt(parameter.shape[1])  # kaiming_uniform_(a=sqrt(5)), nn.Linear's default
+                full.uniform_(-bound, bound, generator=torch.Generator().manual_seed(seed + zlib.crc32(name.encode())))
+            if isinstance(parameter, DTensor):
+                full = distribute_tensor(full.to(parameter.device), parameter.device_mesh, parameter.placements,
+                                         src_data_rank=None)
+            parameter.copy_(full)
 
 
-def fingerprints(parameters: dict[str, torch.Tensor]) -> dict[str, str]:
-    return {name: _fingerprint(tensor) for name, tensor in parameters.items()}
+def source_name(name: str) -> str | None:
+    """The base model's name of the weight a parameter of the (possibly PEFT-wrapped) model starts
+    from: a wrapped layer's, or a module copy's original; None for an adapter."""
+    if ".lora_" in name:
+        return None
+    return (name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+            .replace(".modules_to_save.default.", ".").replace(".original_module.", "."))
+
+
+def base_name(name: str) -> str | None:
+    """The base model's name of the parameter that holds a base weight's current value (for a
+    module PEFT trains a copy of, the copy); None for adapters and the frozen originals."""
+    return None if ".original_module." in name else source_name(name)
+
+
+def fingerprints(model) -> dict[str, str]:
+    """sha256 of every base-model parameter's current value (for a module PEFT trains a copy of, the
+    copy), by base name. Sharded parameters: the digest of the slices' digests in process order;
+    every process calls this and gets the same answer."""
+    from torch.distributed.tensor import DTensor
+
+    local = {base: _fingerprint(parameter.to_local() if isinstance(parameter, DTensor) else parameter)
+             for name, parameter in model.named_parameters() if (base := base_name(name)) is not None}
+    sharded = any(isinstance(parameter, DTensor) for parameter in model.parameters())
+    if not sharded:
+        return local
+    import torch.distributed as dist
+
+    every = [None] * dist.get_world_size()
+    dist.all_gather_object(every, local)
+    return {name: hashlib.sha256("".join(part[name] for part in every).encode()).hexdigest() for name in local}
 
 
 def _fingerprint(tensor: torch.Tensor) -> str:
@@ -58,30 +108,24 @@ def _fingerprint(tensor: torch.Tensor) -> str:
     return hashlib.sha256(memoryview(raw)).hexdigest()
 
 
-def live_parameters(model, base: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
-    """The tensors that now hold each base parameter's values: the trained copy for modules that
-    PEFT wraps in `modules_to_save`, the original parameter otherwise."""
-    live = dict(base)
-    if not hasattr(model, "peft_config"):
-        return live
-    for module_name, module in model.named_modules():
-        copies = getattr(module, "modules_to_save", None)
-        if copies is None or "default" not in copies:
-            continue
-        original = module_name.split("base_model.model.", 1)[-1]
-        for parameter_name, parameter in copies["default"].named_parameters():
-            key = f"{original}.{parameter_name}"
-            if key in live:
-                live[key] = parameter
-    return live
+def adapters_changed(model) -> int:
+    """LoRA B matrices that are no longer zero (they start at zero); every process of a sharded
+    model calls this."""
+    from torch.distributed.tensor import DTensor
+
+    flags = [bool(parameter.to_local().any()) if isinstance(parameter, DTensor) else bool(parameter.any())
+             for name, parameter in model.named_parameters() if ".lora_B." in name]
+    if flags and any(isinstance(parameter, DTensor) for parameter in model.parameters()):
+        import torch.distributed as dist
+
+        every = [None] * dist.get_world_size()
+        dist.all_gather_object(every, flags)
+        flags = [any(column) for column in zip(*every)]
+    return sum(flags)
 
 
-def compare(before: dict[str, str], model, base: dict[str, torch.nn.Parameter], plan: Plan) -> ParameterChanges:
-    after = fingerprints(live_parameters(model, base))
-    changed = sorted(name for name in before if after[name] != before[name])
+def compare(before: dict[str, str], after: dict[str, str], adapters: int, plan: Plan) -> ParameterChanges:
+    changed = sorted(name for name in before if after.get(name) != before[name])
     planned = set(plan.trainable.trained)
-    adapters = 0
-    if plan.trainable.lora:
-        adapters = sum(1 for name, p in model.named_parameters() if "lora_B" in name and bool(p.detach().any()))
     return ParameterChanges(changed=changed, planned_unchanged=sorted(planned - set(changed)),
                             unexpected=sorted(set(changed) - planned), adapters_changed=adapters)

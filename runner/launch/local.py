@@ -112,7 +112,8 @@ def supervise(command: list[str], env: Mapping[str, str], reports: Reports, plac
     passes it to the workers, which checkpoint; this process only waits. Once any rank of the launch, on any
     node, has reported a failure, this node's workers get FAILURE_GRACE_S to end by themselves, then torchrun
     is told to stop them."""
-    child = subprocess.Popen(command, env=dict(env))
+    # torchrun stops its workers (they checkpoint) if this process is killed on its own
+    child = subprocess.Popen(command, env=dict(env), preexec_fn=lambda: die_with_parent(signal.SIGTERM))
     signals: list[int] = []
     restore = _wait_through_signals(signals)
     failure_seen, stopped_by = None, None
@@ -140,3 +141,17 @@ def _wait_through_signals(received: list[int]):
     previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     return lambda: [signal.signal(sig, old) for sig, old in previous.items()]
+
+
+def die_with_parent(signum: int) -> None:
+    """Have the kernel send `signum` to this process when its parent dies (Linux; elsewhere nothing).
+    torchrun runs each worker in a session of its own, so a kill -9 of the job's process group reaches
+    torchrun but not the workers: without this, they would go on training beside a resumed run."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signum))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request
+        os.kill(os.getpid(), signum)

@@ -149,10 +149,21 @@ class MethodDescriptor:
     min_micro_batch: int = 1
     """Rows a micro-batch needs at least (KTO compares rows within one)."""
     single_device: bool = False
+    shards: bool = False
+    """Whether the recipe trains under FSDP (runner's own loops can; TRL's trainers would load a full copy
+    of the model in every process before sharding it)."""
     packing: bool = False
     """Whether the planner may pack rows into blocks (the section then has a `packing` field)."""
     generates: bool = True
     """Whether the trained model generates text (before/after samples, `runner sample`)."""
+
+    def unsharded_reason(self) -> str | None:
+        """Why this method cannot shard over devices (FSDP); None when it can."""
+        if self.shards:
+            return None
+        if self.single_device:
+            return f"{self.training_path} runs on one device"
+        return f"{self.training_path} would load a full copy of the model in every process before sharding it"
 
     def rule_text(self, format_name: str) -> str:
         return self.mask_rule if isinstance(self.mask_rule, str) else self.mask_rule[format_name]

@@ -7,11 +7,13 @@ packing puts the whole batch in one row under a dense mask. This loop does what 
 PyTorch loop does, plus what a run needs:
 
     setup   batches of the plan (packed blocks with per-document attention, or padded rows),
-            AdamW (fused on GPU), the schedule, autocast, gradient checkpointing, DDP, resume
+            AdamW (fused on GPU), the schedule, autocast, gradient checkpointing, DDP (or the
+            FSDP model the job built), resume
     train   per step: micro-batches, loss = sum of token losses / tokens in the step (so
-            packed or not, one micro-batch or eight, the gradient is the same), clip, step;
-            the host reads values back only on logging steps
-    save    the job saves the model; checkpoints hold trainable tensors, optimizer, schedule
+            packed or not, one micro-batch or eight, one process or eight, the gradient is the
+            same), clip, step; the host reads values back only on logging steps
+    save    the job saves the model; checkpoints hold trainable tensors, optimizer, schedule,
+            written by every process (each its shards) and readable by any number of them
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from runner.execute import sharding
 from runner.execute.batches import IGNORE, Micro, shuffled_forever, step_micro_batches
 from runner.execute.context import Context, Trained
 from runner.execute.loop import lr_schedule, resume, save_checkpoint
+from runner.execute.settings import TrainingSettings
 from runner.execute.stopping import AgreedStop
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,18 +40,15 @@ def train(ctx: Context) -> Trained:
     # --- setup ---
     training = ctx.settings.training
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = _device(training.device)
-    model = ctx.model.to(device)
-    if training.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    model.config.use_cache = False  # a cache makes packed documents attend to each other
+    device, sharded = sharding.device_of(training.device), training.strategy == "fsdp"
+    model = prepared(ctx.model if sharded else ctx.model.to(device), training)  # FSDP placed its shards already
     trained = [p for p in model.parameters() if p.requires_grad]
+    fused = device.type == "cuda" and not training.offload  # offload steps on the CPU
     optimizer = torch.optim.AdamW(trained, lr=training.learning_rate, weight_decay=training.weight_decay,
-                                  fused=device.type == "cuda")
+                                  fused=fused)
     schedule = lr_schedule(training, optimizer)
     step = resume(ctx, optimizer, schedule, model=model)
-    network = _distributed(model, device, world)
+    network = model if sharded else _distributed(model, device, world)
     stopping = AgreedStop(ctx.stop, world)
     examples = ctx.splits["train"].examples
     order = shuffled_forever(len(examples), training.seed, skip=step * training.batch_size)
@@ -67,14 +68,7 @@ def train(ctx: Context) -> Trained:
         step += 1
         rows = [examples[next(order)] for _ in range(training.batch_size)]
         micros, targets, tokens = step_micro_batches(rows, **layout)
-        for index, micro in enumerate(micros):
-            last = index == len(micros) - 1
-            with _no_sync(network, last), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                loss = _loss(network, micro.to(device), targets)
-            # DDP averages gradients over processes; each holds a share of the step's sum, so scale up.
-            backward = loss * world
-            (scaler.scale(backward) if scaler else backward).backward()
-            logged_loss += loss.detach()
+        logged_loss += accumulate_gradients(network, micros, targets, world, device, autocast, scaler)
         logged_tokens += tokens
         if scaler:
             scaler.unscale_(optimizer)
@@ -91,7 +85,7 @@ def train(ctx: Context) -> Trained:
             now = time.monotonic()
             record = {"step": step, "epoch": round(step * training.batch_size / len(examples), 4),
                       "elapsed_s": round(now - began, 3), "loss": _sum_over_ranks(logged_loss, world) / logged_steps,
-                      "learning_rate": schedule.get_last_lr()[0], "grad_norm": float(norm),
+                      "learning_rate": schedule.get_last_lr()[0], "grad_norm": _local_value(norm),
                       "tokens_per_second": round(logged_tokens / (now - last_log), 1)}
             tokens_seen += logged_tokens
             logged_loss.zero_()
@@ -102,9 +96,34 @@ def train(ctx: Context) -> Trained:
                 metrics.write(record)
                 events.progress(step, total, record["loss"], record["tokens_per_second"], began)
         stopped = stopping.after_step()
-        if rank == 0 and (step % checkpoint_every == 0 or stopped):
+        if step % checkpoint_every == 0 or stopped:  # every process writes its part
             save_checkpoint(ctx, step, optimizer, schedule, model=model)
     return Trained(model, step, tokens_seen)
+
+
+def prepared(model, training: TrainingSettings):
+    """The model as the loop trains it: gradient checkpointing as planned, no cache."""
+    if training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.config.use_cache = False  # a cache makes packed documents attend to each other
+    return model
+
+
+def accumulate_gradients(network, micros: list[Micro], targets: int, world: int, device: torch.device,
+                         autocast: torch.dtype | None = None, scaler=None) -> torch.Tensor:
+    """Forward and backward over this process's micro-batches of one step; returns its share of the
+    step's loss (the shares of all processes sum to the step's loss)."""
+    share = torch.zeros((), device=device)
+    for index, micro in enumerate(micros):
+        last = index == len(micros) - 1
+        with _no_sync(network, last), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            loss = _loss(network, micro.to(device), targets)
+        # DDP and FSDP average gradients over processes; each holds a share of the step's sum: scale up.
+        backward = loss * world
+        (scaler.scale(backward) if scaler else backward).backward()
+        share += loss.detach()
+    return share
 
 
 def _loss(model, micro: Micro, targets: int) -> torch.Tensor:
@@ -133,21 +152,13 @@ def _evaluate(model, ctx: Context, layout: dict, device, autocast, world: int) -
     return _sum_over_ranks(total, world) / max(all_targets, 1)
 
 
-def _device(kind: str) -> torch.device:
-    if kind == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
 def _distributed(model, device: torch.device, world: int):
     if world == 1:
         return model
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    sharding.init_distributed(device)
+    # Gradients live in DDP's buckets (no second copy of them); frozen parameters take no gradient.
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                     else None)
+                                                     else None, gradient_as_bucket_view=True)
 
 
 def _no_sync(network, last: bool):
@@ -155,6 +166,11 @@ def _no_sync(network, last: bool):
     if last or not hasattr(network, "no_sync"):
         return contextlib.nullcontext()
     return network.no_sync()
+
+
+def _local_value(tensor: torch.Tensor) -> float:
+    """A scalar that may be a DTensor (FSDP's gradient norm)."""
+    return float(tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor)
 
 
 def _sum_over_ranks(total: torch.Tensor, world: int) -> float:

@@ -15,6 +15,8 @@ class Machine:
     """Memory of the first GPU."""
     cuda_bf16: bool
     ram_available_bytes: int
+    what_if: bool = False
+    """Described with --machine, not detected: a plan for it is for reading, not for running here."""
 
     @property
     def has_cuda(self) -> bool:
@@ -39,3 +41,30 @@ def available_ram() -> int:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+WHAT_IF_KEYS = {"gpus": "number of GPUs", "gpu_gb": "memory of each GPU in GB", "ram_gb": "CPU memory in GB"}
+
+
+def what_if(text: str) -> Machine:
+    """A machine described as `gpus=8,gpu_gb=80,ram_gb=1024` (GPUs with bf16; without gpus: a CPU box).
+    For planning a job for hardware this box does not have."""
+    values: dict[str, float] = {}
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        key, _, number = part.partition("=")
+        if key not in WHAT_IF_KEYS:
+            raise ValueError(f"unknown key {key!r} in --machine {text!r}; keys: "
+                             + ", ".join(f"{name} ({meaning})" for name, meaning in WHAT_IF_KEYS.items()))
+        try:
+            values[key] = float(number)
+        except ValueError:
+            raise ValueError(f"--machine {key}={number!r}: expected a number") from None
+        if not 0 < values[key] < 1e6 or (key == "gpus" and not values[key].is_integer()):
+            raise ValueError(f"--machine {key}={number}: expected a positive {'whole ' if key == 'gpus' else ''}number")
+    gpus = int(values.get("gpus", 0))
+    if gpus and "gpu_gb" not in values:
+        raise ValueError("--machine with gpus needs gpu_gb (memory of each GPU), e.g. gpus=8,gpu_gb=80")
+    gpu_bytes = int(values.get("gpu_gb", 0) * 1e9)
+    name = f"GPU with {values.get('gpu_gb', 0):g} GB (what-if)"  # once: the plan shows it for all of them
+    return Machine(gpus, (name,) if gpus else (), gpu_bytes, bool(gpus),
+                   int(values.get("ram_gb", 0) * 1e9) or available_ram(), what_if=True)

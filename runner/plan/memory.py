@@ -53,6 +53,12 @@ class Workload:
     """LoRA: per token, the summed input width of every adapted module (kept for the adapter's backward)."""
     adapter_dropout: bool = False
     """LoRA dropout makes a copy of each adapted module's input (and a mask)."""
+    strategy: str = "ddp"
+    """ddp: every process holds the whole model; fsdp: weights, gradients and optimizer states are
+    sharded over `devices` processes and each block is all-gathered when it runs."""
+    devices: int = 1
+    offload: bool = False
+    """fsdp: the shards live in CPU memory; the device holds only the all-gathered blocks."""
 
 
 def estimate(facts: ModelFacts, work: Workload, budget_bytes: int, budget_source: str) -> MemoryEstimate:
@@ -84,6 +90,8 @@ def _items(facts: ModelFacts, work: Workload, checkpointing: bool) -> list[Memor
         MemoryItem(name="gradients", bytes=work.trainable_parameters * 4, note="fp32, trained parameters only"),
         MemoryItem(name="optimizer", bytes=work.trainable_parameters * 8, note="AdamW: two fp32 states"),
     ]
+    if work.strategy == "fsdp":
+        items = _sharded(items, facts, work, half)
     sequences = work.micro_batch * work.sequences_per_row
     tokens = sequences * (work.seq_len + work.generation_tokens)
     kept = 0 if work.lowest_trained_layer is None else facts.num_layers - work.lowest_trained_layer
@@ -118,6 +126,36 @@ def extra_model(model: ExtraModel, parameters: int) -> MemoryItem:
     gradients and two AdamW states as well."""
     return MemoryItem(name=model.name, bytes=parameters * (16 if model.trained else 4),
                       note=f"{parameters / 1e6:.1f}M parameters, {model.note}")
+def _sharded(items: list[MemoryItem], facts: ModelFacts, work: Workload, half: bool) -> list[MemoryItem]:
+    """FSDP: each process keeps 1/N of the weights, gradients and optimizer states (in CPU memory
+    with offload), plus the blocks it has all-gathered in the compute dtype: the root's parameters
+    (embeddings, final norm and output head, gathered for the whole step), the running block and
+    the prefetched next one, and the unsharded gradients of one block before they are
+    reduce-scattered."""
+    where = "CPU memory" if work.offload else f"1/{work.devices} per device"
+    sharded = [MemoryItem(name=item.name, bytes=0 if work.offload else -(-item.bytes // work.devices),
+                          note=f"{item.note}; sharded, {where}") for item in items]
+    block = block_parameters(facts)
+    root = facts.total_parameters - facts.num_layers * block
+    compute_bytes = 2 if half else 4
+    trained_share = work.trainable_parameters / max(facts.total_parameters, 1)
+    gathered = (root + 2 * block) * compute_bytes + int(block * trained_share) * 4
+    return sharded + [MemoryItem(name="all-gathered", bytes=gathered,
+                                 note=f"root {root / 1e6:.1f}M + 2 blocks of {block / 1e6:.1f}M parameters "
+                                      f"x {compute_bytes} B, one block's gradients before reduce-scatter")]
+
+
+def block_parameters(facts: ModelFacts) -> int:
+    """Parameters of one transformer block (attention, MLP and two norms)."""
+    kv_width = facts.num_key_value_heads * (facts.hidden_size // facts.num_attention_heads)
+    hidden = facts.hidden_size
+    return 2 * hidden * hidden + 2 * hidden * kv_width + 3 * hidden * facts.intermediate_size + 2 * hidden
+
+
+def offloaded_bytes(facts: ModelFacts, work: Workload) -> int:
+    """CPU memory that offload takes: every process's shards together (divide by the machines)."""
+    unsharded = _items(facts, replace(work, strategy="ddp", offload=False), work.checkpointing)
+    return sum(item.bytes for item in unsharded if item.name in ("weights", "gradients", "optimizer"))
 
 
 def _block_activation_elements(facts: ModelFacts, work: Workload, tokens: int) -> int:

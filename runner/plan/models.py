@@ -37,6 +37,10 @@ class DeviceFacts(Frozen):
     """Memory of one device (GPU memory, or the machine's RAM for the CPU)."""
     bf16: bool
     """Whether bf16 is supported natively."""
+    host_memory_gb: float | None = None
+    """CPU memory available on each machine (what CPU offload may fill)."""
+    what_if: bool = False
+    """Planned for a machine described with --machine, not this one: `runner run` refuses it."""
 
     @property
     def per_node(self) -> int:

@@ -7,7 +7,7 @@ Reads top to bottom in the order the decisions depend on each other.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from runner.errors import RunnerError
 from runner.formats import RowError
 from runner.methods import registry
 from runner.methods.registry import Batching, MethodDescriptor
-from runner.plan import identity, memory, source, table
+from runner.plan import identity, memory, source, strategy, table
 from runner.plan.machine import Machine, detect
 from runner.plan.models import DeviceFacts, LossMaskPreview, Plan, Resolved, Steps, TokenStats
 from runner.plan.packing import WORTH_IT, Layouts, keeps_documents_apart, layouts
@@ -170,7 +170,8 @@ def _resolve_device(spec: JobSpec, method: _Method, machine: Machine, settings: 
     else:
         names, memory_bytes = ["cpu"], machine.ram_available_bytes
     return DeviceFacts(type=kind, count=count * nodes, nodes=nodes, names=names,
-                       memory_gb=round(memory_bytes / memory.GIB, 2), bf16=bf16)
+                       memory_gb=round(memory_bytes / memory.GIB, 2), bf16=bf16,
+                       host_memory_gb=round(machine.ram_available_bytes / memory.GIB, 2), what_if=machine.what_if)
 
 
 # --- trainable ----------------------------------------------------------------------------------
@@ -346,7 +347,19 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
     )
     minibatches = method.descriptor.minibatches(method.section)
     unit, unit_name = per_device // minibatches, "minibatch" if minibatches > 1 else "per-device batch"
-    micro, checkpointing, rule = _fit_micro_batch(skeleton, base, spec, method, unit, unit_name, budget)
+    host = int(device.host_memory_gb * memory.GIB) if device.host_memory_gb else None
+    try:
+        layout = strategy.choose(skeleton.facts, base, spec.hardware, device, unit, budget, host,
+                                 unsharded=method.descriptor.unsharded_reason(),
+                                 minimum=method.descriptor.min_micro_batch, unit_name=unit_name)
+    except strategy.LayoutError as error:
+        raise PlanError(f"method {method.name}: {error}", "set hardware.strategy: ddp (or auto), and give each "
+                        f"device at least {method.descriptor.min_micro_batch} row(s) a step") from None
+    base = replace(base, strategy=layout.strategy, devices=device.count, offload=layout.offload)
+    settings.pick("hardware.strategy", spec.hardware.strategy, lambda: (layout.strategy, layout.strategy_rule))
+    settings.pick("hardware.offload", spec.hardware.offload, lambda: (
+        layout.offload, "on: nothing fits on the devices alone" if layout.offload else "off: not needed"))
+    micro, checkpointing, rule = layout.micro_batch, layout.checkpointing, layout.micro_rule
     settings.pick("training.micro_batch_size", spec.training.micro_batch_size, lambda: (
         micro, rule.replace("per-device batch", "blocks per step and device") if packing else rule))
     micro = settings.entries["training.micro_batch_size"].value
@@ -366,34 +379,25 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
     estimate = memory.estimate(skeleton.facts, work, budget, budget_source)
     if spec.hardware.max_memory_gb is not None:
         settings.given("hardware.max_memory_gb", spec.hardware.max_memory_gb)
-    if not estimate.fits:
+    if not estimate.fits or not layout.fits:
+        tried = f"; tried: {layout.strategy_rule.removeprefix('nothing fits: ')}" if not layout.fits else ""
         raise PlanError(
             f"the estimate ({estimate.total_bytes / memory.GIB:.1f} GiB per device) does not fit "
-            f"{budget_source} ({budget / memory.GIB:.1f} GiB)", "; ".join(estimate.advice) or None)
+            f"{budget_source} ({budget / memory.GIB:.1f} GiB){tried}",
+            "; ".join([*estimate.advice, _more_devices(method, skeleton, work, budget, device)]))
     return estimate
 
 
-def _fit_micro_batch(skeleton: Skeleton, base: memory.Workload, spec: JobSpec, method: _Method, unit: int,
-                     unit_name: str, budget: int):
-    """The largest micro-batch that divides the unit (the per-device batch, or a minibatch), is at least the
-    method's minimum, and fits: without gradient checkpointing if possible."""
-    minimum = method.descriptor.min_micro_batch
-    divisors = [d for d in range(unit, 0, -1) if unit % d == 0 and d >= minimum]
-    if not divisors:
-        raise PlanError(f"method {method.name} needs micro-batches of at least {minimum} rows; the {unit_name} has "
-                        f"{unit}", f"raise training.batch_size to at least {minimum} rows per device")
-    allow_off = spec.hardware.gradient_checkpointing in ("auto", False)
-    allow_on = spec.hardware.gradient_checkpointing in ("auto", True)
-    for checkpointing, allowed in ((False, allow_off), (True, allow_on)):
-        if not allowed:
-            continue
-        for micro in divisors:
-            work = memory.Workload(**{**base.__dict__, "micro_batch": micro, "checkpointing": checkpointing})
-            if memory.total_bytes(skeleton.facts, work) <= budget:
-                with_text = " with gradient checkpointing" if checkpointing else ""
-                return micro, checkpointing, f"the largest divisor of the {unit_name} ({unit}) whose " \
-                                             f"estimate fits{with_text}"
-    return divisors[-1], allow_on, "nothing fits; the smallest micro-batch"
+def _more_devices(method: _Method, skeleton: Skeleton, work: memory.Workload, budget: int,
+                  device: DeviceFacts) -> str:
+    unsharded = method.descriptor.unsharded_reason()
+    if unsharded:
+        return f"{method.name} does not shard ({unsharded}), so more devices do not help"
+    needed = strategy.devices_needed(skeleton.facts, work, budget, device.count)
+    size = f"{budget / memory.GIB:.1f} GiB"
+    if needed is None:
+        return f"no number of devices of {size} fits it: the activations of one sequence alone are too big"
+    return f"{needed} devices of {size} would fit it with hardware.strategy: fsdp (gpus: {needed})"
 
 
 # --- outputs and method settings ----------------------------------------------------------------

@@ -30,16 +30,26 @@ def _header(plan: Plan) -> str:
     kind = {"offline_copy": f"offline copy of {model.reference} (GGUF, dequantised)", "hub": "hub cache",
             "job": f"output of {model.reference}", "local": "local folder", "gguf": "GGUF, dequantised"}[model.kind]
     precision = plan.value("hardware.precision")
+    layout = _layout(plan)
     return "\n".join([
         f"Plan for {plan.name}: {plan.method}, {plan.trainable.mode} training",
         f"  base model   {location}  ({kind})",
         f"  model        {plan.model.architecture}, {plan.model.num_layers} blocks, hidden {plan.model.hidden_size}, "
         f"vocabulary {plan.model.vocab_size:,}",
         f"  device       {device.type} x{device.count} ({', '.join(device.names)}"
-        + (f" on each of {device.nodes} nodes" if device.nodes > 1 else "") + f"), {precision}",
+        + (f" on each of {device.nodes} nodes" if device.nodes > 1 else "") + f"), {precision}{layout}"
+        + ("  [what-if: planned for --machine, not runnable here]" if device.what_if else ""),
         f"  trainer      {plan.training_path}",
         *([f"  objective    {plan.objective}"] if plan.objective else []),
     ])
+
+
+def _layout(plan: Plan) -> str:
+    entry = plan.resolved.get("hardware.strategy")
+    if entry is None or (entry.value == "ddp" and plan.device.count == 1):
+        return ""
+    offload = plan.resolved.get("hardware.offload")
+    return f", {entry.value}" + (" with CPU offload" if offload is not None and offload.value else "")
 
 
 def _trainable(plan: Plan) -> str:

@@ -136,6 +136,14 @@ class HardwareSpec(Section):
     """`auto`: bf16 where supported, else fp16 on GPU, fp32 on CPU."""
     gradient_checkpointing: SwitchOrAuto = "auto"
     """Recompute activations in the backward pass; `auto` turns it on when memory needs it."""
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    """How the processes share the model: `ddp`, a full copy on each (fastest when it fits); `fsdp`,
+    weights, gradients and optimizer states sharded over them (FSDP2). `auto`: ddp when the estimate
+    fits, else fsdp."""
+    offload: SwitchOrAuto = "auto"
+    """With fsdp on GPUs: keep the sharded weights, gradients and optimizer states in CPU memory and
+    step the optimizer there (slower; for models that fit no other way). `auto`: only when nothing
+    else fits."""
     max_memory_gb: Annotated[float, Field(gt=0)] | None = None
     """Memory per device the job may use; the plan fails when the estimate is above it."""
 

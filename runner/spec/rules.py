@@ -159,6 +159,18 @@ def precision_suits_device(view: SpecView) -> Iterator[Problem]:
                       hint="use bf16 or fp32 (or auto)")
 
 
+def sharding_settings_agree(view: SpecView) -> Iterator[Problem]:
+    hardware = view.sections.get("hardware")
+    if not hardware or hardware.offload is not True:
+        return
+    if hardware.strategy == "ddp":
+        yield Problem(("hardware", "offload"), "offload moves fsdp's shards to CPU memory; ddp has none",
+                      hint="set strategy: fsdp (or auto), or remove offload")
+    if hardware.device == "cpu":
+        yield Problem(("hardware", "offload"), "offload moves GPU memory to the CPU; this job runs on the CPU",
+                      hint="remove offload, or use device: cuda")
+
+
 def remote_code_is_flagged(view: SpecView) -> Iterator[Problem]:
     base = view.sections.get("base_model")
     if base and base.trust_remote_code:
@@ -176,6 +188,7 @@ RULES: tuple[Rule, ...] = (
     batch_arithmetic,
     method_rules,
     precision_suits_device,
+    sharding_settings_agree,
     remote_code_is_flagged,
 )
 

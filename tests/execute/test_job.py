@@ -149,24 +149,30 @@ def test_a_frozen_parameter_that_changes_fails_the_run(tiny_project, monkeypatch
     assert not run.model.exists()
 
 
-def test_sigterm_checkpoints_and_the_same_plan_resumes(tiny_project, monkeypatch):
+def sigterm_at_sft_step(monkeypatch, step: int):
+    """SIGTERM to this process as the SFT loop starts `step`; returns the undo."""
     from runner.methods import sft
 
     original, calls = sft.step_micro_batches, []
 
-    def signal_at_step_3(*args, **kwargs):
+    def signalling(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == step:
             os.kill(os.getpid(), signal.SIGTERM)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(sft, "step_micro_batches", signal_at_step_3)
+    monkeypatch.setattr(sft, "step_micro_batches", signalling)
+    return lambda: monkeypatch.setattr(sft, "step_micro_batches", original)
+
+
+def test_sigterm_checkpoints_and_the_same_plan_resumes(tiny_project, monkeypatch):
+    undo = sigterm_at_sft_step(monkeypatch, 3)
     extra = "training:\n  max_steps: 6\n  batch_size: 4\n  learning_rate: 1.0e-3\noutputs:\n  checkpoint_every: 2\n"
     code, run, manifest = run_spec(tiny_project, extra)
     assert code == 130 and manifest.state == "interrupted" and manifest.error.kind == "interrupted"
     assert run.latest_checkpoint().name == "checkpoint-3"
 
-    monkeypatch.setattr(sft, "step_micro_batches", original)
+    undo()
     code, resumed, manifest = run_spec(tiny_project, extra)
     assert code == 0 and resumed.path == run.path
     assert [(a.number, a.state, a.resumed_from_step) for a in manifest.attempts] == [

@@ -28,4 +28,5 @@ DESCRIPTOR = MethodDescriptor(
     training_path="runner's SFT loop (runner/methods/sft.py); loss = token sum / tokens per step",
     recipe="runner.methods.sft",
     packing=True,
+    shards=True,
 )
