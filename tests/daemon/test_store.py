@@ -89,8 +89,24 @@ def test_the_lock_is_on_the_state_dir_itself(tmp_path):
     os.close(lock_state_directory(tmp_path))
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to act as another user")
-def test_a_member_of_the_daemons_group_reads_status_without_write_access():
+def as_user(user: int, groups: list[str], *arguments: str, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m runner ARGUMENTS` as another user (setpriv), from this checkout."""
+    return subprocess.run(["setpriv", f"--reuid={user}", f"--regid={user}", *groups, sys.executable, "-m", "runner",
+                           *arguments], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **kwargs.pop("env", {})}, **kwargs)
+
+
+@pytest.fixture
+def other_user():
+    """Root, setpriv, and a checkout and interpreter that another user may read; else the test cannot run."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root to act as another user")
+    probe = as_user(4243, ["--clear-groups"], "--version")
+    if probe.returncode != 0:
+        pytest.skip(f"another user cannot run runner from this checkout (a private folder?): {probe.stderr.strip()}")
+
+
+def test_a_member_of_the_daemons_group_reads_status_without_write_access(other_user):
     tmp_path = Path(tempfile.mkdtemp(prefix="runner-group-"))  # pytest's tmp_path is private to root
     os.chmod(tmp_path, 0o755)
     state = tmp_path / "state"
@@ -103,10 +119,7 @@ def test_a_member_of_the_daemons_group_reads_status_without_write_access():
         for path in (state, *state.iterdir()):
             os.chown(path, 0, group)
             os.chmod(path, 0o750 if path.is_dir() else 0o640)
-        return subprocess.run(
-            ["setpriv", f"--reuid={user}", f"--regid={user}", f"--groups={group}", sys.executable, "-m", "runner",
-             *arguments, "--state-dir", str(state)], capture_output=True, text=True, cwd=REPO, timeout=60,
-            env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path)})
+        return as_user(user, [f"--groups={group}"], *arguments, "--state-dir", str(state), env={"HOME": str(tmp_path)})
 
     try:
         while_running = as_member("status")  # the daemon holds the store open: its WAL files exist
@@ -120,12 +133,10 @@ def test_a_member_of_the_daemons_group_reads_status_without_write_access():
     assert cancel.returncode == 1 and "you may read but not change" in cancel.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to act as another user")
-def test_someone_outside_the_group_gets_a_message_not_a_traceback(tmp_path):
+def test_someone_outside_the_group_gets_a_message_not_a_traceback(tmp_path, other_user):
     store, _ = Store.for_daemon(tmp_path)
     store.close()
     os.chmod(tmp_path, 0o700)
-    completed = subprocess.run(["setpriv", "--reuid=4243", "--regid=4243", "--clear-groups", sys.executable, "-m",
-                                "runner", "status", "--state-dir", str(tmp_path / "x")], capture_output=True,
-                               text=True, cwd=REPO, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    completed = as_user(4243, ["--clear-groups"], "status", "--state-dir", str(tmp_path / "x"))
     assert completed.returncode == 1 and "Traceback" not in completed.stderr, completed.stderr
+    assert "Permission denied" in completed.stderr and "daemon's group" in completed.stderr, completed.stderr
