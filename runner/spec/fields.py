@@ -42,6 +42,15 @@ SwitchOrAuto = Annotated[bool | Auto, or_auto("true or false")]
 Count = Annotated[int, Field(ge=1)]
 
 
+def hub_id(value: str | None) -> str | None:
+    """A field validator's check of a hub id (`org/name`)."""
+    if value is not None and (not HUB_ID_PATTERN.match(value) or ".." in value or "--" in value):
+        raise PydanticCustomError(
+            "hub_id", "'{value}' is not a hub id (expected 'org/name'); "
+            "for a local folder write ./{value}", {"value": value})
+    return value
+
+
 class ModelSource(Section):
     """Where a model comes from: exactly one of `hub`, `path` or `job`.
 
@@ -91,11 +100,7 @@ class ModelSource(Section):
     @field_validator("hub")
     @classmethod
     def _hub_id(cls, value: str | None) -> str | None:
-        if value is not None and (not HUB_ID_PATTERN.match(value) or ".." in value or "--" in value):
-            raise PydanticCustomError(
-                "hub_id", "'{value}' is not a hub id (expected 'org/name'); "
-                "for a local folder write ./{value}", {"value": value})
-        return value
+        return hub_id(value)
 
     @field_validator("job")
     @classmethod

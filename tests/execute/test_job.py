@@ -188,7 +188,7 @@ def test_run_refuses_a_stale_plan(tiny_project, tmp_path, capsys):
     (tmp_path / "data" / "train.jsonl").write_text('{"prompt": "new", "completion": "row"}\n' * 8)
     capsys.readouterr()
     assert main(["run", "--plan", str(out), "--runs-dir", str(tmp_path)]) == 1
-    assert "saved plan is stale: train data train.jsonl changed" in capsys.readouterr().err
+    assert "saved plan is stale: train data data/train.jsonl changed" in capsys.readouterr().err
 
 
 def test_run_a_saved_plan(tiny_project, tmp_path, capsys):

@@ -211,7 +211,7 @@ def test_a_fresh_plan_passes_and_changes_make_it_stale(tiny_project, tmp_path):
     identity.check_fresh(plan, tmp_path)
     data = tmp_path / "data" / "train.jsonl"
     data.write_text(data.read_text() + json.dumps({"prompt": "x", "completion": "y"}) + "\n")
-    with pytest.raises(identity.StalePlanError, match="train data train.jsonl changed"):
+    with pytest.raises(identity.StalePlanError, match="train data data/train.jsonl changed"):
         identity.check_fresh(plan, tmp_path)
 
     plan = plan_of(tiny_project)

@@ -1,16 +1,28 @@
 import json
+from pathlib import Path
 
 import pytest
 
-from runner.spec.datacheck import DataFileError, check_file
+from runner.data.files import DataFileError
+from runner.data.sources import resolve
+from runner.spec.datacheck import SourceReport, check_source
+from runner.spec.models import DataSource
 from tests.conftest import write_jsonl
+
+
+def check_file(path: Path, declared_format: str, method: str | None) -> SourceReport:
+    return check_source(resolve(DataSource.model_validate(str(path)), Path("."), "train"), declared_format, method)
+
+
+def lines(report: SourceReport) -> list[tuple[int, str]]:
+    return [(at.line, reason) for at, reason in report.bad_rows]
 
 
 def test_rows_formats_and_line_numbers(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, "", {"text": ""}, {"prompt": "p"}, {"text": "b"}])
     report = check_file(path, "auto", "sft")
     assert (report.rows, report.format, report.bad_count) == (4, "text", 2)
-    assert report.bad_rows == [(3, '"text" is empty'),
+    assert lines(report) == [(3, '"text" is empty'),
                                (4, 'row is prompt_only (it has "prompt"), but the file is text; missing "text" '
                                    '(text rows have "text")')]
 
@@ -18,7 +30,7 @@ def test_rows_formats_and_line_numbers(tmp_path):
 def test_declared_format_is_enforced(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}])
     report = check_file(path, "messages", None)
-    assert report.bad_rows[0][0] == 1 and report.bad_rows[0][1].startswith('row is text (it has "text"), but the file '
+    assert lines(report)[0][0] == 1 and lines(report)[0][1].startswith('row is text (it has "text"), but the file '
                                                                            'is messages; missing "messages"')
 
 
@@ -38,7 +50,7 @@ def test_kto_rows_need_a_boolean_label_at_their_line(tmp_path):
     ])
     report = check_file(path, "auto", "kto")
     assert report.format == "unpaired" and report.bad_count == 3
-    assert report.bad_rows == [
+    assert lines(report) == [
         (3, 'missing "label" (unpaired rows have "prompt", "completion" and "label")'),
         (4, '"label" must be true (a desirable answer) or false, not a string'),
         (5, '"label" must be true (a desirable answer) or false, not a number'),
@@ -50,7 +62,7 @@ def test_a_misnamed_key_is_named(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "completion": "c"}, {"prompt": "p", "answer": "c"},
                                               {"prompt": "p", "completions": "c"}])
     report = check_file(path, "auto", "sft")
-    assert report.bad_rows == [
+    assert lines(report) == [
         (2, 'missing "completion" (prompt_completion rows have "prompt" and "completion"); unexpected "answer"'),
         (3, 'missing "completion" (prompt_completion rows have "prompt" and "completion"); unexpected '
             '"completions": did you mean "completion"?'),
@@ -64,7 +76,8 @@ def test_rl_takes_the_prompts_of_other_formats(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("absent.jsonl", None, "does not exist"),
-    ("data.csv", "a,b\n", "only JSON Lines"),
+    ("data.txt", "a,b\n", "runner reads .jsonl, .json, .csv, .parquet and .arrow files"),
+    ("data.csv", "a,b\n", "has no rows"),
     ("empty.jsonl", "\n\n", "has no rows"),
 ])
 def test_whole_file_problems(tmp_path, name, content, message):
@@ -78,7 +91,7 @@ def test_whole_file_problems(tmp_path, name, content, message):
 def test_only_the_first_bad_rows_are_kept_but_all_are_counted(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "ok"}] + ["nope"] * 50)
     report = check_file(path, "auto", "sft")
-    assert report.bad_count == 50 and len(report.bad_rows) == 5 and report.bad_rows[0][0] == 2
+    assert report.bad_count == 50 and len(report.bad_rows) == 5 and lines(report)[0][0] == 2
 
 
 def test_a_large_file_streams(tmp_path):
