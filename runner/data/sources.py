@@ -225,7 +225,7 @@ def _saved(location: Path, wanted: str | None, role: str, where: str) -> tuple[s
     if wanted is not None:
         state = _json_file(location / "state.json")
         saved_split = state.get("_split") if isinstance(state, dict) else None
-        if wanted != saved_split:
+        if saved_split is not None and wanted != saved_split:
             raise DataFileError(f"{where} is one saved split ({saved_split or 'unnamed'}), not '{wanted}'",
                                 "remove split:, or name the DatasetDict folder above it")
     return None, _saved_files(location)

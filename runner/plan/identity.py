@@ -6,6 +6,7 @@ from; `runner run --plan` calls `check_fresh` and refuses otherwise.
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -58,7 +59,8 @@ def _data_identity(role: str, written: DataSource, report: SourceReport, epoch_r
     return DataIdentity(
         role=role, source=rows.label, spec=written.model_dump(mode="json", exclude_defaults=True), kind=rows.kind,
         path=str(rows.root.resolve()), sha256=sha256,
-        files=[FileIdentity(path=str(Path(path).resolve()), sha256=sha, size=size) for path, sha, size in files],
+        # absolute, links kept: a hub snapshot's files are links to blobs named by hash, without their suffix
+        files=[FileIdentity(path=os.path.abspath(path), sha256=sha, size=size) for path, sha, size in files],
         split=rows.split, config=rows.config, revision=rows.revision, columns=dict(rows.columns), weight=rows.weight,
         rows=report.rows, usable_rows=report.usable, epoch_rows=epoch_rows, format=report.format,
         variant=report.variant or "standard")

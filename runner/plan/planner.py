@@ -6,6 +6,7 @@ Reads top to bottom in the order the decisions depend on each other.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -303,8 +304,9 @@ def _loss_mask_preview(encoder: RowEncoder, spec: JobSpec, method: _Method, term
                        rows: list[_Row]) -> LossMaskPreview:
     kind = KINDS[method.descriptor.rows]
     examples = []
-    for measured in rows:
-        if len(examples) >= PREVIEW_ROWS * kind.parts:
+    by_source = [[measured for measured in rows if measured.source == position] for position in range(len(train.sources))]
+    for measured in (row for turn in itertools.zip_longest(*by_source) for row in turn if row is not None):
+        if len(examples) >= PREVIEW_ROWS * kind.parts:  # a row of each source in turn: each one's rendering shows
             break
         label = train.sources[measured.source].source.label if len(train.sources) > 1 else None
         place = {"line": measured.at.line, "row": measured.at.index, "source": label}

@@ -103,8 +103,10 @@ def _data(plan: Plan) -> str:
     epoch = sum(data.epoch_rows or 0 for data in train)
     lines = [f"Data: an epoch is {epoch} rows" + (", every source's usable rows x its weight, shuffled together"
                                                   if len(train) > 1 else "")]
+    width = max(len(data.source or data.path) for data in plan.inputs.data)
     for data in plan.inputs.data:
-        line = f"  {data.role:<6} {data.source or data.path}  {data.rows} rows, {data.usable_rows} usable ({data.format})"
+        line = f"  {data.role:<6} {data.source or data.path:<{width}}  {data.rows} rows, {data.usable_rows} usable"
+        line += f" ({data.format})"
         if data.role == "train" and data.epoch_rows is not None:
             share = data.epoch_rows / epoch if epoch else 0
             line += f"; x{data.weight:g} -> {data.epoch_rows} per epoch ({share:.0%})"
