@@ -24,9 +24,8 @@ import csv
 import os
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from runner.errors import RunnerError
 from runner.readers import MAX_JSON_DEPTH, loads_bounded, open_regular
@@ -45,8 +44,7 @@ class DataFileError(RunnerError):
     """A data file, or a source, that cannot be used as a whole (missing, wrong kind, unreadable)."""
 
 
-@dataclass(frozen=True)
-class RowAt:
+class RowAt(NamedTuple):  # NamedTuples, not dataclasses: one per row, and quick to define (validate's start-up)
     """Where a row is: a line for JSONL, a row index (from 0, as `dataset[i]`) for tabular files; CSV
     has both."""
 
@@ -68,8 +66,7 @@ class RowAt:
         return record
 
 
-@dataclass(frozen=True)
-class RawRow:
+class RawRow(NamedTuple):
     at: RowAt
     value: Any = None
     problem: str | None = None
@@ -80,8 +77,7 @@ Reader = Callable[[Path, "list[str] | None"], Iterator[RawRow]]
 """(path, the columns wanted, or None for all) -> the file's rows."""
 
 
-@dataclass(frozen=True)
-class FileKind:
+class FileKind(NamedTuple):
     name: str
     suffixes: tuple[str, ...]
     read: Reader

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -34,6 +34,9 @@ from runner.data.files import SUFFIXES, DataFileError, FileKind, RawRow, RowAt, 
     PYARROW_INSTALL
 from runner.fsutil import file_sha256
 from runner.readers import loads_bounded, read_regular
+
+if TYPE_CHECKING:
+    from runner.spec.models import DataSource
 
 MAX_FILES = 10_000
 """Data files of one folder or hub dataset; real datasets have at most a few thousand shards."""
@@ -44,20 +47,6 @@ SPLIT_KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "
                   "test": ("test", "testing", "eval", "evaluation")}
 _SHARDED = re.compile(r"^data/(?P<split>\w+)-\d{5}-of-\d{5}[^/]*$")
 _WORDS = re.compile(r"[-._ 0-9]+")
-
-
-class SourceSpec(Protocol):
-    """What a spec says about one source (runner.spec.models.DataSource)."""
-
-    path: str | None
-    hub: str | None
-    revision: str | None
-    config: str | None
-    split: str | None
-    columns: dict[str, str]
-    weight: float
-
-    def describe(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -136,7 +125,7 @@ def _relative(path: Path, root: Path) -> str:
 
 # --- resolving a spec's source ----------------------------------------------------------------------
 
-def resolve(source: SourceSpec, folder: Path, role: str) -> RowSource:
+def resolve(source: DataSource, folder: Path, role: str) -> RowSource:
     """The rows `source` names, relative to the spec's `folder`; DataFileError (with a hint) when it
     cannot be read here."""
     try:
@@ -151,7 +140,7 @@ def _unreadable(error: OSError) -> DataFileError:
     return DataFileError(f"{error.filename}: {error.strerror}" if error.filename else error.strerror)
 
 
-def _resolve(source: SourceSpec, folder: Path, role: str) -> RowSource:
+def _resolve(source: DataSource, folder: Path, role: str) -> RowSource:
     columns = tuple(source.columns.items())
     common = dict(columns=columns, weight=source.weight)
     if source.hub is not None:
@@ -262,7 +251,7 @@ def _json_file(path: Path) -> Any:
 
 # --- folders of data files (a hub snapshot, or a local folder) -------------------------------------------
 
-def _split_of_files(root: Path, source: SourceSpec, role: str, where: str):
+def _split_of_files(root: Path, source: DataSource, role: str, where: str):
     """(config, split, files) of a folder of data files, split the way the datasets library does."""
     names = _data_files(root)
     configs, default = _readme_configs(root)

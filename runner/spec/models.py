@@ -21,7 +21,7 @@ from pydantic_core import PydanticCustomError
 from runner import formats, trainable
 from runner.methods import registry
 from runner.spec.fields import (NAME_PATTERN, Auto, Count, CountOrAuto, ModelSource, PositiveOrAuto, Section,
-                                SwitchOrAuto, hub_id, or_auto)
+                                SwitchOrAuto, exactly_one, hub_id, or_auto)
 from runner.trackers import TRACKER_NAMES
 
 DataFormat = Literal[("auto", *formats.FORMATS)]  # type: ignore[valid-type]
@@ -69,13 +69,7 @@ class DataSource(Section):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DataSource:
-        given = [key for key in ("path", "hub") if getattr(self, key) is not None]
-        if len(given) != 1:
-            raise PydanticCustomError("data_source", "give exactly one of path or hub (found: {given})",
-                                      {"given": ", ".join(given) or "none"})
-        if self.revision is not None and self.hub is None:
-            raise PydanticCustomError("data_source", "revision applies to hub datasets only")
-        return self
+        return exactly_one(self, ("path", "hub"), "data_source", "datasets")
 
     @field_validator("hub")
     @classmethod
