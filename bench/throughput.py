@@ -93,13 +93,12 @@ def plain_steps(folder: Path, plan, steps: int, device: str):
 
     from runner.execute.batches import IGNORE, shuffled_forever, step_micro_batches
     from runner.execute.data import encoder_for
-    from runner.formats import read_rows
     from runner.methods.registry import SUPERVISED
     from runner.plan.rows import KINDS
 
     tokenizer = AutoTokenizer.from_pretrained(folder / "model")
     encoder = encoder_for(plan, tokenizer)
-    rows = [KINDS[SUPERVISED].example(encoder, row, "text") for _, row, _ in read_rows(folder / "rows.jsonl", "text")]
+    rows = [KINDS[SUPERVISED].example(encoder, row, "text") for _, row, _ in plan.inputs.data[0].row_source().rows("text")]
     model = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float32).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device == "cuda")
     value = plan.value

@@ -15,17 +15,11 @@ Which methods take which formats is each method's descriptor's business (runner.
 from __future__ import annotations
 
 import difflib
-import os
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, BinaryIO
-
-from runner.readers import loads_bounded, open_regular
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 FORMATS = ("messages", "prompt_completion", "text", "preference", "unpaired", "prompt_only")
 ROLES = ("system", "developer", "user", "assistant", "tool")
-MAX_ROW_BYTES = 16 * 2**20
-"""A row longer than this is rejected (and skipped without being held in memory)."""
 
 SHAPES: dict[str, tuple[tuple[str, ...], ...]] = {
     "messages": (("messages",),),
@@ -120,48 +114,25 @@ def check(row: dict, format_name: str) -> None:
     _CHECKS[format_name](row)
 
 
-def read_rows(path: Path, format_name: str | None) -> Iterator[tuple[int, dict | None, str | None]]:
-    """(line, row, problem) for every non-blank line of a JSONL file; `problem` says why a row cannot
-    be used. Rows must all be `format_name`; when it is None, the first usable row decides it.
-    Only a regular file is read (an OSError otherwise), a line at a time in bounded memory: a row
-    longer than MAX_ROW_BYTES, or nested deeper than MAX_JSON_DEPTH, is a bad row, not a crash."""
+def checked(records: Iterable[tuple[Any, Any, str | None]], format_name: str | None
+            ) -> Iterator[tuple[Any, dict | None, str | None]]:
+    """(where, row, problem) for each (where, value, problem) read from a source: `problem` says why a
+    row cannot be used. Rows must all be `format_name`; when it is None, the first usable row decides."""
     expected = format_name
-    with open_regular(path) as handle:
-        for line, raw in enumerate(_lines(handle), start=1):
-            if raw is None:
-                yield line, None, f"the row is longer than {MAX_ROW_BYTES // 2**20} MiB"
-                continue
-            if not raw.strip():
-                continue
+    for at, value, problem in records:
+        if problem is None:
             try:
-                row = loads_bounded(raw)
                 if expected is not None:
-                    detect_as(row, expected)
-                found = expected or detect(row)
-                check(row, found)
-            except (ValueError, RowError) as error:
-                problem = str(error) if isinstance(error, RowError) else f"not valid JSON: {error}"
-                yield line, None, problem
+                    detect_as(value, expected)
+                found = expected or detect(value)
+                check(value, found)
+            except RowError as error:
+                problem = str(error)
+            else:
+                expected = found
+                yield at, value, None
                 continue
-            expected = found
-            yield line, row, None
-
-
-def _lines(handle: BinaryIO) -> Iterator[bytes | None]:
-    """Each line of a file, or None for one longer than MAX_ROW_BYTES (skipped, never held whole)."""
-    while True:
-        raw = handle.readline(MAX_ROW_BYTES + 1)
-        if not raw:
-            return
-        if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
-            while chunk := handle.read(1 << 20):  # the rest of the line, a megabyte at a time
-                newline = chunk.find(b"\n")
-                if newline >= 0:
-                    handle.seek(newline + 1 - len(chunk), os.SEEK_CUR)
-                    break
-            yield None
-            continue
-        yield raw
+        yield at, None, problem
 
 
 def _check_messages(row: dict) -> None:

@@ -49,13 +49,25 @@ class Attempt(Record):
 
 
 class DataRecord(Record):
+    """One source of rows, as the run read it."""
+
     role: Literal["train", "eval"]
+    source: str = ""
+    """The source as the spec names it (a path, or hub:org/name), with its config and split."""
+    kind: str = "file"
+    """file | folder | saved (a save_to_disk folder) | hub"""
     path: str
+    """The file, or the folder of its files (for hub datasets: the cached snapshot)."""
+    revision: str | None = None
+    """For hub datasets: the commit read."""
     sha256: str
+    """The file's sha256; for several files, the sha256 of their names and hashes (the plan lists each)."""
+    weight: float = 1.0
     rows: int
     used_rows: int
+    """Examples one epoch took from this source: its usable rows x its weight (repeats included)."""
     rejected_rows: int
-    """Rows that could not be used (listed with line and reason in rejected.jsonl)."""
+    """Rows that could not be used (listed with their line or row index and the reason in rejected.jsonl)."""
 
 
 class Environment(Record):

@@ -1,6 +1,6 @@
 """The pre-commit hook, installed by the real `pre-commit` from this repository as a user's repo would
-use it, refuses a bad layer range and a bad data row in a commit, in its own environment: no torch,
-no model on disk (the committed runner.lock carries the model's facts)."""
+use it, refuses a bad layer range and a bad data row (JSONL, and CSV) in a commit, in its own
+environment: no torch, no pyarrow, no model on disk (the committed runner.lock carries the model's facts)."""
 
 import json
 import os
@@ -20,7 +20,7 @@ name: job
 method: sft
 base_model: someorg/some-model
 data:
-  train: data/train.jsonl
+  train: [data/train.jsonl, data/extra.csv]
 trainable:
   mode: freeze
   layers: last:2
@@ -58,6 +58,8 @@ def test_the_hook_refuses_a_bad_layer_range_and_a_bad_data_row(tmp_path, model_d
     spec.write_text(SPEC)
     data = project / "specs" / "data" / "train.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n" for i in range(4)))
+    csv_data = project / "specs" / "data" / "extra.csv"
+    csv_data.write_text("prompt,completion\nq,a\n")
     monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache(tmp_path / "cache", model_dir)))
     assert main(["lock", str(project / "specs")]) == 0  # where the model is
 
@@ -85,9 +87,19 @@ def test_the_hook_refuses_a_bad_layer_range_and_a_bad_data_row(tmp_path, model_d
     output = refused.stderr
     assert "specs/data/train.jsonl: checked through specs/job.yaml" in output, refused.stdout + output
     assert "specs/data/train.jsonl:5:1: error: data.train:" in output
+    git(project, "reset", "-q", "--hard")
+
+    with open(csv_data, "a") as rows:  # CSV is read without pyarrow, which the hook does not have
+        rows.write('q2,""\n')
+    git(project, "add", "-A")
+    refused = git(project, "commit", "-m", "a broken CSV row", env=env)
+    assert refused.returncode != 0
+    assert 'specs/data/extra.csv:3:1: error: data.train: row index 1: "completion" is empty' in refused.stderr, \
+        refused.stdout + refused.stderr
 
     hook_python = next(Path(env["PRE_COMMIT_HOME"]).glob("repo*/py_env-*/bin/python"))
-    assert subprocess.run([hook_python, "-c", "import torch"], capture_output=True).returncode != 0
+    for heavy in ("torch", "pyarrow"):
+        assert subprocess.run([hook_python, "-c", f"import {heavy}"], capture_output=True).returncode != 0
     assert subprocess.run([hook_python, "-c", "import runner.cli"], capture_output=True).returncode == 0
 
 

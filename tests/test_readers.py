@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner import formats
+from runner.data import files
 from runner.readers import FileTooLarge, UnreadableFile, loads_bounded, nested_deeper_than, open_regular, read_regular
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -47,11 +48,17 @@ def test_loads_bounded_refuses_deep_json_before_parsing():
     assert loads_bounded(b'{"a": [1, 2]}') == {"a": [1, 2]}
 
 
+def read_rows(path, format_name):
+    """(line, row, problem) of a JSONL file, checked as the validator checks it."""
+    records = ((r.at.line, r.value, r.problem) for r in files.read_jsonl(path))
+    return formats.checked(records, format_name)
+
+
 def test_long_rows_are_skipped_and_the_next_row_is_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(formats, "MAX_ROW_BYTES", 1000)
+    monkeypatch.setattr(files, "MAX_ROW_BYTES", 1000)
     path = tmp_path / "d.jsonl"
     path.write_bytes(b'{"text": "' + b"x" * 5000 + b'"}\n{"text": "b"}\n' + b"y" * 3000)
-    assert [(line, row, problem) for line, row, problem in formats.read_rows(path, None)] == [
+    assert [(line, row, problem) for line, row, problem in read_rows(path, None)] == [
         (1, None, "the row is longer than 0 MiB"), (2, {"text": "b"}, None), (3, None, "the row is longer than 0 MiB")]
 
 
@@ -72,7 +79,7 @@ def check_rows(tmp_path, data: bytes) -> None:
     path.write_bytes(data)
     for format_name in (None, "text", "messages"):
         lines = []
-        for line, row, problem in formats.read_rows(path, format_name):
+        for line, row, problem in read_rows(path, format_name):
             assert (row is None) != (problem is None)
             lines.append(line)
         assert lines == sorted(set(lines))

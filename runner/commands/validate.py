@@ -62,31 +62,37 @@ def search_root(data_file: Path) -> Path:
 
 
 def specs_using(data_files: list[Path]) -> dict[Path, list[Path]]:
-    """For each data file, the specs under its search root whose data section names it."""
-    named_by: dict[Path, list[tuple[Path, set[Path]]]] = {}  # search root -> (spec, the files it names)
+    """For each data file, the specs under its search root whose data section names it, or a folder
+    holding it (a save_to_disk folder, a folder of parquet files)."""
+    named_by: dict[Path, list[tuple[Path, set[Path]]]] = {}  # search root -> (spec, the paths it names)
     users = {}
     for data_file in data_files:
         root = search_root(data_file)
         if root not in named_by:
             named_by[root] = [(spec, _data_named_by(spec)) for spec in _specs_under(root)]
-        users[data_file] = [spec for spec, named in named_by[root] if data_file.resolve() in named]
+        resolved = data_file.resolve()
+        within = {resolved, *resolved.parents}
+        users[data_file] = [spec for spec, named in named_by[root] if named & within]
     return users
 
 
 def _data_named_by(spec: Path) -> set[Path]:
     document, _ = load_yaml(spec)
     data = document.data.get("data") if document is not None and isinstance(document.data, dict) else None
-    return {(spec.parent / named).resolve() for named in _strings(data)}
+    if not isinstance(data, dict):
+        return set()
+    return {(spec.parent / named).resolve() for role in ("train", "eval") for named in _paths(data.get(role))}
 
 
-def _strings(value) -> list[str]:
-    """Every string in a data section, wherever it sits (train: x, or a list of sources)."""
+def _paths(value) -> list[str]:
+    """The paths a data.train or data.eval entry names, as written (it may not be valid yet): a string,
+    a source's `path`, or a list of those."""
     if isinstance(value, str):
         return [value]
-    if isinstance(value, dict):
-        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, dict) and isinstance(value.get("path"), str):
+        return [value["path"]]
     if isinstance(value, list):
-        return [text for item in value for text in _strings(item)]
+        return [path for item in value for path in _paths(item)]
     return []
 
 
@@ -166,6 +172,11 @@ def _file_record(result: SpecResult) -> dict:
     if result.spec is not None:
         record.update(name=result.spec.name, method=result.spec.method, depends_on=jobs_named(result.spec),
                       runs_code=[use.to_json() for use in result.runs_code])
-    record["data"] = {key: {"rows": report.rows, "usable_rows": report.usable, "format": report.format,
-                            "variant": report.variant} for key, report in result.data.items()}
+    record["data"] = {role: {"rows": report.rows, "usable_rows": report.usable, "format": report.format,
+                             "variant": report.variant, "checked": report.checked,
+                             "sources": [{"source": part.source.label, "kind": part.source.kind, "rows": part.rows,
+                                          "usable_rows": part.usable, "format": part.format, "variant": part.variant,
+                                          "weight": part.source.weight, "unchecked": part.unchecked}
+                                         for part in report.sources]}
+                      for role, report in result.data.items()}
     return record

@@ -12,11 +12,13 @@ from runner.plan.render import human
 def write_card(folder: Path, manifest: Manifest) -> None:
     plan = manifest.plan
     t = plan.trainable
+    hub_datasets = sorted({data.spec["hub"] for data in plan.inputs.data if data.spec.get("hub")})
     lines = [
         "---",
         f"base_model: {portable_name(manifest.base_model)}",
         "library_name: transformers",
         f"tags: [runner, {manifest.method}, {t.mode}]",
+        *([f"datasets: [{', '.join(hub_datasets)}]"] if hub_datasets else []),
         "---",
         "",
         f"# {manifest.name}",
@@ -40,10 +42,10 @@ def write_card(folder: Path, manifest: Manifest) -> None:
         "",
         "## Data",
         "",
-        "| role | file | sha256 | rows | used | rejected |",
-        "|---|---|---|---|---|---|",
-        *[f"| {d.role} | {Path(d.path).name} | `{d.sha256[:16]}` | {d.rows} | {d.used_rows} | {d.rejected_rows} |"
-          for d in manifest.data],
+        "| role | source | sha256 | rows | weight | used per epoch | rejected |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {d.role} | {_cell(d.source or Path(d.path).name)} | `{d.sha256[:16]}` | {d.rows} | {d.weight:g} | "
+          f"{d.used_rows} | {d.rejected_rows} |" for d in manifest.data],
         "",
         "## Training",
         "",

@@ -1,19 +1,18 @@
 """Rows -> training examples, with the plan's loss mask. Unusable rows are kept, with a reason.
 
-The same row checks as `runner validate` (runner.formats) and the same encoder as the
-plan's preview (runner.plan.tokens.RowEncoder): nothing is decided twice.
+The same sources (runner.data), row checks (runner.formats), mixing (runner.data.mixing) and
+encoder (runner.plan.tokens.RowEncoder) as `runner validate` and the plan: nothing is decided twice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from runner import formats
+from runner.data import mixing
 from runner.errors import RunnerError
 from runner.formats import RowError
 from runner.methods import registry
-from runner.plan.models import Plan
+from runner.plan.models import DataIdentity, Plan
 from runner.plan.rows import KINDS
 from runner.plan.tokens import RowEncoder
 
@@ -23,13 +22,28 @@ class TooManyRejected(RunnerError):
 
 
 @dataclass
+class SourceRows:
+    """What one source gave: its rows read, and the examples one epoch takes from it."""
+
+    identity: DataIdentity
+    rows: int = 0
+    used: int = 0
+    """Examples one epoch takes (repeats included)."""
+    rejected: int = 0
+
+
+@dataclass
 class Split:
     role: str
-    path: Path
-    rows: int = 0
+    sources: list[SourceRows] = field(default_factory=list)
     examples: list[dict] = field(default_factory=list)
+    """One epoch's examples: for train, every source's by its weight (the loop shuffles them)."""
     rejected: list[dict] = field(default_factory=list)
-    """{"file", "line", "reason"} for each row that cannot be used."""
+    """{"file", "line" or "row", "reason"} for each row that cannot be used."""
+
+    @property
+    def rows(self) -> int:
+        return sum(source.rows for source in self.sources)
 
 
 def encoder_for(plan: Plan, tokenizer) -> RowEncoder:
@@ -40,28 +54,48 @@ def encoder_for(plan: Plan, tokenizer) -> RowEncoder:
 def prepare(plan: Plan, tokenizer) -> dict[str, Split]:
     encoder = encoder_for(plan, tokenizer)
     kind = KINDS[registry.get(plan.method).rows]
-    splits = {}
+    seed = plan.value("training.seed")
+    splits: dict[str, Split] = {}
     for data in plan.inputs.data:
-        split = Split(data.role, Path(data.path))
-        for line, row, problem in formats.read_rows(split.path, data.format):
-            split.rows += 1
+        split = splits.setdefault(data.role, Split(data.role))
+        position = len(split.sources)
+        part = SourceRows(data)
+        usable: list[dict | None] = []  # by position among the source's usable rows; None: fails to encode
+        for at, row, problem in data.row_source().rows(data.format):
+            part.rows += 1
             try:
                 if problem:
                     raise RowError(problem)
-                split.examples.append(kind.example(encoder, row, data.format))
+                example = kind.example(encoder, row, data.format)
             except RowError as error:
-                split.rejected.append({"file": str(split.path), "line": line, "reason": str(error)})
-        share = len(split.rejected) / max(split.rows, 1)
-        if share > plan.value("data.max_rejected"):
-            first = split.rejected[0]
-            raise TooManyRejected(
-                f"{len(split.rejected)} of {split.rows} {data.role} rows cannot be used ({share:.1%}, allowed "
-                f"{plan.value('data.max_rejected'):.1%}); first: line {first['line']}: {first['reason']}",
-                "see rejected.jsonl in the run directory; fix the rows or raise data.max_rejected")
-        if not split.examples:
-            raise TooManyRejected(f"no usable {data.role} rows")
-        splits[data.role] = split
+                split.rejected.append({**at.to_json(), "reason": str(error)})
+                part.rejected += 1
+                if not problem:
+                    usable.append(None)
+                continue
+            usable.append(example)
+        chosen = mixing.selection(len(usable), data.weight, seed, position) if data.role == "train" \
+            else range(len(usable))
+        taken = [usable[ordinal] for ordinal in chosen if usable[ordinal] is not None]
+        part.used = len(taken)
+        split.examples += taken
+        split.sources.append(part)
+    for split in splits.values():
+        _check_rejected(plan, split)
     return splits
+
+
+def _check_rejected(plan: Plan, split: Split) -> None:
+    share = len(split.rejected) / max(split.rows, 1)
+    if share > plan.value("data.max_rejected"):
+        first = split.rejected[0]
+        where = f"line {first['line']}" if "row" not in first else f"row index {first['row']}"
+        raise TooManyRejected(
+            f"{len(split.rejected)} of {split.rows} {split.role} rows cannot be used ({share:.1%}, allowed "
+            f"{plan.value('data.max_rejected'):.1%}); first: {first['file']} {where}: {first['reason']}",
+            "see rejected.jsonl in the run directory; fix the rows or raise data.max_rejected")
+    if not split.examples:
+        raise TooManyRejected(f"no usable {split.role} rows")
 
 
 def _shown_prompt(row: dict) -> str | None:
@@ -83,8 +117,10 @@ def sample_prompts(plan: Plan, encoder: RowEncoder, limit: int = 3) -> list[tupl
         return [(text, encoder.prompt_text({"prompt": text}, "prompt_only")) for text in plan.spec["samples"]]
     chosen = []
     for data in sorted(plan.inputs.data, key=lambda d: d.role != "eval"):
-        for _, row, problem in formats.read_rows(Path(data.path), data.format):
-            if problem is None and len(chosen) < limit:
+        for _, row, problem in data.row_source().rows(data.format):
+            if len(chosen) >= limit:
+                break
+            if problem is None:
                 rendered = encoder.prompt_text(row, data.format)
                 chosen.append((_shown_prompt(row) or rendered, rendered))
         if chosen:

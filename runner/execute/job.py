@@ -324,10 +324,11 @@ def _record_data(plan: Plan, run: RunDirectory, manifest: Manifest, splits) -> N
     rejected = [row for split in splits.values() for row in split.rejected]
     if rejected and _is_rank_zero():
         write_atomically(run.rejected, "".join(json.dumps(row) + "\n" for row in rejected))
-    hashes = {data.role: data.sha256 for data in plan.inputs.data}
-    manifest.data = [DataRecord(role=role, path=str(split.path), sha256=hashes[role], rows=split.rows,
-                                used_rows=len(split.examples), rejected_rows=len(split.rejected))
-                     for role, split in splits.items()]
+    manifest.data = [DataRecord(role=role, source=part.identity.source, kind=part.identity.kind,
+                                path=part.identity.path, revision=part.identity.revision, sha256=part.identity.sha256,
+                                weight=part.identity.weight, rows=part.rows, used_rows=part.used,
+                                rejected_rows=part.rejected)
+                     for role, split in splits.items() for part in split.sources]
 
 
 def _record_metrics(manifest: Manifest, result: Trained, records: list[dict]) -> None:

@@ -6,6 +6,7 @@ from; `runner run --plan` calls `check_fresh` and refuses otherwise.
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -13,9 +14,13 @@ from pathlib import Path
 from runner import __version__
 from runner.errors import RunnerError
 from runner.fsutil import file_sha256
+from runner.data import sources
+from runner.data.files import DataFileError
 from runner.plan import source
-from runner.plan.models import DataIdentity, Inputs, Plan
+from runner.plan.models import DataIdentity, FileIdentity, Inputs, Plan
 from runner.spec.check import SpecResult, check_spec
+from runner.spec.datacheck import SourceReport
+from runner.spec.models import DataSource
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "pydantic")
 
@@ -35,15 +40,40 @@ def versions() -> dict[str, str]:
 
 
 def inputs(spec_path: Path, checked: SpecResult, location: source.ModelLocation,
-           reward_location: source.ModelLocation | None = None) -> Inputs:
-    data = [DataIdentity(role=role, path=str(report.path.resolve()), sha256=file_sha256(report.path),
-                         rows=report.rows, usable_rows=report.usable, format=report.format,
-                         variant=report.variant or "standard")
-            for role, report in checked.data.items()]
+           reward_location: source.ModelLocation | None = None, epoch_rows: list[int] | None = None) -> Inputs:
+    """`epoch_rows`: the rows one epoch takes from each training source (the planner's count)."""
+    data = []
+    for role, report in checked.data.items():
+        for position, (written, read) in enumerate(zip(checked.spec.data.sources(role), report.sources)):
+            epoch = epoch_rows[position] if role == "train" and epoch_rows is not None else None
+            data.append(_data_identity(role, written, read, epoch))
     return Inputs(spec_path=str(spec_path.resolve()), spec_sha256=file_sha256(spec_path), data=data,
                   spec_source=str(checked.source.resolve()) if checked.source else None,
                   base_model=source.identity(location),
                   reward_model=source.identity(reward_location) if reward_location else None, versions=versions())
+
+
+def _data_identity(role: str, written: DataSource, report: SourceReport, epoch_rows: int | None) -> DataIdentity:
+    rows = report.source
+    sha256, files = rows.fingerprint()
+    return DataIdentity(
+        role=role, source=rows.label, spec=written.model_dump(mode="json", exclude_defaults=True), kind=rows.kind,
+        path=str(rows.root.resolve()), sha256=sha256,
+        # absolute, links kept: a hub snapshot's files are links to blobs named by hash, without their suffix
+        files=[FileIdentity(path=os.path.abspath(path), sha256=sha, size=size) for path, sha, size in files],
+        split=rows.split, config=rows.config, revision=rows.revision, columns=dict(rows.columns), weight=rows.weight,
+        rows=report.rows, usable_rows=report.usable, epoch_rows=epoch_rows, format=report.format,
+        variant=report.variant or "standard")
+
+
+def data_change(data: DataIdentity, spec_folder: Path) -> str | None:
+    """What changed in a source since it was planned (its files, or what its spec entry resolves to), or None."""
+    written = DataSource.model_validate(data.spec or data.path)
+    try:
+        sha256, _ = sources.resolve(written, spec_folder, data.role).fingerprint()
+    except (DataFileError, OSError) as error:
+        return f"{data.role} data {data.source or data.path} cannot be read: {getattr(error, 'message', error)}"
+    return None if sha256 == data.sha256 else f"{data.role} data {data.source or Path(data.path).name} changed"
 
 
 def check_fresh(plan: Plan, run_root: Path) -> None:
@@ -55,12 +85,7 @@ def check_fresh(plan: Plan, run_root: Path) -> None:
         changes.append(f"the spec {spec_path} is gone")
     elif file_sha256(spec_path) != recorded.spec_sha256:
         changes.append(f"the spec {spec_path.name} changed")
-    for data in recorded.data:
-        path = Path(data.path)
-        if not path.is_file():
-            changes.append(f"{data.role} data {path} is gone")
-        elif file_sha256(path) != data.sha256:
-            changes.append(f"{data.role} data {path.name} changed")
+    changes += [change for data in recorded.data if (change := data_change(data, recorded.spec_folder))]
     if not changes:
         checked = check_spec(spec_path, check_inputs=False,
                              source=Path(recorded.spec_source) if recorded.spec_source else None)

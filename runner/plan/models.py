@@ -54,13 +54,43 @@ class FileIdentity(Frozen):
 
 
 class DataIdentity(Frozen):
+    """One source of rows, as the plan read it: enough to read exactly it again, and to tell it changed."""
+
     role: Literal["train", "eval"]
+    source: str = ""
+    """The source as the spec names it (a path, or hub:org/name), with its config and split."""
+    spec: dict = Field(default_factory=dict)
+    """The spec's entry for this source, as written; resolved again to check the plan is fresh."""
+    kind: Literal["file", "folder", "saved", "hub"] = "file"
+    """A file; a folder of data files; a save_to_disk folder; a hub dataset in the local cache."""
     path: str
+    """The file, or the folder its files are in (for hub datasets: the cached snapshot)."""
     sha256: str
+    """The file's sha256; for several files, the sha256 of their names and hashes."""
+    files: list[FileIdentity] = Field(default_factory=list)
+    """Every file read, in reading order."""
+    split: str | None = None
+    config: str | None = None
+    revision: str | None = None
+    """For hub datasets: the commit of the cached snapshot."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Row keys taken from columns of other names ({key: column})."""
+    weight: float = 1.0
     rows: int
     usable_rows: int
+    epoch_rows: int | None = None
+    """Training rows one epoch takes from this source: floor(weight x usable rows + 0.5), less the rows
+    that fail to encode (runner.data.mixing)."""
     format: str
     variant: str
+
+    def row_source(self):
+        """The source's rows, read from exactly the files planned."""
+        from runner.data.sources import RowSource
+
+        return RowSource(self.source or self.path, self.kind, Path(self.path),
+                         tuple(Path(f.path) for f in self.files) or (Path(self.path),), self.split, self.config,
+                         self.revision, tuple(self.columns.items()), self.weight)
 
 
 class ModelIdentity(Frozen):
@@ -158,8 +188,12 @@ class TokenSpan(Frozen):
 
 
 class MaskedExample(Frozen):
-    line: int
-    """Line of the row in the training file."""
+    line: int | None = None
+    """Line of the row in its file (JSONL, CSV)."""
+    row: int | None = None
+    """Row index of the row in its file (tabular files; from 0)."""
+    source: str | None = None
+    """The source the row comes from, when the training data has several."""
     part: str = "example"
     """`example`; for preference data `chosen` or `rejected`; for RL `prompt`."""
     spans: list[TokenSpan]

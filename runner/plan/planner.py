@@ -6,13 +6,16 @@ Reads top to bottom in the order the decisions depend on each other.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runner import formats, trainable
+from runner import trainable
+from runner.data import mixing
+from runner.data.files import RowAt
 from runner.errors import RunnerError
 from runner.formats import RowError
 from runner.methods import registry
@@ -25,6 +28,7 @@ from runner.plan.rows import KINDS, mask_rule
 from runner.plan.skeleton import Skeleton, build
 from runner.plan.tokens import RowEncoder
 from runner.spec.check import SpecResult, check_spec
+from runner.spec.datacheck import DataReport
 from runner.spec.models import JobSpec, LoraSpec
 
 MEASURED_ROWS = 20_000
@@ -84,16 +88,19 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     trainable_plan = _trainable(spec, method, skeleton, settings)
 
     use_chat = settings.pick("data.chat_template", spec.data.chat_template, lambda: _auto_chat_template(tokenizer))
+    _require_rows_read(checked)
     train = checked.data["train"]
-    rows = _read_rows(train.path, train.format, MEASURED_ROWS)
+    rows = _read_rows(train, MEASURED_ROWS)
     max_length = settings.pick("training.max_length", spec.training.max_length,
                                lambda: _auto_max_length(tokenizer, use_chat, spec, method, rows, train.format, skeleton))
     encoder = RowEncoder(tokenizer, use_chat_template=use_chat, loss_on=spec.training.loss_on, max_length=max_length)
-    stats, lengths = _token_stats(encoder, method, train.format, rows)
+    stats, lengths, unusable = _token_stats(encoder, method, train.format, rows)
     terms = method.descriptor.memory(method.section, trainable_plan.mode)
-    preview = _loss_mask_preview(encoder, spec, method, terms, train.format, rows)
+    preview = _loss_mask_preview(encoder, spec, method, terms, train, rows)
+    epoch_rows = _epoch_rows(spec, train, unusable)
 
-    steps = _steps(spec, method, settings, device, train.usable, stats, trainable_plan.mode, "eval" in checked.data)
+    steps = _steps(spec, method, settings, device, sum(epoch_rows), stats, trainable_plan.mode,
+                   "eval" in checked.data)
     packing = _resolve_packing(spec, method, settings, lengths, steps, max_length, config)
     reward_parameters = _reward_parameters(reward_location) if reward_location else 0
     mem = _memory(spec, method, terms, settings, device, skeleton, trainable_plan, steps, max_length, packing,
@@ -104,7 +111,7 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
                                      "checkpoint_every": checkpoint_every})
     _record_method_settings(spec, method, settings)
 
-    inputs = identity.inputs(spec_path, checked, location, reward_location)
+    inputs = identity.inputs(spec_path, checked, location, reward_location, epoch_rows)
     return Plan(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
@@ -200,15 +207,57 @@ def _trainable(spec: JobSpec, method: _Method, skeleton: Skeleton, settings: Set
 
 # --- data and tokens ----------------------------------------------------------------------------
 
-def _read_rows(path: Path, format_name: str, limit: int) -> list[tuple[int, dict]]:
-    """(line, row) of the first `limit` usable rows (the unusable ones are the validator's business)."""
+@dataclass(frozen=True)
+class _Row:
+    """A training row read to be measured: its source (by position in data.train), its position among
+    that source's usable rows (what runner.data.mixing selects), where it is, and the row."""
+
+    source: int
+    ordinal: int
+    at: RowAt
+    row: dict
+
+
+def _require_rows_read(checked: SpecResult) -> None:
+    for report in checked.data.values():
+        for source_report in report.sources:
+            if source_report.unchecked:
+                raise PlanError(f"{source_report.source.label}: {source_report.unchecked}",
+                                "install it where plans are made: it comes with runner-finetune[train]")
+
+
+def _read_rows(train: DataReport, limit: int) -> list[_Row]:
+    """The first usable rows of each training source, `limit` in all, shared equally between the sources
+    (the unusable ones are the validator's business)."""
+    share = max(1, limit // len(train.sources))
     rows = []
-    for line, row, problem in formats.read_rows(path, format_name):
-        if len(rows) >= limit:
-            break
-        if problem is None:
-            rows.append((line, row))
+    for position, report in enumerate(train.sources):
+        ordinal = 0
+        for at, row, problem in report.source.rows(report.format):
+            if ordinal >= share:
+                break
+            if problem is None:
+                rows.append(_Row(position, ordinal, at, row))
+                ordinal += 1
     return rows
+
+
+def _epoch_rows(spec: JobSpec, train: DataReport, unusable: set[tuple[int, int]]) -> list[int]:
+    """Rows one epoch takes from each training source: its usable rows times its weight
+    (runner.data.mixing), less the measured rows that fail to encode."""
+    counts = []
+    for position, report in enumerate(train.sources):
+        weight = report.source.weight
+        if any(source == position for source, _ in unusable):
+            picked = mixing.selection(report.usable, weight, spec.training.seed, position)
+            count = sum(1 for ordinal in picked if (position, ordinal) not in unusable)
+        else:
+            count = mixing.rows_per_epoch(report.usable, weight)
+        if count == 0 and report.usable:
+            raise PlanError(f"data.train source {report.source.label}: weight {weight:g} of {report.usable} usable "
+                            "rows takes no row", "raise its weight, or remove the source")
+        counts.append(count)
+    return counts
 
 
 def _auto_chat_template(tokenizer) -> tuple[bool, str]:
@@ -220,7 +269,7 @@ def _auto_chat_template(tokenizer) -> tuple[bool, str]:
 def _auto_max_length(tokenizer, use_chat: bool, spec: JobSpec, method: _Method, rows, format_name: str,
                      skeleton: Skeleton):
     encoder = RowEncoder(tokenizer, use_chat_template=use_chat, loss_on=spec.training.loss_on, max_length=None)
-    lengths = [_measure(encoder, method, format_name, row)[0] for _, row in rows]
+    lengths = [_measure(encoder, method, format_name, measured.row)[0] for measured in rows]
     longest = max((n for n in lengths if n), default=MAX_AUTO_LENGTH)
     cap = min(MAX_AUTO_LENGTH, skeleton.facts.max_positions or MAX_AUTO_LENGTH)
     value = min(cap, _round_up(longest, 8))
@@ -235,42 +284,47 @@ def _measure(encoder: RowEncoder, method: _Method, format_name: str, row: dict) 
         return 0, False
 
 
-def _token_stats(encoder: RowEncoder, method: _Method, format_name: str, rows) -> tuple[TokenStats, list[int]]:
-    lengths, truncated, unusable = [], 0, 0
-    for _, row in rows:
-        length, cut = _measure(encoder, method, format_name, row)
+def _token_stats(encoder: RowEncoder, method: _Method, format_name: str,
+                 rows: list[_Row]) -> tuple[TokenStats, list[int], set[tuple[int, int]]]:
+    """(statistics of the measured rows, their lengths, the (source, ordinal) of those that cannot be encoded)."""
+    lengths, truncated, unusable = [], 0, set()
+    for measured in rows:
+        length, cut = _measure(encoder, method, format_name, measured.row)
         if not length:
-            unusable += 1
+            unusable.add((measured.source, measured.ordinal))
             continue
         truncated += cut
         lengths.append(length)
     stats = TokenStats(rows_measured=len(rows), mean_tokens=round(sum(lengths) / max(len(lengths), 1), 1),
-                       max_tokens=max(lengths, default=0), truncated_rows=truncated, unusable_rows=unusable)
-    return stats, lengths
+                       max_tokens=max(lengths, default=0), truncated_rows=truncated, unusable_rows=len(unusable))
+    return stats, lengths, unusable
 
 
-def _loss_mask_preview(encoder: RowEncoder, spec: JobSpec, method: _Method, terms, format_name: str,
-                       rows) -> LossMaskPreview:
+def _loss_mask_preview(encoder: RowEncoder, spec: JobSpec, method: _Method, terms, train: DataReport,
+                       rows: list[_Row]) -> LossMaskPreview:
     kind = KINDS[method.descriptor.rows]
     examples = []
-    for line, row in rows:
-        if len(examples) >= PREVIEW_ROWS * kind.parts:
+    by_source = [[measured for measured in rows if measured.source == position] for position in range(len(train.sources))]
+    for measured in (row for turn in itertools.zip_longest(*by_source) for row in turn if row is not None):
+        if len(examples) >= PREVIEW_ROWS * kind.parts:  # a row of each source in turn: each one's rendering shows
             break
+        label = train.sources[measured.source].source.label if len(train.sources) > 1 else None
+        place = {"line": measured.at.line, "row": measured.at.index, "source": label}
         try:
-            examples.extend(kind.preview(encoder, row, format_name, line))
+            examples.extend(kind.preview(encoder, measured.row, train.format, place))
         except RowError:
             continue
-    rule = mask_rule(method.descriptor, format_name, encoder.use_chat_template, spec.training.loss_on)
+    rule = mask_rule(method.descriptor, train.format, encoder.use_chat_template, spec.training.loss_on)
     return LossMaskPreview(rule=rule, examples=examples, chat_template=encoder.use_chat_template,
                            generation_tokens=terms.generated_tokens or None)
 
 
 # --- steps --------------------------------------------------------------------------------------
 
-def _steps(spec: JobSpec, method: _Method, settings: Settings, device: DeviceFacts, usable_rows: int,
+def _steps(spec: JobSpec, method: _Method, settings: Settings, device: DeviceFacts, rows: int,
            stats: TokenStats, mode: str, has_eval: bool) -> Steps:
+    """`rows`: the training rows of one epoch (every source's, by weight)."""
     training = spec.training
-    rows = max(usable_rows - stats.unusable_rows, 0)
     if rows == 0:
         raise PlanError("no usable training rows", "every measured row failed to encode; see runner validate")
     group = method.descriptor.completions_per_prompt(method.section)  # above 1, the batch counts completions

@@ -19,8 +19,8 @@ def gib(size: int) -> str:
 
 
 def render(plan: Plan, *, colour: bool = False) -> str:
-    sections = [_header(plan), _trainable(plan), _loss_mask(plan, colour), _steps(plan), _memory(plan),
-                _settings(plan), _inputs(plan)]
+    sections = [_header(plan), _trainable(plan), _loss_mask(plan, colour), _data(plan), _steps(plan),
+                _memory(plan), _settings(plan), _inputs(plan)]
     return "\n\n".join(sections) + "\n"
 
 
@@ -72,12 +72,17 @@ def _loss_mask(plan: Plan, colour: bool) -> str:
     marker = "highlighted" if colour else "inside [[ ]]"
     lines = [f"Which tokens the loss covers: {preview.rule}", f"  (trained text {marker})"]
     for example in preview.examples:
-        lines.append(f"  line {example.line} {example.part}: {example.trained_tokens} of {example.tokens} tokens "
+        lines.append(f"  {_place(example)} {example.part}: {example.trained_tokens} of {example.tokens} tokens "
                      "trained")
         lines.append("    " + _spans(example, colour).replace("\n", "\n    "))
     if preview.generation_tokens:
         lines.append(f"  generation budget: up to {preview.generation_tokens} new tokens per prompt")
     return "\n".join(lines)
+
+
+def _place(example: MaskedExample) -> str:
+    where = f"row index {example.row}" if example.row is not None else f"line {example.line}"
+    return f"{example.source} {where}" if example.source else where
 
 
 def _spans(example: MaskedExample, colour: bool) -> str:
@@ -90,6 +95,25 @@ def _spans(example: MaskedExample, colour: bool) -> str:
         else:
             parts.append(f"[[{span.text}]]")
     return "".join(parts)
+
+
+def _data(plan: Plan) -> str:
+    """Each source: its rows, and for training what one epoch takes from it (usable rows x weight)."""
+    train = [data for data in plan.inputs.data if data.role == "train"]
+    epoch = sum(data.epoch_rows or 0 for data in train)
+    lines = [f"Data: an epoch is {epoch} rows" + (", every source's usable rows x its weight, shuffled together"
+                                                  if len(train) > 1 else "")]
+    width = max(len(data.source or data.path) for data in plan.inputs.data)
+    for data in plan.inputs.data:
+        line = f"  {data.role:<6} {data.source or data.path:<{width}}  {data.rows} rows, {data.usable_rows} usable"
+        line += f" ({data.format})"
+        if data.role == "train" and data.epoch_rows is not None:
+            share = data.epoch_rows / epoch if epoch else 0
+            line += f"; x{data.weight:g} -> {data.epoch_rows} per epoch ({share:.0%})"
+        if data.columns:
+            line += "; columns " + ", ".join(f"{key}<-{column}" for key, column in data.columns.items())
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _steps(plan: Plan) -> str:
@@ -135,7 +159,9 @@ def _inputs(plan: Plan) -> str:
     inputs = plan.inputs
     lines = ["Inputs:", f"  spec   {inputs.spec_path}  sha256 {inputs.spec_sha256[:16]}"]
     for data in inputs.data:
-        lines.append(f"  {data.role:<6} {data.path}  sha256 {data.sha256[:16]}  {data.rows} rows "
+        revision = f"  revision {data.revision}" if data.revision else ""
+        files = f" ({len(data.files)} files)" if len(data.files) > 1 else ""
+        lines.append(f"  {data.role:<6} {data.path}{revision}{files}  sha256 {data.sha256[:16]}  {data.rows} rows "
                      f"({data.usable_rows} usable, {data.format}, {data.variant})")
     model = inputs.base_model
     revision = f"  revision {model.revision}" if model.revision else ""

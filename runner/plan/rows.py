@@ -22,8 +22,9 @@ class RowKind:
     measure: Callable[[RowEncoder, dict, str], tuple[int, bool]]
     """(encoder, row, format) -> (tokens of its longest sequence, within the encoder's max_length;
     whether it was cut)."""
-    preview: Callable[[RowEncoder, dict, str, int], list[MaskedExample]]
-    """(encoder, row, format, line) -> the row's sequences with the tokens the loss covers marked."""
+    preview: Callable[[RowEncoder, dict, str, dict], list[MaskedExample]]
+    """(encoder, row, format, place) -> the row's sequences with the tokens the loss covers marked; `place`
+    holds the MaskedExample fields that say where the row is (line, row, source)."""
     parts: int = 1
     """Preview examples per row."""
 
@@ -52,8 +53,8 @@ def _supervised_measure(encoder: RowEncoder, row: dict, format_name: str) -> tup
     return len(encoded.input_ids), encoded.truncated
 
 
-def _supervised_preview(encoder: RowEncoder, row: dict, format_name: str, line: int) -> list[MaskedExample]:
-    return [masked_example(encoder.encode_sft(row, format_name), line, "example")]
+def _supervised_preview(encoder: RowEncoder, row: dict, format_name: str, place: dict) -> list[MaskedExample]:
+    return [masked_example(encoder.encode_sft(row, format_name), place, "example")]
 
 
 # --- pairs: a chosen and a rejected answer ------------------------------------------------------------
@@ -68,9 +69,9 @@ def _pair_measure(encoder: RowEncoder, row: dict, format_name: str) -> tuple[int
     return _capped(encoder, encoder.count(prompt) + max(encoder.count(chosen), encoder.count(rejected)))
 
 
-def _pair_preview(encoder: RowEncoder, row: dict, format_name: str, line: int) -> list[MaskedExample]:
+def _pair_preview(encoder: RowEncoder, row: dict, format_name: str, place: dict) -> list[MaskedExample]:
     prompt, chosen, rejected = encoder.preference(row)
-    return [text_example(encoder, line, part, [(prompt, False), (answer, True)])
+    return [text_example(encoder, place, part, [(prompt, False), (answer, True)])
             for part, answer in (("chosen", chosen), ("rejected", rejected))]
 
 
@@ -86,10 +87,10 @@ def _unpaired_measure(encoder: RowEncoder, row: dict, format_name: str) -> tuple
     return _capped(encoder, encoder.count(prompt) + encoder.count(completion))
 
 
-def _unpaired_preview(encoder: RowEncoder, row: dict, format_name: str, line: int) -> list[MaskedExample]:
+def _unpaired_preview(encoder: RowEncoder, row: dict, format_name: str, place: dict) -> list[MaskedExample]:
     prompt, completion = encoder.unpaired(row)
     part = "desirable" if row["label"] else "undesirable"
-    return [text_example(encoder, line, part, [(prompt, False), (completion, True)])]
+    return [text_example(encoder, place, part, [(prompt, False), (completion, True)])]
 
 
 # --- prompts: the policy writes the answer --------------------------------------------------------------
@@ -102,8 +103,8 @@ def _prompt_measure(encoder: RowEncoder, row: dict, format_name: str) -> tuple[i
     return _capped(encoder, encoder.count(encoder.prompt_text(row, format_name)))
 
 
-def _prompt_preview(encoder: RowEncoder, row: dict, format_name: str, line: int) -> list[MaskedExample]:
-    return [text_example(encoder, line, "prompt", [(encoder.prompt_text(row, format_name), False)])]
+def _prompt_preview(encoder: RowEncoder, row: dict, format_name: str, place: dict) -> list[MaskedExample]:
+    return [text_example(encoder, place, "prompt", [(encoder.prompt_text(row, format_name), False)])]
 
 
 KINDS: dict[str, RowKind] = {
@@ -116,7 +117,7 @@ KINDS: dict[str, RowKind] = {
 
 # --- preview pieces ------------------------------------------------------------------------------------
 
-def masked_example(encoded: Encoded, line: int, part: str) -> MaskedExample:
+def masked_example(encoded: Encoded, place: dict, part: str) -> MaskedExample:
     spans: list[TokenSpan] = []
     start = 0
     for index in range(1, len(encoded.input_ids) + 1):
@@ -125,7 +126,7 @@ def masked_example(encoded: Encoded, line: int, part: str) -> MaskedExample:
             text = _span_text(encoded, start, index)
             spans.append(TokenSpan(text=text, trained=encoded.trained[start], tokens=len(ids)))
             start = index
-    return MaskedExample(line=line, part=part, spans=spans, tokens=len(encoded.input_ids),
+    return MaskedExample(**place, part=part, spans=spans, tokens=len(encoded.input_ids),
                          trained_tokens=encoded.trained_tokens)
 
 
@@ -136,7 +137,7 @@ def _span_text(encoded: Encoded, start: int, end: int) -> str:
     return encoded.text[chars[0][0]:chars[-1][1]]
 
 
-def text_example(encoder: RowEncoder, line: int, part: str, pieces: list[tuple[str, bool]]) -> MaskedExample:
+def text_example(encoder: RowEncoder, place: dict, part: str, pieces: list[tuple[str, bool]]) -> MaskedExample:
     spans = [TokenSpan(text=text, trained=trained, tokens=encoder.count(text)) for text, trained in pieces if text]
-    return MaskedExample(line=line, part=part, spans=spans, tokens=sum(s.tokens for s in spans),
+    return MaskedExample(**place, part=part, spans=spans, tokens=sum(s.tokens for s in spans),
                          trained_tokens=sum(s.tokens for s in spans if s.trained))

@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner import hubcache
 from runner.errors import RunnerError
 from runner.fsutil import cache_directory, file_sha256, stat_key
 from runner.plan.models import FileIdentity, ModelIdentity
@@ -59,7 +60,7 @@ def locate(source: ModelSource, spec_folder: Path, run_root: Path) -> ModelLocat
         if not path.exists():
             raise RunnerError(f"base model {source.path} does not exist", "paths are relative to the spec file")
         return ModelLocation("gguf" if path.is_file() else "local", source.path, path, trust_remote_code=trust)
-    snapshot = modelinfo.hub_cache_directory(source.hub, source.revision)
+    snapshot = hubcache.snapshot(source.hub, source.revision)
     if snapshot is not None:
         return ModelLocation("hub", source.hub, snapshot, source.hub, snapshot.name, trust)
     if _hub_reachable(source.hub, source.revision):

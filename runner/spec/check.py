@@ -18,11 +18,13 @@ from pydantic import ValidationError
 from runner import trainable
 from runner.errors import RunnerError
 from runner.methods import registry
+from runner.data import sources
+from runner.data.files import DataFileError
 from runner.spec import datacheck, jobs, lockfile, modelinfo, rules
 from runner.spec.diagnostics import Diagnostic, Span, sort_key
 from runner.spec.explain import explain
-from runner.spec.fields import RewardSource
-from runner.spec.models import JobSpec, ModelSource, TrainableSpec
+from runner.spec.fields import HUB_ID_PATTERN, RewardSource
+from runner.spec.models import DataSpec, JobSpec, ModelSource, TrainableSpec
 from runner.spec.yamlpos import FieldPath, YamlDocument, format_path, load_yaml
 from runner.trackers import TRACKERS
 
@@ -90,6 +92,7 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
         spec = JobSpec.model_validate(document.data)
     except ValidationError as error:
         for item in error.errors(include_url=False):
+            item["loc"] = _as_written(tuple(item["loc"]), document)
             result.diagnostics.append(explain(item, document))
             broken.add(str(item["loc"][0]) if item["loc"] else "")
 
@@ -162,54 +165,95 @@ class _Reporter:
                                            self.document.locate(path, key=at_key), detail, hint))
 
 
-def _check_data(report: _Reporter, result: SpecResult, folder: Path, data, method: str | None) -> None:
-    for key in ("train", "eval"):
-        relative = getattr(data, key)
-        if relative is None:
+def _check_data(report: _Reporter, result: SpecResult, folder: Path, data: DataSpec, method: str | None) -> None:
+    for role in ("train", "eval"):
+        checked = datacheck.DataReport(role)
+        places: list[FieldPath] = []
+        for index, source in enumerate(data.sources(role)):
+            place = _source_place(report.document, role, index)
+            try:
+                resolved = sources.resolve(source, folder, role)
+                checked.sources.append(datacheck.check_source(resolved, data.format, method))
+            except DataFileError as error:
+                message = error.message
+                if source.path is not None:
+                    message = message.replace(str(folder / source.path), source.path)
+                hint = error.hint or (_similar_file(folder / source.path, source.path) if source.path else None)
+                report.add("error", place, message, hint)
+                continue
+            places.append(place)
+        if not checked.sources:
             continue
-        file_path = folder / relative
-        try:
-            checked = datacheck.check_file(file_path, data.format, method)
-        except datacheck.DataFileError as error:
-            report.add("error", ("data", key), str(error).replace(str(file_path), relative),
-                       _similar_file(file_path, relative))
-            continue
-        result.data[key] = checked
+        result.data[role] = checked
+        for place, source_report in zip(places, checked.sources):
+            if source_report.unchecked:
+                report.add("warning", place, f"{source_report.source.label}: {source_report.unchecked}",
+                           "the files, their kind and the hub cache were checked; the rows are checked where "
+                           "pyarrow is installed (runner plan needs it)")
         if checked.bad_count:
-            _report_bad_rows(report, key, relative, checked, data.max_rejected)
-        formats_of = {name: r.format for name, r in result.data.items()}
-        if key == "eval" and formats_of.get("train") not in (None, checked.format):
-            report.add("error", ("data", "eval"),
-                       f"eval rows are {checked.format}, train rows are {formats_of['train']}",
+            _report_bad_rows(report, checked, data.max_rejected)
+        found = {source_report.format for source_report in checked.sources if source_report.format}
+        if len(found) > 1:
+            shown = ", ".join(f"{r.source.label}: {r.format}" for r in checked.sources if r.format)
+            report.add("error", ("data", role), f"the sources of data.{role} hold different formats ({shown})",
+                       "every source of a role must hold one format (map columns with columns:)")
+        train_format = result.data["train"].format if "train" in result.data else None
+        if role == "eval" and train_format not in (None, checked.format) and checked.format is not None:
+            report.add("error", ("data", "eval"), f"eval rows are {checked.format}, train rows are {train_format}",
                        "use the same format for both")
 
 
+def _source_place(document: YamlDocument, role: str, index: int) -> FieldPath:
+    """Where a source is written: data.train, or data.train[i] when the spec lists several."""
+    data = document.data.get("data") if isinstance(document.data, dict) else None
+    listed = isinstance(data, dict) and isinstance(data.get(role), list)
+    return ("data", role, index) if listed else ("data", role)
+
+
+def _as_written(loc: tuple, document: YamlDocument) -> tuple:
+    """A validation error's place as the spec writes it: a single source is validated as a list of one,
+    and `data.train[0].path` of `train: {path: x}` is `data.train.path`."""
+    if len(loc) > 2 and loc[0] == "data" and loc[1] in ("train", "eval") and loc[2] == 0:
+        if _source_place(document, loc[1], 0) == ("data", loc[1]):
+            return loc[:2] + loc[3:]
+    return loc
+
+
 def _similar_file(path: Path, relative: str) -> str | None:
-    """For a missing file: a file beside it with a close name, written as the spec would write it."""
+    """For a missing file: a file beside it with a close name, written as the spec would write it; or,
+    for what looks like a hub id, how to name a hub dataset."""
     try:
-        if path.exists() or not path.parent.is_dir():
+        if path.exists():
             return None
-        names = sorted(entry.name for entry in path.parent.iterdir() if entry.is_file())
+        names = sorted(entry.name for entry in path.parent.iterdir() if entry.is_file()) if path.parent.is_dir() else []
     except OSError:  # a name too long for the filesystem, a folder we may not list: no suggestion
         return None
     close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.75)  # a shared suffix alone scores 0.6
-    return f"did you mean '{PurePosixPath(relative).with_name(close[0])}'?" if close else None
+    if close:
+        return f"did you mean '{PurePosixPath(relative).with_name(close[0])}'?"
+    if HUB_ID_PATTERN.match(relative) and "/" in relative and not PurePosixPath(relative).suffix:
+        return f"for a dataset on the Hugging Face hub write {{hub: {relative}}}"
+    return None
 
 
-def _report_bad_rows(report: _Reporter, key: str, relative: str, checked: datacheck.DataReport,
-                     max_rejected: float) -> None:
-    share = checked.bad_count / checked.rows
+def _report_bad_rows(report: _Reporter, checked: datacheck.DataReport, max_rejected: float) -> None:
+    share = checked.bad_count / max(checked.rows, 1)
     tolerated = share <= max_rejected
     severity = "warning" if tolerated else "error"
-    data_file = display_path(checked.path)
-    for line, reason in checked.bad_rows:
-        report.diagnostics.append(Diagnostic(
-            severity, reason, data_file, f"data.{key}", Span(line, 1, line, 1)))
+    shown = 0
+    for source_report in checked.sources:
+        for at, reason in source_report.bad_rows:
+            summary = reason if at.index is None else f"row index {at.index}: {reason}"
+            span = Span(at.line, 1, at.line, 1) if at.line is not None else None
+            report.diagnostics.append(Diagnostic(
+                severity, summary, display_path(at.file), f"data.{checked.role}", span))
+            shown += 1
     verdict = (f"within data.max_rejected ({max_rejected:.0%}); they will be skipped and listed in rejected.jsonl"
                if tolerated else "fix them, or allow a share with data.max_rejected")
-    more = f" (first {len(checked.bad_rows)} shown)" if checked.bad_count > len(checked.bad_rows) else ""
-    report.add(severity, ("data", key),
-               f"{checked.bad_count} of {checked.rows} rows in {relative} cannot be used{more}", verdict)
+    more = f" (first {shown} shown)" if checked.bad_count > shown else ""
+    labels = ", ".join(r.source.label for r in checked.sources if r.bad_count)
+    report.add(severity, ("data", checked.role),
+               f"{checked.bad_count} of {checked.rows} rows in {labels} cannot be used{more}", verdict)
 
 
 def _check_model(report: _Reporter, folder: Path, source: ModelSource, trainable_spec: TrainableSpec | None,

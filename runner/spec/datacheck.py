@@ -1,64 +1,86 @@
-"""Streaming checks of a JSONL data file: every row parses and has the shape the method needs."""
+"""Streaming checks of a spec's data: every row of every source parses and has the shape the method needs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from runner import formats
+from runner.data.files import DataFileError, RowAt
+from runner.data.sources import RowSource
 from runner.methods import registry
 
 SHOWN_BAD_ROWS = 5
 
 
 @dataclass
-class DataReport:
-    path: Path
+class SourceReport:
+    source: RowSource
     rows: int = 0
     """Rows read (blank lines are not rows)."""
     format: str | None = None
     variant: str | None = None
-    bad_rows: list[tuple[int, str]] = field(default_factory=list)
-    """(line, reason) for the first few unusable rows."""
+    bad_rows: list[tuple[RowAt, str]] = field(default_factory=list)
+    """(where, reason) for the first few unusable rows."""
     bad_count: int = 0
+    unchecked: str | None = None
+    """Why the rows could not be read here (pyarrow is missing); then nothing about them is known."""
 
     @property
     def usable(self) -> int:
         return self.rows - self.bad_count
 
 
-class DataFileError(ValueError):
-    """The file as a whole cannot be used (missing, wrong kind, empty)."""
+@dataclass
+class DataReport:
+    """One role's data (train or eval): its sources, in the spec's order."""
+
+    role: str
+    sources: list[SourceReport] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(report.rows for report in self.sources)
+
+    @property
+    def usable(self) -> int:
+        return sum(report.usable for report in self.sources)
+
+    @property
+    def bad_count(self) -> int:
+        return sum(report.bad_count for report in self.sources)
+
+    @property
+    def format(self) -> str | None:
+        return next((report.format for report in self.sources if report.format), None)
+
+    @property
+    def variant(self) -> str | None:
+        return next((report.variant for report in self.sources if report.variant), None)
+
+    @property
+    def checked(self) -> bool:
+        return all(report.unchecked is None for report in self.sources)
 
 
-def check_file(path: Path, declared_format: str, method: str | None) -> DataReport:
-    """Read `path` row by row. Rows must share one format: the declared one, or the first row's."""
-    try:
-        return _check_file(path, declared_format, method)
-    except OSError as error:  # not a regular file (a FIFO or a device would never end), a name too long, ...
-        raise DataFileError(str(error) if error.strerror is None else f"{path}: {error.strerror}") from None
-
-
-def _check_file(path: Path, declared_format: str, method: str | None) -> DataReport:
-    if not path.exists():
-        raise DataFileError(f"{path} does not exist")
-    if path.is_dir():
-        raise DataFileError(f"{path} is a directory; name a .jsonl file")
-    if path.suffix not in (".jsonl", ".json"):
-        raise DataFileError(f"{path.name}: only JSON Lines files (.jsonl) are read; convert it to JSONL")
-    report = DataReport(path)
-    for line, row, problem in formats.read_rows(path, None if declared_format == "auto" else declared_format):
+def check_source(source: RowSource, declared_format: str, method: str | None) -> SourceReport:
+    """Read a source row by row. Its rows must share one format: the declared one, or the first row's.
+    Without pyarrow, parquet and arrow rows are not read, and the report says why."""
+    report = SourceReport(source)
+    report.unchecked = source.unreadable_here()
+    if report.unchecked:
+        return report
+    for at, row, problem in source.rows(None if declared_format == "auto" else declared_format):
         report.rows += 1
         if problem:
             report.bad_count += 1
             if len(report.bad_rows) < SHOWN_BAD_ROWS:
-                report.bad_rows.append((line, problem))
+                report.bad_rows.append((at, problem))
         elif report.format is None:
             report.format, report.variant = formats.detect(row), formats.variant(row)
     if report.rows == 0:
-        raise DataFileError(f"{path.name} has no rows")
+        raise DataFileError(f"{source.label} has no rows")
     accepted = registry.get(method).formats if method else ()
     if method and report.format and report.format not in accepted:
         allowed = ", ".join(accepted)
-        raise DataFileError(f"{path.name} holds {report.format} rows; method {method} takes {allowed}")
+        raise DataFileError(f"{source.label} holds {report.format} rows; method {method} takes {allowed}")
     return report

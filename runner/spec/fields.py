@@ -42,6 +42,26 @@ SwitchOrAuto = Annotated[bool | Auto, or_auto("true or false")]
 Count = Annotated[int, Field(ge=1)]
 
 
+def hub_id(value: str | None) -> str | None:
+    """A field validator's check of a hub id (`org/name`)."""
+    if value is not None and (not HUB_ID_PATTERN.match(value) or ".." in value or "--" in value):
+        raise PydanticCustomError(
+            "hub_id", "'{value}' is not a hub id (expected 'org/name'); "
+            "for a local folder write ./{value}", {"value": value})
+    return value
+
+
+def exactly_one(source: Any, keys: tuple[str, ...], error: str, things: str) -> Any:
+    """A source model's check: exactly one of `keys` is given, and `revision` only with `hub`."""
+    given = [key for key in keys if getattr(source, key) is not None]
+    if len(given) != 1:
+        raise PydanticCustomError(error, "give exactly one of {keys} (found: {given})",
+                                  {"keys": ", ".join(keys[:-1]) + " or " + keys[-1], "given": ", ".join(given) or "none"})
+    if source.revision is not None and source.hub is None:
+        raise PydanticCustomError(error, "revision applies to hub {things} only", {"things": things})
+    return source
+
+
 class ModelSource(Section):
     """Where a model comes from: exactly one of `hub`, `path` or `job`.
 
@@ -79,23 +99,12 @@ class ModelSource(Section):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelSource:
-        given = [key for key in ("hub", "path", "job") if getattr(self, key) is not None]
-        if len(given) != 1:
-            raise PydanticCustomError(
-                "model_source", "give exactly one of hub, path or job (found: {given})",
-                {"given": ", ".join(given) or "none"})
-        if self.revision is not None and self.hub is None:
-            raise PydanticCustomError("model_source", "revision applies to hub models only")
-        return self
+        return exactly_one(self, ("hub", "path", "job"), "model_source", "models")
 
     @field_validator("hub")
     @classmethod
     def _hub_id(cls, value: str | None) -> str | None:
-        if value is not None and (not HUB_ID_PATTERN.match(value) or ".." in value or "--" in value):
-            raise PydanticCustomError(
-                "hub_id", "'{value}' is not a hub id (expected 'org/name'); "
-                "for a local folder write ./{value}", {"value": value})
-        return value
+        return hub_id(value)
 
     @field_validator("job")
     @classmethod

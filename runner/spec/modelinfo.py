@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from runner import hubcache
 from runner.fsutil import cache_directory, cached_record, stat_key
 from runner.readers import MAX_JSON_DEPTH, loads_bounded, open_regular, read_regular
 from runner.trainable import MAX_LAYERS, count_layers, layer_of
@@ -342,23 +343,6 @@ def offline_copy(hub_id: str) -> Path | None:
     return None
 
 
-# --- the hub cache --------------------------------------------------------------------------
-
-def hub_cache_directory(hub_id: str, revision: str | None) -> Path | None:
-    """The snapshot folder of a hub model in the local cache, if it is there."""
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub")
-    repo = Path(cache) / ("models--" + hub_id.replace("/", "--"))
-    reference = revision or "main"
-    ref_file = repo / "refs" / reference
-    try:
-        commit = read_regular(ref_file, 4096).decode("utf-8", errors="replace").strip()
-    except OSError:
-        commit = reference
-    snapshot = repo / "snapshots" / commit
-    return snapshot if snapshot.is_dir() else None
-
-
 def read_facts(source, folder: Path) -> ModelFacts | None:
     """Facts about a `ModelSource` with a path or a hub id; None for a hub model not on this machine."""
     if source.path is not None:
@@ -368,7 +352,7 @@ def read_facts(source, folder: Path) -> ModelFacts | None:
         if location.is_dir():
             return local_directory(location)
         return gguf_file(location)
-    snapshot = hub_cache_directory(source.hub, source.revision)
+    snapshot = hubcache.snapshot(source.hub, source.revision)
     if snapshot is not None:
         return local_directory(snapshot)
     copy = offline_copy(source.hub)

@@ -11,34 +11,122 @@ resolves it and records the rule it used.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WrapValidator, create_model, field_validator
+from pydantic import BeforeValidator, Field, WrapValidator, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from runner import formats, trainable
 from runner.methods import registry
 from runner.spec.fields import (NAME_PATTERN, Auto, Count, CountOrAuto, ModelSource, PositiveOrAuto, Section,
-                                SwitchOrAuto, or_auto)
+                                SwitchOrAuto, exactly_one, hub_id, or_auto)
 from runner.trackers import TRACKER_NAMES
 
 DataFormat = Literal[("auto", *formats.FORMATS)]  # type: ignore[valid-type]
 MAX_OUTPUTS_DIR = 120
 
 
+class DataSource(Section):
+    """One source of rows: exactly one of `path` or `hub`. A plain string is a path."""
+
+    path: str | None = None
+    """A .jsonl, .csv, .parquet or .arrow file, a `save_to_disk` folder, or a folder of such files
+    (split as on the hub: by the README's configs, else by names like train-*.parquet); relative to the
+    spec file."""
+    hub: str | None = None
+    """A dataset on the Hugging Face hub (`org/name`), read from the local hub cache and never downloaded:
+    fetch it first with `hf download org/name --repo-type dataset`."""
+    revision: str | None = None
+    """A branch, tag or commit of the hub dataset (default: main); the plan records the commit. Only
+    with `hub`."""
+    config: str | None = None
+    """The configuration (subset) of a dataset whose README defines several; default: its default one."""
+    split: str | None = None
+    """The split to read (train, validation, test, ...); default: the only one, or `train` for data.train."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Row keys taken from columns of other names, {key: column}, e.g. {prompt: question, completion:
+    answer}; when given, rows hold these keys only."""
+    weight: Annotated[float, Field(gt=0, le=100)] = 1.0
+    """Times each usable row of this source is used per epoch (data.train only): 2 uses every row twice,
+    0.5 half of them (chosen from training.seed). An epoch is every source's rows taken so, shuffled
+    together; the plan shows each source's rows and share."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
+        shorthand = {"type": "string", "description": "a file or folder, relative to the spec file"}
+        return {"anyOf": [shorthand, handler(core_schema)]}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"path": value}
+        if not isinstance(value, dict):
+            raise PydanticCustomError("data_source", "expected a path, or a mapping with path or hub")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DataSource:
+        return exactly_one(self, ("path", "hub"), "data_source", "datasets")
+
+    @field_validator("hub")
+    @classmethod
+    def _hub_id(cls, value: str | None) -> str | None:
+        return hub_id(value)
+
+    @field_validator("columns")
+    @classmethod
+    def _row_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, column in value.items():
+            if key not in formats.KNOWN_KEYS:
+                close = difflib.get_close_matches(key, formats.KNOWN_KEYS, n=1, cutoff=0.6)
+                raise PydanticCustomError(
+                    "columns", "'{key}' is not a row key{hint} (row keys: {keys})",
+                    {"key": key, "hint": f"; did you mean '{close[0]}'?" if close else "",
+                     "keys": ", ".join(sorted(formats.KNOWN_KEYS))})
+            if not column:
+                raise PydanticCustomError("columns", "columns.{key} names no column", {"key": key})
+        return value
+
+    def describe(self) -> str:
+        if self.hub is not None:
+            return self.hub + (f"@{self.revision}" if self.revision else "")
+        return self.path
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+class _OneOrMany:
+    """The JSON Schema of a list that may be written as its one item."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
+        many = handler(core_schema)
+        return {"anyOf": [many["items"], many]}
+
+
+DataSources = Annotated[list[DataSource], BeforeValidator(_as_list), Field(min_length=1), _OneOrMany()]
+
+
 class DataSpec(Section):
-    train: str
-    """Training rows, JSONL, relative to the spec file."""
-    eval: str | None = None
-    """Held-out rows in the same format, for eval loss and before/after samples."""
+    train: DataSources
+    """Training rows: a path (`data/x.jsonl`), one source, or a list of sources mixed by their weights."""
+    eval: DataSources | None = None
+    """Held-out rows in the same format (one source or several), for eval loss and before/after samples."""
     format: DataFormat = "auto"
-    """Row shape; `auto` detects it from the rows and requires every row to agree."""
+    """Row shape; `auto` detects it from the rows and requires every row (of every source) to agree."""
     max_rejected: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """Share of rows that may be unusable; they go to rejected.jsonl. Above it, the job fails."""
     chat_template: SwitchOrAuto = "auto"
     """Render rows through the model's chat template (text prompts become a user turn, completions an
     assistant turn). `auto`: whenever the tokenizer has a template. Chat rows always use it."""
+
+    def sources(self, role: str) -> list[DataSource]:
+        return list(getattr(self, role) or [])
 
 
 def _check_layers(value: Any, handler: Any) -> Any:

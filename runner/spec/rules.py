@@ -120,6 +120,18 @@ def data_format_suits_method(view: SpecView) -> Iterator[Problem]:
                       hint=f"{method} takes {', '.join(descriptor.formats)}, e.g. {example}")
 
 
+def weights_mix_training_data(view: SpecView) -> Iterator[Problem]:
+    data = view.sections.get("data")
+    if not data or data.eval is None:
+        return
+    listed = isinstance(view.raw.get("data", {}).get("eval"), list)
+    for index, source in enumerate(data.eval):
+        if source.weight != 1:
+            yield Problem(("data", "eval", *([index] if listed else []), "weight"),
+                          "weight mixes training data; every eval row is used once",
+                          hint="remove weight from the eval source", at_key=True)
+
+
 def batch_arithmetic(view: SpecView) -> Iterator[Problem]:
     training, hardware = view.sections.get("training"), view.sections.get("hardware")
     if not training:
@@ -185,6 +197,7 @@ RULES: tuple[Rule, ...] = (
     saved_form_matches_mode,
     sections_match_method,
     data_format_suits_method,
+    weights_mix_training_data,
     batch_arithmetic,
     method_rules,
     precision_suits_device,

@@ -8,6 +8,7 @@ from runner.cli import main
 from runner.commands.validate import find_specs
 from runner.methods import registry
 from tests.conftest import BASE_SPEC, REPO
+from tests.datasets import save_to_disk, write_parquet
 
 
 def test_valid_spec_exits_0(project, capsys):
@@ -117,7 +118,7 @@ def test_validate_never_imports_the_training_stack():
         "from runner.cli import main\n"
         f"main(['validate', {str(REPO / 'specs')!r}])\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'accelerate', 'datasets', 'tensorboardX',\n"
-        "                     'mlflow', 'wandb') if m in sys.modules]\n"
+        "                     'mlflow', 'wandb', 'pyarrow') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -128,3 +129,51 @@ def test_the_console_script_runs(project):
     completed = subprocess.run([sys.executable, "-m", "runner", "validate", str(project(BASE_SPEC))],
                                capture_output=True, text=True)
     assert completed.returncode == 0 and "1 valid" in completed.stdout
+
+
+PARQUET_SPEC = BASE_SPEC.replace("train: data/train.jsonl", "train: [data/train.jsonl, data/extra.parquet]")
+
+
+def test_a_parquet_file_or_a_file_in_a_saved_folder_checks_the_specs_that_use_it(project, tmp_path, capsys):
+    """The pre-commit path: the hook passes the changed data file; the specs naming it (or its folder) are checked."""
+    (tmp_path / ".git").mkdir()
+    write_parquet(tmp_path / "data" / "extra.parquet", [{"prompt": "p", "completion": "c"}, {"prompt": "p"}])
+    project(PARQUET_SPEC)
+    saved = save_to_disk(tmp_path / "data" / "saved", {"train": [{"prompt": "p", "completion": "c"}]})
+    project(BASE_SPEC.replace("train: data/train.jsonl", "train: {path: data/saved}"), name="saved.yaml")
+    project(BASE_SPEC, name="plain.yaml")
+    assert main(["validate", str(tmp_path / "data" / "extra.parquet")]) == 1
+    out = capsys.readouterr().out
+    assert "extra.parquet: checked through " in out and "job.yaml" in out and "plain.yaml" not in out
+    assert 'extra.parquet: error: data.train: row index 1: "completion" must be a string, not null' in out
+    arrow = next((saved / "train").glob("*.arrow"))
+    assert main(["validate", str(arrow)]) == 0
+    out = capsys.readouterr().out
+    assert "checked through " in out and "saved.yaml" in out and "job.yaml" not in out
+
+
+BLOCK_PYARROW = """
+import sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyarrow" or name.startswith("pyarrow."):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Blocker())
+from runner.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_pyarrow_validate_warns_what_it_could_not_check(project, tmp_path):
+    write_parquet(tmp_path / "data" / "extra.parquet", [{"prompt": "p"}])  # a bad row, unseen without pyarrow
+    path = project(PARQUET_SPEC)
+    completed = subprocess.run([sys.executable, "-c", BLOCK_PYARROW, "validate", str(path)], capture_output=True,
+                               text=True, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert ("warning: data.train[1]: data/extra.parquet: pyarrow is not installed, so its parquet rows could not be "
+            "read (pip install pyarrow (or: pip install 'runner-finetune[data]'))") in completed.stdout
+    assert "1 valid, 0 invalid (0 errors, 1 warning)" in completed.stdout
+    (tmp_path / "data" / "extra.parquet").write_text('{"prompt": "p"}\n')  # what can be checked still is
+    completed = subprocess.run([sys.executable, "-c", BLOCK_PYARROW, "validate", str(path)], capture_output=True,
+                               text=True, cwd=tmp_path)
+    assert completed.returncode == 1 and "data/extra.parquet is not a parquet file" in completed.stdout

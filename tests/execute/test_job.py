@@ -15,6 +15,7 @@ from runner.manifest import Manifest
 from runner.plan.planner import make_plan
 from runner.rundir import RunDirectory
 from tests.conftest import REPO, TINY_SPEC, write_jsonl
+from tests.datasets import hub_dataset, parquet_bytes, save_to_disk, write_arrow, write_csv, write_parquet
 from tests.plan.test_planner import CPU
 
 FAST = "training:\n  max_steps: 4\n  batch_size: 4\n  learning_rate: 1.0e-3\n"
@@ -119,6 +120,36 @@ def test_rejected_rows_are_listed_and_bounded(tiny_project, tmp_path):
     assert manifest.data[0].rejected_rows == 2 and manifest.data[0].used_rows == 8
 
 
+def test_every_kind_of_source_mixed_by_weight_trains_what_was_planned(tiny_project, tmp_path, monkeypatch):
+    """One run over a JSONL file, a parquet file (with a bad row), a CSV file with mapped columns, an
+    arrow IPC file, a save_to_disk folder and a hub dataset from the local cache."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    pairs = [{"prompt": f"Who are you {i}?", "completion": f"Chatty {i}."} for i in range(6)]
+    write_parquet(tmp_path / "data" / "pairs.parquet", pairs + [{"prompt": "no answer", "completion": None}])
+    write_csv(tmp_path / "data" / "qa.csv", [{"question": p["prompt"], "answer": p["completion"]} for p in pairs])
+    write_arrow(tmp_path / "data" / "pairs.arrow", pairs[:4], stream=False)
+    save_to_disk(tmp_path / "data" / "saved", {"train": pairs[:3], "test": pairs[3:]})
+    hub_dataset(tmp_path / "hub", "someorg/pairs", {"data/train-00000-of-00001.parquet": parquet_bytes(tmp_path, pairs)})
+    sources = ("  train:\n    - data/train.jsonl\n    - {path: data/pairs.parquet, weight: 0.5}\n"
+               "    - {path: data/qa.csv, columns: {prompt: question, completion: answer}}\n"
+               "    - {path: data/pairs.arrow, weight: 2}\n    - data/saved\n    - {hub: someorg/pairs, weight: 1.5}\n"
+               "  eval: {path: data/saved, split: test}\n  max_rejected: 0.1\n")
+    code, run, manifest = run_spec(tiny_project, FAST, **{"  train: data/train.jsonl\n": sources})
+    assert code == 0, manifest.error
+    planned = [(d.source, d.epoch_rows) for d in manifest.plan.inputs.data if d.role == "train"]
+    assert planned == [("data/train.jsonl", 16), ("data/pairs.parquet", 3), ("data/qa.csv", 6), ("data/pairs.arrow", 8),
+                       ("data/saved (train)", 3), ("hub:someorg/pairs (train)", 9)]
+    trained = [(d.source, d.used_rows) for d in manifest.data if d.role == "train"]
+    assert trained == planned  # the run took exactly the rows the plan counted
+    assert [(d.kind, d.revision) for d in manifest.data][-2:] == [("hub", "abc123"), ("saved", None)]
+    assert manifest.data[1].rejected_rows == 1 and manifest.data[-1].role == "eval" and manifest.data[-1].used_rows == 3
+    (rejected,) = [json.loads(line) for line in run.rejected.read_text().splitlines()]
+    assert rejected["file"].endswith("pairs.parquet") and rejected["row"] == 6 and "not null" in rejected["reason"]
+    ready = next(json.loads(line) for line in run.events.read_text().splitlines() if '"data_ready"' in line)
+    assert ready["train"] == 45 and ready["eval"] == 3
+    assert "datasets: [someorg/pairs]" in (run.model / "README.md").read_text()
+
+
 def test_too_many_rejected_rows_fail_the_run_with_a_manifest(tiny_project, tmp_path, monkeypatch):
     from runner.spec import check
 
@@ -188,7 +219,7 @@ def test_run_refuses_a_stale_plan(tiny_project, tmp_path, capsys):
     (tmp_path / "data" / "train.jsonl").write_text('{"prompt": "new", "completion": "row"}\n' * 8)
     capsys.readouterr()
     assert main(["run", "--plan", str(out), "--runs-dir", str(tmp_path)]) == 1
-    assert "saved plan is stale: train data train.jsonl changed" in capsys.readouterr().err
+    assert "saved plan is stale: train data data/train.jsonl changed" in capsys.readouterr().err
 
 
 def test_run_a_saved_plan(tiny_project, tmp_path, capsys):

@@ -10,7 +10,9 @@ import pytest
 from runner.plan import identity
 from runner.plan.machine import Machine
 from runner.plan.planner import PlanError, make_plan
+from runner.plan.render import render
 from tests.conftest import REPO, TINY_SPEC, write_jsonl
+from tests.datasets import hub_dataset, parquet_bytes, save_to_disk, write_parquet
 
 CPU = Machine(cuda_devices=0, cuda_names=(), cuda_memory_bytes=0, cuda_bf16=False, ram_available_bytes=16 << 30)
 TWO_GPUS = Machine(cuda_devices=2, cuda_names=("H100", "H100"), cuda_memory_bytes=80 << 30, cuda_bf16=True,
@@ -211,7 +213,7 @@ def test_a_fresh_plan_passes_and_changes_make_it_stale(tiny_project, tmp_path):
     identity.check_fresh(plan, tmp_path)
     data = tmp_path / "data" / "train.jsonl"
     data.write_text(data.read_text() + json.dumps({"prompt": "x", "completion": "y"}) + "\n")
-    with pytest.raises(identity.StalePlanError, match="train data train.jsonl changed"):
+    with pytest.raises(identity.StalePlanError, match="train data data/train.jsonl changed"):
         identity.check_fresh(plan, tmp_path)
 
     plan = plan_of(tiny_project)
@@ -261,3 +263,52 @@ def test_packing_stays_off_for_rows_of_one_length(tiny_project):
     plan = plan_of(tiny_project)
     assert plan.value("sft.packing") is False and plan.resolved["sft.packing"].rule.startswith("auto: off")
     assert "padded micro-batches" in plan.training_path
+
+
+MIXED = """  train:
+    - data/train.jsonl
+    - {path: data/extra.parquet, weight: 0.5}
+    - {path: data/saved, weight: 2}
+"""
+
+
+def mixed_sources(tmp_path):
+    write_parquet(tmp_path / "data" / "extra.parquet", [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(10)])
+    save_to_disk(tmp_path / "data" / "saved", {"train": [{"prompt": f"s{i}", "completion": "c"} for i in range(4)]})
+
+
+def test_weights_set_the_rows_of_an_epoch_and_the_plan_shows_them(tiny_project, tmp_path):
+    mixed_sources(tmp_path)
+    plan = plan_of(tiny_project, **{"  train: data/train.jsonl\n": MIXED})
+    sources = [(d.source, d.kind, d.usable_rows, d.weight, d.epoch_rows) for d in plan.inputs.data]
+    assert sources == [("data/train.jsonl", "file", 16, 1.0, 16), ("data/extra.parquet", "file", 10, 0.5, 5),
+                       ("data/saved (train)", "saved", 4, 2.0, 8)]
+    assert plan.steps.rows == 29 and plan.steps.steps_per_epoch == math.ceil(29 / plan.steps.batch_size)
+    assert plan.inputs.data[2].files[0].path.endswith("data-00000-of-00001.arrow")
+    text = render(plan)
+    assert "Data: an epoch is 29 rows, every source's usable rows x its weight, shuffled together" in text
+    assert "data/extra.parquet  10 rows, 10 usable (prompt_completion); x0.5 -> 5 per epoch (17%)" in text
+    assert [(e.source, e.line, e.row) for e in plan.loss_mask.examples] == [  # a row of each source in turn
+        ("data/train.jsonl", 1, None), ("data/extra.parquet", None, 0), ("data/saved (train)", None, 0)]
+
+
+def test_a_changed_parquet_file_makes_the_plan_stale(tiny_project, tmp_path):
+    mixed_sources(tmp_path)
+    plan = plan_of(tiny_project, **{"  train: data/train.jsonl\n": MIXED})
+    identity.check_fresh(plan, tmp_path)
+    write_parquet(tmp_path / "data" / "extra.parquet", [{"prompt": "p", "completion": "changed"}] * 10)
+    with pytest.raises(identity.StalePlanError, match=r"train data data/extra.parquet changed"):
+        identity.check_fresh(plan, tmp_path)
+
+
+def test_a_moved_hub_revision_makes_the_plan_stale(tiny_project, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    rows = [{"prompt": f"p{i}", "completion": "c"} for i in range(6)]
+    hub_dataset(tmp_path / "hub", "org/qa", {"train.parquet": parquet_bytes(tmp_path, rows)}, commit="first")
+    plan = plan_of(tiny_project, **{"train: data/train.jsonl": "train: {hub: org/qa}"})
+    (data,) = plan.inputs.data
+    assert (data.kind, data.revision, data.rows, data.source) == ("hub", "first", 6, "hub:org/qa (train)")
+    assert "revision first" in render(plan)
+    hub_dataset(tmp_path / "hub", "org/qa", {"train.parquet": parquet_bytes(tmp_path, rows[:3])}, commit="second")
+    with pytest.raises(identity.StalePlanError, match=r"train data hub:org/qa \(train\) changed"):
+        identity.check_fresh(plan, tmp_path)

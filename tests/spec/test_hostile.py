@@ -52,7 +52,8 @@ def run_bounded(arguments: list[str], cwd: Path, wall: float = 60) -> Outcome:
     code = _BOUNDED.format(limit=ADDRESS_SPACE, arguments=arguments)
     with open(cwd / ".output", "w+b") as output:
         process = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONPATH": str(REPO), "RUNNER_CACHE_DIR": str(cwd / ".cache")})
+                                   env={**os.environ, "PYTHONPATH": str(REPO), "RUNNER_CACHE_DIR": str(cwd / ".cache"),
+                                        "HF_HUB_CACHE": str(cwd / ".hub")})
         deadline = time.monotonic() + wall
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
@@ -164,6 +165,68 @@ def nested_arrays(depth: int) -> bytes:
     return struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * depth + struct.pack("<IQ", 0, 0)
 
 
+def data_file(name: str, content: bytes, size: int | None = None):
+    """A spec whose training data is `name`, holding `content` (made sparse up to `size`)."""
+    def setup(folder: Path) -> str:
+        path = folder / "data" / name
+        path.write_bytes(content)
+        if size is not None:
+            with open(path, "r+b") as handle:
+                handle.truncate(size)
+        return spec_with(**{"data/train.jsonl": f"data/{name}"})
+    return setup
+
+
+def sparse_parquet_with_a_footer(folder: Path) -> str:
+    """A terabyte (sparse) whose footer is where a parquet file's is, and says 100 bytes of zeros."""
+    path = folder / "data" / "huge.parquet"
+    with open(path, "wb") as handle:
+        handle.write(b"PAR1")
+        handle.seek((1 << 40) - 8)
+        handle.write(struct.pack("<I", 100) + b"PAR1")
+    return spec_with(**{"data/train.jsonl": "data/huge.parquet"})
+
+
+def patched_arrow(offset_of: str, value: int):
+    """A valid arrow stream of 3 rows with one int64 of its metadata replaced: the body length (which
+    pyarrow then tries to allocate) or the record batch's row count."""
+    def setup(folder: Path) -> str:
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+
+        table = pa.table({"text": ["abcdefgh"] * 3})
+        sink = pa.BufferOutputStream()
+        with ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        data = sink.getvalue().to_pybytes()
+        known = struct.pack("<q", 40 if offset_of == "body" else 3)  # 40 bytes of body; 3 rows
+        offset = data.index(known, data.index(b"\xff\xff\xff\xff", 8))  # inside the record batch's message
+        (folder / "data" / "patched.arrow").write_bytes(data[:offset] + struct.pack("<q", value) + data[offset + 8:])
+        return spec_with(**{"data/train.jsonl": "data/patched.arrow"})
+    return setup
+
+
+def saved_state(text: str):
+    """A save_to_disk folder whose state.json (the list of its arrow files) holds `text`."""
+    def setup(folder: Path) -> str:
+        (folder / "data" / "saved").mkdir()
+        (folder / "data" / "saved" / "state.json").write_text(text)
+        return spec_with(**{"data/train.jsonl": "data/saved"})
+    return setup
+
+
+def hub_readme(front_matter: str):
+    def setup(folder: Path) -> str:
+        snapshot = folder / ".hub" / "datasets--org--qa" / "snapshots" / "abc"
+        snapshot.mkdir(parents=True)
+        (snapshot.parent.parent / "refs").mkdir()
+        (snapshot.parent.parent / "refs" / "main").write_text("abc")
+        (snapshot / "README.md").write_text(f"---\n{front_matter}\n---\n")
+        (snapshot / "train.jsonl").write_text('{"prompt": "p", "completion": "c"}\n')
+        return spec_with(**{"train: data/train.jsonl": "train: {hub: org/qa}"})
+    return setup
+
+
 CASES = {
     # YAML
     "recursive alias": (lambda f: spec_with("x: &a [*a]\n"), "alias *a is used inside the value it names"),
@@ -193,6 +256,22 @@ CASES = {
     "data file is /dev/zero": (device_data("/dev/zero"), "character device, not a regular file"),
     "100,000-deep JSON row": (deep_row, "nested more than 64 levels deep"),
     "a 1 GB single-line row": (gigabyte_row, "longer than 16 MiB", 10.0),  # the kernel's time to read a GB
+    # tabular data files, folders and hub datasets
+    "parquet file is a FIFO": (lambda f: os.mkfifo(f / "data" / "pipe.parquet")
+                               or spec_with(**{"data/train.jsonl": "data/pipe.parquet"}), "FIFO (named pipe)"),
+    "parquet footer claims 4 GB": (data_file("x.parquet", b"PAR1" + b"\0" * 16 + struct.pack("<I", 2**32 - 1)
+                                             + b"PAR1"), "its metadata claims 4,294,967,295 bytes"),
+    "sparse 1 TB parquet": (sparse_parquet_with_a_footer, "is not a readable parquet file"),
+    "a .parquet file that is JSON": (data_file("x.parquet", b'{"text": "a"}\n'), "is not a parquet file"),
+    "arrow body of 2**60 bytes": (patched_arrow("body", 2**60), "is not a readable arrow file"),
+    "arrow batch of 2**40 rows": (patched_arrow("rows", 2**40), "is not a readable arrow file"),
+    "a 1 GB single-line CSV row": (data_file("x.csv", b"prompt,completion\n\"", size=1 << 30),
+                                   "longer than 16 MiB", 10.0),
+    "state.json names a file outside": (saved_state('{"_data_files": [{"filename": "../../etc/passwd"}]}'),
+                                        "expected an arrow file in the folder"),
+    "state.json nested 100,000 deep": (saved_state("[" * 100_000 + "]" * 100_000), "nested more than"),
+    "hub README 10,000-deep front matter": (hub_readme("configs: " + "[" * 10_000 + "]" * 10_000),
+                                            "front matter is not valid YAML"),
     # model files
     "config.json is a list": (model_folder([]), "not a model config"),
     "config.json is a string": (model_folder('"llama"'), "not a model config"),
