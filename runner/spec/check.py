@@ -251,9 +251,14 @@ def _report_bad_rows(report: _Reporter, checked: datacheck.DataReport, max_rejec
     verdict = (f"within data.max_rejected ({max_rejected:.0%}); they will be skipped and listed in rejected.jsonl"
                if tolerated else "fix them, or allow a share with data.max_rejected")
     more = f" (first {shown} shown)" if checked.bad_count > shown else ""
-    labels = ", ".join(r.source.label for r in checked.sources if r.bad_count)
+    bad_sources = [r for r in checked.sources if r.bad_count]
+    if len(checked.sources) == 1:
+        where = f"rows in {bad_sources[0].source.label}"
+    else:  # the share is the role's (data.max_rejected applies to it), and each source says its own count
+        where = "rows (" + ", ".join(
+            f"{r.bad_count} of {r.rows} in {r.source.label}" for r in bad_sources) + ")"
     report.add(severity, ("data", checked.role),
-               f"{checked.bad_count} of {checked.rows} rows in {labels} cannot be used{more}", verdict)
+               f"{checked.bad_count} of {checked.rows} {where} cannot be used{more}", verdict)
 
 
 def _check_model(report: _Reporter, folder: Path, source: ModelSource, trainable_spec: TrainableSpec | None,

@@ -137,7 +137,7 @@ def test_bad_rows_in_parquet_and_csv_are_reported_with_their_row_index(project, 
     write_csv(tmp_path / "data" / "qa.csv", [{"question": "q", "answer": "a"}, {"question": "q", "answer": " "}])
     found = diagnostics(project(MIXED_SPEC))
     assert found == [  # the spec's own diagnostics first
-        ("error", "job.yaml", "data.train", 7, "3 of 13 rows in data/extra.parquet, data/qa.csv cannot be used"),
+        ("error", "job.yaml", "data.train", 7, "3 of 13 rows (2 of 3 in data/extra.parquet, 1 of 2 in data/qa.csv) cannot be used"),
         ("error", "extra.parquet", "data.train", None, 'row index 1: "completion" must be a string, not null'),
         ("error", "extra.parquet", "data.train", None, 'row index 2: "completion" is empty'),
         ("error", "qa.csv", "data.train", 3, 'row index 1: "completion" is empty'),
