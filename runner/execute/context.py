@@ -55,6 +55,17 @@ class Context:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(RunCallback(self.events, self.metrics, self.stop, self.settings.training.total_steps))
 
+    def reference(self):
+        """The frozen reference of the methods that pull towards the base: a copy of the model as training
+        starts, or None under LoRA, where the base with the adapter switched off is the reference. Given to
+        TRL, so that it does not load the base a second time from the config's path: that reload loses a
+        hub revision, and fails on a GGUF's converted config."""
+        import copy
+
+        if self.plan.trainable.mode == "lora":
+            return None
+        return copy.deepcopy(self.model).requires_grad_(False).eval()
+
     def trainer_inputs(self) -> dict:
         """What every TRL trainer of pairs or labelled answers takes besides its config: the model, the
         datasets and the tokenizer."""

@@ -280,7 +280,7 @@ def build(ctx: Context):
     reward = load_reward(plan, ctx.settings.method.reward, tokenizer, _device(policy))
     scorer = Scorer(reward.model, reward.function, tokenizer)
 
-    reference = None if lora else copy.deepcopy(policy).requires_grad_(False).eval()
+    reference = ctx.reference()
     value = _value_function(plan, ctx.settings.method, policy, reward.model, lora)
     disable_dropout(policy, value.backbone, value.head)
     stop_id = tokenizer.eos_token_id
