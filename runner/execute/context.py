@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.execute.data import Split
 from runner.execute.events import EventLog, MetricsLog
 from runner.execute.settings import Settings
+from runner.execute.stopping import StopRequest
 from runner.plan.models import Plan
 from runner.rundir import RunDirectory
 
@@ -39,8 +39,9 @@ class Context:
     splits: dict[str, Split]
     events: EventLog
     metrics: MetricsLog
-    stop: threading.Event
-    """Set by SIGINT/SIGTERM: write a checkpoint at the end of the step and return."""
+    stop: StopRequest
+    """Set by SIGINT/SIGTERM: write a checkpoint at the end of the step and return (stopping.AgreedStop
+    says when, on every rank alike)."""
     resume_from: Path | None
     """A checkpoint to resume from, or None for a fresh start."""
 
