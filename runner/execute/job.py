@@ -119,6 +119,11 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
                  error=manifest.error.message if manifest.error else None)
     library_output.detach()
     events.close()
+    if worker_of and state == "interrupted":
+        # A worker's exit code is for torchrun, which stops the other workers at once when one exits non-zero:
+        # in the middle of the checkpoint that every rank agreed to write, when the signal reached one of them
+        # only. The manifest says the run was interrupted, and node 0's launcher exits with that.
+        return 0, run.path
     return run_exit_code(state), run.path
 
 

@@ -6,14 +6,17 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from runner.execute.events import EventLog
 from runner.execute.stopping import AgreedStop, StopRequest, on_signals
-from tests.conftest import REPO
+from runner.rundir import RunDirectory
+from tests.conftest import REPO, TINY_SPEC, write_jsonl
 
 
 def stopping_events(path):
@@ -128,3 +131,53 @@ def test_signals_in_the_middle_of_logging_are_each_reported_once(tmp_path):
     for records in (printed, written):
         stops = [record for record in records if record["event"] == "stopping"]
         assert len(stops) == attempts and all(record["signal"] == "SIGTERM" for record in stops)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _worker_of_rank(launcher: int, rank: int) -> int | None:
+    """The worker process of `rank`: a child of torchrun, itself a child of the launching process."""
+    for torchrun in _children(launcher):
+        for worker in _children(torchrun):
+            environment = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+            if f"RANK={rank}".encode() in environment:
+                return worker
+    return None
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_of_a_trl_run_stops_both_after_the_same_step(tiny_project, tmp_path):
+    """DPO (TRL's trainer, runner's callback) on two gloo processes: the signal reaches rank 1 only; both
+    ranks leave the loop after the same step, each writes its part of that step's checkpoint, and the run
+    ends interrupted instead of leaving rank 0 waiting in a collective."""
+    write_jsonl(tmp_path / "data" / "train.jsonl",
+                [{"prompt": f"Name {i}?", "chosen": "Chatty.", "rejected": "No name."} for i in range(16)])
+    spec = tiny_project(TINY_SPEC.replace("method: sft", "method: dpo") +
+                        "training:\n  max_steps: 500\n  batch_size: 4\noutputs:\n  checkpoint_every: 1000\n"
+                        "trainable:\n  mode: lora\nhardware:\n  device: cpu\n  gpus: 2\n")
+    launcher = subprocess.Popen([sys.executable, "-m", "runner", "run", str(spec), "--runs-dir", str(tmp_path),
+                                 "--quiet"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list((tmp_path / "runs" / "tiny").glob("*/metrics.jsonl")):
+            assert launcher.poll() is None and time.monotonic() < deadline, launcher.stderr.read()[-3000:]
+            time.sleep(0.1)
+        (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+        os.kill(_worker_of_rank(launcher.pid, 1), signal.SIGTERM)
+        code = launcher.wait(timeout=90)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    run = RunDirectory(run_dir)
+    manifest = run.read_manifest()
+    assert (code, manifest.state, manifest.error.kind) == (130, "interrupted", "interrupted"), manifest.error
+    (checkpoint,) = run.checkpoints.glob("checkpoint-*")  # none of the plan's own: the stop's
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {path.name for path in checkpoint.iterdir()}  # both ranks'
+    step = int(checkpoint.name.rsplit("-", 1)[1])
+    assert 0 < step < 500 and json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == step
+    (signalled,) = stopping_events(run.path / "events-rank1.jsonl")
+    (told,) = stopping_events(run.events)
+    assert signalled["signal"] == "SIGTERM" and told["signal"] is None
