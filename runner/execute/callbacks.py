@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 from transformers import TrainerCallback
 
 from runner.execute.events import EventLog, MetricsLog
+from runner.execute.stopping import AgreedStop, StopRequest
 
 
 class RunCallback(TrainerCallback):
-    def __init__(self, events: EventLog, metrics: MetricsLog, stop: threading.Event, total_steps: int) -> None:
+    def __init__(self, events: EventLog, metrics: MetricsLog, stop: StopRequest, total_steps: int) -> None:
         self.events, self.metrics, self.stop, self.total_steps = events, metrics, stop, total_steps
+        self.stopping: AgreedStop | None = None
         self.started = time.monotonic()
         self.last_time, self.last_tokens = self.started, 0
         self.last_loss: float | None = None
         self.tokens_per_second: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.stopping = AgreedStop(self.stop, args.world_size)  # every rank begins training, together
         self.started = self.last_time = time.monotonic()
         self.last_tokens = state.num_input_tokens_seen or 0
 
@@ -45,7 +47,7 @@ class RunCallback(TrainerCallback):
                              self.started)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.stop.is_set():
+        if self.stopping.after_step():
             control.should_save = True
             control.should_training_stop = True
 

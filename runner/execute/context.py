@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.execute.data import Split
 from runner.execute.events import EventLog, MetricsLog
 from runner.execute.settings import Settings
+from runner.execute.stopping import StopRequest
 from runner.plan.models import Plan
 from runner.rundir import RunDirectory
 
@@ -39,8 +39,9 @@ class Context:
     splits: dict[str, Split]
     events: EventLog
     metrics: MetricsLog
-    stop: threading.Event
-    """Set by SIGINT/SIGTERM: write a checkpoint at the end of the step and return."""
+    stop: StopRequest
+    """Set by SIGINT/SIGTERM: write a checkpoint at the end of the step and return (stopping.AgreedStop
+    says when, on every rank alike)."""
     resume_from: Path | None
     """A checkpoint to resume from, or None for a fresh start."""
 
@@ -54,6 +55,17 @@ class Context:
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(RunCallback(self.events, self.metrics, self.stop, self.settings.training.total_steps))
+
+    def reference(self):
+        """The frozen reference of the methods that pull towards the base: a copy of the model as training
+        starts, or None under LoRA, where the base with the adapter switched off is the reference. Given to
+        TRL, so that it does not load the base a second time from the config's path: that reload loses a
+        hub revision, and fails on a GGUF's converted config."""
+        import copy
+
+        if self.plan.trainable.mode == "lora":
+            return None
+        return copy.deepcopy(self.model).requires_grad_(False).eval()
 
     def trainer_inputs(self) -> dict:
         """What every TRL trainer of pairs or labelled answers takes besides its config: the model, the

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from datetime import datetime
@@ -35,6 +34,7 @@ from runner.execute.library_output import quiet_libraries
 from runner.execute.samples import generate
 from runner.execute.save import save_final
 from runner.execute.settings import Settings
+from runner.execute.stopping import StopRequest, on_signals
 from runner.execute.trackers import open_sinks
 from runner.fsutil import file_sha256, write_atomically
 from runner.launch import records
@@ -49,9 +49,6 @@ from runner.rundir import RunDirectory, new_run, now, plan_sha256, process_alive
 
 SETTLE_TIMEOUT_S = SHUTDOWN_TIMEOUT_S + FAILURE_GRACE_S + 30
 """How long node 0 waits for the other nodes to say how their workers ended, after its own ended."""
-SAME_STOP_S = 2.0
-"""Stop signals this soon after the first are the same request: Slurm signals every process of a job step,
-and torchrun passes the signal on as well."""
 _PEER_GONE = re.compile(r"connection (closed|reset) by peer|broken pipe|remote process exited|"
                         r"communicator was aborted|socket closed", re.IGNORECASE)
 
@@ -82,8 +79,8 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     library_output.to_events(events)
     metrics = MetricsLog(run.metrics, on_error=lambda name, error: events.warning(
         "tracker_failed", f"{name} stopped receiving metrics: {error}", tracker=name))
-    stop = threading.Event()
-    restore = _on_signals(stop, events)
+    stop = StopRequest(events)
+    restore = on_signals(stop)
     events.event("run_started", run_dir=str(run.path), attempt=manifest.attempts[-1].number, plan=plan.name,
                  method=plan.method, resumed_from_step=manifest.attempts[-1].resumed_from_step)
     state = "failed"
@@ -122,6 +119,11 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
                  error=manifest.error.message if manifest.error else None)
     library_output.detach()
     events.close()
+    if worker_of and state == "interrupted":
+        # A worker's exit code is for torchrun, which stops the other workers at once when one exits non-zero:
+        # in the middle of the checkpoint that every rank agreed to write, when the signal reached one of them
+        # only. The manifest says the run was interrupted, and node 0's launcher exits with that.
+        return 0, run.path
     return run_exit_code(state), run.path
 
 
@@ -237,7 +239,7 @@ def _seconds(attempt: Attempt) -> float:
 # --- the run itself ----------------------------------------------------------------------------
 
 def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: Settings, run: RunDirectory,
-           manifest: Manifest, events: EventLog, stop: threading.Event, metrics: MetricsLog) -> str:
+           manifest: Manifest, events: EventLog, stop: StopRequest, metrics: MetricsLog) -> str:
     torch.manual_seed(settings.training.seed)
     started = time.monotonic()
     location = loading.location_of(plan)
@@ -275,6 +277,7 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
         run.write_manifest(manifest)
 
     training_started = time.monotonic()
+    stop.requested()  # a signal while loading is reported now; the first step ends the run
     events.status("training")
     result = recipe.train(Context(plan, settings, run, model, tokenizer, splits, events, metrics, stop,
                                   run.latest_checkpoint()))
@@ -282,7 +285,7 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
     manifest.timings.train_s = round(time.monotonic() - training_started, 2)
     records = metrics.read()
     _record_metrics(manifest, result, records)
-    if stop.is_set():
+    if stop.requested():
         manifest.error = RunError(kind="interrupted", message="stopped by a signal after writing a checkpoint",
                                   hint="run the same plan again to resume from the last checkpoint")
         return "interrupted"
@@ -369,26 +372,6 @@ def _git(spec_path: Path) -> GitRecord | None:
                          dirty=bool(git("status", "--porcelain", "--untracked-files=no")))
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _on_signals(stop: threading.Event, events: EventLog):
-    """First SIGINT/SIGTERM: checkpoint at the end of the step and stop. A later one: stop now."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    first = []
-
-    def handler(signum, frame):
-        if first and time.monotonic() - first[0] < SAME_STOP_S:
-            return  # the same stop, passed on by torchrun or sent to every process by Slurm
-        if stop.is_set():
-            raise KeyboardInterrupt
-        first.append(time.monotonic())
-        stop.set()
-        events.warning("stopping", f"{signal.Signals(signum).name}: stopping after this step, with a checkpoint "
-                       "(a second signal stops at once)", signal=signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    return lambda: [signal.signal(sig, old) for sig, old in previous.items()]
 
 
 def _peak_memory() -> int:

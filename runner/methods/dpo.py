@@ -1,8 +1,8 @@
 """Direct preference optimisation: TRL's DPOTrainer on (prompt, chosen, rejected) rows.
 
 With LoRA there is no second model: the reference is the base with the adapter switched
-off (TRL does this when ref_model is None and the model is a PEFT model). Otherwise TRL
-makes a frozen copy of the starting weights.
+off (TRL does this when ref_model is None and the model is a PEFT model). Otherwise the
+reference is a frozen copy of the starting weights (Context.reference).
 """
 
 from __future__ import annotations
@@ -25,6 +25,6 @@ def train(ctx: Context) -> Trained:
         label_smoothing=dpo.label_smoothing,
         max_length=training.max_length,
     )
-    trainer = DPOTrainer(args=config, ref_model=None, **ctx.trainer_inputs())
+    trainer = DPOTrainer(args=config, ref_model=ctx.reference(), **ctx.trainer_inputs())
     # --- train ---
     return ctx.train_with(trainer)

@@ -27,6 +27,6 @@ def train(ctx: Context) -> Trained:
         undesirable_weight=kto.undesirable_weight,
         max_length=training.max_length,
     )
-    trainer = KTOTrainer(args=config, ref_model=None, **ctx.trainer_inputs())
+    trainer = KTOTrainer(args=config, ref_model=ctx.reference(), **ctx.trainer_inputs())
     # --- train ---
     return ctx.train_with(trainer)

@@ -31,6 +31,7 @@ from runner.execute.context import Context, Trained
 from runner.execute.loop import lr_schedule, resume, save_checkpoint
 from runner.execute.rewards import load_reward
 from runner.execute.settings import TrainingSettings
+from runner.execute.stopping import AgreedStop
 from runner.methods.descriptors.ppo import DESCRIPTOR, PpoSection
 from runner.methods.registry import CAUSAL_LM, Batching
 
@@ -280,7 +281,7 @@ def build(ctx: Context):
     reward = load_reward(plan, ctx.settings.method.reward, tokenizer, _device(policy))
     scorer = Scorer(reward.model, reward.function, tokenizer)
 
-    reference = None if lora else copy.deepcopy(policy).requires_grad_(False).eval()
+    reference = ctx.reference()
     value = _value_function(plan, ctx.settings.method, policy, reward.model, lora)
     disable_dropout(policy, value.backbone, value.head)
     stop_id = tokenizer.eos_token_id
@@ -334,7 +335,7 @@ def train(ctx: Context) -> Trained:
     schedule = lr_schedule(settings.training, optimizer)
     start = resume(ctx, optimizer, schedule, **_checkpointed(policy, value))
     order = shuffled_forever(len(prompts), settings.training.seed, skip=start * settings.batch)
-    events, metrics, stop = ctx.events, ctx.metrics, ctx.stop
+    events, metrics, stopping = ctx.events, ctx.metrics, AgreedStop(ctx.stop, world=1)  # one process
     sample_every = max(1, settings.iterations // max(settings.ppo.num_sample_generations, 1))
     tokens_seen = 0
     began = time.monotonic()
@@ -359,9 +360,10 @@ def train(ctx: Context) -> Trained:
         events.progress(iteration, settings.iterations, record["objective/scores"], None, began)
         if settings.ppo.num_sample_generations and iteration % sample_every == 0:
             events.event("ppo_samples", step=iteration, samples=_samples(tokenizer, batch, rollout)[:2])
-        if iteration % settings.training.checkpoint_every == 0 or stop.is_set() or iteration == settings.iterations:
+        stopped = stopping.after_step()
+        if iteration % settings.training.checkpoint_every == 0 or stopped or iteration == settings.iterations:
             save_checkpoint(ctx, iteration, optimizer, schedule, **_checkpointed(policy, value))
-        if stop.is_set():
+        if stopped:
             break
     return Trained(policy, iteration, tokens_seen)
 

@@ -148,17 +148,27 @@ def pretrained_source(location: ModelLocation) -> tuple[str, dict]:
     return location.hub_id, {**kwargs, "revision": location.revision}
 
 
+GGUF_COMPANION_LAYOUT = 2
+"""Part of the companion folder's cache key: raised when what the folder holds changes (2: the config
+names its architecture)."""
+
+
 def gguf_companion(gguf_path: Path) -> Path:
-    folder = cache_directory() / "gguf-hf" / stat_key(gguf_path)
+    folder = cache_directory() / "gguf-hf" / stat_key(gguf_path, GGUF_COMPANION_LAYOUT)
     if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file():
         return folder
     from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     config = AutoConfig.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     # transformers marks GGUF models as quantised even after dequantising them, and the
     # trainers then refuse to train them; the weights we load are plain fp32.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
+    # A GGUF's config names no architecture; libraries that load the folder by its path (TRL's GRPO
+    # reference model) read it from there.
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        config.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     staging = folder.with_name(folder.name + f".{os.getpid()}.tmp")
     config.save_pretrained(staging)

@@ -1,6 +1,7 @@
 """KTO on the tiny Llama: unpaired rows, their preview, the micro-batch minimum, and a run."""
 
 import json
+import shutil
 
 from runner.spec.check import check_spec
 from tests.conftest import write_jsonl
@@ -46,3 +47,19 @@ def test_kto_with_lora_trains_the_adapter(tiny_project, tmp_path):
     assert "rewards/chosen" in manifest.metrics.method and "rewards/rejected" in manifest.metrics.method
     logged = [json.loads(line) for line in run.metrics.read_text().splitlines()]
     assert all("kl" in r for r in logged if "loss" in r)
+
+
+def test_full_kto_on_a_model_whose_config_names_no_architecture(tiny_project, tmp_path):
+    """A GGUF's converted config names no architecture (the offline SmolLM2 copy). Left to build the
+    reference itself, TRL reloads the base from the config's path and fails on it; the reference is a
+    frozen copy of the model as loaded."""
+    shutil.copytree(tmp_path / "model", tmp_path / "bare")
+    config = json.loads((tmp_path / "bare" / "config.json").read_text())
+    del config["architectures"]
+    (tmp_path / "bare" / "config.json").write_text(json.dumps(config))
+    write_jsonl(tmp_path / "data" / "train.jsonl", ROWS)
+    code, _, manifest = run_spec(tiny_project, FAST + "trainable:\n  mode: full\n",
+                                 **{"method: sft": "method: kto", "base_model: ./model": "base_model: ./bare"})
+    assert code == 0, manifest.error
+    assert set(manifest.parameters.changed) == set(manifest.plan.trainable.trained)
+    assert "rewards/chosen" in manifest.metrics.method
