@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from runner.daemon.store import State
+from runner.daemon.states import State
 from tests.conftest import REPO
 from tests.daemon.harness import Daemon, ledger, spec_text
 
