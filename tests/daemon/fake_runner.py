@@ -8,6 +8,7 @@ exactly-once checks. Comments in the spec steer it:
 
     # fake-seconds: N          how long the run takes (0.2)
     # fake-metrics: N          metrics lines it writes over that time (one per 0.1 s by default)
+    # fake-hold: N             seconds it goes on running after writing all its metrics (0)
     # fake-log: TEXT           a line it prints to its log
     # fake-run: crash|oom
     # fake-plan-seconds: N     how long planning takes
@@ -106,6 +107,9 @@ def run(arguments: list[str]) -> int:
         time.sleep(0.05)
     if not stop:
         _metrics(run_dir, written, lines, started)
+    held = time.monotonic() + float(directive(text, "hold", "0"))
+    while time.monotonic() < held and not stop:
+        time.sleep(0.05)
     if stop:
         return finish("interrupted", 130, RunError(kind="interrupted", message="stopped by a signal"))
     if directive(text, "run") == "crash":
