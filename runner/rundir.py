@@ -61,6 +61,7 @@ def plan_sha256(plan: Plan) -> str:
     record["spec"]["training"].pop("micro_batch_size")
     if isinstance(record["spec"].get(plan.method), dict):  # packing is how rows fill a pass, not which rows
         record["spec"][plan.method].pop("packing", None)
+        record["spec"][plan.method] = record["spec"][plan.method] or None  # a section that only set packing
     record["resolved"] = {key: entry["value"] for key, entry in record["resolved"].items() if not _is_layout(key)}
     for key in ("devices", "micro_batch_size", "gradient_accumulation"):
         record["steps"].pop(key)
