@@ -186,8 +186,9 @@ def test_the_page_in_a_headless_browser(scenario):
     browse(browser, url, f"--screenshot={screenshot}")
     assert screenshot.stat().st_size > 10_000
 
-    run_dom = browse(browser, url + "run/" + next(
-        j for j in json.loads(daemon.cli("status", "--format", "json")[1])["jobs"] if j["name"] == "done")["run"],
-        "--dump-dom")
+    done = next(job for job in json.loads(daemon.cli("status", "--format", "json")[1])["jobs"]
+                if job["name"] == "done")
+    run_dom = browse(browser, url + "run/" + done["run"], "--dump-dom")
     assert 'data-points="4"' in run_dom and "succeeded" in run_dom
-    assert "trained" in run_dom or "lora" in run_dom  # the plan's trainable table
+    assert "<td>trained</td>" in run_dom or "<td>lora</td>" in run_dom  # the plan's trainable table
+    browse(browser, url + "run/" + done["run"], f"--screenshot={ARTIFACTS / 'daemon-run-page.png'}")
