@@ -18,7 +18,7 @@ from runner.daemon.store import Store
 from runner.daemon.web import Page
 from runner.errors import UsageError
 from tests.conftest import REPO
-from tests.daemon.harness import FAKE, Daemon, spec_text, wait_until
+from tests.daemon.harness import fake_daemon, spec_text, wait_until
 
 SCRIPT = "<script>alert(1)</script>"
 HOSTILE_FILE = "<img src=x onerror=alert(1)>.yaml"
@@ -103,12 +103,7 @@ def scenario(tmp_path_factory, plan_template, tiny_model_dir):
     """One job finished, one running (its metrics all written, then holding), one queued behind it
     (--max-jobs 1), and one spec whose file name is HTML."""
     root = tmp_path_factory.mktemp("web")
-    env = {**os.environ, "FAKE_PLAN_TEMPLATE": str(plan_template), "FAKE_LEDGER": str(root / "ledger.jsonl"),
-           "PYTHONPATH": str(REPO)}
-    daemon = Daemon(root, FAKE, env)
-    (daemon.folder / "model").symlink_to(tiny_model_dir)
-    (daemon.folder / "data").mkdir()
-    (daemon.folder / "data" / "train.jsonl").write_text('{"prompt": "q", "completion": "a"}\n' * 4)
+    daemon = fake_daemon(root, plan_template, tiny_model_dir)
     daemon.start("--http", "127.0.0.1:0", "--max-jobs", "1")
     (daemon.folder / "done.yaml").write_text(spec_text("done", "priority: 2\n# fake-metrics: 4\n"))
     daemon.wait_for(lambda jobs: any(j.name == "done" and j.state.value == "succeeded" for j in jobs), what="done")
