@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     _state_dir(serve)
     serve.add_argument("--http", default=DEFAULT_HTTP, metavar="HOST:PORT",
                        help=f"address to listen on (default {DEFAULT_HTTP}: this machine only)")
-    commands.add_parser("worker", help=argparse.SUPPRESS)
+    commands.add_parser("worker", help=argparse.SUPPRESS,
+                        description="The watch daemon's planning worker: started by runner watch, it answers "
+                                    "check and plan requests on stdin (runner.daemon.worker); not for people.")
 
     status = commands.add_parser("status", help="queued, running and recent jobs of the daemon",
                                  description="The daemon's jobs: running (with progress), queued, and recent results "
