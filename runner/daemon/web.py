@@ -18,6 +18,7 @@ the Content-Security-Policy allows only this server's own script and data.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import threading
@@ -98,6 +99,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         try:
+            if not self._host_allowed():
+                raise _Refused(421, "this page answers to its loopback address only")
             if path in STATIC:
                 name, kind = STATIC[path]
                 self._send(200, (PAGE_FILES / name).read_bytes(), kind)
@@ -113,6 +116,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(refused.code, {"error": refused.message})
         except RunnerError as error:  # no store (yet), or one that cannot be read
             self._json(503, {"error": error.message, "hint": error.hint})
+
+    def _host_allowed(self) -> bool:
+        """On a loopback address, only requests that name a loopback host: a web page elsewhere that points
+        its own name at 127.0.0.1 (DNS rebinding) cannot read the jobs through a visitor's browser."""
+        bound = self.server.server_address[0]
+        if not ipaddress.ip_address(bound).is_loopback:
+            return True  # reached by whatever name the box has; the address was asked for
+        host = urllib.parse.urlsplit(f"//{self.headers.get('Host', '')}").hostname or ""
+        return host == "localhost" or _is_loopback(host)
 
     def _api(self, path: str):
         parts = path.split("/")
@@ -158,6 +170,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args) -> None:  # noqa: A002 (http.server's name)
         """Requests are not logged: the daemon's log is its jobs' story, not its readers'."""
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Refused(Exception):

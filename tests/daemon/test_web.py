@@ -25,11 +25,11 @@ HOSTILE_FILE = "<img src=x onerror=alert(1)>.yaml"
 ARTIFACTS = REPO / ".artifacts"
 
 
-def get(url_or_port, path: str, host: str = "127.0.0.1") -> tuple[int, dict | str]:
+def get(port: int, path: str, host: str = "127.0.0.1", headers: dict | None = None) -> tuple[int, dict | str]:
     """GET a raw path (http.client sends it as it is: no `..` folding as a browser or urllib would)."""
-    connection = http.client.HTTPConnection(host, url_or_port, timeout=10)
+    connection = http.client.HTTPConnection(host, port, timeout=10)
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers=headers or {})
         response = connection.getresponse()
         body = response.read().decode()
         kind = response.getheader("Content-Type", "")
@@ -64,6 +64,14 @@ def test_it_binds_only_the_address_it_is_given(page):
     assert get(port, "/api/jobs")[0] == 200
     with pytest.raises(ConnectionRefusedError):  # another loopback address: bound to 127.0.0.1 alone, not all
         socket.create_connection(("127.0.0.2", port), timeout=5).close()
+
+
+def test_a_request_for_another_host_name_is_refused(page):
+    port = page.server.server_address[1]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "[::1]"):
+        assert get(port, "/api/jobs", headers={"Host": host})[0] == 200, host
+    code, body = get(port, "/api/jobs", headers={"Host": f"evil.example:{port}"})  # DNS rebinding
+    assert code == 421 and "jobs" not in body
 
 
 def test_a_taken_port_or_a_bad_address_is_a_clear_error(page, tmp_path):
