@@ -64,6 +64,10 @@ def test_it_binds_only_the_address_it_is_given(page):
     assert get(port, "/api/jobs")[0] == 200
     with pytest.raises(ConnectionRefusedError):  # another loopback address: bound to 127.0.0.1 alone, not all
         socket.create_connection(("127.0.0.2", port), timeout=5).close()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", "/api/jobs/1", body=b"{}")  # read-only: nothing but GET is answered
+    assert connection.getresponse().status == 501
+    connection.close()
 
 
 def test_a_request_for_another_host_name_is_refused(page):
