@@ -9,6 +9,9 @@ import sys
 from runner import __version__
 from runner.errors import ExitCode, RunnerError, UsageError
 
+DEFAULT_HTTP = "127.0.0.1:8765"
+"""The status page's address when none is given: loopback, so only this machine's users see it."""
+
 
 class _Parser(argparse.ArgumentParser):
     """Usage errors become UsageError, so that `--format json` can report them as JSON too."""
@@ -123,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--poll", action="store_true", help="poll instead of inotify (network filesystems)")
     watch.add_argument("--max-attempts", type=int, default=3, help="starts of one job at most (default 3)")
     watch.add_argument("--job-timeout", type=float, help="seconds a job may run before it is stopped")
+    watch.add_argument("--plan-timeout", type=float, default=1800.0,
+                       help="seconds planning one job may take before it fails (default 1800)")
+    watch.add_argument("--max-jobs", type=_positive_int, help="jobs that may run at once (default: as many as "
+                       "the devices hold)")
+    watch.add_argument("--http", nargs="?", const=DEFAULT_HTTP, metavar="HOST:PORT",
+                       help=f"serve the read-only status page and JSON API (default {DEFAULT_HTTP}; an address "
+                            "other than loopback only when given)")
     watch.add_argument("--runner-command", help="command that starts runner children (default: this python -m runner)")
     watch.add_argument("--allow-reward-functions", action="store_true",
                        help="run specs whose reward is a Python function (it runs as the daemon's user); refused "
@@ -130,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--allow-remote-code", action="store_true",
                        help="run specs that set trust_remote_code (model code runs as the daemon's user); refused "
                             "otherwise")
+
+    serve = commands.add_parser("serve", help="the daemon's status page and JSON API (read-only)",
+                                description="Serve the read-only status page and JSON API of a daemon's state dir "
+                                            "(what runner watch --http serves), without being the daemon.")
+    _state_dir(serve)
+    serve.add_argument("--http", default=DEFAULT_HTTP, metavar="HOST:PORT",
+                       help=f"address to listen on (default {DEFAULT_HTTP}: this machine only)")
+    commands.add_parser("worker", help=argparse.SUPPRESS,
+                        description="The watch daemon's planning worker: started by runner watch, it answers "
+                                    "check and plan requests on stdin (runner.daemon.worker); not for people.")
 
     status = commands.add_parser("status", help="queued, running and recent jobs of the daemon",
                                  description="The daemon's jobs: running (with progress), queued, and recent results "
@@ -160,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--dir", default="schemas", help="folder to write into (default: schemas)")
     schema.add_argument("--check", action="store_true", help="only report stale schemas (exit 1)")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _source(parser: argparse.ArgumentParser) -> None:
@@ -216,7 +246,16 @@ def dispatch(args: argparse.Namespace) -> int:
                      invalid_grace=args.invalid_grace, rescan=args.rescan,
                      poll=args.poll, max_attempts=args.max_attempts, job_timeout=args.job_timeout,
                      runner_command=args.runner_command, allow_reward_functions=args.allow_reward_functions,
-                     allow_remote_code=args.allow_remote_code)
+                     allow_remote_code=args.allow_remote_code, plan_timeout=args.plan_timeout,
+                     max_jobs=args.max_jobs, http=args.http)
+    if args.command == "serve":
+        from runner.commands.serve import serve
+
+        return serve(args.state_dir, args.http)
+    if args.command == "worker":
+        from runner.commands.worker import worker
+
+        return worker()
     if args.command == "status":
         from runner.commands.status import status
 

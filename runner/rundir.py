@@ -48,16 +48,20 @@ checkpointing, memory budget), the micro-batching and packing only change how it
 def plan_sha256(plan: Plan) -> str:
     """What makes two plans the same run: the spec, every resolved setting, the trainable set, the
     steps and the inputs. Not when it was made, nor the memory free at that moment, nor library
-    versions, nor how the steps are spread over devices, so that running the same spec again after
-    an interruption resumes it, on as many devices as there are now."""
+    versions, nor how the steps are spread over devices, nor the spec's queue priority, so that
+    running the same spec again after an interruption resumes it, on as many devices as there are now.
+    The spec file is part of the inputs (its path): the watch daemon plans a snapshot named by the
+    spec's content, so two daemon jobs never share a plan hash, even when they differ only in layout."""
     record = plan.model_dump(mode="json", include={"name", "method", "spec", "resolved", "trainable", "steps",
                                                    "inputs"})
     for key in ("versions", "spec_sha256"):  # the spec's content is in `spec`
         record["inputs"].pop(key)
     record["spec"].pop("hardware")  # what it resolves to is in `resolved`
+    record["spec"].pop("priority", None)  # when it runs, not what it trains
     record["spec"]["training"].pop("micro_batch_size")
     if isinstance(record["spec"].get(plan.method), dict):  # packing is how rows fill a pass, not which rows
         record["spec"][plan.method].pop("packing", None)
+        record["spec"][plan.method] = record["spec"][plan.method] or None  # a section that only set packing
     record["resolved"] = {key: entry["value"] for key, entry in record["resolved"].items() if not _is_layout(key)}
     for key in ("devices", "micro_batch_size", "gradient_accumulation"):
         record["steps"].pop(key)

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 from runner.errors import ExitCode, RunnerError
 
+TRIES = 5
+"""The daemon may move the job between our read and our write (a compare-and-set): read again."""
+
 
 def cancel(name: str, state_dir: str | None) -> int:
     from runner.daemon.paths import state_directory
-    from runner.daemon.store import State, Store
+    from runner.daemon.states import State
+    from runner.daemon.store import Store
 
     store = Store.existing(state_directory(state_dir), writable=True)
-    job = store.latest(name)
-    if job is None:
-        raise RunnerError(f"no job named {name}", "see: runner status")
-    if job.state == State.QUEUED and store.update(job.id, state=State.CANCELLED, reason="cancelled by the user",
-                                                  expect=State.QUEUED):
-        print(f"#{job.id} {job.name}: cancelled")
-        return ExitCode.OK
-    if job.state in (State.RUNNING, State.RECOVERING):
-        store.update(job.id, cancel_requested=1)
-        if job.state == State.RECOVERING:
-            store.update(job.id, state=State.CANCELLED, reason="cancelled by the user", expect=State.RECOVERING)
-        print(f"#{job.id} {job.name}: cancelling (a running job writes a checkpoint and stops)")
-        return ExitCode.OK
-    raise RunnerError(f"#{job.id} {job.name} is {job.state.value}; only queued or running jobs can be cancelled")
+    for _ in range(TRIES):
+        job = store.latest(name)
+        if job is None:
+            raise RunnerError(f"no job named {name}", "see: runner status")
+        if job.state == State.RUNNING:
+            store.update(job.id, cancel_requested=1, expect=State.RUNNING)
+            print(f"#{job.id} {job.name}: cancelling (a running job writes a checkpoint and stops)")
+            return ExitCode.OK
+        if job.state in (State.QUEUED, State.RECOVERING):
+            if store.move(job, State.CANCELLED, reason="cancelled by the user", cancel_requested=1):
+                print(f"#{job.id} {job.name or job.path}: cancelled")
+                return ExitCode.OK
+            continue
+        raise RunnerError(f"#{job.id} {job.name or job.path} is {job.state.value}; only queued or running jobs can "
+                          "be cancelled")
+    raise RunnerError(f"#{job.id} {job.name} changed state {TRIES} times while being cancelled", "try again")

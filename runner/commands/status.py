@@ -3,62 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from runner.errors import ExitCode
-from runner.readers import loads_bounded, open_regular, read_regular
-from runner.rundir import MAX_PLAN_BYTES
-
-RECENT = 20
 
 
 def status(state_dir: str | None, output_format: str) -> int:
     from runner.daemon.paths import disk_full, state_directory
-    from runner.daemon.store import State, Store
+    from runner.daemon.report import overview, runs_directory
+    from runner.daemon.store import Store
 
     state = state_directory(state_dir)
     store = Store.existing(state, writable=False)
+    if output_format == "json":
+        print(json.dumps(overview(store, state, runs_directory(state)), indent=2))
+        return ExitCode.OK
     jobs = store.jobs()
     paused = disk_full(state)
-    if output_format == "json":
-        records = []
-        for job in jobs:
-            record = job.to_json()
-            record["progress"] = progress(job.run_dir) if job.state == State.RUNNING else None
-            records.append(record)
-        print(json.dumps({"paused": paused, "jobs": records}, indent=2))
-        return ExitCode.OK
     if paused:
         print(f"Admission paused: {paused}\n")
     print(render(jobs))
     return ExitCode.OK
-
-
-def progress(run_dir: str | None) -> dict | None:
-    """Step and total of a running job, from its run directory (read-only, bounded: the run's files
-    are written by the job, not by runner's own code alone)."""
-    if not run_dir:
-        return None
-    folder = Path(run_dir)
-    try:
-        total = loads_bounded(read_regular(folder / "plan.json", MAX_PLAN_BYTES))["steps"]["total_steps"]
-        step = _last_step(folder / "metrics.jsonl")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return {"step": step, "total_steps": total}
-
-
-def _last_step(metrics: Path) -> int:
-    try:
-        handle = open_regular(metrics)
-    except FileNotFoundError:
-        return 0
-    with handle:
-        handle.seek(max(0, os.fstat(handle.fileno()).st_size - 65536))
-        lines = [line for line in handle.read().splitlines() if line.strip()]
-    return loads_bounded(lines[-1])["step"] if lines else 0
 
 
 def _place(diagnostic: dict) -> str:
@@ -70,6 +36,7 @@ def _place(diagnostic: dict) -> str:
 
 
 def render(jobs) -> str:
+    from runner.daemon.report import RECENT, progress
     from runner.daemon.store import State
 
     def age(timestamp: float | None) -> str:

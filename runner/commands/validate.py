@@ -171,7 +171,7 @@ def _file_record(result: SpecResult) -> dict:
     record = {"file": display_path(result.source or result.path), "valid": not result.errors}
     if result.spec is not None:
         record.update(name=result.spec.name, method=result.spec.method, depends_on=jobs_named(result.spec),
-                      runs_code=[use.to_json() for use in result.runs_code])
+                      runs_code=[use.to_json() for use in result.runs_code], priority=result.spec.priority)
     record["data"] = {role: {"rows": report.rows, "usable_rows": report.usable, "format": report.format,
                              "variant": report.variant, "checked": report.checked,
                              "sources": [{"source": part.source.label, "kind": part.source.kind, "rows": part.rows,

@@ -12,7 +12,8 @@ from runner.errors import UsageError
 
 def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: float, invalid_grace: float,
           rescan: float, poll: bool, max_attempts: int, job_timeout: float | None, runner_command: str | None,
-          allow_reward_functions: bool = False, allow_remote_code: bool = False) -> int:
+          allow_reward_functions: bool = False, allow_remote_code: bool = False, plan_timeout: float = 1800.0,
+          max_jobs: int | None = None, http: str | None = None) -> int:
     from runner.daemon.admission import Allowances
     from runner.daemon.paths import runs_directory, state_directory
     from runner.daemon.store import Store, lock_state_directory
@@ -28,18 +29,32 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
     lock = lock_state_directory(state)  # held (open) for the daemon's life
     log_file = _Tee(open(state / "daemon.jsonl", "a", buffering=1), sys.stdout)
     store, moved = Store.for_daemon(state)
-    supervisor = Supervisor(watched, store, state, runs_directory(runs_dir, state), settle=settle,
-                            invalid_grace=invalid_grace, rescan=rescan, poll=poll, max_attempts=max_attempts,
-                            job_timeout=job_timeout, command=shlex.split(runner_command) if runner_command else None,
-                            allow=Allowances(allow_reward_functions, allow_remote_code), log_file=log_file)
+    runs = runs_directory(runs_dir, state)
+    server = page(state, runs, http) if http else None  # bound before the loop: a taken port is an error now
+    supervisor = Supervisor(watched, store, state, runs, settle=settle, invalid_grace=invalid_grace, rescan=rescan,
+                            poll=poll, max_attempts=max_attempts, job_timeout=job_timeout, plan_timeout=plan_timeout,
+                            max_jobs=max_jobs, command=shlex.split(runner_command) if runner_command else None,
+                            allow=Allowances(allow_reward_functions, allow_remote_code),
+                            http=server.url if server else None, log_file=log_file)
     if moved:
         print(f"runner watch: {moved}; the store is rebuilt from the run directories", file=sys.stderr)
         supervisor.log.msg("store_moved_aside", detail=moved)
     try:
+        if server:
+            server.start()
         return supervisor.serve()
     finally:
+        if server:
+            server.stop()
         store.close()
         os.close(lock)
+
+
+def page(state: Path, runs: Path, address: str):
+    """The read-only status page and JSON API on `address`, served from threads beside the loop."""
+    from runner.daemon.web import Page
+
+    return Page.bind(address, state, runs)
 
 
 class _Tee:

@@ -1,5 +1,6 @@
 """Child processes: one process group per job, so a crash, an OOM kill or a segfault ends one
-job and never the daemon; and the facts needed to recognise a child after a daemon restart."""
+job and never the daemon; the facts needed to recognise a child after a daemon restart; and what a
+child's end and its last words say."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.daemon import ledger
-from runner.daemon.store import Failure, State
+from runner.daemon.states import Failure, State
 from runner.manifest import Manifest
 from runner.readers import open_regular
 
@@ -29,9 +30,9 @@ def runner_command() -> list[str]:
 
 @dataclass
 class Child:
+    """A job's run as a local process group (runner.daemon.executor.Local)."""
+
     job_id: int
-    stage: str
-    """plan | run"""
     pid: int
     process: subprocess.Popen | None = None
     """None for a child adopted after a daemon restart (not ours to wait on)."""
@@ -46,18 +47,22 @@ class Child:
             return self.process.poll()
         return None if process_start_time(self.pid) is not None else -1
 
-    def signal(self, signum: int) -> None:
+    def stop(self, cold: bool) -> None:
+        """Warm: SIGTERM (the run writes a checkpoint and stops); cold: SIGKILL to the whole group."""
         with contextlib.suppress(ProcessLookupError, PermissionError):  # the group has already ended
-            os.killpg(self.pid, signum)
+            os.killpg(self.pid, signal.SIGKILL if cold else signal.SIGTERM)
+
+    @property
+    def process_group(self) -> int:
+        return self.pid
 
 
-def launch(job_id: int, stage: str, command: list[str], log_path: Path, env: dict[str, str],
-           cwd: Path | None = None) -> Child:
+def launch(job_id: int, command: list[str], log_path: Path, env: dict[str, str]) -> Child:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env=env, cwd=cwd)
-    return Child(job_id, stage, process.pid, process, log_path=log_path)
+                                   start_new_session=True, env=env)
+    return Child(job_id, process.pid, process, log_path=log_path)
 
 
 def process_start_time(pid: int) -> str | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from runner.daemon.store import Failure, State
+from runner.daemon.states import Failure, State
 from runner.manifest import Manifest
 from runner.rundir import RunDirectory
 

@@ -20,6 +20,9 @@ def runs_directory(given: str | None, state_dir: Path) -> Path:
     return Path(given or os.environ.get("RUNNER_RUNS_DIR") or state_dir).resolve()
 
 
+DAEMON_FILE = "daemon.json"
+"""In the state dir: the running daemon's own facts (folder, run root, GPUs and what they hold)."""
+
 MIN_FREE_BYTES = 64 * 1024 * 1024
 """Below this much free space where the state lives, the daemon admits, plans and starts nothing:
 snapshots, plans, logs and the store all need room, and a half-written state is worse than a wait."""

@@ -1,8 +1,11 @@
 """The watched folder, read as desired state: which spec files exist, settled, with what content.
 
 A file counts only once its size and mtime stayed the same for `settle` seconds, so a
-spec written in two parts, or copied slowly, is never read half-written. Editor temp and
-swap files are ignored. The folder itself is never modified.
+spec written in two parts, or copied slowly, is never read half-written; or, sooner, once the
+writer closed it (inotify's close-after-write, or a rename into place) and nothing touched it for
+QUIET_AFTER_CLOSE seconds since: `echo a > x.yaml; echo b >> x.yaml` is still read whole, and a spec
+written in parts with pauses between them is covered by the daemon's invalid-grace. Editor temp
+and swap files are ignored. The folder itself is never modified.
 
 Only regular files are read, opened without blocking (a FIFO named `x.yaml` would otherwise stop
 the daemon), and at most MAX_SPEC_BYTES of each: a larger file is reported as one, by the hash
@@ -22,6 +25,7 @@ from pathlib import Path
 from runner.readers import describe_kind, open_regular
 from runner.spec.jobs import MAX_SPEC_BYTES, SPEC_SUFFIXES, looks_like_spec
 
+QUIET_AFTER_CLOSE = 0.05
 IGNORED = (".*", "*~", "#*#", "*.swp", "*.swx", "*.tmp", "*.bak", "*.orig", "4913")
 SKIPPED_FOLDERS = {"runs", "node_modules", "__pycache__", "site-packages"}
 
@@ -48,6 +52,16 @@ class Scanner:
         file is read once"""
         self.ignored: dict[str, str] = {}
         """path -> why it is not read (not a regular file, unreadable), as of the last scan"""
+        self._closed: dict[str, float] = {}
+        """path -> when its writer closed it, while that is the last event seen for it"""
+
+    def note_closed(self, path: str) -> None:
+        """Its writer closed it, or it was renamed into place (called from the file watcher's thread)."""
+        self._closed[path] = time.monotonic()
+
+    def note_changed(self, path: str) -> None:
+        """It is being written (called from the file watcher's thread)."""
+        self._closed.pop(path, None)
 
     def scan(self) -> tuple[list[SpecFile], set[str], float | None]:
         """(settled spec files, every spec path present, seconds until a pending file may settle)."""
@@ -67,11 +81,12 @@ class Scanner:
             signature = (stat.st_size, stat.st_mtime_ns)
             previous = self._seen.get(key)
             if previous is None or previous[:2] != signature:
-                self._seen[key] = (*signature, now)
-                wait = self.settle if wait is None else min(wait, self.settle)
-                continue
+                self._seen[key] = previous = (*signature, now)
             stable_for = now - previous[2]
             remaining = self.settle - stable_for
+            closed = self._closed.get(key)
+            if closed is not None:
+                remaining = min(remaining, closed + QUIET_AFTER_CLOSE - now)
             if remaining > 0:
                 wait = remaining if wait is None else min(wait, remaining)
                 continue
@@ -87,6 +102,7 @@ class Scanner:
         for gone in set(self._seen) - present:
             del self._seen[gone]
             self._read.pop(gone, None)
+            self._closed.pop(gone, None)
         return settled, present, wait
 
     @staticmethod

@@ -21,33 +21,14 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from runner.daemon import states
+from runner.daemon.states import Failure, State, Status, Step
 from runner.errors import RunnerError
 
-
-class State(str, Enum):
-    INVALID = "invalid"
-    QUEUED = "queued"
-    RUNNING = "running"
-    RECOVERING = "recovering"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (State.SUCCEEDED, State.FAILED, State.CANCELLED, State.INVALID)
+__all__ = ["Failure", "Job", "State", "Status", "Step", "Store"]
 
 
-class Failure(str, Enum):
-    PLAN = "plan"
-    OOM = "oom"
-    RUNTIME = "runtime"
-    DIVERGED = "diverged"
-    TIMEOUT = "timeout"
-    KILLED = "killed"
-
-
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -55,8 +36,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     sha256 TEXT NOT NULL,
     name TEXT,
     state TEXT NOT NULL,
+    step TEXT,
+    priority INTEGER NOT NULL DEFAULT 0,
     failure TEXT,
     reason TEXT,
+    hint TEXT,
     diagnostics TEXT,
     depends_on TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -90,8 +74,15 @@ class Job:
     sha256: str
     name: str | None
     state: State
+    step: Step | None
+    """Where a queued job is on its way to starting (None for the other states)."""
+    priority: int
+    """The spec's priority: higher starts first; equal ones in order of arrival."""
     failure: str | None
     reason: str | None
+    """One line: why it waits, what it does, or how it ended."""
+    hint: str | None
+    """What to do about a failure or an invalid spec, when something says."""
     diagnostics: list | None
     depends_on: list[str]
     attempts: int
@@ -116,6 +107,7 @@ class Job:
     def of(cls, row: sqlite3.Row) -> Job:
         data = dict(row)
         data["state"] = State(data["state"])
+        data["step"] = Step(data["step"]) if data["step"] else None
         data["diagnostics"] = json.loads(data["diagnostics"]) if data["diagnostics"] else None
         data["depends_on"] = json.loads(data["depends_on"]) if data["depends_on"] else []
         data["cancel_requested"] = bool(data["cancel_requested"])
@@ -125,11 +117,24 @@ class Job:
     def to_json(self) -> dict:
         record = dict(self.__dict__)
         record["state"] = self.state.value
+        record["step"] = self.step.value if self.step else None
         return record
+
+    @property
+    def status(self) -> Status:
+        return Status(self.state, self.step)
 
 
 class StoreUnreadable(RunnerError):
     """The store file exists but is not a runner store this version reads."""
+
+    upgradable = False
+
+
+class StoreOlder(StoreUnreadable):
+    """A store of an older layout: the daemon upgrades it in place."""
+
+    upgradable = True
 
 
 class Store:
@@ -158,9 +163,10 @@ class Store:
     def _writable(cls, path: Path) -> Store:
         connection = sqlite3.connect(path, timeout=30, isolation_level=None)
         try:
-            _check(connection, empty_is_readable=True)
+            _check(connection, empty_is_readable=True, upgradable=True)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
+            _upgrade(connection)
             connection.executescript(SCHEMA)
             connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
@@ -198,7 +204,9 @@ class Store:
         except (sqlite3.DatabaseError, StoreUnreadable) as error:
             if connection is not None:
                 connection.close()
+            upgraded = isinstance(error, StoreUnreadable) and error.upgradable
             raise RunnerError(f"{path} cannot be read as a runner store: {error}",
+                              "restart the daemon (systemctl restart runner-watch)" if upgraded else
                               "the daemon moves it aside and rebuilds the store from the run directories "
                               "at its next start (systemctl restart runner-watch)") from None
         return cls(path, connection)
@@ -268,22 +276,54 @@ class Store:
 
     # --- writes --------------------------------------------------------------------------------
 
-    def add(self, path: str, sha256: str, name: str | None, state: State, *, reason: str | None = None,
+    def add(self, path: str, sha256: str, name: str | None, status: Status, *, reason: str | None = None,
             diagnostics: list | None = None, depends_on: list[str] | None = None, **fields) -> Job:
+        """A new job in `status` (an edge from no row); the existing one when its content is known."""
+        states.check(states.GONE, status)
         now = time.time()
         cursor = self.connection.execute(
-            "INSERT OR IGNORE INTO jobs (path, sha256, name, state, reason, diagnostics, depends_on, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (path, sha256, name, state.value, reason, json.dumps(diagnostics) if diagnostics else None,
-             json.dumps(depends_on or []), now, now))
+            "INSERT OR IGNORE INTO jobs (path, sha256, name, state, step, reason, diagnostics, depends_on, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (path, sha256, name, status.state.value, status.step.value if status.step else None, reason,
+             json.dumps(diagnostics) if diagnostics else None, json.dumps(depends_on or []), now, now))
         if cursor.rowcount == 0:
             return self.find(sha256)
         if fields:
             self.update(cursor.lastrowid, **fields)
         return self.get(cursor.lastrowid)
 
+    def move(self, job: Job, to: State | Status, **fields) -> bool:
+        """Change a job's state: only along an edge of the table (runner.daemon.states), and only if the
+        row is still in the state `job` was read in (compare-and-set). False when it had moved meanwhile."""
+        after = to if isinstance(to, Status) else Status(to)
+        states.check(job.status, after)
+        return self._set(job, state=after.state, step=after.step, **fields)
+
+    def forget(self, job: Job) -> bool:
+        """Delete a row (an edge to no row): content never admitted, or an invalid spec to check again."""
+        states.check(job.status, states.GONE)
+        query, parameters = self._where("DELETE FROM jobs", job)
+        return self.connection.execute(query, parameters).rowcount == 1
+
     def update(self, job_id: int, *, expect: State | tuple[State, ...] | None = None, **fields) -> bool:
-        """Change fields of a row; with `expect`, only if it is still in that state (compare-and-set)."""
+        """Change fields of a row other than its state; with `expect`, only if it is in one of those states."""
+        if "state" in fields or "step" in fields:
+            raise states.TransitionRefused("a change of state goes through Store.move (the transition table)")
+        query, parameters = self._assignments(job_id, fields)
+        if expect is not None:
+            expected = expect if isinstance(expect, tuple) else (expect,)
+            query += f" AND state IN ({','.join('?' * len(expected))})"
+            parameters += [state.value for state in expected]
+        return self.connection.execute(query, parameters).rowcount == 1
+
+    def _set(self, job: Job, **fields) -> bool:
+        query, parameters = self._assignments(job.id, fields)
+        query += " AND state = ? AND step IS ?"
+        parameters += [job.state.value, job.step.value if job.step else None]
+        return self.connection.execute(query, parameters).rowcount == 1
+
+    @staticmethod
+    def _assignments(job_id: int, fields: dict) -> tuple[str, list]:
         fields["updated_at"] = time.time()
         for key, value in list(fields.items()):
             if isinstance(value, Enum):
@@ -291,12 +331,12 @@ class Store:
             elif isinstance(value, (list, dict)):
                 fields[key] = json.dumps(value)
         assignments = ", ".join(f"{key} = ?" for key in fields)
-        query, parameters = f"UPDATE jobs SET {assignments} WHERE id = ?", [*fields.values(), job_id]
-        if expect is not None:
-            expected = expect if isinstance(expect, tuple) else (expect,)
-            query += f" AND state IN ({','.join('?' * len(expected))})"
-            parameters += [state.value for state in expected]
-        return self.connection.execute(query, parameters).rowcount == 1
+        return f"UPDATE jobs SET {assignments} WHERE id = ?", [*fields.values(), job_id]
+
+    @staticmethod
+    def _where(query: str, job: Job) -> tuple[str, list]:
+        return (f"{query} WHERE id = ? AND state = ? AND step IS ?",
+                [job.id, job.state.value, job.step.value if job.step else None])
 
 
 def lock_state_directory(state_dir: Path) -> int:
@@ -313,20 +353,47 @@ def lock_state_directory(state_dir: Path) -> int:
     return descriptor
 
 
-def _check(connection: sqlite3.Connection, *, empty_is_readable: bool) -> None:
-    """Raise unless this is a store of this layout, or (where allowed) an empty database. Reading
-    the header is what tells a garbage file: sqlite opens anything lazily."""
+def _check(connection: sqlite3.Connection, *, empty_is_readable: bool, upgradable: bool = False) -> None:
+    """Raise unless this is a store of this layout (or, where allowed, one the daemon upgrades, or an
+    empty database). Reading the header is what tells a garbage file: sqlite opens anything lazily."""
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if version == SCHEMA_VERSION and "jobs" in tables:
+    readable = (SCHEMA_VERSION, *UPGRADES) if upgradable else (SCHEMA_VERSION,)
+    if version in readable and "jobs" in tables:
         result = connection.execute("PRAGMA quick_check").fetchone()[0]
         if result != "ok":
             raise StoreUnreadable(f"the database is damaged ({result})")
         return
+    if version in UPGRADES and "jobs" in tables:
+        raise StoreOlder(f"the store has layout {version} (an older runner); the daemon upgrades it in place "
+                              "at its next start")
     if tables:
         raise StoreUnreadable(f"the store has layout {version}; this runner reads layout {SCHEMA_VERSION}")
     if not empty_is_readable:
         raise StoreUnreadable("it is empty")
+
+
+UPGRADES = {
+    2: ["ALTER TABLE jobs ADD COLUMN step TEXT",
+        "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN hint TEXT",
+        # layout 2 kept queued sub-states implicit: planned once it had an estimate
+        "UPDATE jobs SET step = CASE WHEN estimate_bytes IS NULL THEN 'planning' ELSE 'resources' END,"
+        " plan_path = CASE WHEN estimate_bytes IS NULL THEN NULL ELSE plan_path END WHERE state = 'queued'"],
+}
+"""Layout -> the statements that bring it to the next layout: a daemon upgrade keeps its store (a job a
+person cancelled stays cancelled)."""
+
+
+def _upgrade(connection: sqlite3.Connection) -> None:
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    while version in UPGRADES:
+        connection.execute("BEGIN IMMEDIATE")
+        for statement in UPGRADES[version]:
+            connection.execute(statement)
+        version += 1
+        connection.execute(f"PRAGMA user_version={version}")
+        connection.execute("COMMIT")
 
 
 def _connect(path: Path, writable: bool) -> sqlite3.Connection:

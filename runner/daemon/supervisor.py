@@ -1,47 +1,53 @@
 """The reconcile loop: make the store agree with the folder, and the processes with the store.
 
     recover             the run directories first: a finished manifest is the job's outcome, never
-                        a reason to run it again; then adopt live children, resume the others
+                        a reason to run it again; then adopt live runs, resume the others
     until stopped:
-        reap children           finished checks, plans and runs become results
-        scan the folder         new content is snapshotted and checked in a child; deleted or
+        reap                    the worker's reply and the runs that ended become results
+        scan the folder         new content is snapshotted and queued to be checked; deleted or
                                 changed queued specs are withdrawn; moved ones followed
         honour cancellations
-        plan queued jobs        `runner plan SNAPSHOT --source SPEC`: the estimate decides the devices
-        start ready jobs        `runner run --plan` per job, in its own process group
-        sleep until woken       a file event, a child's end, a signal, or the periodic rescan
-    stop warm (children checkpoint and stop), or cold on a second signal
+        release dependents      jobs whose {job: NAME} specs succeeded go on to planning
+        feed the worker         one check or plan at a time: checks first, then plans in queue order
+        start ready jobs        in queue order (runner.daemon.scheduling), through the executor
+        sleep until woken       a file event, the worker's reply, a child's end, a signal, or the rescan
+    stop warm (runs checkpoint and stop), or cold on a second signal
 
-Nothing a spec controls runs in this process: its checks, plans and runs are children, with
-limits; this loop reads only their bounded reports. A job is its spec's content (sha256): the
-bytes hashed are the bytes snapshotted, checked, planned and run, so a file that changes later
-is a new job, never a swap, and the same content anywhere in the folder is one job. An error
-while handling one job fails that job with a one-line reason; the others go on. A disk too full
-to write state pauses admission until there is room again.
+Nothing a spec controls runs in this process: its check and its plan are made by the planning
+worker (runner.daemon.worker, a child with limits), its run by the executor (runner.daemon.executor);
+this loop reads only their bounded replies. A job is its spec's content (sha256): the bytes hashed
+are the bytes snapshotted, checked, planned and run, so a file that changes later is a new job,
+never a swap, and the same content anywhere in the folder is one job. Every change of a job's
+state is an edge of the table in runner.daemon.states. An error while handling one job fails that
+job with a one-line reason; the others go on. A disk too full to write state pauses admission
+until there is room again.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import select
 import signal
 import sqlite3
 import time
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import structlog
 
-from runner.daemon import admission, children, ledger
+from runner.daemon import admission, children, ledger, states
 from runner.daemon.admission import Allowances, Verdict
-from runner.daemon.children import Child
-from runner.daemon.paths import disk_full
+from runner.daemon.executor import Execution, Executor, Local
+from runner.daemon.paths import DAEMON_FILE, disk_full
 from runner.daemon.resources import Devices
 from runner.daemon.scanner import Scanner, SpecFile
-from runner.daemon.store import Failure, Job, State, Store
+from runner.daemon.scheduling import decide, queue_order
+from runner.daemon.states import Failure, State, Status, Step
+from runner.daemon.store import Job, Store
+from runner.daemon.worker import CHECK_TIMEOUT_SECONDS, Reply, Worker
 from runner.errors import RunnerError
 from runner.fsutil import write_atomically
 from runner.manifest import Manifest
@@ -52,18 +58,6 @@ STOP_GRACE_SECONDS = 120
 BUSY_POLL_SECONDS = 0.5
 RETRY_SECONDS = 2.0
 PLAN_TIMEOUT_SECONDS = 1800.0
-CHECKS_AT_ONCE = 2
-
-
-@dataclass
-class Check:
-    """A spec content being checked for admission."""
-
-    spec: SpecFile
-    child: Child
-    report: Path
-    launched: float
-    timed_out: bool = False
 
 
 class Waker:
@@ -79,9 +73,10 @@ class Waker:
         with suppress(BlockingIOError):  # already awake
             os.write(self.write_end, b"!")
 
-    def wait(self, timeout: float) -> None:
-        with suppress(InterruptedError):
-            select.select([self.read_end], [], [], timeout)
+    def wait(self, timeout: float, also: int | None = None) -> None:
+        """Sleep until woken, `timeout` passes, or `also` (a descriptor) has something to read."""
+        with suppress(InterruptedError, OSError):
+            select.select([self.read_end] + ([also] if also is not None else []), [], [], timeout)
         with suppress(BlockingIOError):
             while os.read(self.read_end, 4096):
                 pass
@@ -90,26 +85,32 @@ class Waker:
 class Supervisor:
     def __init__(self, folder: Path, store: Store, state_dir: Path, runs_dir: Path, *, settle: float = 0.5,
                  invalid_grace: float = 5.0, rescan: float = 30.0, poll: bool = False, max_attempts: int = 3,
-                 job_timeout: float | None = None, command: list[str] | None = None, devices: Devices | None = None,
-                 allow: Allowances = Allowances(), log_file=None) -> None:
+                 job_timeout: float | None = None, plan_timeout: float = PLAN_TIMEOUT_SECONDS,
+                 max_jobs: int | None = None, command: list[str] | None = None, devices: Devices | None = None,
+                 executor: Executor | None = None, allow: Allowances = Allowances(), http: str | None = None,
+                 log_file=None) -> None:
         self.folder, self.store, self.state_dir, self.runs_dir = folder.resolve(), store, state_dir, runs_dir
         self.scanner = Scanner(folder, settle)
         self.invalid_grace = invalid_grace
         self.rescan, self.poll, self.max_attempts, self.job_timeout = rescan, poll, max_attempts, job_timeout
-        self.command = command or children.runner_command()
+        self.plan_timeout, self.max_jobs, self.http = plan_timeout, max_jobs, http
+        command = command or children.runner_command()
         self.devices = devices if devices is not None else Devices.detect()
+        self.executor = executor or Local(command)
+        self.worker = Worker(command, self.folder, state_dir / "logs" / "worker.log", self.devices.describe())
         self.allow = allow
-        self.children: dict[int, Child] = {}
-        self.checks: dict[str, Check] = {}
-        """spec sha256 -> its admission check in progress"""
+        self.runs: dict[int, Execution] = {}
+        """job id -> its run"""
+        self._pending: dict[str, SpecFile] = {}
+        """spec sha256 -> the settled file of content waiting to be checked"""
         self._recheck_at: dict[str, float] = {}
         """spec sha256 -> when an invalid result inside the invalid grace is checked again"""
         self._present: set[str] = set()
         self._plan_runs: dict[int, tuple[Path, str]] = {}
         """job id -> (runs folder, plan hash), read from its plan file once"""
+        self._run_dir_known: set[int] = set()
         self._said: set[tuple[str, str]] = set()
-        self._imported: set[int] = set()
-        """jobs recorded from run directories at this start"""
+        self._described = ""
         self.paused: str | None = None
         self.recovered = False
         self.waker = Waker()
@@ -126,12 +127,14 @@ class Supervisor:
         self._on_signals()
         self.log.msg("daemon_started", folder=str(self.folder), state_dir=str(self.state_dir), pid=os.getpid(),
                      runs_dir=str(self.runs_dir), gpus=[gpu.index for gpu in self.devices.gpus],
+                     max_jobs=self.max_jobs, http=self.http,
                      allow_reward_functions=self.allow.reward_functions, allow_remote_code=self.allow.remote_code)
+        self.worker.start()  # warm before the first spec lands
         observer = self._watch()
         try:
             while not self.stopping:
                 wait = self.reconcile()
-                self.waker.wait(wait)
+                self.waker.wait(wait, self.worker.fileno())
                 self._log_stop()
         finally:
             observer.stop()
@@ -155,10 +158,15 @@ class Supervisor:
         self.reap()
         settle_wait = self.scan()
         self.cancel_requested()
-        self.plan_queued()
-        self.start_ready()
+        if not (self.paused or self.stopping):
+            self.release_dependents()
+            self.feed_worker()
+            self.start_ready()
+        self._describe()
         waits = [self.rescan, settle_wait if settle_wait is not None else self.rescan]
-        if self.children or self.checks or self.store.jobs(State.QUEUED, State.RECOVERING):
+        if self.worker.ready_in():
+            waits.append(self.worker.ready_in())
+        if self.runs or self.store.jobs(State.QUEUED, State.RECOVERING):
             waits.append(BUSY_POLL_SECONDS)
         return max(0.05, min(waits))
 
@@ -184,12 +192,13 @@ class Supervisor:
                 raise
             reason = f"the daemon could not handle this job: {_one_line(error)}"
             self.log.msg("job_error", job=job.id, name=job.name, error=reason)
-            child = self.children.pop(job.id, None)
-            if child is not None:
-                child.signal(signal.SIGKILL)
+            run = self.runs.pop(job.id, None)
+            if run is not None:
+                run.stop(cold=True)
             self.devices.release(job.id)
+            self._abandon(job.id, job.sha256)
             with suppress(Exception):
-                self._finish(job, State.FAILED, Failure.RUNTIME.value, reason)
+                self._finish(self.store.get(job.id), State.FAILED, Failure.RUNTIME.value, reason)
 
     def _pause_when_full(self, why: str | None) -> None:
         if why != self.paused:
@@ -213,41 +222,42 @@ class Supervisor:
                 retry_in = RETRY_SECONDS
             if retry_in is not None:
                 wait = retry_in if wait is None else min(wait, retry_in)
+        settled = {spec.sha256: spec for spec in files}
+        at_path = {spec.path: spec.sha256 for spec in files}
+        self._pending = {}
         for job in self.store.jobs(State.QUEUED):
-            if job.path not in self._present and job.path.startswith(str(self.folder)):
+            if job.step == Step.CHECKING:
+                if job.sha256 in settled:
+                    self._pending[job.sha256] = settled[job.sha256]
+                elif job.path not in self._present or at_path.get(job.path, job.sha256) != job.sha256:
+                    self._forget(job)  # gone or changed before it was admitted: it never was a job
+            elif job.path not in self._present and job.path.startswith(str(self.folder)):
                 self._withdraw(job, "the spec file was deleted")
         return wait
 
     def _consider(self, spec: SpecFile) -> float | None:
-        """A settled spec file: the job of its content, or a check that makes one. Returns the seconds
-        to wait when it must wait."""
+        """A settled spec file: the job of its content, or a new one to check. Returns the seconds to
+        wait when it must wait."""
         job = self.store.find(spec.sha256)
         if job is not None:
             self._seen_again(job, spec)
             return None
-        if spec.sha256 in self.checks or self.stopping:
+        if self.stopping:
             return None
         if self.paused:
             return RETRY_SECONDS
-        recheck = self._recheck_at.get(spec.sha256, 0) - time.monotonic()
-        if recheck > 0:
-            return recheck
-        if len(self.checks) >= CHECKS_AT_ONCE:
-            return BUSY_POLL_SECONDS
         if spec.oversized:
             summary = f"file is larger than {MAX_SPEC_BYTES:,} bytes, the most a spec may be"
-            self._record(spec, Verdict(False, reason=summary, diagnostics=[admission.diagnostic(
-                os.path.relpath(spec.path, self.folder), "", None, summary, "a spec names its data files")]))
+            job = self.store.add(spec.path, spec.sha256, None, states.INVALID, reason=summary,
+                                 diagnostics=[admission.diagnostic(os.path.relpath(spec.path, self.folder), "", None,
+                                                                   summary, "a spec names its data files")],
+                                 finished_at=time.time())
+            self.log.msg("job_invalid", job=job.id, path=spec.path, reason=summary)
             return None
-        snapshot = self._snapshot(spec)
-        checks = self.state_dir / "checks"
-        checks.mkdir(parents=True, exist_ok=True)
-        report, log = checks / f"{spec.sha256}.json", checks / f"{spec.sha256}.log"
-        for leftover in (report, log):  # of a check a stopped daemon left behind
-            leftover.unlink(missing_ok=True)
-        command = admission.command(snapshot, Path(spec.path), report)
-        child = children.launch(-1, "check", command, log, dict(os.environ), cwd=self.folder)
-        self.checks[spec.sha256] = Check(spec, child, report, time.monotonic())
+        self._snapshot(spec)
+        job = self.store.add(spec.path, spec.sha256, None, states.CHECKING, reason="waiting to be checked")
+        self._logged_move(job, None, states.CHECKING)
+        self._supersede(spec.path, job.id)  # the content that was here has not started: it never will
         return None
 
     def _seen_again(self, job: Job, spec: SpecFile) -> None:
@@ -260,14 +270,20 @@ class Supervisor:
         revive = job.state == State.CANCELLED and job.withdrawn
         if job.path == spec.path and not revive:
             return
-        fields: dict = {"path": spec.path}
         moved_folder = Path(job.path).parent != Path(spec.path).parent
-        if revive or (job.state == State.QUEUED and job.id not in self.children and moved_folder):
-            # relative paths resolve beside the spec: a spec in another folder is planned again
-            fields.update(plan_path=None, estimate_bytes=None, reason="waiting to be planned")
+        replan = {"plan_path": None, "estimate_bytes": None, "reason": "waiting to be planned"}
         if revive:
-            fields.update(state=State.QUEUED, withdrawn=0, finished_at=None)
-        if self.store.update(job.id, expect=job.state, **fields):
+            changed = self._move(job, states.PLANNING, path=spec.path, withdrawn=0, finished_at=None, **replan)
+        elif job.state == State.QUEUED and moved_folder:
+            # relative paths resolve beside the spec: checked or planned again from its new folder
+            self._abandon(job.id, job.sha256)
+            if job.step in (Step.DEPENDENCY, Step.RESOURCES):
+                changed = self._move(job, states.PLANNING, path=spec.path, **replan)
+            else:
+                changed = self.store.update(job.id, expect=State.QUEUED, path=spec.path)
+        else:
+            changed = self.store.update(job.id, expect=job.state, path=spec.path)
+        if changed:
             self.log.msg("job_revived" if revive else "job_moved", job=job.id, name=job.name, path=spec.path,
                          was=job.path)
             if revive:
@@ -275,25 +291,50 @@ class Supervisor:
 
     def _snapshot(self, spec: SpecFile) -> Path:
         """The bytes that were hashed, kept: they are what is checked, planned and run."""
-        path = self.state_dir / "snapshots" / f"{spec.sha256}.yaml"
+        path = self._snapshot_path(spec.sha256)
         if not path.is_file() or path.stat().st_size != len(spec.content):
             write_atomically(path, spec.content)
         return path
 
-    def _record(self, spec: SpecFile, verdict: Verdict) -> None:
-        if verdict.valid:
-            owner = self._name_owner(verdict.name, spec.path)
-            if owner is not None:
-                verdict = admission.name_taken(verdict.name, spec.path, owner.path, owner.id, self.folder)
-        if verdict.valid:
-            job = self.store.add(spec.path, spec.sha256, verdict.name, State.QUEUED, depends_on=verdict.depends_on,
-                                 reason="waiting to be planned")
-            self.log.msg("job_queued", job=job.id, name=job.name, path=spec.path, depends_on=verdict.depends_on)
+    def _snapshot_path(self, sha256: str) -> Path:
+        return self.state_dir / "snapshots" / f"{sha256}.yaml"
+
+    def _checked(self, sha256: str, reply: Reply) -> None:
+        job = self.store.find(sha256)
+        if job is None or job.status != states.CHECKING:
+            return
+        if reply.timed_out:
+            verdict = Verdict(False, reason=f"checking this spec took longer than {CHECK_TIMEOUT_SECONDS:.0f} s "
+                                            "(are its data or model files on a slow or hung filesystem?)")
         else:
-            job = self.store.add(spec.path, spec.sha256, None, State.INVALID, diagnostics=verdict.diagnostics,
-                                 reason=_one_line(verdict.reason))
-            self.log.msg("job_invalid", job=job.id, path=spec.path, reason=verdict.reason)
-        self._supersede(spec.path, job.id)
+            verdict = admission.verdict(reply.report if reply.ok else None, reply.reason, self.allow)
+        spec = self._pending.get(sha256)
+        age = (spec.stable_for if spec else 0.0) + time.monotonic() - reply.request.sent
+        if not verdict.valid and age < self.invalid_grace and sha256 not in self._recheck_at:
+            wait = self.invalid_grace - age  # written in parts? look again
+            self._recheck_at[sha256] = time.monotonic() + wait
+            self.store.update(job.id, reason=f"looks invalid; checked again in {wait:.0f} s in case it is still "
+                                             "being written")
+            return
+        self._recheck_at.pop(sha256, None)
+        self._record(job, verdict)
+
+    def _record(self, job: Job, verdict: Verdict) -> None:
+        if verdict.valid:
+            owner = self._name_owner(verdict.name, job.path)
+            if owner is not None:
+                verdict = admission.name_taken(verdict.name, job.path, owner.path, owner.id, self.folder)
+        if verdict.valid:
+            waiting = self._unmet(verdict.depends_on, job.path)
+            to = states.DEPENDENCY if waiting else states.PLANNING
+            reason = _waiting_for(waiting) if waiting else "waiting to be planned"
+            if self._move(job, to, name=verdict.name, depends_on=verdict.depends_on, priority=verdict.priority,
+                          reason=reason):
+                self.log.msg("job_queued", job=job.id, name=verdict.name, path=job.path,
+                             depends_on=verdict.depends_on, priority=verdict.priority)
+        elif self._move(job, states.INVALID, diagnostics=verdict.diagnostics, reason=_one_line(verdict.reason),
+                        hint=verdict.hint, finished_at=time.time()):
+            self.log.msg("job_invalid", job=job.id, path=job.path, reason=verdict.reason)
 
     def _name_owner(self, name: str | None, path: str) -> Job | None:
         """The spec that already has this name in the folder: a present file whose newest job bears it."""
@@ -305,243 +346,272 @@ class Supervisor:
         return None
 
     def _supersede(self, path: str, keep: int) -> None:
-        """Changed content replaces the content that has not started yet (planning included)."""
+        """Changed content replaces the content that has not started yet (planning included), as soon as
+        it is found: while it waits to be checked, the old content must not start."""
         for older in self.store.jobs(State.QUEUED):
             if older.path == path and older.id != keep:
-                self._withdraw(older, "superseded: the spec changed")
+                if older.step == Step.CHECKING:
+                    self._forget(older)
+                else:
+                    self._withdraw(older, "superseded: the spec changed")
 
     def _withdraw(self, job: Job, reason: str) -> None:
         """Cancel a queued job because its file went away or changed; its planning, if any, stops."""
-        child = self.children.get(job.id)
-        if child is not None and child.stage != "plan":
+        if job.id in self.runs:
             return  # started: it runs to its end
-        if child is not None:
-            child.signal(signal.SIGKILL)
-            del self.children[job.id]
-        self._finish(job, State.CANCELLED, None, reason, expect=State.QUEUED, withdrawn=1)
+        self._abandon(job.id, job.sha256)
+        self._finish(job, State.CANCELLED, None, reason, withdrawn=1)
 
-    # --- actual state: children ---------------------------------------------------------------------
+    def _forget(self, job: Job) -> None:
+        """Content that went away before it was admitted leaves no job behind."""
+        self._abandon(job.id, job.sha256)
+        self._recheck_at.pop(job.sha256, None)
+        if self.store.forget(job):
+            self.log.msg("job_state", job=job.id, name=job.name, was=str(job.status), now=None)
 
-    def reap(self) -> None:
-        for sha, check in list(self.checks.items()):
-            self._reap_check(sha, check)
-        for job_id, child in list(self.children.items()):
-            code = child.exit_code()
-            job = self.store.get(job_id)
-            with self._guard(job):
-                if code is None:
-                    self._enforce_timeout(child)
-                    self._note_run_directory(child)
-                    continue
-                if child.stage == "plan":
-                    self._planned(job, code, child)
-                else:
-                    self._ran(job, code, child)
-                    self.devices.release(job_id)
-                del self.children[job_id]  # only once its end is recorded: a full disk retries it
+    # --- the planning worker ----------------------------------------------------------------------
 
-    def _reap_check(self, sha: str, check: Check) -> None:
-        code = check.child.exit_code()
-        if code is None:
-            if time.monotonic() - check.launched > admission.CHECK_TIMEOUT_SECONDS and not check.timed_out:
-                check.child.signal(signal.SIGKILL)
-                check.timed_out = True
+    def feed_worker(self) -> None:
+        """Give the worker its next request: checks first (in order of arrival: they take milliseconds),
+        then plans in queue order."""
+        if self.worker.current is not None or self.worker.ready_in():
             return
-        del self.checks[sha]
-        if self.stopping:
-            return
-        if check.timed_out:
-            verdict = Verdict(False, reason=f"checking this spec took longer than {admission.CHECK_TIMEOUT_SECONDS:.0f} s "
-                                            "(are its data or model files on a slow or hung filesystem?)")
-        else:
-            verdict = admission.verdict(code, admission.read_report(check.report),
-                                        children.last_words(check.child.log_path), self.allow)
-        for leftover in (check.report, check.child.log_path):
-            with suppress(OSError):
-                leftover.unlink()
-        age = check.spec.stable_for + time.monotonic() - check.launched
-        if not verdict.valid and age < self.invalid_grace and sha not in self._recheck_at:
-            self._recheck_at[sha] = time.monotonic() + self.invalid_grace - age  # written in parts? look again
-            return
-        self._recheck_at.pop(sha, None)
-        self._record(check.spec, verdict)
-
-    def _planned(self, job: Job, code: int, child: Child) -> None:
-        if self.stopping and code != 0:  # stopped by the shutdown: plan it again at the next start
-            self.store.update(job.id, plan_path=None, reason="waiting to be planned")
-            return
-        if code != 0 or not job.plan_path or not Path(job.plan_path).is_file():
-            reason = children.last_words(child.log_path) or f"runner plan exited with code {code}"
-            if child.stop_sent is not None:
-                reason = f"planning took longer than {PLAN_TIMEOUT_SECONDS:.0f} s"
-            self._finish(job, State.FAILED, Failure.PLAN.value, reason)
-            return
-        plan = read_plan(Path(job.plan_path))
-        self._plan_runs[job.id] = (runs_folder(self.runs_dir, plan), plan_sha256(plan))
-        estimate = sum(item.bytes for item in plan.memory.items)
-        self.store.update(job.id, estimate_bytes=estimate, devices=plan.device.count, device_type=plan.device.type,
-                          reason="planned; waiting for a device")
-        self.log.msg("job_planned", job=job.id, name=job.name, devices=plan.device.count, device=plan.device.type,
-                     estimate_gib=round(estimate / 2**30, 2))
-
-    def _ran(self, job: Job, code: int, child: Child) -> None:
-        run = self._run_directory(job)
-        manifest = run.read_manifest() if run else None
-        recorded = manifest is not None and manifest.state in ledger.FINISHED
-        if job.cancel_requested:
-            self._finish(job, State.CANCELLED, None, "cancelled while running", run=run)
-        elif not recorded and self.stopping:
-            self.store.update(job.id, state=State.RECOVERING, pid=None, run_dir=str(run.path) if run else None,
-                              reason="the daemon stopped; the run resumes from its checkpoint at the next start")
-            self.log.msg("job_paused", job=job.id, name=job.name)
-        elif not recorded and child.stop_sent is not None:
-            self._finish(job, State.FAILED, Failure.TIMEOUT.value,
-                         f"ran longer than the job timeout ({self.job_timeout:.0f} s)", run=run)
-        elif not recorded and code == -1:
-            self._vanished(job, "its process vanished without recording an end")
-        else:
-            state, failure, reason = children.run_outcome(code, manifest, child.log_path)
-            self._finish(job, state, failure, reason, run=run, manifest=manifest)
-
-    def _note_run_directory(self, child: Child) -> None:
-        """Record where a running job writes, once it exists, so `runner status` can show progress."""
-        if child.stage != "run" or child.run_dir_known:
-            return
-        job = self.store.get(child.job_id)
-        run = self._run_directory(job)
-        if run is not None:
-            self.store.update(job.id, run_dir=str(run.path))
-            child.run_dir_known = True
-
-    def _enforce_timeout(self, child: Child) -> None:
-        limit = self.job_timeout if child.stage == "run" else PLAN_TIMEOUT_SECONDS
-        if limit is None:
-            return
-        elapsed = time.monotonic() - child.started
-        if elapsed > limit and child.stop_sent is None:
-            child.signal(signal.SIGTERM if child.stage == "run" else signal.SIGKILL)
-            child.stop_sent = time.monotonic()
-        elif child.stop_sent is not None and time.monotonic() - child.stop_sent > STOP_GRACE_SECONDS:
-            child.signal(signal.SIGKILL)
-
-    def cancel_requested(self) -> None:
-        for job in self.store.jobs(State.RUNNING):
-            child = self.children.get(job.id)
-            if job.cancel_requested and child is not None and child.stop_sent is None:
-                child.signal(signal.SIGTERM)
-                child.stop_sent = time.monotonic()
-                self.log.msg("job_cancelling", job=job.id, name=job.name)
-
-    def plan_queued(self) -> None:
-        if self.paused or self.stopping or any(child.stage == "plan" for child in self.children.values()):
-            return  # one plan at a time: planning loads a tokenizer and imports torch
+        self.worker.start()  # again, after it died or was stopped: warm for the next request
         for job in self.store.jobs(State.QUEUED):
-            if job.plan_path or job.id in self.children:
+            spec = self._pending.get(job.sha256)
+            if job.step != Step.CHECKING or spec is None or self._recheck_at.get(job.sha256, 0) > time.monotonic():
                 continue
+            self.worker.send("check", job.sha256, CHECK_TIMEOUT_SECONDS, snapshot=self._snapshot(spec),
+                             source=job.path)
+            self.store.update(job.id, reason="being checked")
+            return
+        for job in queue_order([job for job in self.store.jobs(State.QUEUED) if job.step == Step.PLANNING]):
             with self._guard(job):
-                waiting = [name for name in job.depends_on
-                           if self.store.latest_succeeded(name, str(Path(job.path).parent)) is None]
+                waiting = self._unmet(job.depends_on, job.path)
                 if waiting:
-                    self.store.update(job.id, reason=f"waiting for {', '.join(waiting)} to succeed")
+                    self._move(job, states.DEPENDENCY, reason=_waiting_for(waiting))
                     continue
-                snapshot = self.state_dir / "snapshots" / f"{job.sha256}.yaml"
+                snapshot = self._snapshot_path(job.sha256)
                 if not snapshot.is_file():
                     raise RunnerError(f"its snapshot {snapshot} is gone")
                 plan_path = self.state_dir / "plans" / f"{job.id}.json"
                 plan_path.parent.mkdir(parents=True, exist_ok=True)
-                command = [*self.command, "plan", str(snapshot), "--source", job.path, "--out", str(plan_path),
-                           "--runs-dir", str(self.runs_dir)]
-                self.children[job.id] = children.launch(job.id, "plan", command, self._log_path(job),
-                                                        dict(os.environ))
-                self.store.update(job.id, plan_path=str(plan_path), reason="planning")
+                plan_path.unlink(missing_ok=True)
+                self.worker.send("plan", job.id, self.plan_timeout, snapshot=snapshot, source=job.path,
+                                 out=plan_path, runs_dir=self.runs_dir, log=self._log_path(job))
+                self.store.update(job.id, reason="being planned")
                 return
 
-    def start_ready(self) -> None:
-        if self.stopping or self.paused:
+    def _answered(self, reply: Reply) -> None:
+        request = reply.request
+        if request.abandoned:
             return
+        if request.kind == "check":
+            self._checked(str(request.key), reply)
+            return
+        job = self.store.get(int(request.key))
+        with self._guard(job):
+            self._planned(job, reply, Path(request.body["out"]))
+
+    def _planned(self, job: Job, reply: Reply, plan_path: Path) -> None:
+        if job.status != states.PLANNING:
+            return
+        if not reply.ok or not plan_path.is_file():
+            reason = f"planning took longer than {self.plan_timeout:.0f} s" if reply.timed_out else (
+                reply.reason or "the worker wrote no plan")
+            self._finish(job, State.FAILED, Failure.PLAN.value, reason, hint=reply.hint)
+            return
+        plan = read_plan(plan_path)
+        self._plan_runs[job.id] = (runs_folder(self.runs_dir, plan), plan_sha256(plan))
+        estimate = sum(item.bytes for item in plan.memory.items)
+        if self._move(job, states.RESOURCES, plan_path=str(plan_path), estimate_bytes=estimate,
+                      devices=plan.device.count, device_type=plan.device.type, reason="planned; waiting for its turn"):
+            self.log.msg("job_planned", job=job.id, name=job.name, devices=plan.device.count, device=plan.device.type,
+                         estimate_gib=round(estimate / 2**30, 2))
+
+    def _abandon(self, job_id: int, sha256: str) -> None:
+        """The worker's answer for this job no longer matters (the job was withdrawn, moved or failed)."""
+        current = self.worker.current
+        if current is not None and current.key in (job_id, sha256):
+            current.abandoned = True
+
+    def release_dependents(self) -> None:
+        for job in self.store.jobs(State.QUEUED):
+            if job.step != Step.DEPENDENCY:
+                continue
+            with self._guard(job):
+                waiting = self._unmet(job.depends_on, job.path)
+                if not waiting:
+                    self._move(job, states.PLANNING, reason="waiting to be planned")
+                elif job.reason != _waiting_for(waiting):
+                    self.store.update(job.id, reason=_waiting_for(waiting))
+
+    def _unmet(self, names: list[str], path: str) -> list[str]:
+        """The specs among `names` (in the folder of `path`) that have not succeeded yet."""
+        return [name for name in names if self.store.latest_succeeded(name, str(Path(path).parent)) is None]
+
+    # --- actual state: runs -----------------------------------------------------------------------
+
+    def reap(self) -> None:
+        reply = self.worker.poll()
+        if reply is not None:
+            self._answered(reply)
+        for job_id, run in list(self.runs.items()):
+            code = run.exit_code()
+            job = self.store.get(job_id)
+            with self._guard(job):
+                if code is None:
+                    self._enforce_timeout(run)
+                    self._note_run_directory(job)
+                    continue
+                self._ran(job, code, run)
+                self.devices.release(job_id)
+                del self.runs[job_id]  # only once its end is recorded: a full disk retries it
+
+    def _ran(self, job: Job, code: int, run: Execution) -> None:
+        if job.state != State.RUNNING:  # cancelled by a person between the start and its record
+            self.log.msg("run_ended", job=job.id, name=job.name, state=job.state.value, exit_code=code)
+            return
+        run_dir = self._run_directory(job)
+        manifest = run_dir.read_manifest() if run_dir else None
+        recorded = manifest is not None and manifest.state in ledger.FINISHED
+        if job.cancel_requested:
+            self._finish(job, State.CANCELLED, None, "cancelled while running", run=run_dir)
+        elif not recorded and self.stopping:
+            if self._move(job, states.RECOVERING, pid=None, run_dir=str(run_dir.path) if run_dir else None,
+                          reason="the daemon stopped; the run resumes from its checkpoint at the next start"):
+                self.log.msg("job_paused", job=job.id, name=job.name)
+        elif not recorded and run.stop_sent is not None:
+            self._finish(job, State.FAILED, Failure.TIMEOUT.value,
+                         f"ran longer than the job timeout ({self.job_timeout:.0f} s)", run=run_dir)
+        elif not recorded and code == -1:
+            self._vanished(job, "its process vanished without recording an end")
+        else:
+            state, failure, reason = children.run_outcome(code, manifest, getattr(run, "log_path", None))
+            self._finish(job, state, failure, reason, run=run_dir, manifest=manifest,
+                         hint=manifest.error.hint if manifest and manifest.error else None)
+
+    def _note_run_directory(self, job: Job) -> None:
+        """Record where a running job writes, once it exists, so `runner status` can show progress."""
+        if job.id in self._run_dir_known:
+            return
+        run_dir = self._run_directory(job)
+        if run_dir is not None:
+            self.store.update(job.id, run_dir=str(run_dir.path))
+            self._run_dir_known.add(job.id)
+
+    def _enforce_timeout(self, run: Execution) -> None:
+        if self.job_timeout is None:
+            return
+        if time.monotonic() - run.started > self.job_timeout and run.stop_sent is None:
+            run.stop(cold=False)
+            run.stop_sent = time.monotonic()
+        elif run.stop_sent is not None and time.monotonic() - run.stop_sent > STOP_GRACE_SECONDS:
+            run.stop(cold=True)
+
+    def cancel_requested(self) -> None:
+        for job in self.store.jobs(State.RUNNING):
+            run = self.runs.get(job.id)
+            if job.cancel_requested and run is not None and run.stop_sent is None:
+                run.stop(cold=False)
+                run.stop_sent = time.monotonic()
+                self.log.msg("job_cancelling", job=job.id, name=job.name)
+
+    def start_ready(self) -> None:
+        ready = []
         for job in self.store.jobs(State.RECOVERING, State.QUEUED):
-            if job.id in self.children or not job.plan_path or job.estimate_bytes is None:
+            if job.id in self.runs or job.step not in (None, Step.RESOURCES) or not job.plan_path \
+                    or job.estimate_bytes is None:
                 continue
             with self._guard(job):
                 if job.state == State.RECOVERING and self._record_finished(job, "its run had finished"):
                     continue
-                gpus = self.devices.reserve(job.id, job.device_type or "cpu", job.devices or 1, job.estimate_bytes)
-                if gpus is not None:
-                    self._start(job, gpus)
+                ready.append(job)
+        if any(job.device_type == "cuda" for job in ready):
+            self.devices.read_usage({job_id: run.process_group for job_id, run in self.runs.items()
+                                     if run.process_group is not None})
+        for decision in decide(ready, self.devices, len(self.runs), self.max_jobs):
+            job = decision.job
+            with self._guard(job):
+                if decision.never:
+                    self._finish(job, State.FAILED, Failure.PLAN.value, f"it can never start here: {decision.never}",
+                                 hint="plan it for this box's GPUs (hardware.gpus, hardware.max_memory_gb), or "
+                                      "run it elsewhere")
+                elif decision.gpus is None:
+                    if job.reason != decision.waits:
+                        self.store.update(job.id, reason=decision.waits)
+                else:
+                    self._start(job, decision.gpus)
 
     def _start(self, job: Job, gpus: list[int]) -> None:
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
-        command = [*self.command, "run", "--plan", job.plan_path, "--runs-dir", str(self.runs_dir), "--quiet"]
-        child = children.launch(job.id, "run", command, self._log_path(job), env)
-        self.children[job.id] = child
+        run = self.executor.start(job, Path(job.plan_path), self.runs_dir, gpus, self._log_path(job))
+        self.runs[job.id] = run
         resumed = job.state == State.RECOVERING
-        self.store.update(job.id, state=State.RUNNING, pid=child.pid, pid_start=children.process_start_time(child.pid),
-                          gpus=",".join(map(str, gpus)), attempts=job.attempts + 1, started_at=time.time(),
-                          reason="resuming from the last checkpoint" if resumed else "running")
-        self.log.msg("job_started", job=job.id, name=job.name, pid=child.pid, gpus=gpus, attempt=job.attempts + 1,
-                     resumed=resumed)
+        if not self._move(job, states.RUNNING, **self.executor.identity(run), gpus=",".join(map(str, gpus)),
+                          attempts=job.attempts + 1, started_at=time.time(),
+                          reason="resuming from the last checkpoint" if resumed else "running"):
+            run.stop(cold=True)  # a person cancelled it meanwhile; its end is reaped like any other
+            return
+        self.log.msg("job_started", job=job.id, name=job.name, pid=getattr(run, "pid", None), gpus=gpus,
+                     attempt=job.attempts + 1, resumed=resumed)
 
     # --- recovery and shutdown --------------------------------------------------------------------
 
     def recover(self) -> None:
         """Make the store say what the run directories say, then handle rows left `running` by a
-        daemon that died: adopt live children, record runs that finished meanwhile, resume the others."""
+        daemon that died: adopt live runs, record runs that finished meanwhile, resume the others."""
         self._import_runs()
         for job in self.store.jobs(State.RUNNING):
             with self._guard(job):
-                if job.pid and children.process_start_time(job.pid) == job.pid_start:
-                    self.children[job.id] = Child(job.id, "run", job.pid, log_path=self._log_path(job))
+                run = self.executor.adopt(job, self._log_path(job))
+                if run is not None:
+                    self.runs[job.id] = run
                     if job.estimate_bytes is not None:
-                        self.devices.reserve(job.id, job.device_type or "cpu", job.devices or 1, job.estimate_bytes)
+                        self.devices.reserve(job.id, [int(gpu) for gpu in (job.gpus or "").split(",") if gpu],
+                                             job.estimate_bytes)
                     self.log.msg("job_adopted", job=job.id, name=job.name, pid=job.pid)
                 elif not self._record_finished(job, "it finished while the daemon was down"):
                     self._vanished(job, "its process vanished while the daemon was down")
-        for job in self.store.jobs(State.QUEUED):
-            if job.plan_path and job.estimate_bytes is None:  # its plan child died with the daemon
-                self.store.update(job.id, plan_path=None, reason="waiting to be planned")
 
     def _import_runs(self) -> None:
-        """Runs the store does not know (it was lost, emptied, or moved aside) become rows again."""
-        known = {job.sha256: job for job in self.store.jobs()}
-        imported = 0
-        for run, manifest in ledger.daemon_runs(self.runs_dir, self.state_dir):
-            job = known.get(manifest.spec_sha256)
+        """Runs the store does not know (it was lost, emptied, or moved aside) become rows again: one per
+        spec content, as its succeeded run says, else as its newest run says."""
+        known = {job.sha256 for job in self.store.jobs()}
+        found: dict[str, tuple[RunDirectory, Manifest]] = {}
+        for run, manifest in ledger.daemon_runs(self.runs_dir, self.state_dir):  # oldest first
+            kept = found.get(manifest.spec_sha256)
+            if manifest.spec_sha256 not in known and (kept is None or kept[1].state != "succeeded"):
+                found[manifest.spec_sha256] = (run, manifest)
+        for sha256, (run, manifest) in found.items():
             recorded = ledger.outcome(manifest)
-            if job is not None and not (job.id in self._imported and recorded and recorded.state == State.SUCCEEDED):
-                continue
             plan = manifest.plan
-            fields = dict(run_dir=str(run.path), attempts=len(manifest.attempts), finished_at=time.time(),
-                          started_at=_epoch(manifest.timings.started_at))
+            fields = dict(run_dir=str(run.path), attempts=len(manifest.attempts),
+                          started_at=_epoch(manifest.timings.started_at), priority=plan.spec.get("priority") or 0)
             if recorded is not None:
-                fields.update(state=recorded.state, failure=recorded.failure,
+                status = Status(recorded.state)
+                fields.update(failure=recorded.failure, finished_at=time.time(),
                               reason=f"{_one_line(recorded.reason)} (recorded from its run directory)")
             else:
-                fields.update(state=State.RECOVERING, plan_path=str(run.plan), finished_at=None,
-                              estimate_bytes=sum(item.bytes for item in plan.memory.items), devices=plan.device.count,
-                              device_type=plan.device.type, reason="recorded from its run directory; resuming")
-            if job is None:
-                job = self.store.add(plan.inputs.spec_source or plan.inputs.spec_path, manifest.spec_sha256,
-                                     manifest.name, fields.pop("state"), **fields)
-            else:
-                self.store.update(job.id, **fields)
-            known[manifest.spec_sha256] = job
-            self._imported.add(job.id)
-            imported += 1
-        if imported:
-            self.log.msg("store_rebuilt", runs=imported,
+                status = states.RECOVERING
+                fields.update(plan_path=str(run.plan), estimate_bytes=sum(item.bytes for item in plan.memory.items),
+                              devices=plan.device.count, device_type=plan.device.type,
+                              reason="recorded from its run directory; resuming")
+            job = self.store.add(plan.inputs.spec_source or plan.inputs.spec_path, sha256, manifest.name, status,
+                                 **fields)
+            self._logged_move(job, None, status)
+        if found:
+            self.log.msg("store_rebuilt", runs=len(found),
                          detail="jobs recorded from run directories the store did not know")
 
     def _record_finished(self, job: Job, why: str) -> bool:
         """Record a job's outcome from its run directory when its manifest says it finished (in the
         attempt the daemon started): it is never started again."""
-        run = self._run_directory(job)
-        manifest = run.read_manifest() if run else None
+        run_dir = self._run_directory(job)
+        manifest = run_dir.read_manifest() if run_dir else None
         recorded = ledger.outcome(manifest) if manifest else None
         if recorded is None or not ledger.reflects_attempt(manifest, job.pid, job.started_at):
             return False
-        self._finish(job, recorded.state, recorded.failure, f"{_one_line(recorded.reason)} ({why})", run=run,
+        self._finish(job, recorded.state, recorded.failure, f"{_one_line(recorded.reason)} ({why})", run=run_dir,
                      manifest=manifest)
         return True
 
@@ -549,26 +619,23 @@ class Supervisor:
         """Resume from the last checkpoint, a bounded number of times."""
         if job.attempts >= self.max_attempts:
             self._finish(job, State.FAILED, Failure.KILLED.value, f"{why}, {job.attempts} attempts: giving up")
-            return
-        self.store.update(job.id, state=State.RECOVERING, pid=None, reason=f"{why}; resuming")
-        self.log.msg("job_recovering", job=job.id, name=job.name, attempts=job.attempts)
+        elif self._move(job, states.RECOVERING, pid=None, reason=f"{why}; resuming"):
+            self.log.msg("job_recovering", job=job.id, name=job.name, attempts=job.attempts)
 
     def shutdown(self) -> None:
-        runs = [child for child in self.children.values() if child.stage == "run"]
-        for check in self.checks.values():
-            check.child.signal(signal.SIGKILL)
-        for child in self.children.values():
-            child.signal(signal.SIGKILL if child.stage == "plan" or self.cold else signal.SIGTERM)
+        self.worker.stop()
+        for run in self.runs.values():
+            run.stop(cold=self.cold)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        waiting = [*self.children.values(), *(check.child for check in self.checks.values())]
-        while any(child.exit_code() is None for child in waiting):
+        while any(run.exit_code() is None for run in self.runs.values()):
             self._log_stop()
             if self.cold or time.monotonic() > deadline:
-                for child in waiting:
-                    child.signal(signal.SIGKILL)
+                for run in self.runs.values():
+                    run.stop(cold=True)
             time.sleep(0.2)
+        count = len(self.runs)
         self._pass("shutdown", self.reap)
-        self.log.msg("children_stopped", runs=len(runs))
+        self.log.msg("children_stopped", runs=count)
 
     def _on_signals(self) -> None:
         def handler(signum, frame):  # only flags and a byte down a pipe: no lock, no logging
@@ -578,7 +645,7 @@ class Supervisor:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, handler)
-        signal.signal(signal.SIGCHLD, lambda signum, frame: self.waker.wake())  # a check, plan or run ended
+        signal.signal(signal.SIGCHLD, lambda signum, frame: self.waker.wake())  # a run or the worker ended
 
     def _log_stop(self) -> None:
         if (self.stopping, self.cold) == self._stop_logged:
@@ -594,13 +661,21 @@ class Supervisor:
         from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver
 
-        waker = self.waker
+        waker, scanner = self.waker, self.scanner
 
         class Wake(FileSystemEventHandler):
             def on_any_event(self, event):
-                # Reads (ours too: the scan opens specs) raise open/close events; only changes matter.
-                if event.event_type in ("created", "modified", "deleted", "moved", "closed"):
-                    waker.wake()
+                # Reads (ours too: the scan opens specs) raise open/close-without-write events; only
+                # changes matter. A close after writing (or a rename into place) may end the settle wait.
+                if event.event_type in ("created", "modified"):
+                    scanner.note_changed(event.src_path)
+                elif event.event_type == "closed":
+                    scanner.note_closed(event.src_path)
+                elif event.event_type == "moved":
+                    scanner.note_closed(event.dest_path)
+                elif event.event_type != "deleted":
+                    return
+                waker.wake()
 
         for observer in ([] if self.poll else [Observer()]) + [PollingObserver(timeout=1.0)]:
             try:
@@ -613,12 +688,20 @@ class Supervisor:
 
     # --- helpers ------------------------------------------------------------------------------------
 
+    def _move(self, job: Job, to: Status, **fields) -> bool:
+        """A change of state (an edge of runner.daemon.states), logged."""
+        moved = self.store.move(job, to, **fields)
+        if moved:
+            self._logged_move(job, job.status, to, fields.get("name"))
+        return moved
+
+    def _logged_move(self, job: Job, was: Status | None, now: Status, name: str | None = None) -> None:
+        self.log.msg("job_state", job=job.id, name=name or job.name, was=str(was) if was else None, now=str(now))
+
     def _finish(self, job: Job, state: State, failure: str | None, reason: str, *, run: RunDirectory | None = None,
-                manifest: Manifest | None = None, expect=None, **fields) -> None:
-        changed = self.store.update(job.id, state=state, failure=failure, reason=_one_line(reason), pid=None,
-                                    finished_at=time.time(), run_dir=str(run.path) if run else job.run_dir,
-                                    expect=expect, **fields)
-        if not changed:
+                manifest: Manifest | None = None, hint: str | None = None, **fields) -> None:
+        if not self._move(job, Status(state), failure=failure, reason=_one_line(reason), hint=hint, pid=None,
+                          finished_at=time.time(), run_dir=str(run.path) if run else job.run_dir, **fields):
             return
         duration = round(time.time() - job.started_at, 1) if job.started_at else None
         metrics = manifest.metrics.model_dump(include={"train_loss", "eval_loss", "tokens_per_second", "steps"}) \
@@ -627,15 +710,29 @@ class Supervisor:
                      duration_s=duration, attempts=job.attempts, run_dir=str(run.path) if run else None, **metrics)
 
     def _run_directory(self, job: Job) -> RunDirectory | None:
-        """The run a job's plan made: the newest run directory of its plan hash."""
+        """The run a job's plan made: the newest run directory of its plan hash and its spec content
+        (two jobs never share a run, even where their plans would hash alike)."""
         where = self._plan_runs.get(job.id)
         if where is None:
             if not job.plan_path or not Path(job.plan_path).is_file():
                 return None
             plan = read_plan(Path(job.plan_path))
             where = self._plan_runs[job.id] = (runs_folder(self.runs_dir, plan), plan_sha256(plan))
-        runs = runs_of(*where)
-        return runs[-1][0] if runs else None
+        runs = [run for run, manifest in runs_of(*where) if manifest.spec_sha256 == job.sha256]
+        return runs[-1] if runs else None
+
+    def _describe(self) -> None:
+        """<state dir>/daemon.json: what `runner status` and the page say about the daemon itself (its
+        folder, run root, GPUs and what they hold), rewritten when it changes."""
+        described = json.dumps({
+            "pid": os.getpid(), "folder": str(self.folder), "state_dir": str(self.state_dir),
+            "runs_dir": str(self.runs_dir), "http": self.http, "max_jobs": self.max_jobs,
+            "executor": type(self.executor).__name__.lower(), "paused": self.paused,
+            "gpus": [gpu.to_json() for gpu in self.devices.gpus],
+            "cpu_job": self.devices.cpu_job}, indent=2)
+        if described != self._described:
+            write_atomically(self.state_dir / DAEMON_FILE, described + "\n")
+            self._described = described
 
     def _log_path(self, job: Job) -> Path:
         return self.state_dir / "logs" / f"{job.id}.log"
@@ -644,6 +741,10 @@ class Supervisor:
         if (event, key) not in self._said:
             self._said.add((event, key))
             self.log.msg(event, **fields)
+
+
+def _waiting_for(names: list[str]) -> str:
+    return f"waiting for {', '.join(names)} to succeed"
 
 
 def _disk_full_error(error: BaseException) -> bool:

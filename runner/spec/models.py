@@ -283,6 +283,9 @@ class JobFields(Section):
     """Lowercase letters, digits and '-'; names the run directory and lets other specs refer to this one."""
     description: str | None = None
     """Free text for people reading the spec."""
+    priority: Annotated[int, Field(ge=-100, le=100)] = 0
+    """The watch daemon starts queued jobs by priority (higher first), then in order of arrival. It changes
+    when a job runs, not what it trains: runs that differ only in priority are the same run."""
     method: str
     """How the model learns (the choices are the registered methods)."""
     base_model: ModelSource

@@ -1,12 +1,10 @@
 """Fixtures of the daemon tests: a plan template for the fake runner, and a daemon on a temporary folder."""
 
-import os
 import signal
 
 import pytest
 
-from tests.conftest import REPO
-from tests.daemon.harness import FAKE, Daemon, spec_text
+from tests.daemon.harness import fake_daemon, spec_text
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +24,6 @@ def plan_template(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture
 def daemon(tmp_path, plan_template, tiny_model_dir):
-    env = {**os.environ, "FAKE_PLAN_TEMPLATE": str(plan_template), "FAKE_LEDGER": str(tmp_path / "ledger.jsonl"),
-           "PYTHONPATH": str(REPO)}
-    created = Daemon(tmp_path, FAKE, env)
-    (created.folder / "model").symlink_to(tiny_model_dir)
-    (created.folder / "data").mkdir()
-    (created.folder / "data" / "train.jsonl").write_text('{"prompt": "q", "completion": "a"}\n' * 4)
+    created = fake_daemon(tmp_path, plan_template, tiny_model_dir)
     yield created
     created.stop(signal.SIGKILL)

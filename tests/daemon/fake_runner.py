@@ -1,10 +1,19 @@
 """Stands in for `python -m runner` in daemon tests: plans from a template, "runs" by sleeping.
 
-It honours what the daemon relies on: `plan --out` writes a Plan, `run --plan` writes a
-manifest in a run directory keyed by the plan hash (resuming an unfinished one), SIGTERM
-ends it as interrupted, and a line per start goes to $FAKE_LEDGER for exactly-once checks.
-Comments in the spec steer it: `# fake-seconds: N`, `# fake-plan-seconds: N`, `# fake-plan: fail|garbage`,
-`# fake-run: crash`.
+It honours what the daemon relies on: `worker` is the real planning worker (runner.daemon.worker:
+the real protocol, limits and checks) with a planner that copies a template plan; `run --plan`
+writes a manifest in a run directory keyed by the plan hash (resuming an unfinished one) and
+metrics.jsonl, SIGTERM ends it as interrupted, and a line per start goes to $FAKE_LEDGER for
+exactly-once checks. Comments in the spec steer it:
+
+    # fake-seconds: N          how long the run takes (0.2)
+    # fake-metrics: N          metrics lines it writes over that time (one per 0.1 s by default)
+    # fake-hold: N             seconds it goes on running after writing all its metrics (0)
+    # fake-log: TEXT           a line it prints to its log
+    # fake-run: crash|oom
+    # fake-plan-seconds: N     how long planning takes
+    # fake-plan: fail|garbage|crash|hog
+    # fake-device: cuda, # fake-gpus: N, # fake-estimate-gib: X    what the plan asks for
 """
 
 import hashlib
@@ -17,8 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+from runner.daemon.worker import PlanRequest, serve
+from runner.errors import RunnerError
 from runner.manifest import Attempt, Environment, Manifest, RunError, Timings
-from runner.plan.models import Plan
+from runner.plan.models import MemoryItem, Plan
 from runner.rundir import new_run, now, plan_sha256, resumable_run, runs_folder
 from runner.spec.jobs import spec_name
 
@@ -28,24 +39,30 @@ def directive(text: str, key: str, default: str = "") -> str:
     return match.group(1) if match else default
 
 
-def plan(arguments: list[str]) -> int:
-    spec = Path(arguments[0]).resolve()
-    source = Path(arguments[arguments.index("--source") + 1]) if "--source" in arguments else spec
+def fake_plan(request: PlanRequest):
+    spec = request.snapshot.resolve()
     text = spec.read_text()
     if directive(text, "plan") == "fail":
-        print("runner plan: error: the estimate (99.0 GiB per device) does not fit", file=sys.stderr)
-        return 1
+        raise RunnerError("the estimate (99.0 GiB per device) does not fit", "give the job more GPUs")
     time.sleep(float(directive(text, "plan-seconds", "0")))
     if directive(text, "plan") == "garbage":  # a plan file the daemon cannot read
-        Path(arguments[arguments.index("--out") + 1]).write_text("[" * 100_000)
-        return 0
+        request.out.write_text("[" * 100_000)
+        return None
+    if directive(text, "plan") == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if directive(text, "plan") == "hog":  # past the worker's memory limit
+        return bytearray(64 * 2**30)
     template = Plan.model_validate_json(Path(os.environ["FAKE_PLAN_TEMPLATE"]).read_text())
-    made = template.model_copy(update={
-        "name": spec_name(spec), "spec": {**template.spec, "description": text},
-        "inputs": template.inputs.model_copy(update={"spec_path": str(spec), "spec_source": str(source),
-                                                     "spec_sha256": hashlib.sha256(spec.read_bytes()).hexdigest()})})
-    Path(arguments[arguments.index("--out") + 1]).write_text(made.model_dump_json())
-    return 0
+    update = {"name": spec_name(spec), "spec": {**template.spec, "description": text},
+              "inputs": template.inputs.model_copy(update={
+                  "spec_path": str(spec), "spec_source": str(request.source),
+                  "spec_sha256": hashlib.sha256(spec.read_bytes()).hexdigest()})}
+    if directive(text, "device") == "cuda":
+        update["device"] = template.device.model_copy(update={"type": "cuda",
+                                                              "count": int(directive(text, "gpus", "1"))})
+        update["memory"] = template.memory.model_copy(update={"items": [MemoryItem(
+            name="everything", bytes=int(float(directive(text, "estimate-gib", "1")) * 2**30))]})
+    return template.model_copy(update=update)
 
 
 def run(arguments: list[str]) -> int:
@@ -77,8 +94,21 @@ def run(arguments: list[str]) -> int:
 
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    deadline = time.monotonic() + float(directive(text, "seconds", "0.2"))
+    said = re.search(r"^# fake-log: (.*)$", text, re.MULTILINE)
+    print(f"fake run of {made.name}" + (f"\n{said.group(1)}" if said else ""), flush=True)
+    seconds = float(directive(text, "seconds", "0.2"))
+    lines = int(directive(text, "metrics", "0"))
+    started = time.monotonic()
+    deadline = started + seconds
+    written = 0
     while time.monotonic() < deadline and not stop:
+        due = lines if seconds <= 0 else min(lines, int(lines * (time.monotonic() - started) / seconds) + 1)
+        written = _metrics(run_dir, written, due, started)
+        time.sleep(0.05)
+    if not stop:
+        _metrics(run_dir, written, lines, started)
+    held = time.monotonic() + float(directive(text, "hold", "0"))
+    while time.monotonic() < held and not stop:
         time.sleep(0.05)
     if stop:
         return finish("interrupted", 130, RunError(kind="interrupted", message="stopped by a signal"))
@@ -89,6 +119,15 @@ def run(arguments: list[str]) -> int:
     return finish("succeeded", 0)
 
 
+def _metrics(run_dir, written: int, due: int, started: float) -> int:
+    """Append metrics lines up to `due`: a falling loss, tokens per second and the elapsed time."""
+    with open(run_dir.metrics, "a") as handle:
+        for step in range(written + 1, due + 1):
+            handle.write(json.dumps({"step": step, "loss": round(3.0 / (1 + 0.3 * step), 4), "tokens_per_second": 1234.5,
+                                     "elapsed_s": round(time.monotonic() - started, 3), "learning_rate": 1e-4}) + "\n")
+    return max(written, due)
+
+
 if __name__ == "__main__":
     command, *rest = sys.argv[1:]
-    sys.exit(plan(rest) if command == "plan" else run(rest))
+    sys.exit(serve(fake_plan) if command == "worker" else run(rest))

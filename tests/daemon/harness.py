@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -75,6 +76,17 @@ class Daemon:
     def all_terminal(self, count: int, timeout: float = 60) -> list:
         return self.wait_for(lambda jobs: len(jobs) == count and all(j.state.terminal for j in jobs), timeout,
                              f"{count} terminal jobs")
+
+
+def fake_daemon(root: Path, plan_template: Path, tiny_model_dir: Path) -> Daemon:
+    """A daemon (not started) whose children are the fake runner, with a model and data beside its specs."""
+    env = {**os.environ, "FAKE_PLAN_TEMPLATE": str(plan_template), "FAKE_LEDGER": str(root / "ledger.jsonl"),
+           "PYTHONPATH": str(REPO)}
+    created = Daemon(root, FAKE, env)
+    (created.folder / "model").symlink_to(tiny_model_dir)
+    (created.folder / "data").mkdir()
+    (created.folder / "data" / "train.jsonl").write_text('{"prompt": "q", "completion": "a"}\n' * 4)
+    return created
 
 
 def ledger(tmp_path: Path) -> list[dict]:

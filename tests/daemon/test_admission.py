@@ -9,8 +9,8 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.daemon.admission import Allowances, read_report, verdict
-from runner.daemon.store import State
+from runner.daemon.admission import Allowances, verdict
+from runner.daemon.states import State
 from tests.conftest import write_safetensors_header
 from tests.daemon.harness import spec_text, wait_until
 
@@ -19,57 +19,57 @@ REWARD = {"kind": "reward_function", "path": "grpo.reward.function", "what": "ev
 REMOTE = {"kind": "remote_code", "path": "base_model.trust_remote_code", "what": "./model", "line": 4}
 
 
-def report(tmp_path, files, diagnostics=()):
-    path = tmp_path / "report.json"
-    path.write_text(json.dumps({"files": files, "diagnostics": list(diagnostics)}))
-    return read_report(path)
+def report(files, diagnostics=()):
+    """A report as the worker's reply carries it (JSON)."""
+    return json.loads(json.dumps({"files": files, "diagnostics": list(diagnostics)}))
 
 
-def test_a_valid_report_admits_with_its_dependencies(tmp_path):
-    admitted = verdict(0, report(tmp_path, [VALID]), "", Allowances())
-    assert admitted.valid and admitted.name == "job" and admitted.depends_on == ["base"]
+def test_a_valid_report_admits_with_its_dependencies_and_priority():
+    admitted = verdict(report([{**VALID, "priority": 7}]), "", Allowances())
+    assert admitted.valid and admitted.name == "job" and admitted.depends_on == ["base"] and admitted.priority == 7
+    for odd in (True, 10**9, "7", 1.5, None):  # a report says what validate said; odd values never queue oddly
+        assert verdict(report([{**VALID, "priority": odd}]), "", Allowances()).priority == 0
 
 
-def test_code_is_refused_unless_allowed_and_the_refusal_names_the_option(tmp_path):
-    path = report(tmp_path, [{**VALID, "file": "g.yaml", "runs_code": [REWARD, REMOTE]}])
-    refused = verdict(0, path, "", Allowances())
+def test_code_is_refused_unless_allowed_and_the_refusal_names_the_option():
+    path = report([{**VALID, "file": "g.yaml", "runs_code": [REWARD, REMOTE]}])
+    refused = verdict(path, "", Allowances())
     assert not refused.valid and refused.reason.startswith("grpo.reward.function: 'evil:score' runs Python code")
     assert "--allow-reward-functions" in refused.reason
     assert [d["hint"] for d in refused.diagnostics] == ["start runner watch with --allow-reward-functions to allow it",
                                                         "start runner watch with --allow-remote-code to allow it"]
     assert refused.diagnostics[0]["range"] == {"filename": "g.yaml", "start": {"line": 9, "column": 1}}
-    only_reward = verdict(0, path, "", Allowances(reward_functions=True))
+    only_reward = verdict(path, "", Allowances(reward_functions=True))
     assert not only_reward.valid and "--allow-remote-code" in only_reward.reason
-    assert verdict(0, path, "", Allowances(reward_functions=True, remote_code=True)).valid
+    assert verdict(path, "", Allowances(reward_functions=True, remote_code=True)).valid
 
 
-def test_a_check_that_crashed_or_wrote_nonsense_is_an_invalid_spec(tmp_path):
-    for content in ("", "[]", "{", json.dumps({"files": "x", "diagnostics": []}), "[" * 100_000):
-        (tmp_path / "report.json").write_text(content)
-        crashed = verdict(1, read_report(tmp_path / "report.json"), "MemoryError", Allowances())
+def test_a_check_that_failed_or_replied_nonsense_is_an_invalid_spec():
+    for nonsense in (None, [], "{", {"files": "x", "diagnostics": []}, {"files": [], "diagnostics": []}):
+        crashed = verdict(nonsense, "MemoryError", Allowances())
         assert not crashed.valid and crashed.reason == "the check of this spec failed: MemoryError"
-    assert "exited with code -9" in verdict(-9, read_report(tmp_path / "absent.json"), "", Allowances()).reason
+    assert verdict(None, "", Allowances()).reason == "the check of this spec failed: it made no report"
 
 
-def test_an_invalid_report_keeps_its_diagnostics_in_one_line(tmp_path):
+def test_an_invalid_report_keeps_its_diagnostics_in_one_line():
     diagnostic = {"severity": "error", "summary": "unknown key 'lerning_rate'", "path": "training.lerning_rate",
-                  "range": {"filename": "sub/job.yaml", "start": {"line": 7, "column": 3}}}
-    invalid = verdict(1, report(tmp_path, [{"valid": False}], [diagnostic]), "", Allowances())
+                  "range": {"filename": "sub/job.yaml", "start": {"line": 7, "column": 3}}, "hint": "did you mean x"}
+    invalid = verdict(report([{"valid": False}], [diagnostic]), "", Allowances())
     assert invalid.reason == "1 error(s), the first: sub/job.yaml:7: training.lerning_rate: unknown key 'lerning_rate'"
-    assert invalid.diagnostics == [diagnostic]
+    assert invalid.diagnostics == [diagnostic] and invalid.hint == "did you mean x"
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                     max_leaves=20)
-KEYS = st.sampled_from(["files", "diagnostics", "valid", "name", "runs_code", "depends_on", "kind", "file", "line"])
+KEYS = st.sampled_from(["files", "diagnostics", "valid", "name", "runs_code", "depends_on", "kind", "file", "line",
+                        "priority"])
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(JSON, st.dictionaries(KEYS, st.one_of(JSON, st.lists(st.dictionaries(KEYS, JSON), max_size=3)))),
-       st.integers(-20, 3))
-def test_any_report_is_a_verdict(report, exit_code):
-    made = verdict(exit_code, report, "", Allowances())
+@given(st.one_of(JSON, st.dictionaries(KEYS, st.one_of(JSON, st.lists(st.dictionaries(KEYS, JSON), max_size=3)))))
+def test_any_report_is_a_verdict(report):
+    made = verdict(report, "", Allowances())
     assert made.valid == (made.reason == "") and "\n" not in made.reason
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.daemon.store import State, Store, StoreUnreadable, lock_state_directory
+from runner.daemon import states
+from runner.daemon.store import Store, StoreUnreadable, lock_state_directory
 from runner.errors import RunnerError
 from tests.conftest import REPO
 
@@ -68,7 +69,7 @@ def test_an_empty_store_file_is_refused_by_readers_and_reused_by_the_daemon(tmp_
 
 def test_a_deleted_store_is_written_back_from_the_open_one(tmp_path):
     store, _ = Store.for_daemon(tmp_path)
-    job = store.add(str(tmp_path / "a.yaml"), "0" * 64, "a", State.QUEUED)
+    job = store.add(str(tmp_path / "a.yaml"), "0" * 64, "a", states.CHECKING)
     (tmp_path / "runner.db").unlink()
     assert store.replaced()
     assert "written back" in store.restore()
@@ -112,7 +113,7 @@ def test_a_member_of_the_daemons_group_reads_status_without_write_access(other_u
     state = tmp_path / "state"
     state.mkdir()
     store, _ = Store.for_daemon(state)
-    store.add(str(tmp_path / "a.yaml"), "0" * 64, "shared-job", State.QUEUED)
+    store.add(str(tmp_path / "a.yaml"), "0" * 64, "shared-job", states.CHECKING)
     group, user = 4242, 4243
 
     def as_member(*arguments: str) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.daemon.store import State
+from runner.daemon.states import State
 from tests.daemon.harness import Daemon, ledger, sha256, spec_text, wait_until
 
 
@@ -36,7 +36,7 @@ def test_a_spec_overwritten_while_planning_runs_what_was_admitted(daemon, tmp_pa
     path = daemon.folder / "job.yaml"
     first, second = spec_text("job", "# fake-plan-seconds: 3\n"), spec_text("job", "# the second version\n")
     path.write_text(first)
-    daemon.wait_for(lambda jobs: jobs and jobs[0].reason == "planning", what="planning")
+    daemon.wait_for(lambda jobs: jobs and jobs[0].reason == "being planned", what="planning")
     path.write_text(second)
     jobs = by_content(daemon.all_terminal(2))
     assert jobs[sha256(first)].state == State.CANCELLED and "superseded" in jobs[sha256(first)].reason

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from runner.daemon.store import State
+from runner.daemon.states import State
 from tests.conftest import REPO
 from tests.daemon.harness import Daemon, ledger, spec_text
 
@@ -158,6 +158,7 @@ def test_a_real_training_job_end_to_end(tmp_path, tiny_model_dir, plan_template)
 
 def test_the_daemon_modules_stay_torch_free():
     code = ("import sys\nimport runner.daemon.supervisor, runner.commands.watch, runner.commands.status\n"
+            "import runner.daemon.web, runner.daemon.report, runner.commands.serve\n"
             "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

@@ -129,6 +129,13 @@ def test_the_layout_is_not_part_of_a_runs_identity(tiny_project):
     assert plan_sha256(other) != plan_sha256(two)
 
 
+def test_packing_micro_batches_and_priority_are_not_part_of_a_runs_identity(tiny_project):
+    plain = plan_sha256(plan_of(tiny_project))
+    for how in ("sft:\n  packing: true\n", "training:\n  micro_batch_size: 1\n", "priority: 5\n"):
+        assert plan_sha256(plan_of(tiny_project, how)) == plain, how
+    assert plan_sha256(plan_of(tiny_project, "training:\n  max_steps: 2\n")) != plain
+
+
 def test_offload_needs_fsdp_on_gpus(project, capsys):
     spec = project(TINY_SPEC.replace("./model", "./tiny-model") + "hardware:\n  device: cpu\n  strategy: ddp\n"
                    "  offload: true\n")
