@@ -552,7 +552,7 @@ class Supervisor:
                           reason="resuming from the last checkpoint" if resumed else "running"):
             run.stop(cold=True)  # a person cancelled it meanwhile; its end is reaped like any other
             return
-        self.log.msg("job_started", job=job.id, name=job.name, pid=getattr(run, "pid", None), gpus=gpus,
+        self.log.msg("job_started", job=job.id, name=job.name, **self.executor.identity(run), gpus=gpus,
                      attempt=job.attempts + 1, resumed=resumed)
 
     # --- recovery and shutdown --------------------------------------------------------------------
@@ -569,7 +569,7 @@ class Supervisor:
                     if job.estimate_bytes is not None:
                         self.devices.reserve(job.id, [int(gpu) for gpu in (job.gpus or "").split(",") if gpu],
                                              job.estimate_bytes)
-                    self.log.msg("job_adopted", job=job.id, name=job.name, pid=job.pid)
+                    self.log.msg("job_adopted", job=job.id, name=job.name, **self.executor.identity(run))
                 elif not self._record_finished(job, "it finished while the daemon was down"):
                     self._vanished(job, "its process vanished while the daemon was down")
 

@@ -12,7 +12,7 @@ What a scheduler-facing caller (`runner submit`, a daemon executor) needs:
     prepare(plan, run_root, config) -> Submission    the plan and sbatch script, written under the run root
     submit(script) -> job id                          sbatch
     status(job id) -> JobStatus | None                scontrol (None: Slurm no longer knows the job)
-    cancel(job id)                                    scancel: SIGTERM to every process, a checkpoint, then stop
+    cancel(job id[, signal])                          scancel: SIGTERM to every process, a checkpoint, then stop
     run_of(submission, job id)                        the run the job trains, once its node 0 started it
 """
 
@@ -232,9 +232,11 @@ def status(job_id: str) -> JobStatus | None:
                      script=fields.get("Command") or None)
 
 
-def cancel(job_id: str) -> None:
-    """scancel: every process of the job gets SIGTERM (runner checkpoints and stops), SIGKILL after KillWait."""
-    completed = _slurm("scancel", job_id)
+def cancel(job_id: str, signal: str | None = None) -> None:
+    """scancel: every process of the job gets SIGTERM (runner checkpoints and stops), SIGKILL after KillWait.
+    With a signal: only that signal, to the processes of the job's steps; the job is not cancelled and ends
+    when they do (a pending job has none: scancel refuses). Cancelling a job that has ended does nothing."""
+    completed = _slurm("scancel", *([f"--signal={signal}"] if signal else []), job_id)
     if completed.returncode != 0:
         raise RunnerError(f"scancel {job_id} failed: {completed.stderr.strip()}")
 
