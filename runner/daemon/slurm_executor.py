@@ -30,6 +30,7 @@ from runner.daemon.resources import GIB, Devices
 from runner.daemon.store import Job
 from runner.errors import RunnerError
 from runner.launch import slurm
+from runner.plan.models import Plan
 from runner.rundir import read_plan
 
 POLL_SECONDS = 2.0
@@ -75,16 +76,23 @@ class SlurmRun:
 
     def stop(self, cold: bool) -> None:
         try:
-            if cold:
-                slurm.cancel(self.slurm_job)
-                return
-            try:
+            status = None if cold else slurm.status(self.slurm_job)
+            if status is not None and status.state == "RUNNING":
                 slurm.cancel(self.slurm_job, signal="TERM")
-            except RunnerError:  # still pending: nothing runs that could checkpoint
+            else:  # cold, or nothing runs yet that could checkpoint (scancel --signal would retry until it does)
                 slurm.cancel(self.slurm_job)
         except RunnerError:  # slurmctld unreachable: the stop is tried again (cold after the grace)
             pass
         self.read_at = float("-inf")  # see the change at the next poll
+
+    @property
+    def detail(self) -> str | None:
+        """Where the job is in Slurm, for its reason in `runner status`."""
+        if self.status is None:
+            return f"submitted as Slurm job {self.slurm_job}"
+        if self.status.state == "PENDING":
+            return f"queued in Slurm as job {self.slurm_job} ({self.status.reason})"
+        return f"running as Slurm job {self.slurm_job} on {self.status.nodes}"
 
     def _read(self) -> None:
         if self.forgotten or time.monotonic() - self.read_at < POLL_SECONDS:
@@ -148,6 +156,9 @@ class Slurm:
 
     def identity(self, execution: SlurmRun) -> dict:
         return {"slurm_job": execution.slurm_job, "pid": None, "pid_start": None}
+
+    def refusal(self, plan: Plan) -> tuple[str, str] | None:
+        return None  # several nodes included: Slurm allocates them (and sbatch says when it cannot)
 
     def adopt(self, job: Job, log_path: Path) -> SlurmRun | None:
         """The job's Slurm job while Slurm knows it (still queued, running, or ended: its end is read

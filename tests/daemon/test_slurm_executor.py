@@ -122,6 +122,35 @@ def test_cancelling_a_running_slurm_job_checkpoints_and_leaves_nothing_queued(sl
     assert list((Path(job.run_dir) / "checkpoints").glob("checkpoint-*/trainer_state.json"))
 
 
+@pytest.mark.slow
+def test_a_plan_on_two_nodes_is_refused_by_the_local_executor_and_submitted_by_the_slurm_one(slurm_daemon, tmp_path):
+    (slurm_daemon.folder / "wide.yaml").write_text(spec_text("wide", "hardware: {device: cpu, nodes: 2}\n"))
+    slurm_daemon.start()
+    (job,) = slurm_daemon.all_terminal(1, timeout=120)
+    assert (job.state, job.failure, job.attempts) == (State.FAILED, "plan", 0)
+    assert "runs on 2 nodes; this daemon runs its jobs on this machine only" in job.reason
+    assert "--executor slurm" in job.hint
+    slurm_daemon.stop()
+
+    on_slurm = Daemon(tmp_path, None, {**os.environ}, state=tmp_path / "slurm-state")
+    start(on_slurm)
+    try:
+        # this one-node cluster never has two nodes: Slurm keeps it pending, the daemon says why
+        (job,) = on_slurm.wait_for(lambda jobs: jobs and "queued in Slurm" in (jobs[0].reason or ""), 120, "queued")
+        assert job.state == State.RUNNING and job.reason == f"queued in Slurm as job {job.slurm_job} (PartitionConfig)"
+        (submission,) = (on_slurm.state / "runs" / "wide" / "slurm").iterdir()
+        assert "#SBATCH --nodes=2" in (submission / "job.sbatch").read_text().splitlines()
+        code, out = on_slurm.cli("cancel", "wide")  # a pending job has nothing to checkpoint: cancelled at once
+        assert code == 0, out
+        (job,) = on_slurm.all_terminal(1, timeout=30)
+    finally:
+        on_slurm.stop(signal.SIGKILL)
+        for left in on_slurm.jobs():
+            if left.slurm_job:
+                slurm.cancel(left.slurm_job)
+    assert job.state == State.CANCELLED and slurm.status(job.slurm_job).state == "CANCELLED"
+
+
 def test_slurm_ends_read_as_exit_statuses():
     def end(state, code="0:0"):
         return exit_status(slurm.JobStatus("1", state, "", code, "", None))
