@@ -6,6 +6,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from runner.daemon.states import State
 from runner.daemon.store import Store
 from runner.launch import slurm
 from runner.manifest import Manifest
+from tests.conftest import REPO
 from tests.daemon.harness import Daemon, spec_text, wait_until
 
 SHORT = "training: {max_steps: 2, batch_size: 4}\nhardware: {device: cpu}\n"
@@ -107,19 +109,35 @@ def test_a_killed_daemon_adopts_its_slurm_jobs_and_nothing_runs_twice(slurm_daem
         assert len(list((slurm_daemon.state / "runs" / name / "slurm").iterdir())) == 1  # one submission
 
 
+def last_step(run_dir: Path) -> int:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").is_file() else []
+    return json.loads(lines[-1])["step"] if lines else 0
+
+
 @pytest.mark.slow
-def test_cancelling_a_running_slurm_job_checkpoints_and_leaves_nothing_queued(slurm_daemon):
+def test_a_warm_stop_checkpoints_the_slurm_job_the_next_start_resumes_it_and_cancel_ends_it(slurm_daemon):
     start(slurm_daemon)
     (slurm_daemon.folder / "long.yaml").write_text(spec_text("long", LONG))
-    wait_until(lambda: list((slurm_daemon.state / "runs" / "long").glob("*/metrics.jsonl")), 180, "training")
+    (job,) = slurm_daemon.wait_for(lambda jobs: jobs and jobs[0].run_dir and last_step(Path(jobs[0].run_dir)),
+                                   180, "training")
+    assert slurm_daemon.stop(signal.SIGTERM) == 0
+    (job,) = slurm_daemon.jobs()
+    assert job.state == State.RECOVERING and not queued_in_slurm(job.slurm_job)
+    (checkpoint,) = (Path(job.run_dir) / "checkpoints").glob("checkpoint-*/trainer_state.json")
+    stopped_at = int(checkpoint.parent.name.split("-")[1])
+
+    start(slurm_daemon)  # submitted again: the run resumes from its checkpoint
+    slurm_daemon.wait_for(lambda jobs: jobs[0].state == State.RUNNING and last_step(Path(job.run_dir)) > stopped_at,
+                          180, "training resumed")
     code, out = slurm_daemon.cli("cancel", "long")
     assert code == 0, out
     (job,) = slurm_daemon.all_terminal(1, timeout=120)
-    assert job.state == State.CANCELLED
-    assert not queued_in_slurm(job.slurm_job)
+    assert job.state == State.CANCELLED and job.attempts == 2
+    first, second = slurm_ids(slurm_daemon, "job_started")
+    assert job.slurm_job == second != first and not queued_in_slurm(second)
     (manifest,) = manifests(slurm_daemon, "long")
-    assert manifest.state == "interrupted" and manifest.error.kind == "interrupted"
-    assert list((Path(job.run_dir) / "checkpoints").glob("checkpoint-*/trainer_state.json"))
+    assert [attempt.state for attempt in manifest.attempts] == ["interrupted", "interrupted"]
+    assert manifest.attempts[1].resumed_from_step == stopped_at
 
 
 @pytest.mark.slow
@@ -182,3 +200,11 @@ def test_a_store_of_layout_3_gains_the_slurm_job_column_and_keeps_its_jobs(tmp_p
         assert store.update(job.id, slurm_job="42") and store.get(job.id).slurm_job == "42"
     finally:
         store.close()
+
+
+def test_the_slurm_executor_stays_torch_free():
+    code = ("import sys\nimport runner.daemon.slurm_executor\n"
+            "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr
