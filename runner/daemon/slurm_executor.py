@@ -31,7 +31,7 @@ from runner.daemon.store import Job
 from runner.errors import RunnerError
 from runner.launch import slurm
 from runner.plan.models import Plan
-from runner.rundir import read_plan
+from runner.rundir import plan_sha256, read_plan, runs_folder
 
 POLL_SECONDS = 2.0
 """scontrol is asked about one job at most this often (every query is work for slurmctld)."""
@@ -97,11 +97,11 @@ class SlurmRun:
     def _read(self) -> None:
         if self.forgotten or time.monotonic() - self.read_at < POLL_SECONDS:
             return
+        self.read_at = time.monotonic()
         try:
             status = slurm.status(self.slurm_job)
         except RunnerError:  # slurmctld busy or restarting: the job is as it was last seen
             return
-        self.read_at = time.monotonic()
         if status is None:
             self.forgotten = True
             return
@@ -148,11 +148,35 @@ class Slurm:
         self.config = config
 
     def start(self, job: Job, plan_path: Path, runs_dir: Path, gpus: list[int], log_path: Path) -> SlurmRun:
-        submission = slurm.prepare(read_plan(plan_path), runs_dir, self.config)
-        slurm_job = slurm.submit(submission.script)
+        plan = read_plan(plan_path)
+        queued = self._queued(job, plan, runs_dir)
+        if queued is not None:  # submitted by a daemon that died before its store said so
+            slurm_job, submission = queued
+        else:
+            submission = slurm.prepare(plan, runs_dir, self.config)
+            slurm_job = slurm.submit(submission.script)
         output = submission.output(slurm_job)
-        _mark(log_path, slurm_job, output)
-        return SlurmRun(job.id, slurm_job, output, log_path)
+        run = SlurmRun(job.id, slurm_job, output, log_path)
+        if queued is not None:
+            run.copied = _copied(log_path, slurm_job, output)
+        else:
+            _mark(log_path, slurm_job, output)
+        return run
+
+    @staticmethod
+    def _queued(job: Job, plan: Plan, runs_dir: Path) -> tuple[str, slurm.Submission] | None:
+        """A Slurm job queued or running for this job's plan and spec content: the store has no record of it
+        when the daemon died between sbatch and the store's write, or the store was lost and rebuilt."""
+        wanted = plan_sha256(plan)
+        for slurm_job, script in slurm.queued_under(runs_folder(runs_dir.resolve(), plan) / "slurm", plan).items():
+            submission = slurm.Submission(script.parent)
+            try:
+                submitted = read_plan(submission.plan)
+            except RunnerError:  # not a plan (any more)
+                continue
+            if plan_sha256(submitted) == wanted and submitted.inputs.spec_sha256 == job.sha256:
+                return slurm_job, submission
+        return None
 
     def identity(self, execution: SlurmRun) -> dict:
         return {"slurm_job": execution.slurm_job, "pid": None, "pid_start": None}

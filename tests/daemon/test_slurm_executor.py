@@ -109,6 +109,24 @@ def test_a_killed_daemon_adopts_its_slurm_jobs_and_nothing_runs_twice(slurm_daem
         assert len(list((slurm_daemon.state / "runs" / name / "slurm").iterdir())) == 1  # one submission
 
 
+@pytest.mark.slow
+def test_a_lost_store_never_submits_a_queued_slurm_job_again(slurm_daemon):
+    start(slurm_daemon)
+    (slurm_daemon.folder / "lost.yaml").write_text(spec_text("lost", SHORT.replace("max_steps: 2", "max_steps: 30")))
+    (job,) = slurm_daemon.wait_for(lambda jobs: jobs and jobs[0].state == State.RUNNING, 120, "submitted")
+    slurm_daemon.stop(signal.SIGKILL)
+    for suffix in ("", "-wal", "-shm"):  # the store is lost; the Slurm job is not
+        (slurm_daemon.state / f"{store_module.STORE_FILE}{suffix}").unlink(missing_ok=True)
+    assert queued_in_slurm(job.slurm_job)
+    start(slurm_daemon)
+    (again,) = slurm_daemon.all_terminal(1, timeout=180)
+    assert again.state == State.SUCCEEDED and again.slurm_job == job.slurm_job, again.reason
+    assert set(slurm_ids(slurm_daemon, "job_started")) == {job.slurm_job}
+    (manifest,) = manifests(slurm_daemon, "lost")
+    assert manifest.state == "succeeded" and len(manifest.attempts) == 1
+    assert len(list((slurm_daemon.state / "runs" / "lost" / "slurm").iterdir())) == 1
+
+
 def last_step(run_dir: Path) -> int:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").is_file() else []
     return json.loads(lines[-1])["step"] if lines else 0
