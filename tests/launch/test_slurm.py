@@ -87,6 +87,7 @@ def test_launchers_are_torch_free_and_validate_never_loads_slurm():
         f"main(['validate', {str(REPO / 'specs')!r}])\n"
         "assert 'runner.launch.slurm' not in sys.modules and 'runner.launch.local' not in sys.modules\n"
         "import runner.commands.submit, runner.launch.local, runner.launch.records, runner.launch.slurm\n"
+        "import runner.daemon.slurm_executor\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
