@@ -85,12 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("spec", nargs="?", metavar="SPEC")
     target.add_argument("--attach", metavar="JOB_ID", help="follow a job submitted earlier")
     submit.add_argument("--runs-dir", help="run root, on storage the compute nodes see (default: .)")
-    submit.add_argument("--partition", help="sbatch --partition (default: the config file's, else Slurm's)")
-    submit.add_argument("--account", help="sbatch --account")
-    submit.add_argument("--time", dest="time_limit", metavar="LIMIT", help="time limit: minutes, HH:MM:SS or "
-                        "D-HH:MM:SS; runner checkpoints before it")
-    submit.add_argument("--config", dest="config_file", metavar="FILE",
-                        help="Slurm settings (default: $RUNNER_SLURM_CONFIG or ~/.config/runner/slurm.yaml)")
+    _slurm_settings(submit, "--config")
     submit.add_argument("--detach", action="store_true", help="submit and return; do not follow")
     submit.add_argument("--dry-run", action="store_true",
                         help="write the plan and the script, print the script, submit nothing")
@@ -134,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"serve the read-only status page and JSON API (default {DEFAULT_HTTP}; an address "
                             "other than loopback only when given)")
     watch.add_argument("--runner-command", help="command that starts runner children (default: this python -m runner)")
+    watch.add_argument("--executor", choices=("local", "slurm"), default="local",
+                       help="where jobs run: children of the daemon on this box (default), or Slurm jobs "
+                            "(submitted with sbatch; the state and runs dirs must be on storage the nodes see)")
+    _slurm_settings(watch.add_argument_group("Slurm (--executor slurm)"), "--slurm-config")
     watch.add_argument("--allow-reward-functions", action="store_true",
                        help="run specs whose reward is a Python function (it runs as the daemon's user); refused "
                             "otherwise")
@@ -197,6 +196,15 @@ def _source(parser: argparse.ArgumentParser) -> None:
                         "{job: NAME} and diagnostics refer to PATH (the watch daemon checks and plans snapshots)")
 
 
+def _slurm_settings(parser, config_flag: str) -> None:
+    parser.add_argument("--partition", help="sbatch --partition (default: the config file's, else Slurm's)")
+    parser.add_argument("--account", help="sbatch --account")
+    parser.add_argument("--time", dest="time_limit", metavar="LIMIT", help="time limit: minutes, HH:MM:SS or "
+                        "D-HH:MM:SS; runner checkpoints before it")
+    parser.add_argument(config_flag, dest="config_file", metavar="FILE",
+                        help="Slurm settings (default: $RUNNER_SLURM_CONFIG or ~/.config/runner/slurm.yaml)")
+
+
 def _state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", help="the daemon's state (default: $RUNNER_STATE_DIR or ~/.local/state/runner)")
 
@@ -247,7 +255,9 @@ def dispatch(args: argparse.Namespace) -> int:
                      poll=args.poll, max_attempts=args.max_attempts, job_timeout=args.job_timeout,
                      runner_command=args.runner_command, allow_reward_functions=args.allow_reward_functions,
                      allow_remote_code=args.allow_remote_code, plan_timeout=args.plan_timeout,
-                     max_jobs=args.max_jobs, http=args.http)
+                     max_jobs=args.max_jobs, http=args.http, executor=args.executor,
+                     slurm_settings=dict(partition=args.partition, account=args.account, time=args.time_limit,
+                                         config_file=args.config_file))
     if args.command == "serve":
         from runner.commands.serve import serve
 

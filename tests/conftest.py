@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import struct
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -111,3 +114,15 @@ base_model: ./model
 data:
   train: data/train.jsonl
 """
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """The one-node Slurm cluster of scripts/slurm-up (started here when it is not up yet). CI sets
+    RUNNER_REQUIRE_SLURM=1 so that a cluster that will not start fails the suite instead of skipping."""
+    started = subprocess.run(["bash", str(REPO / "scripts" / "slurm-up")], capture_output=True, text=True)
+    if started.returncode != 0 or shutil.which("sbatch") is None:
+        reason = f"no Slurm cluster: scripts/slurm-up failed: {started.stderr.strip()[-500:]}"
+        if os.environ.get("RUNNER_REQUIRE_SLURM") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)

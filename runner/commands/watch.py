@@ -13,7 +13,10 @@ from runner.errors import UsageError
 def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: float, invalid_grace: float,
           rescan: float, poll: bool, max_attempts: int, job_timeout: float | None, runner_command: str | None,
           allow_reward_functions: bool = False, allow_remote_code: bool = False, plan_timeout: float = 1800.0,
-          max_jobs: int | None = None, http: str | None = None) -> int:
+          max_jobs: int | None = None, http: str | None = None, executor: str = "local",
+          slurm_settings: dict | None = None) -> int:
+    """`executor`: where jobs run, "local" (children of the daemon) or "slurm" (Slurm jobs; `slurm_settings`:
+    partition, account, time and config_file, as `runner submit` takes them)."""
     from runner.daemon.admission import Allowances
     from runner.daemon.paths import runs_directory, state_directory
     from runner.daemon.store import Store, lock_state_directory
@@ -22,6 +25,7 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
     watched = Path(folder)
     if not watched.is_dir():
         raise UsageError(f"{folder}: not a folder")
+    running, devices = cluster(executor, slurm_settings or {})
     state = state_directory(state_dir)
     if state.exists() and not state.is_dir():
         raise UsageError(f"--state-dir {state} is not a folder")
@@ -34,7 +38,8 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
     supervisor = Supervisor(watched, store, state, runs, settle=settle, invalid_grace=invalid_grace, rescan=rescan,
                             poll=poll, max_attempts=max_attempts, job_timeout=job_timeout, plan_timeout=plan_timeout,
                             max_jobs=max_jobs, command=shlex.split(runner_command) if runner_command else None,
-                            allow=Allowances(allow_reward_functions, allow_remote_code),
+                            allow=Allowances(allow_reward_functions, allow_remote_code), executor=running,
+                            devices=devices,
                             http=server.url if server else None, log_file=log_file)
     if moved:
         print(f"runner watch: {moved}; the store is rebuilt from the run directories", file=sys.stderr)
@@ -48,6 +53,24 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
             server.stop()
         store.close()
         os.close(lock)
+
+
+def cluster(executor: str, settings: dict):
+    """(executor, devices) for the supervisor: (None, None) runs jobs as the daemon's children on its GPUs."""
+    flags = {"partition": "--partition", "account": "--account", "time": "--time", "config_file": "--slurm-config"}
+    given = [flags[name] for name, value in settings.items() if value]
+    if executor == "local":
+        if given:
+            raise UsageError(f"{', '.join(given)}: for --executor slurm only", "add --executor slurm, or leave them out")
+        return None, None
+    from runner.daemon.slurm_executor import ClusterDevices, Slurm
+    from runner.launch import slurm
+
+    config_file = settings.get("config_file")
+    config = slurm.load_config(slurm.config_path(config_file), required=bool(config_file),
+                               partition=settings.get("partition"), account=settings.get("account"),
+                               time=settings.get("time"))
+    return Slurm(config), ClusterDevices(config)
 
 
 def page(state: Path, runs: Path, address: str):

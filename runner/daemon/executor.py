@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from runner.daemon import children
 from runner.daemon.store import Job
+
+if TYPE_CHECKING:
+    from runner.plan.models import Plan
 
 
 class Execution(Protocol):
@@ -46,6 +49,9 @@ class Executor(Protocol):
     def adopt(self, job: Job, log_path: Path) -> Execution | None:
         """The execution a job's stored identity names, if it still runs."""
 
+    def refusal(self, plan: Plan) -> tuple[str, str] | None:
+        """(why, what to do) when this executor can never run the plan; None when it can."""
+
 
 class Local:
     """Runs as child process groups of the daemon (`runner run --plan ...`)."""
@@ -66,4 +72,10 @@ class Local:
     def adopt(self, job: Job, log_path: Path) -> children.Child | None:
         if job.pid and children.process_start_time(job.pid) == job.pid_start:
             return children.Child(job.id, job.pid, log_path=log_path)
+        return None
+
+    def refusal(self, plan: Plan) -> tuple[str, str] | None:
+        if plan.device.nodes > 1:
+            return (f"it runs on {plan.device.nodes} nodes; this daemon runs its jobs on this machine only",
+                    "run the daemon with --executor slurm, or set hardware.nodes: 1")
         return None

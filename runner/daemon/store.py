@@ -28,7 +28,7 @@ from runner.errors import RunnerError
 __all__ = ["Failure", "Job", "State", "Status", "Step", "Store"]
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_dir TEXT,
     pid INTEGER,
     pid_start TEXT,
+    slurm_job TEXT,
     gpus TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     withdrawn INTEGER NOT NULL DEFAULT 0,
@@ -93,6 +94,8 @@ class Job:
     run_dir: str | None
     pid: int | None
     pid_start: str | None
+    slurm_job: str | None
+    """The Slurm job id of its latest start, under `runner watch --executor slurm`."""
     gpus: str | None
     cancel_requested: bool
     withdrawn: bool
@@ -380,6 +383,7 @@ UPGRADES = {
         # layout 2 kept queued sub-states implicit: planned once it had an estimate
         "UPDATE jobs SET step = CASE WHEN estimate_bytes IS NULL THEN 'planning' ELSE 'resources' END,"
         " plan_path = CASE WHEN estimate_bytes IS NULL THEN NULL ELSE plan_path END WHERE state = 'queued'"],
+    3: ["ALTER TABLE jobs ADD COLUMN slurm_job TEXT"],
 }
 """Layout -> the statements that bring it to the next layout: a daemon upgrade keeps its store (a job a
 person cancelled stays cancelled)."""

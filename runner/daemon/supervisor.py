@@ -422,6 +422,11 @@ class Supervisor:
             self._finish(job, State.FAILED, Failure.PLAN.value, reason, hint=reply.hint)
             return
         plan = read_plan(plan_path)
+        refused = self.executor.refusal(plan)
+        if refused:
+            self._finish(job, State.FAILED, Failure.PLAN.value, f"it can never start here: {refused[0]}",
+                         hint=refused[1])
+            return
         self._plan_runs[job.id] = (runs_folder(self.runs_dir, plan), plan_sha256(plan))
         estimate = sum(item.bytes for item in plan.memory.items)
         if self._move(job, states.RESOURCES, plan_path=str(plan_path), estimate_bytes=estimate,
@@ -463,6 +468,7 @@ class Supervisor:
                 if code is None:
                     self._enforce_timeout(run)
                     self._note_run_directory(job)
+                    self._note_detail(job, run)
                     continue
                 self._ran(job, code, run)
                 self.devices.release(job_id)
@@ -499,6 +505,12 @@ class Supervisor:
         if run_dir is not None:
             self.store.update(job.id, run_dir=str(run_dir.path))
             self._run_dir_known.add(job.id)
+
+    def _note_detail(self, job: Job, run: Execution) -> None:
+        """Where a run is, as its reason, when its executor knows more than "running" (a Slurm job's queue)."""
+        detail = getattr(run, "detail", None)
+        if detail and detail != job.reason:
+            self.store.update(job.id, expect=State.RUNNING, reason=detail)
 
     def _enforce_timeout(self, run: Execution) -> None:
         if self.job_timeout is None:
@@ -552,7 +564,7 @@ class Supervisor:
                           reason="resuming from the last checkpoint" if resumed else "running"):
             run.stop(cold=True)  # a person cancelled it meanwhile; its end is reaped like any other
             return
-        self.log.msg("job_started", job=job.id, name=job.name, pid=getattr(run, "pid", None), gpus=gpus,
+        self.log.msg("job_started", job=job.id, name=job.name, **self.executor.identity(run), gpus=gpus,
                      attempt=job.attempts + 1, resumed=resumed)
 
     # --- recovery and shutdown --------------------------------------------------------------------
@@ -569,7 +581,7 @@ class Supervisor:
                     if job.estimate_bytes is not None:
                         self.devices.reserve(job.id, [int(gpu) for gpu in (job.gpus or "").split(",") if gpu],
                                              job.estimate_bytes)
-                    self.log.msg("job_adopted", job=job.id, name=job.name, pid=job.pid)
+                    self.log.msg("job_adopted", job=job.id, name=job.name, **self.executor.identity(run))
                 elif not self._record_finished(job, "it finished while the daemon was down"):
                     self._vanished(job, "its process vanished while the daemon was down")
 

@@ -12,7 +12,8 @@ What a scheduler-facing caller (`runner submit`, a daemon executor) needs:
     prepare(plan, run_root, config) -> Submission    the plan and sbatch script, written under the run root
     submit(script) -> job id                          sbatch
     status(job id) -> JobStatus | None                scontrol (None: Slurm no longer knows the job)
-    cancel(job id)                                    scancel: SIGTERM to every process, a checkpoint, then stop
+    queued_under(folder, plan) -> {job id: script}     squeue: the plan's jobs with scripts under a folder
+    cancel(job id[, signal])                          scancel: SIGTERM to every process, a checkpoint, then stop
     run_of(submission, job id)                        the run the job trains, once its node 0 started it
 """
 
@@ -160,7 +161,7 @@ def prepare(plan: Plan, run_root: Path, config: SlurmConfig) -> Submission:
 
 def sbatch_script(plan: Plan, submission: Submission, run_root: Path, config: SlurmConfig) -> str:
     device = plan.device
-    options = [f"--job-name=runner-{plan.name}", f"--nodes={device.nodes}", "--ntasks-per-node=1",
+    options = [f"--job-name={job_name(plan)}", f"--nodes={device.nodes}", "--ntasks-per-node=1",
                f"--cpus-per-task={device.per_node * config.cpus_per_process}",
                f"--output={submission.folder / 'slurm-%j.out'}", "--open-mode=append"]
     if device.type == "cuda":
@@ -188,6 +189,10 @@ def sbatch_script(plan: Plan, submission: Submission, run_root: Path, config: Sl
               "# recorded the outcome in the manifest.",
               "srun --kill-on-bad-exit=0 " + shlex.join(command), ""]
     return "\n".join(lines)
+
+
+def job_name(plan: Plan) -> str:
+    return f"runner-{plan.name}"
 
 
 # --- the cluster's commands ---------------------------------------------------------------------
@@ -232,11 +237,27 @@ def status(job_id: str) -> JobStatus | None:
                      script=fields.get("Command") or None)
 
 
-def cancel(job_id: str) -> None:
-    """scancel: every process of the job gets SIGTERM (runner checkpoints and stops), SIGKILL after KillWait."""
-    completed = _slurm("scancel", job_id)
+def cancel(job_id: str, signal: str | None = None) -> None:
+    """scancel: every process of the job gets SIGTERM (runner checkpoints and stops), SIGKILL after KillWait.
+    With a signal: only that signal, to the processes of the job's steps; the job is not cancelled and ends
+    when they do (a pending job has none: scancel refuses). Cancelling a job that has ended does nothing."""
+    completed = _slurm("scancel", *([f"--signal={signal}"] if signal else []), job_id)
     if completed.returncode != 0:
         raise RunnerError(f"scancel {job_id} failed: {completed.stderr.strip()}")
+
+
+def queued_under(folder: Path, plan: Plan) -> dict[str, Path]:
+    """This user's jobs of this plan's name that Slurm has queued or running, whose batch script lies under
+    `folder`: job id -> script."""
+    completed = _slurm("squeue", "--noheader", "--me", f"--name={job_name(plan)}", "--format=%i %o")
+    if completed.returncode != 0:
+        raise RunnerError(f"squeue failed: {completed.stderr.strip()}")
+    found = {}
+    for line in completed.stdout.splitlines():
+        job_id, _, script = line.strip().partition(" ")
+        if script and Path(script).is_relative_to(folder):
+            found[job_id] = Path(script)
+    return found
 
 
 def run_of(submission: Submission, job_id: str) -> LaunchRecord | None:

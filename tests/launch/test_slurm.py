@@ -1,9 +1,6 @@
 """Slurm: the sbatch script made from a plan, the settings file, and jobs on a real one-node cluster
-(scripts/slurm-up starts it; CI sets RUNNER_REQUIRE_SLURM=1 so that a cluster that will not start fails
-the suite instead of skipping these tests)."""
+(the `cluster` fixture of tests/conftest.py)."""
 
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +87,7 @@ def test_launchers_are_torch_free_and_validate_never_loads_slurm():
         f"main(['validate', {str(REPO / 'specs')!r}])\n"
         "assert 'runner.launch.slurm' not in sys.modules and 'runner.launch.local' not in sys.modules\n"
         "import runner.commands.submit, runner.launch.local, runner.launch.records, runner.launch.slurm\n"
+        "import runner.daemon.slurm_executor\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -98,17 +96,6 @@ def test_launchers_are_torch_free_and_validate_never_loads_slurm():
 
 
 # --- a real cluster -----------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def cluster():
-    """The one-node cluster of scripts/slurm-up (started here when it is not up yet)."""
-    started = subprocess.run(["bash", str(REPO / "scripts" / "slurm-up")], capture_output=True, text=True)
-    if started.returncode != 0 or shutil.which("sbatch") is None:
-        reason = f"no Slurm cluster: scripts/slurm-up failed: {started.stderr.strip()[-500:]}"
-        if os.environ.get("RUNNER_REQUIRE_SLURM") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
 
 def _manifests(root: Path) -> list[Manifest]:
     return [Manifest.model_validate_json(path.read_text()) for path in (root / "runs" / "tiny").glob("*/manifest.json")]
