@@ -23,8 +23,10 @@ writing leaves only a `.partial` folder that resuming ignores (RunDirectory.late
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +65,8 @@ def save(folder: Path, step: int, training: Training, keep: int) -> Path:
         (staging / TENSORS).mkdir(parents=True)
     _barrier()
     tensors, state = _flatten(training)
-    dcp.save(tensors, storage_writer=dcp.HuggingFaceStorageWriter(str(staging / TENSORS), save_distributed=True))
+    with _one_process_is_expected():
+        dcp.save(tensors, storage_writer=dcp.HuggingFaceStorageWriter(str(staging / TENSORS), save_distributed=True))
     write_atomically(staging / f"rng-{rank}.json", json.dumps(
         {"cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}))
     if rank == 0:
@@ -103,7 +106,8 @@ def load(checkpoint: Path, training: Training) -> int:
     _init_optim_state(training.optimizer)  # the state tensors to read into, sharded like their parameters
     tensors, _ = _flatten(training)
     try:
-        dcp.load(tensors, storage_reader=dcp.HuggingFaceStorageReader(str(checkpoint / TENSORS)))
+        with _one_process_is_expected():
+            dcp.load(tensors, storage_reader=dcp.HuggingFaceStorageReader(str(checkpoint / TENSORS)))
     except Exception as error:  # DCP reports a missing or mis-shaped tensor in many ways; the cause is one
         raise RunnerError(f"{checkpoint.name} does not hold this run's tensors: {str(error).splitlines()[0][:300]}",
                           f"delete {checkpoint} to resume from an older checkpoint, or train from the start") \
@@ -146,6 +150,15 @@ def _read_json(path: Path) -> dict:
     if not isinstance(value, dict):
         raise RunnerError(f"{path} is not a runner checkpoint file", f"delete {path.parent}")
     return value
+
+
+@contextlib.contextmanager
+def _one_process_is_expected():
+    """DCP warns, on every save and load without a process group, that it assumes one process: that is
+    what a single-process run means, so the warning says nothing a user could act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
 
 
 def _rank() -> int:
