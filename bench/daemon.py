@@ -27,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.baseline import exported  # noqa: E402 (after the path)
 
 
 def family(pid: int) -> list[int]:
@@ -141,11 +142,8 @@ def main() -> None:
     print(f"{args.specs} specs dropped one at a time; settle {args.settle} s; medians (min-max):")
     baseline = None
     if args.baseline:
-        with tempfile.TemporaryDirectory() as exported:
-            archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline], capture_output=True,
-                                     check=True).stdout
-            subprocess.run(["tar", "-x", "-C", exported], input=archive, check=True)
-            baseline = measure(Path(exported), args.specs, args.idle, args.settle)
+        with exported(args.baseline) as code:
+            baseline = measure(code, args.specs, args.idle, args.settle)
         show(f"{args.baseline}:", baseline)
     current = measure(REPO, args.specs, args.idle, args.settle)
     show("this tree:", current)

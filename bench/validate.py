@@ -1,23 +1,38 @@
 """Cold-process time of `runner validate` on one spec, beside `python -c "import torch"`.
 
-    python bench/validate.py [--runs 15] [--spec specs/examples/chatty-sft.yaml]
+    python bench/validate.py [--runs 15] [--spec specs/examples/chatty-sft.yaml] [--baseline REF]
 
-Both are measured in the same run, interleaved, so machine noise hits both alike.
-Goal (issue 2): median at most 0.3 s, and at least 10 times faster than importing torch.
+All commands are measured in the same run, interleaved, so machine noise hits them alike.
+With --baseline REF (a git ref of this repository), that version of runner (exported with git archive)
+validates the same spec as well, and the ratio of the two medians is printed.
+Bytecode caches are written and warmed first for both trees: with PYTHONDONTWRITEBYTECODE set (as in some
+shells), every start would compile the modules that changed, and the figure would measure that.
+Goal (issue 2): median at most 0.3 s, and at least 10 times faster than importing torch;
+(issue 10): within 10% of the version before it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from bench.baseline import exported  # noqa: E402 (after the path)
+
+ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
 
 
-def cold(command: list[str]) -> float:
+def cold(command: list[str], tree: Path = REPO) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tree,
+                   env={**ENV, "PYTHONPATH": str(tree)})
     return time.perf_counter() - start
 
 
@@ -25,21 +40,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--spec", default="specs/examples/chatty-sft.yaml")
+    parser.add_argument("--baseline", metavar="REF", help="also time this git ref's runner validate")
     args = parser.parse_args()
     validate = [sys.executable, "-m", "runner", "validate", args.spec]
-    import_torch = [sys.executable, "-c", "import torch"]
-    cold(validate), cold(import_torch)  # warm the file cache, not the interpreter
-    times: dict[str, list[float]] = {"runner validate": [], "import torch": []}
-    for _ in range(args.runs):
-        times["runner validate"].append(cold(validate))
-        times["import torch"].append(cold(import_torch))
+    with exported(args.baseline) if args.baseline else contextlib.nullcontext() as baseline:
+        commands = {"runner validate": (validate, REPO), "import torch": ([sys.executable, "-c", "import torch"], REPO)}
+        if baseline:
+            commands[f"validate at {args.baseline}"] = (validate, baseline)
+        for command, tree in commands.values():  # write the bytecode caches, warm the file cache
+            cold(command, tree)
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(args.runs):
+            for name, (command, tree) in commands.items():
+                times[name].append(cold(command, tree))
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, median in medians.items():
         spread = f"{min(times[name]):.3f}-{max(times[name]):.3f}"
-        print(f"{name:16} median {median:.3f} s  (range {spread} s, {args.runs} cold runs)")
+        print(f"{name:24} median {median:.3f} s  (range {spread} s, {args.runs} cold runs)")
     ratio = medians["import torch"] / medians["runner validate"]
     verdict = "meets" if medians["runner validate"] <= 0.3 and ratio >= 10 else "misses"
     print(f"import torch / runner validate = {ratio:.1f}x  -> {verdict} the goal (<= 0.3 s and >= 10x)")
+    if baseline:
+        change = medians["runner validate"] / medians[f"validate at {args.baseline}"]
+        print(f"runner validate / validate at {args.baseline} = {change:.3f}  -> "
+              f"{'within' if change <= 1.10 else 'beyond'} 10%")
 
 
 if __name__ == "__main__":
