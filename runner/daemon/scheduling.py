@@ -44,7 +44,7 @@ def decide(ready: list[Job], devices: Devices, running: int, max_jobs: int | Non
         if never:
             decisions.append(Decision(job, never=never))
         elif max_jobs is not None and running >= max_jobs:
-            decisions.append(Decision(job, waits=f"waiting for a job slot: {running} jobs run (--max-jobs {max_jobs})"))
+            decisions.append(Decision(job, waits=f"waiting for a job slot: --max-jobs {max_jobs}, and {running} running"))
         elif ahead is not None:
             decisions.append(Decision(job, waits=f"waiting for its turn: #{ahead.id} {ahead.name} "
                                                   f"(priority {ahead.priority}) is ahead and waits for room"))

@@ -87,7 +87,7 @@ async function overview() {
   const daemon = data.daemon || {};
   document.getElementById("daemon").textContent =
     `watching ${daemon.folder || "?"} · runs in ${daemon.runs_dir || "?"} · GPUs ${(daemon.gpus || []).map(g => g.index).join(",") || "none"}` +
-    (daemon.max_jobs ? ` · at most ${daemon.max_jobs} jobs` : "");
+    (daemon.max_jobs ? ` · at most ${daemon.max_jobs} job${daemon.max_jobs === 1 ? "" : "s"} at once` : "");
   const paused = document.getElementById("paused");
   paused.hidden = !data.paused; paused.textContent = data.paused ? `Admission paused: ${data.paused}` : "";
   const running = data.running.map(id => jobs.get(id));
