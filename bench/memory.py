@@ -12,11 +12,12 @@ line (the interpreter and libraries) is left out of the comparison on both sides
 
 glibc raises its mmap threshold each time a large buffer is freed (up to 32 MiB), after which buffers
 of that size come from the heap, and freed heap stays in RSS: a CPU peak of RSS then counts buffers
-freed long before, by an amount that changes from run to run (SimPO freeze-last4, the same plan five
-times: 1,441 to 1,894 MiB). The measuring processes therefore run with MALLOC_MMAP_THRESHOLD_=1 MiB,
-as bench/scale.py's do, so that the CPU peak is memory in use, the quantity that
-max_memory_allocated gives on a GPU and that the estimate counts (`--system-malloc` measures
-without it).
+freed long before, by an amount that changes from run to run (SimPO freeze-last4, the same plan four
+times: 1,441 to 1,894 MiB; with the threshold fixed, three times: 1,453 to 1,468). The measuring
+processes therefore run with MALLOC_MMAP_THRESHOLD_=1 MiB, as bench/scale.py's do, so that the CPU
+peak is memory in use, the quantity that max_memory_allocated gives on a GPU and that the estimate
+counts (`--system-malloc` measures without it).
+
 Goal (issue 3): within +-25%.
 """
 
