@@ -1,6 +1,6 @@
 """The planner's memory estimate beside the measured peak, for a few configurations.
 
-    python bench/memory.py [--only NAME] [--steps 3]
+    python bench/memory.py [--only NAME] [--steps 3] [--system-malloc]
 
 Each configuration is planned by `runner plan` machinery (make_plan on a generated spec),
 then measured in a fresh process: `loop` configurations load the model and apply the trainable
@@ -9,6 +9,15 @@ selection with the executor's own functions and run a few optimizer steps on ful
 (`run_plan`, its libraries imported before the baseline). Measured: peak RSS growth over the
 process's baseline on the CPU, torch.cuda.max_memory_allocated on a GPU. The estimate's "runtime"
 line (the interpreter and libraries) is left out of the comparison on both sides.
+
+glibc raises its mmap threshold each time a large buffer is freed (up to 32 MiB), after which buffers
+of that size come from the heap, and freed heap stays in RSS: a CPU peak of RSS then counts buffers
+freed long before, by an amount that changes from run to run (SimPO freeze-last4, the same plan four
+times: 1,441 to 1,894 MiB; with the threshold fixed, three times: 1,453 to 1,468). The measuring
+processes therefore run with MALLOC_MMAP_THRESHOLD_=1 MiB, as bench/scale.py's do, so that the CPU
+peak is memory in use, the quantity that max_memory_allocated gives on a GPU and that the estimate
+counts (`--system-malloc` measures without it).
+
 Goal (issue 3): within +-25%.
 """
 
@@ -16,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -111,6 +121,12 @@ RECIPE = textwrap.dedent('''
 ''')
 
 
+def measuring_environment(system_malloc: bool) -> dict[str, str]:
+    """The environment of a measuring process: large buffers handed back to the system when freed
+    (see the module's docstring), unless `system_malloc` asks for glibc's default thresholds."""
+    return {**os.environ, **({} if system_malloc else {"MALLOC_MMAP_THRESHOLD_": str(2**20)})}
+
+
 def rows_for(data_format: str, micro: int, length: int) -> list[dict]:
     """Rows longer than max_length (every sequence is cut to it), in the method's format."""
     def words(start: int, count: int) -> str:
@@ -153,6 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="run one configuration")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--system-malloc", action="store_true", help="measure with glibc's default thresholds")
     args = parser.parse_args()
     rows = []
     for name, model, method, how, trainable, micro, length, checkpointing in CONFIGS:
@@ -165,7 +182,8 @@ def main() -> None:
             (folder / "plan.json").write_text(plan.model_dump_json())
             script, argument = (MEASURE, str(args.steps)) if how == "loop" else (RECIPE, str(folder))
             completed = subprocess.run([sys.executable, "-c", script, str(folder / "plan.json"), argument],
-                                       capture_output=True, text=True, cwd=REPO)
+                                       capture_output=True, text=True, cwd=REPO,
+                                       env=measuring_environment(args.system_malloc))
             if completed.returncode:
                 print(completed.stderr[-2000:], file=sys.stderr)
                 continue

@@ -16,8 +16,9 @@ estimate's "runtime" line is left out on both sides, as in bench/memory.py.
 
 glibc keeps freed heap memory in a process's RSS, so a peak of RSS also counts buffers freed long
 before (FSDP allocates and frees each block's gathered copy several times a step): the workers
-run with MALLOC_MMAP_THRESHOLD_=1 MiB, which hands large buffers back when they are freed, so the
-peak is memory in use, for both strategies (`--system-malloc` measures without it).
+run with MALLOC_MMAP_THRESHOLD_=1 MiB (bench/memory.py's measuring_environment), which hands large
+buffers back when they are freed, so the peak is memory in use, for both strategies
+(`--system-malloc` measures without it).
 
 Goals (issue 11): FSDP's per-process peak at most 0.6x DDP's; each estimate within 25% of the
 measured peak.
@@ -124,6 +125,7 @@ def main() -> None:
         worker(Path(args.worker), Path(args.out))
         return
 
+    from bench.memory import measuring_environment
     from runner.plan.planner import make_plan
 
     results = {}
@@ -143,8 +145,8 @@ def main() -> None:
             estimate = sum(item.bytes for item in plan.memory.items if item.name != "runtime")
             command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                        __file__, "--worker", str(folder / f"{strategy}.json"), "--out", str(folder)]
-            environment = {**os.environ, **({} if args.system_malloc else {"MALLOC_MMAP_THRESHOLD_": str(2**20)})}
-            completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=environment)
+            completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
+                                       env=measuring_environment(args.system_malloc))
             if completed.returncode:
                 raise SystemExit(f"{strategy} failed:\n{completed.stderr[-3000:]}")
             peaks = [json.loads((folder / f"{strategy}-{rank}.json").read_text())["peak"] for rank in (0, 1)]

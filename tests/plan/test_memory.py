@@ -55,3 +55,22 @@ def test_a_separate_value_model_is_trained_in_fp32_with_adam(tiny_project, tmp_p
     memory = items(plan)
     assert memory["value model"] == plan.model.total_parameters * 16
     assert memory["reference model"] == plan.model.total_parameters * 4 and "reward model" not in memory
+
+
+def test_a_preference_pair_without_a_reference_runs_both_answers_with_gradients(tiny_project, tmp_path):
+    """SimPO and ORPO run chosen and rejected in one concatenated forward: twice the activations and
+    logits of one answer a row (measured on SmolLM2 with torch's memory profiler, bench/memory.py)."""
+    def words(start):
+        return " ".join(f"word{i}" for i in range(start, start + 200))
+
+    training = "training:\n  batch_size: 2\n  micro_batch_size: 2\n  max_length: 32\n"
+
+    def memory_of(method, row):
+        write_jsonl(tmp_path / "data" / "train.jsonl", [row] * 4)
+        return items(plan_of(tiny_project, training, **{"method: sft": f"method: {method}"}))
+
+    single = memory_of("sft", {"text": words(0)})
+    for method in ("simpo", "orpo"):
+        pair = memory_of(method, {"prompt": "Your name?", "chosen": words(0), "rejected": words(500)})
+        assert pair["logits"] == 2 * single["logits"], method
+        assert pair["activations"] == 2 * single["activations"], method
