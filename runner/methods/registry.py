@@ -156,6 +156,10 @@ class MethodDescriptor:
     """Whether the planner may pack rows into blocks (the section then has a `packing` field)."""
     generates: bool = True
     """Whether the trained model generates text (before/after samples, `runner sample`)."""
+    dropout: bool = True
+    """Whether dropout acts while training. TRL's preference and reward trainers set every dropout
+    probability to 0 (their `disable_dropout` defaults to true), as runner's PPO does: LoRA's dropout then
+    hands its input on as it is and keeps no copy of it."""
 
     def unsharded_reason(self) -> str | None:
         """Why this method cannot shard over devices (FSDP); None when it can."""

@@ -52,7 +52,8 @@ class Workload:
     adapter_inputs: int = 0
     """LoRA: per token, the summed input width of every adapted module (kept for the adapter's backward)."""
     adapter_dropout: bool = False
-    """LoRA dropout makes a copy of each adapted module's input (and a mask)."""
+    """LoRA dropout makes a copy of each adapted module's input (and a mask), when the spec gives it a
+    probability above 0 and the method's trainer leaves dropout on."""
     strategy: str = "ddp"
     """ddp: every process holds the whole model; fsdp: weights, gradients and optimizer states are
     sharded over `devices` processes and each block is all-gathered when it runs."""

@@ -397,7 +397,7 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
         rollout_sequences=per_device if terms.generated_tokens else 0,
         extra_models=tuple(memory.extra_model(model, sizes[model.parameters_of]) for model in terms.models),
         adapter_inputs=sum(skeleton.shapes[target + ".weight"][1] for target in adapted),
-        adapter_dropout=bool(lora and trainable_plan.lora.dropout > 0),
+        adapter_dropout=bool(lora and trainable_plan.lora.dropout > 0 and method.descriptor.dropout),
     )
     minibatches = method.descriptor.minibatches(method.section)
     unit, unit_name = per_device // minibatches, "minibatch" if minibatches > 1 else "per-device batch"

@@ -37,6 +37,16 @@ def test_each_recipe_imports_and_trains(descriptor):
     assert callable(descriptor.load_recipe().train)
 
 
+@pytest.mark.parametrize("descriptor", registry.descriptors(), ids=registry.names())
+def test_dropout_is_on_exactly_where_the_recipes_trl_config_leaves_it_on(descriptor):
+    """The memory estimate counts LoRA dropout's input copies by the descriptor's `dropout`."""
+    recipe = descriptor.load_recipe()
+    configs = [value for value in vars(recipe).values()
+               if isinstance(value, type) and "disable_dropout" in getattr(value, "__dataclass_fields__", {})]
+    for config in configs:
+        assert config.__dataclass_fields__["disable_dropout"].default is not descriptor.dropout, config.__name__
+
+
 def test_every_format_serves_some_method():
     assert set(formats.FORMATS) == {f for d in registry.descriptors() for f in d.formats}
 

@@ -74,3 +74,22 @@ def test_a_preference_pair_without_a_reference_runs_both_answers_with_gradients(
         pair = memory_of(method, {"prompt": "Your name?", "chosen": words(0), "rejected": words(500)})
         assert pair["logits"] == 2 * single["logits"], method
         assert pair["activations"] == 2 * single["activations"], method
+
+
+def test_lora_dropout_keeps_copies_only_where_the_trainer_leaves_dropout_on(tiny_project, tmp_path):
+    """TRL's preference trainers set every dropout probability to 0 (disable_dropout), so LoRA's dropout
+    hands its input on uncopied: ORPO-LoRA counts what a dropout-free SFT-LoRA does, twice (chosen and
+    rejected). On SmolLM2 (bench/memory.py) ORPO-LoRA measured ~950 MiB below SFT-LoRA at the same tokens."""
+    def words(start):
+        return " ".join(f"word{i}" for i in range(start, start + 200))
+
+    def activations(method, row, dropout):
+        write_jsonl(tmp_path / "data" / "train.jsonl", [row] * 4)
+        spec = ("training:\n  batch_size: 2\n  micro_batch_size: 2\n  max_length: 32\n"
+                f"trainable:\n  mode: lora\n  lora: {{r: 4, dropout: {dropout}}}\n")
+        return items(plan_of(tiny_project, spec, **{"method: sft": f"method: {method}"}))["activations"]
+
+    text, pair = {"text": words(0)}, {"prompt": "Your name?", "chosen": words(0), "rejected": words(500)}
+    assert activations("sft", text, 0.05) > activations("sft", text, 0.0)  # runner's SFT loop keeps dropout on
+    for method in ("orpo", "simpo", "dpo"):
+        assert activations(method, pair, 0.05) == 2 * activations("sft", text, 0.0), method

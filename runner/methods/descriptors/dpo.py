@@ -37,4 +37,5 @@ DESCRIPTOR = MethodDescriptor(
     training_path="TRL DPOTrainer",
     recipe="runner.methods.dpo",
     memory=memory,
+    dropout=False,
 )

@@ -39,5 +39,6 @@ DESCRIPTOR = MethodDescriptor(
     training_path="TRL KTOTrainer",
     recipe="runner.methods.kto",
     memory=memory,
+    dropout=False,
     min_micro_batch=2,
 )

@@ -33,4 +33,5 @@ DESCRIPTOR = MethodDescriptor(
     training_path="TRL ORPOTrainer (trl.experimental.orpo)",
     recipe="runner.methods.orpo",
     memory=memory,
+    dropout=False,
 )

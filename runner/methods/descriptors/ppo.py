@@ -106,6 +106,7 @@ DESCRIPTOR = MethodDescriptor(
     training_path="runner's own PPO trainer (runner/methods/ppo.py)",
     recipe="runner.methods.ppo",
     memory=memory,
+    dropout=False,
     checks=(minibatch_arithmetic, shared_value_model_needs_lora),
     minibatches=lambda section: section.num_mini_batches,
     episodes=lambda section: section.total_episodes,

@@ -34,5 +34,6 @@ DESCRIPTOR = MethodDescriptor(
     head=SCORE,
     new_heads=("score.weight",),
     memory=memory,
+    dropout=False,
     generates=False,
 )

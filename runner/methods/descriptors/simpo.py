@@ -38,4 +38,5 @@ DESCRIPTOR = MethodDescriptor(
     training_path="TRL CPOTrainer with loss_type simpo (trl.experimental.cpo)",
     recipe="runner.methods.simpo",
     memory=memory,
+    dropout=False,
 )
