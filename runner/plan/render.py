@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runner.methods import registry
 from runner.plan.models import MaskedExample, Plan
 
 GIB = 1024**3
@@ -60,7 +61,10 @@ def _trainable(plan: Plan) -> str:
     for row in t.table:
         lines.append(f"  {row.layers:<8} {row.family:<11} {row.status:<8} {human(row.parameters):>10}  {row.names}")
     if t.lora:
-        lines.append(f"  LoRA r={t.lora.r} alpha={t.lora.alpha:g} dropout={t.lora.dropout:g}"
+        dropout = f"{t.lora.dropout:g}"
+        if t.lora.dropout > 0 and not registry.get(plan.method).dropout:  # the trainer sets every dropout to 0
+            dropout += f" (no effect: {plan.method} trains with dropout off)"
+        lines.append(f"  LoRA r={t.lora.r} alpha={t.lora.alpha:g} dropout={dropout}"
                      f"{' rslora' if t.lora.rslora else ''}: {len(t.lora.targets)} modules, "
                      f"{human(t.lora.adapter_parameters)} adapter parameters")
     lines += [f"  note: {note}" for note in t.notes]

@@ -136,6 +136,15 @@ def test_preference_preview_shows_chosen_and_rejected(tiny_project, tmp_path):
     assert not any(item.name == "reference model" for item in plan.memory.items)  # LoRA: adapters disabled
 
 
+def test_the_plan_says_when_the_trainer_ignores_lora_dropout(tiny_project, tmp_path):
+    lora = "trainable:\n  mode: lora\n  lora: {dropout: 0.05}\n"
+    assert "dropout=0.05:" in render(plan_of(tiny_project, lora))  # runner's SFT loop keeps it
+    write_jsonl(tmp_path / "data" / "train.jsonl",
+                [{"prompt": "Your name?", "chosen": "Chatty.", "rejected": "No name."}] * 4)
+    dpo = plan_of(tiny_project, **{"method: sft": "method: dpo"}, extra=lora)
+    assert "dropout=0.05 (no effect: dpo trains with dropout off)" in render(dpo)
+
+
 def test_autos_on_a_cpu(tiny_project):
     plan = plan_of(tiny_project)
     value = plan.value
