@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 from runner.errors import UsageError
@@ -89,14 +90,10 @@ class _Tee:
 
     def write(self, text: str) -> None:
         for stream in self.streams:
-            try:
+            with suppress(OSError, ValueError):
                 stream.write(text)
-            except (OSError, ValueError):
-                pass
 
     def flush(self) -> None:
         for stream in self.streams:
-            try:
+            with suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 SHOWN_ERRORS = 20
 MAX_PRIORITY = 100

@@ -223,7 +223,7 @@ class ClusterDevices(Devices):
         return None
 
     def reserve(self, job_id: int, gpus: list[int], estimate: int) -> None:
-        pass
+        """Nothing to hold here: Slurm allocates the job's devices when it starts it."""
 
 
 def _marker(slurm_job: str, output: Path) -> bytes:

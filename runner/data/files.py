@@ -160,7 +160,7 @@ def _lines(handle: BinaryIO) -> Iterator[bytes | None]:
 # --- CSV --------------------------------------------------------------------------------------------
 
 class _LongLine(Exception):
-    pass
+    """A CSV row longer than MAX_ROW_BYTES (raised by the line reader, turned into a bad row)."""
 
 
 class _LineFeed:
@@ -218,10 +218,6 @@ def read_csv(path: Path, columns: list[str] | None = None) -> Iterator[RawRow]:
             index += 1
 
 
-def _cell(name: str, text: str) -> Any:
-    if name == "label" and text.strip().lower() in ("true", "false"):
-        return text.strip().lower() == "true"
-    return text
 def _cell(name: str, text: str) -> Any:
     if name == "label" and text.strip().lower() in ("true", "false"):
         return text.strip().lower() == "true"
