@@ -23,7 +23,7 @@ class Tracker:
         return f"pip install 'runner-finetune[{self.extra}]'"
 
     def installed(self) -> bool:
-        return all(_importable(module) for module in self.modules)
+        return all(importable(module) for module in self.modules)
 
 
 TRACKERS = {
@@ -34,7 +34,8 @@ TRACKERS = {
 TRACKER_NAMES = tuple(TRACKERS)
 
 
-def _importable(module: str) -> bool:
+def importable(module: str) -> bool:
+    """Whether `module` can be imported here: found, never imported (validate stays light)."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):

@@ -156,6 +156,9 @@ class MethodDescriptor:
     """Whether the planner may pack rows into blocks (the section then has a `packing` field)."""
     generates: bool = True
     """Whether the trained model generates text (before/after samples, `runner sample`)."""
+    runner_loop: bool = False
+    """Whether the recipe is one of runner's own training loops (SFT's, PPO's), which checkpoint the trained
+    tensors alone, rather than a TRL trainer (which imports TRL and saves the model with each checkpoint)."""
     dropout: bool = True
     """Whether dropout acts while training. TRL's preference and reward trainers set every dropout
     probability to 0 (their `disable_dropout` defaults to true), as runner's PPO does: LoRA's dropout then

@@ -13,16 +13,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runner import trainable
+from runner import quantization, trainable
 from runner.data import mixing
 from runner.data.files import RowAt
 from runner.errors import RunnerError
 from runner.formats import RowError
 from runner.methods import registry
 from runner.methods.registry import Batching, MethodDescriptor
-from runner.plan import identity, memory, source, strategy, table
+from runner.plan import disk, identity, memory, source, strategy, table
 from runner.plan.machine import Machine, detect
-from runner.plan.models import DeviceFacts, LossMaskPreview, Plan, Resolved, Steps, TokenStats
+from runner.plan.models import DeviceFacts, LossMaskPreview, Plan, QuantizedBase, Resolved, Steps, TokenStats
 from runner.plan.packing import WORTH_IT, Layouts, keeps_documents_apart, layouts
 from runner.plan.rows import KINDS, mask_rule
 from runner.plan.skeleton import Skeleton, build
@@ -85,7 +85,7 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     config = source.load_config(location)
     tokenizer = source.load_tokenizer(location)
     skeleton = build(config, method.descriptor.head)
-    trainable_plan = _trainable(spec, method, skeleton, settings)
+    trainable_plan = _trainable(spec, method, skeleton, settings, location)
 
     use_chat = settings.pick("data.chat_template", spec.data.chat_template, lambda: _auto_chat_template(tokenizer))
     _require_rows_read(checked)
@@ -103,20 +103,24 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
                    "eval" in checked.data)
     packing = _resolve_packing(spec, method, settings, lengths, steps, max_length, config)
     reward_parameters = _reward_parameters(reward_location) if reward_location else 0
-    mem = _memory(spec, method, terms, settings, device, skeleton, trainable_plan, steps, max_length, packing,
-                  reward_parameters)
     checkpoint_every = _resolve_outputs(spec, settings, steps)
+    kept = _Kept(data_tokens=_data_tokens(checked, steps, stats, terms), gguf_conversion=_converts_gguf(location))
+    mem, work = _memory(spec, method, terms, settings, device, skeleton, trainable_plan, steps, max_length, packing,
+                        reward_parameters, kept)
     steps = steps.model_copy(update={"micro_batch_size": settings.entries["training.micro_batch_size"].value,
                                      "gradient_accumulation": settings.entries["training.gradient_accumulation"].value,
                                      "checkpoint_every": checkpoint_every})
     _record_method_settings(spec, method, settings)
 
     inputs = identity.inputs(spec_path, checked, location, reward_location, epoch_rows)
+    settings.given("outputs.keep_checkpoints_after_success", spec.outputs.keep_checkpoints_after_success)
+    written = disk.estimate(skeleton.facts, work, steps, spec.outputs.keep_checkpoints,
+                            spec.outputs.keep_checkpoints_after_success, inputs.base_model)
     return Plan(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
         resolved=settings.entries, device=device, model=skeleton.facts, trainable=trainable_plan,
-        loss_mask=preview, steps=steps, memory=mem, inputs=inputs, training_path=_training_path(method, settings),
+        loss_mask=preview, steps=steps, memory=mem, disk=written, inputs=inputs, training_path=_training_path(method, settings),
         objective=method.descriptor.objective,
     )
 
@@ -183,7 +187,8 @@ def _resolve_device(spec: JobSpec, method: _Method, machine: Machine, settings: 
 
 # --- trainable ----------------------------------------------------------------------------------
 
-def _trainable(spec: JobSpec, method: _Method, skeleton: Skeleton, settings: Settings):
+def _trainable(spec: JobSpec, method: _Method, skeleton: Skeleton, settings: Settings,
+               location: source.ModelLocation):
     policy = spec.trainable.policy()
     new = method.descriptor.new_heads
     try:
@@ -201,8 +206,33 @@ def _trainable(spec: JobSpec, method: _Method, skeleton: Skeleton, settings: Set
     if spec.trainable.mode == "lora":
         lora_spec = spec.trainable.lora or LoraSpec()
         alpha = settings.pick("trainable.lora.alpha", lora_spec.alpha, lambda: (2.0 * lora_spec.r, "2 x r"))
-        lora = {"r": lora_spec.r, "alpha": float(alpha), "dropout": lora_spec.dropout, "rslora": lora_spec.rslora}
-    return table.build(skeleton.shapes, selection, mode=spec.trainable.mode, lora=lora, new=new, tied=skeleton.tied)
+        lora = {"r": lora_spec.r, "alpha": float(alpha), "dropout": lora_spec.dropout, "rslora": lora_spec.rslora,
+                "dora": lora_spec.dora, "loraplus_lr_ratio": lora_spec.loraplus_lr_ratio}
+    quantized = _quantized_base(spec, skeleton, settings, location)
+    return table.build(skeleton.shapes, selection, mode=spec.trainable.mode, lora=lora, new=new, tied=skeleton.tied,
+                       quantized=quantized)
+
+
+def _quantized_base(spec: JobSpec, skeleton: Skeleton, settings: Settings,
+                    location: source.ModelLocation) -> QuantizedBase | None:
+    wanted = spec.trainable.quantize
+    if wanted is None:
+        return None
+    if not quantization.installed():
+        raise PlanError("trainable.quantize needs bitsandbytes, which is not installed here",
+                        f"install it: {quantization.INSTALL}")
+    if location.is_gguf and not wanted.requantize_gguf:
+        raise PlanError(f"the base model is read from a GGUF file ({location.path.name}), already quantised in its "
+                        f"own format: {wanted.bits}-bit storage dequantises it to fp32 first, then quantises it again",
+                        "set trainable.quantize.requantize_gguf: true to accept the second rounding")
+    precision = settings.entries["hardware.precision"].value
+    compute = settings.pick("trainable.quantize.compute_dtype", wanted.compute_dtype,
+                            lambda: (precision, "the run's precision"))
+    stored = quantization.Storage(wanted.bits, wanted.type, wanted.double_quant, compute)
+    names = list(skeleton.quantizable)
+    size = sum(stored.weight_bytes(*skeleton.shapes[name]) for name in names)
+    return QuantizedBase(bits=wanted.bits, type=wanted.type, double_quant=wanted.double_quant, compute_dtype=compute,
+                         quantized=names, stored_bytes=math.ceil(size), requantized_gguf=location.is_gguf)
 
 
 # --- data and tokens ----------------------------------------------------------------------------
@@ -372,9 +402,39 @@ def _steps(spec: JobSpec, method: _Method, settings: Settings, device: DeviceFac
 
 # --- memory -------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Kept:
+    """What the run holds besides the model: facts read before memory is estimated."""
+
+    data_tokens: int
+    gguf_conversion: bool
+
+
+def _data_tokens(checked: SpecResult, steps: Steps, stats: TokenStats, terms: registry.MemoryTerms) -> int:
+    """Tokens of the encoded rows a run keeps: an epoch of training rows and the eval rows, at the measured mean."""
+    evaluation = checked.data.get("eval")
+    rows = steps.rows + (sum(report.usable for report in evaluation.sources) if evaluation else 0)
+    return math.ceil(rows * stats.mean_tokens * terms.sequences_per_row)
+
+
+def _converts_gguf(location: source.ModelLocation) -> bool:
+    """Whether a run would dequantise a GGUF file first (its fp32 copy is not cached yet)."""
+    return location.is_gguf and not any(source.gguf_companion(location.path).glob("*.safetensors"))
+
+
+def _saved(settings: Settings, trainable_plan, total: int) -> tuple[int, int]:
+    """(parameters, bytes each) the final save writes."""
+    form = settings.entries["outputs.save"].value
+    if form == "adapter":
+        return trainable_plan.trainable_parameters, 4
+    if form == "merged":
+        return total, 2 if settings.entries["hardware.precision"].value in ("bf16", "fp16") else 4
+    return total, 4
+
+
 def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, settings: Settings, device: DeviceFacts,
             skeleton: Skeleton, trainable_plan, steps: Steps, max_length: int, packing: Layouts | None,
-            reward_parameters: int):
+            reward_parameters: int, kept: _Kept):
     precision = settings.entries["hardware.precision"].value
     # A forward pass holds rows, or packed blocks; a step needs the per-device share of either.
     per_device = math.ceil(packing.blocks_per_step / device.count) if packing else steps.batch_size // device.count
@@ -398,13 +458,28 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
         extra_models=tuple(memory.extra_model(model, sizes[model.parameters_of]) for model in terms.models),
         adapter_inputs=sum(skeleton.shapes[target + ".weight"][1] for target in adapted),
         adapter_dropout=bool(lora and trainable_plan.lora.dropout > 0 and method.descriptor.dropout),
+        trl=not method.descriptor.runner_loop, vocab_size=skeleton.facts.vocab_size, data_tokens=kept.data_tokens,
+        gguf_conversion=kept.gguf_conversion,
     )
+    dora = bool(lora and trainable_plan.lora.dora)
+    adapted_shapes = [skeleton.shapes[target + ".weight"] for target in adapted]
+    if dora:
+        base = replace(base, adapter_outputs=sum(shape[0] for shape in adapted_shapes),
+                       largest_adapted=max((math.prod(shape) for shape in adapted_shapes), default=0))
+    quantized = trainable_plan.quantized
+    if quantized:
+        base = replace(base, quantized_parameters=sum(math.prod(skeleton.shapes[n]) for n in quantized.quantized),
+                       quantized_bytes=quantized.stored_bytes,
+                       largest_quantized=max((math.prod(skeleton.shapes[n]) for n in quantized.quantized), default=0))
+    saved_parameters, saved_each = _saved(settings, trainable_plan, skeleton.facts.total_parameters)
+    base = replace(base, saved_parameters=saved_parameters, saved_bytes_each=saved_each)
     minibatches = method.descriptor.minibatches(method.section)
     unit, unit_name = per_device // minibatches, "minibatch" if minibatches > 1 else "per-device batch"
     host = int(device.host_memory_gb * memory.GIB) if device.host_memory_gb else None
     try:
         layout = strategy.choose(skeleton.facts, base, spec.hardware, device, unit, budget, host,
-                                 unsharded=method.descriptor.unsharded_reason(),
+                                 unsharded=method.descriptor.unsharded_reason() or (
+                                     "a quantized base is not sharded" if quantized else None),
                                  minimum=method.descriptor.min_micro_batch, unit_name=unit_name)
     except strategy.LayoutError as error:
         raise PlanError(f"method {method.name}: {error}", "set hardware.strategy: ddp (or auto), and give each "
@@ -439,12 +514,14 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
             f"the estimate ({estimate.total_bytes / memory.GIB:.1f} GiB per device) does not fit "
             f"{budget_source} ({budget / memory.GIB:.1f} GiB){tried}",
             "; ".join([*estimate.advice, _more_devices(method, skeleton, work, budget, device)]))
-    return estimate
+    return estimate, work
 
 
 def _more_devices(method: _Method, skeleton: Skeleton, work: memory.Workload, budget: int,
                   device: DeviceFacts) -> str:
     unsharded = method.descriptor.unsharded_reason()
+    if work.quantized_parameters and not unsharded:
+        return "a quantized base is not sharded, so more devices do not help"
     if unsharded:
         return f"{method.name} does not shard ({unsharded}), so more devices do not help"
     needed = strategy.devices_needed(skeleton.facts, work, budget, device.count)

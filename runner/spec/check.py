@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from runner import trainable
+from runner import quantization, trainable
 from runner.errors import RunnerError
 from runner.methods import registry
 from runner.data import sources
@@ -114,6 +114,9 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
 
     if check_inputs and view.sections.get("outputs") is not None:
         _check_trackers(report, view.sections["outputs"].report_to)
+    trainable_spec = view.sections.get("trainable")
+    if check_inputs and trainable_spec is not None and trainable_spec.quantize is not None:
+        _check_quantization_installed(report)
     reward = getattr(view.sections.get(view.method or ""), "reward", None)
     if check_inputs and reward is not None:
         with _unexpected(report, (view.method, "reward")):
@@ -326,6 +329,18 @@ def _check_trackers(report: _Reporter, names: list[str]) -> None:
             report.add("warning", ("outputs", "report_to", index),
                        f"{name} is not installed here; a run on this machine would fail at its start",
                        f"where jobs run: {tracker.install}")
+
+
+def _check_quantization_installed(report: _Reporter) -> None:
+    """An error where jobs run (torch is here) and bitsandbytes is not: the run would fail at loading. Where
+    only specs are checked (a pre-commit hook without torch) a warning, like a tracker's."""
+    if quantization.installed():
+        return
+    where_jobs_run = quantization.runs_jobs()
+    report.add("error" if where_jobs_run else "warning", ("trainable", "quantize"),
+               "a quantized base needs bitsandbytes, which is not installed here"
+               + ("" if where_jobs_run else "; a run on this machine would fail at its start"),
+               f"{'install it' if where_jobs_run else 'where jobs run'}: {quantization.INSTALL}")
 
 
 def _check_reward_source(report: _Reporter, folder: Path, method: str, reward: RewardSource) -> None:
