@@ -102,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--max-new-tokens", type=int, default=64)
     _runs_dir(sample)
 
+    export = commands.add_parser(
+        "export", help="write a LoRA run's adapter merged into its base, as a plain transformers folder",
+        description="Merge a succeeded LoRA run's adapter into its base model and write a folder that "
+                    "AutoModelForCausalLM.from_pretrained loads alone, with the tokenizer and a model card. A "
+                    "quantized base is merged dequantised: the weights the run computed with. Runs on the CPU.")
+    export.add_argument("run_dir", metavar="RUN", help="a run folder, a spec file, or a spec name")
+    export.add_argument("--out", metavar="DIR", help="the folder to write (default: RUN/merged); it must not exist")
+    _runs_dir(export)
+
     runs = commands.add_parser(
         "runs", help="list runs: name, run id, state, steps, final loss, when, size",
         description="List the runs under the run root, oldest first: all, or those of a spec file, a spec "
@@ -244,6 +253,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from runner.commands.sample import sample
 
         return sample(args.run_dir, args.prompts, args.max_new_tokens, args.runs_dir)
+    if args.command == "export":
+        from runner.commands.export import export
+
+        return export(args.run_dir, args.out, args.runs_dir)
     if args.command == "runs":
         from runner.commands.runs import runs
 

@@ -17,7 +17,8 @@ from runner.fsutil import cache_directory, cached_record, file_sha256, stat_key
 from runner.manifest import WeightsOrigin
 from runner.methods.registry import SCORE
 from runner.plan import source
-from runner.plan.models import ModelIdentity, Plan
+from runner.errors import RunnerError
+from runner.plan.models import ModelIdentity, Plan, QuantizedBase
 from runner.plan.skeleton import model_class
 from runner.plan.source import ModelLocation
 
@@ -49,14 +50,46 @@ def load_tokenizer(location: ModelLocation):
     return tokenizer
 
 
-def load_model(location: ModelLocation, head: str, dtype: torch.dtype, *, pad_token_id: int | None = None):
-    """The model with the head a method trains (runner.methods.registry: CAUSAL_LM or SCORE)."""
+def load_model(location: ModelLocation, head: str, dtype: torch.dtype, *, pad_token_id: int | None = None,
+               quantized: QuantizedBase | None = None, device: str = "cpu"):
+    """The model with the head a method trains (runner.methods.registry: CAUSAL_LM or SCORE); with
+    `quantized`, its linear weights stored by bitsandbytes on `device` (where they are quantised), and
+    checked to be exactly the weights the plan counted."""
     folder, kwargs = weights_source(location)
     extra = {"num_labels": 1} if head == SCORE else {}
+    if quantized is not None:
+        extra.update(quantization_config=bitsandbytes_config(quantized), device_map={"": device})
     model = model_class(head).from_pretrained(folder, dtype=dtype, **kwargs, **extra)
     if head == SCORE and pad_token_id is not None:
         model.config.pad_token_id = pad_token_id  # the score is read at the last non-pad token
+    if quantized is not None:
+        stored = sorted(quantized_names(model))
+        if stored != sorted(quantized.quantized):
+            raise RunnerError(f"bitsandbytes quantized {len(stored)} weights of the model; the plan counted "
+                              f"{len(quantized.quantized)}", "make a new plan with this version of transformers")
     return model
+
+
+def load_base(plan: Plan, head: str, *, pad_token_id: int | None = None, device: str = "cpu"):
+    """The plan's base model as a run trains it: in the dtype its precision implies, quantized as it says."""
+    return load_model(location_of(plan), head, weights_dtype(plan), pad_token_id=pad_token_id,
+                      quantized=plan.trainable.quantized, device=device)
+
+
+def bitsandbytes_config(quantized: QuantizedBase):
+    from transformers import BitsAndBytesConfig
+
+    if quantized.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantized.type,
+                              bnb_4bit_use_double_quant=quantized.double_quant,
+                              bnb_4bit_compute_dtype=DTYPES[quantized.compute_dtype])
+
+
+def quantized_names(model) -> list[str]:
+    """The parameters bitsandbytes stores quantized (4-bit Params4bit, 8-bit Int8Params)."""
+    return [name for name, parameter in model.named_parameters()
+            if type(parameter).__name__ in ("Params4bit", "Int8Params")]
 
 
 def weights_source(location: ModelLocation) -> tuple[str, dict]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from runner.errors import RunnerError
+from runner.execute import trainable
 from runner.execute.batches import shuffled_forever
 from runner.execute.context import Context, Trained
 from runner.execute.loop import lr_schedule, resume, save_checkpoint
@@ -330,8 +331,8 @@ def train(ctx: Context) -> Trained:
     policy, tokenizer = ctx.model, ctx.tokenizer
     reference, value, scorer, stop_id = build(ctx)
     prompts = [example["prompt"] for example in ctx.splits["train"].examples]
-    trainable = [p for p in policy.parameters() if p.requires_grad] + value.parameters()
-    optimizer = torch.optim.AdamW(trainable, lr=settings.training.learning_rate, eps=1e-5)
+    optimizer = trainable.optimizer(policy, ctx.plan.trainable.lora, settings.training.learning_rate,
+                                    extra=value.parameters(), eps=1e-5)
     schedule = lr_schedule(settings.training, optimizer)
     start = resume(ctx, optimizer, schedule, **_checkpointed(policy, value))
     order = shuffled_forever(len(prompts), settings.training.seed, skip=start * settings.batch)

@@ -50,8 +50,9 @@ Arrow tables too."""
 GGUF_CONVERSION_COPIES = 3
 """Dequantising a GGUF holds the loaded model, its rebuilt clean copy and the buffers of the save, in fp32."""
 CHECKPOINT_FILE_BYTES = 256 * MIB
-"""runner.execute.checkpoints.FILE_BYTES (no torch here to import it from): runner's own loops write a checkpoint's tensors in files of about this size (runner.execute.checkpoints):
-each is serialised in memory, twice over (safetensors' bytes, then the file's), before it is written."""
+"""runner's own loops write a checkpoint's tensors in files of about this size (runner.execute.checkpoints'
+FILE_BYTES; a test keeps them equal): each is serialised in memory, twice over (safetensors' bytes, then
+the file's), before it is written."""
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,6 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     _record_method_settings(spec, method, settings)
 
     inputs = identity.inputs(spec_path, checked, location, reward_location, epoch_rows)
-    settings.given("outputs.keep_checkpoints_after_success", spec.outputs.keep_checkpoints_after_success)
     written = disk.estimate(skeleton.facts, work, steps, spec.outputs.keep_checkpoints,
                             spec.outputs.keep_checkpoints_after_success, inputs.base_model)
     return Plan(
@@ -544,6 +543,7 @@ def _resolve_outputs(spec: JobSpec, settings: Settings, steps: Steps) -> int:
         f"about five per run, at least {CHECKPOINT_MIN_STEPS} steps apart (a checkpoint with its optimizer state "
         "is about three times the weights)"))
     settings.given("outputs.keep_checkpoints", outputs.keep_checkpoints)
+    settings.given("outputs.keep_checkpoints_after_success", outputs.keep_checkpoints_after_success)
     settings.given("data.max_rejected", spec.data.max_rejected)
     return every
 
