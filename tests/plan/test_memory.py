@@ -1,6 +1,7 @@
 """The memory estimate's method terms, each read from the method's descriptor (issue 12's drift fixes)."""
 
 from tests.conftest import write_jsonl
+from runner.plan.render import render
 from tests.plan.test_planner import CPU, TWO_GPUS, plan_of
 
 SCORE_HEAD = 32
@@ -93,3 +94,67 @@ def test_lora_dropout_keeps_copies_only_where_the_trainer_leaves_dropout_on(tiny
     assert activations("sft", text, 0.05) > activations("sft", text, 0.0)  # runner's SFT loop keeps dropout on
     for method in ("orpo", "simpo", "dpo"):
         assert activations(method, pair, 0.05) == 2 * activations("sft", text, 0.0), method
+
+
+LINEAR = {f"model.layers.{i}.{name}.weight": shape for i in range(4) for name, shape in (
+    ("self_attn.q_proj", (32, 32)), ("self_attn.k_proj", (16, 32)), ("self_attn.v_proj", (16, 32)),
+    ("self_attn.o_proj", (32, 32)), ("mlp.gate_proj", (64, 32)), ("mlp.up_proj", (64, 32)),
+    ("mlp.down_proj", (32, 64)))}
+"""The tiny model's linear layers (hidden 32, MLP 64, 2 key/value heads of 8)."""
+
+
+def test_a_quantized_base_counts_its_weights_at_their_stored_size(tiny_project):
+    from runner.quantization import Storage
+
+    plan = plan_of(tiny_project, "trainable:\n  mode: lora\n  quantize: 4\n  lora: {r: 4}\n")
+    quantized = plan.trainable.quantized
+    shapes = LINEAR
+    assert sorted(quantized.quantized) == sorted(shapes)  # the blocks' linear layers; not the embedding
+    storage = Storage(4, "nf4", True, "fp32")
+    assert quantized.stored_bytes == sum(storage.weight_bytes(*shape) for shape in shapes.values())
+    plain = plan.model.total_parameters - sum(rows * columns for rows, columns in shapes.values())
+    assert items(plan)["weights"] == quantized.stored_bytes + plain * 4 + plan.trainable.trainable_parameters * 4
+    assert {(row.family, row.storage) for row in plan.trainable.table} == {
+        ("embeddings", ""), ("attention", "nf4"), ("mlp", "nf4"), ("norm", "")}
+    text = render(plan)
+    assert "storage" in text and "base storage: 4-bit NF4, double quant, compute fp32 (bitsandbytes)" in text
+
+
+def test_the_lora_variants_are_in_the_plan(tiny_project):
+    plan = plan_of(tiny_project, "trainable:\n  mode: lora\n  lora: {r: 16, alpha: 16, rslora: true, dora: true, "
+                                 "loraplus_lr_ratio: 16}\n")
+    lora = plan.trainable.lora
+    assert (lora.dora, lora.rslora, lora.loraplus_lr_ratio, lora.scaling) == (True, True, 16, 4)
+    assert "alpha/sqrt(r) = 4 (rsLoRA), DoRA" in render(plan) and "B matrices at 16x the learning rate" in render(plan)
+    plain = plan_of(tiny_project, "trainable:\n  mode: lora\n  lora: {r: 16, alpha: 16}\n")
+    outputs = sum(rows for rows, _ in LINEAR.values())
+    assert lora.adapter_parameters == plain.trainable.lora.adapter_parameters + outputs  # a magnitude per output
+    assert items(plan)["activations"] > items(plain)["activations"]  # DoRA keeps each base output
+
+
+def test_the_estimate_is_its_largest_moment_and_names_what_it_predicts(tiny_project):
+    from runner.execute import checkpoints
+    from runner.plan import memory
+
+    plan = plan_of(tiny_project)
+    estimate = plan.memory
+    moments = {moment.name: moment.bytes for moment in estimate.moments}
+    assert set(moments) == {"loading", "a training step", "writing a checkpoint", "saving"}
+    assert estimate.total_bytes == max(moments.values()) == moments[estimate.peak]
+    assert sum(item.bytes for item in estimate.items) == estimate.total_bytes  # the daemon sums the items
+    assert "peak resident memory (RSS) of the process" in estimate.measures
+    assert memory.CHECKPOINT_FILE_BYTES == checkpoints.FILE_BYTES
+    gpu = plan_of(tiny_project, "hardware:\n  gpus: 1\n", machine=TWO_GPUS).memory
+    assert [moment.name for moment in gpu.moments] == ["a training step"] and "CUDA context" in gpu.measures
+
+
+def test_disk_counts_checkpoints_while_running_and_keeps_them_only_when_asked(tiny_project):
+    spec = "training:\n  max_steps: 8\noutputs:\n  checkpoint_every: 2\n  keep_checkpoints: 2\n"
+    plan = plan_of(tiny_project, spec)
+    disk = {item.name: item for item in plan.disk.items}
+    one = plan.trainable.trainable_parameters * 12  # runner's SFT loop: the weights and two AdamW states
+    assert disk["checkpoints"].bytes == 3 * one and not disk["checkpoints"].kept  # up to keep + 1 at once
+    assert disk["final model"].bytes >= plan.model.total_parameters * 4
+    assert plan.disk.kept_bytes == disk["final model"].bytes
+    kept = plan_of(tiny_project, spec + "  keep_checkpoints_after_success: true\n").disk
+    assert kept.kept_bytes == disk["final model"].bytes + 2 * one
