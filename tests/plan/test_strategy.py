@@ -109,9 +109,9 @@ def test_the_sharded_estimate_divides_the_states_and_adds_the_gathered_blocks():
     work = memory.Workload(mode="full", precision="bf16", device="cuda", micro_batch=1, seq_len=2048,
                            checkpointing=True, trainable_parameters=facts.total_parameters, lowest_trained_layer=0)
     assert memory.block_parameters(facts) == 218_112_000  # Llama 3 8B's decoder layer
-    whole = {item.name: item.bytes for item in memory._items(facts, work, True)}
+    whole = {item.name: item.bytes for item in memory.step_items(facts, work, True)}
     for devices in (2, 8):
-        sharded = {item.name: item.bytes for item in memory._items(
+        sharded = {item.name: item.bytes for item in memory.step_items(
             facts, memory.Workload(**{**work.__dict__, "strategy": "fsdp", "devices": devices}), True)}
         for name in ("weights", "gradients", "optimizer"):
             assert sharded[name] == -(-whole[name] // devices)
