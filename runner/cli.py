@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Answer prompts (greedy) with the model of a succeeded run: a run folder, or the latest "
                     "succeeded run of a spec file, spec name or folder of runs. An adapter run loads its base "
                     "model where it was trained from, or the same hub model found on this machine.")
-    sample.add_argument("run_dir", metavar="RUN", help="a run folder, a spec file, or a spec name")
+    _run_target(sample)
     sample.add_argument("prompts", nargs="+", metavar="PROMPT")
     sample.add_argument("--max-new-tokens", type=int, default=64)
     _runs_dir(sample)
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Merge a succeeded LoRA run's adapter into its base model and write a folder that "
                     "AutoModelForCausalLM.from_pretrained loads alone, with the tokenizer and a model card. A "
                     "quantized base is merged dequantised: the weights the run computed with. Runs on the CPU.")
-    export.add_argument("run_dir", metavar="RUN", help="a run folder, a spec file, or a spec name")
+    _run_target(export)
     export.add_argument("--out", metavar="DIR", help="the folder to write (default: RUN/merged); it must not exist")
     _runs_dir(export)
 
@@ -217,6 +217,10 @@ def _slurm_settings(parser, config_flag: str) -> None:
 
 def _state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", help="the daemon's state (default: $RUNNER_STATE_DIR or ~/.local/state/runner)")
+
+
+def _run_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN", help="a run folder, a spec file, or a spec name")
 
 
 def _runs_dir(parser: argparse.ArgumentParser) -> None:
