@@ -32,5 +32,6 @@ def export(target: str, out: str | None, runs_dir: str | None = None) -> int:
 
     quiet_libraries()
     written = write_merged(run, manifest, folder)
-    print(f"{written}: {merge_note(manifest.plan)}\n  it loads with transformers alone: from_pretrained({str(written)!r})")
+    print(f"{written}: {merge_note(manifest.plan)}\n"
+          f"  it loads with transformers alone: from_pretrained({str(written)!r})")
     return ExitCode.OK

@@ -119,8 +119,8 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
         resolved=settings.entries, device=device, model=skeleton.facts, trainable=trainable_plan,
-        loss_mask=preview, steps=steps, memory=mem, disk=written, inputs=inputs, training_path=_training_path(method, settings),
-        objective=method.descriptor.objective,
+        loss_mask=preview, steps=steps, memory=mem, disk=written, inputs=inputs,
+        training_path=_training_path(method, settings), objective=method.descriptor.objective,
     )
 
 
