@@ -92,6 +92,10 @@ class Workload:
     """... and the bytes they take with their quantization constants."""
     largest_quantized: int = 0
     """QLoRA: elements of the largest quantized weight, dequantised to the compute dtype for each product."""
+    padded: bool = True
+    """Whether batches carry an attention mask (padding, packing, prompts). With one, transformers repeats the
+    key/value heads for sdpa, which keeps them at full width for the backward pass, and keeps the mask (as floats)
+    in every block; full-length rows run causal without a mask, and sdpa keeps the grouped heads."""
     strategy: str = "ddp"
     """ddp: every process holds the whole model; fsdp: weights, gradients and optimizer states are
     sharded over `devices` processes and each block is all-gathered when it runs."""
@@ -225,6 +229,7 @@ def step_items(facts: ModelFacts, work: Workload, checkpointing: bool) -> list[M
         note = f"{kept} of {facts.num_layers} blocks keep activations for the backward pass"
         note += "; LoRA dropout copies each adapted input" if work.adapter_dropout and work.adapter_inputs else ""
         note += "; DoRA keeps each adapted module's base output" if work.adapter_outputs else ""
+    note += "; masked attention keeps keys and values for every head, and the mask" if work.padded else ""
     items.append(MemoryItem(name="activations", bytes=activations, note=note))
     if work.logits:
         logits = tokens * facts.vocab_size * (act_bytes + 8)
@@ -262,6 +267,8 @@ def extra_model(model: ExtraModel, parameters: int) -> MemoryItem:
     gradients and two AdamW states as well."""
     return MemoryItem(name=model.name, bytes=parameters * (16 if model.trained else 4),
                       note=f"{parameters / 1e6:.1f}M parameters, {model.note}")
+
+
 def _sharded(items: list[MemoryItem], facts: ModelFacts, work: Workload, half: bool) -> list[MemoryItem]:
     """FSDP: each process keeps 1/N of the weights, gradients and optimizer states (in CPU memory
     with offload), plus the blocks it has all-gathered in the compute dtype: the root's parameters
@@ -295,13 +302,15 @@ def offloaded_bytes(facts: ModelFacts, work: Workload) -> int:
 
 
 def _block_activation_elements(facts: ModelFacts, work: Workload, tokens: int) -> int:
-    kv_width = facts.num_key_value_heads * (facts.hidden_size // facts.num_attention_heads)
+    head_width = facts.hidden_size // facts.num_attention_heads
+    kv_width = facts.num_key_value_heads * head_width
     per_token = (ACT_PER_HIDDEN * facts.hidden_size + ACT_PER_INTERMEDIATE * facts.intermediate_size
                  + ACT_PER_KV * kv_width)
     elements = tokens * per_token
-    if work.device == "cpu":  # sdpa's math path keeps the attention probabilities
+    if work.padded:  # see Workload.padded: keys and values repeated to every query head, and the mask
         length = work.seq_len + work.generation_tokens
-        elements += 2 * (tokens // max(length, 1)) * facts.num_attention_heads * length * length
+        repeated = 2 * (facts.num_attention_heads - facts.num_key_value_heads) * head_width
+        elements += tokens * repeated + (tokens // max(length, 1)) * length * length
     return elements
 
 

@@ -421,6 +421,13 @@ def _converts_gguf(location: source.ModelLocation) -> bool:
     return location.is_gguf and not any(source.gguf_companion(location.path).glob("*.safetensors"))
 
 
+def _padded(method: _Method, tokens: TokenStats, packing: Layouts | None, terms: registry.MemoryTerms) -> bool:
+    """Whether batches carry an attention mask: always, except in runner's own loop on rows that all fill
+    max_length (then nothing is padded; a TRL collator or a rollout may pad regardless)."""
+    full_length = tokens.rows_measured > 0 and tokens.truncated_rows == tokens.rows_measured
+    return not (method.descriptor.runner_loop and full_length and packing is None and not terms.generated_tokens)
+
+
 def _saved(settings: Settings, trainable_plan, total: int) -> tuple[int, int]:
     """(parameters, bytes each) the final save writes."""
     form = settings.entries["outputs.save"].value
@@ -458,7 +465,7 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
         adapter_inputs=sum(skeleton.shapes[target + ".weight"][1] for target in adapted),
         adapter_dropout=bool(lora and trainable_plan.lora.dropout > 0 and method.descriptor.dropout),
         trl=not method.descriptor.runner_loop, vocab_size=skeleton.facts.vocab_size, data_tokens=kept.data_tokens,
-        gguf_conversion=kept.gguf_conversion,
+        gguf_conversion=kept.gguf_conversion, padded=_padded(method, steps.tokens, packing, terms),
     )
     dora = bool(lora and trainable_plan.lora.dora)
     adapted_shapes = [skeleton.shapes[target + ".weight"] for target in adapted]
