@@ -92,24 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the plan and the script, print the script, submit nothing")
     submit.add_argument("--quiet", action="store_true", help="do not print the plan")
 
-    sample = commands.add_parser(
-        "sample", help="answer prompts with a finished run's model",
-        description="Answer prompts (greedy) with the model of a succeeded run: a run folder, or the latest "
-                    "succeeded run of a spec file, spec name or folder of runs. An adapter run loads its base "
-                    "model where it was trained from, or the same hub model found on this machine.")
-    _run_target(sample)
+    sample = _on_a_run(
+        commands, "sample", "answer prompts with a finished run's model",
+        "Answer prompts (greedy) with the model of a succeeded run: a run folder, or the latest succeeded run of a "
+        "spec file, spec name or folder of runs. An adapter run loads its base model where it was trained from, or "
+        "the same hub model found on this machine.")
     sample.add_argument("prompts", nargs="+", metavar="PROMPT")
     sample.add_argument("--max-new-tokens", type=int, default=64)
-    _runs_dir(sample)
 
-    export = commands.add_parser(
-        "export", help="write a LoRA run's adapter merged into its base, as a plain transformers folder",
-        description="Merge a succeeded LoRA run's adapter into its base model and write a folder that "
-                    "AutoModelForCausalLM.from_pretrained loads alone, with the tokenizer and a model card. A "
-                    "quantized base is merged dequantised: the weights the run computed with. Runs on the CPU.")
-    _run_target(export)
+    export = _on_a_run(
+        commands, "export", "write a LoRA run's adapter merged into its base, as a plain transformers folder",
+        "Merge a succeeded LoRA run's adapter into its base model and write a folder that "
+        "AutoModelForCausalLM.from_pretrained loads alone, with the tokenizer and a model card. A quantized base is "
+        "merged dequantised: the weights the run computed with. Runs on the CPU.")
     export.add_argument("--out", metavar="DIR", help="the folder to write (default: RUN/merged); it must not exist")
-    _runs_dir(export)
 
     runs = commands.add_parser(
         "runs", help="list runs: name, run id, state, steps, final loss, when, size",
@@ -219,8 +215,13 @@ def _state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", help="the daemon's state (default: $RUNNER_STATE_DIR or ~/.local/state/runner)")
 
 
-def _run_target(parser: argparse.ArgumentParser) -> None:
+def _on_a_run(commands, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand on a finished run: RUN (a run folder, or the latest succeeded run of a spec), and the run root
+    to find it in."""
+    parser = commands.add_parser(name, help=summary, description=description)
     parser.add_argument("run_dir", metavar="RUN", help="a run folder, a spec file, or a spec name")
+    _runs_dir(parser)
+    return parser
 
 
 def _runs_dir(parser: argparse.ArgumentParser) -> None:
