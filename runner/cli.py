@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--allow-remote-code", action="store_true",
                        help="run specs that set trust_remote_code (model code runs as the daemon's user); refused "
                             "otherwise")
+    watch.add_argument("--allow-read", action="append", default=[], metavar="DIR",
+                       help="a folder every spec may read, besides the watched folder (as the spec file's owner "
+                            "could), the hub cache and the run root; repeat for more")
 
     serve = commands.add_parser("serve", help="the daemon's status page and JSON API (read-only)",
                                 description="Serve the read-only status page and JSON API of a daemon's state dir "
@@ -255,7 +258,8 @@ def dispatch(args: argparse.Namespace) -> int:
                      invalid_grace=args.invalid_grace, rescan=args.rescan,
                      poll=args.poll, max_attempts=args.max_attempts, job_timeout=args.job_timeout,
                      runner_command=args.runner_command, allow_reward_functions=args.allow_reward_functions,
-                     allow_remote_code=args.allow_remote_code, plan_timeout=args.plan_timeout,
+                     allow_remote_code=args.allow_remote_code, allow_read=args.allow_read,
+                     plan_timeout=args.plan_timeout,
                      max_jobs=args.max_jobs, http=args.http, executor=args.executor,
                      slurm_settings=dict(partition=args.partition, account=args.account, time=args.time_limit,
                                          config_file=args.config_file))

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
+from runner.readers import open_regular
+
 HASH_CACHE_MIN_BYTES = 16 * 1024 * 1024
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -85,7 +87,7 @@ def file_sha256(path: Path) -> str:
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:  # a FIFO or a device (a data file swapped for one) is refused
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -15,6 +15,8 @@ import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from runner import confine
+
 MAX_JSON_DEPTH = 64
 """Nesting of a data row or a model header; real ones stay under 10."""
 
@@ -45,12 +47,14 @@ def describe_kind(mode: int) -> str:
 def open_regular(path: Path) -> BinaryIO:
     """Open a regular file for reading. The open itself never blocks (O_NONBLOCK: a FIFO with no
     writer would), and anything that is not a regular file once opened (FIFO, device, socket,
-    directory; symbolic links are followed) is refused before a byte is read."""
+    directory; symbolic links are followed) is refused before a byte is read, as is a file the
+    active confinement (runner.confine: the watch daemon's) does not let a spec read."""
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         mode = os.fstat(descriptor).st_mode
         if not stat.S_ISREG(mode):
             raise UnreadableFile(f"{path} is {describe_kind(mode)}, not a regular file")
+        confine.check_descriptor(descriptor, path)
         os.set_blocking(descriptor, True)
         return os.fdopen(descriptor, "rb")
     except BaseException:

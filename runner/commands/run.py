@@ -6,8 +6,11 @@ import os
 import sys
 from pathlib import Path
 
+from runner import confine
 from runner.commands.plan import plan_spec, run_root
 from runner.errors import ExitCode, UsageError
+from runner.readers import read_regular
+from runner.spec.jobs import MAX_SPEC_BYTES
 
 
 def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bool = False,
@@ -28,16 +31,23 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
         if plan.device.what_if:
             raise UsageError(f"{plan_file} was planned for a described machine (--machine), not this one",
                              f"make a plan here: runner plan {plan.inputs.spec_path} --out {plan_file}")
+        with confine.applied(plan.confinement):
+            return _run(plan, plan_file, spec, root, json_lines, human, rendezvous, node_rank, launch_id)
+    plan = plan_spec(spec, root)
+    if plan is None:
+        return ExitCode.INVALID
+    if not quiet:
+        print(render(plan, colour=human.isatty() and "NO_COLOR" not in os.environ), file=human)
+    return _run(plan, plan_file, spec, root, json_lines, human, rendezvous, node_rank, launch_id)
+
+
+def _run(plan, plan_file: str | None, spec: str | None, root: Path, json_lines: bool, human, rendezvous: str | None,
+         node_rank: int | None, launch_id: str | None) -> int:
+    if plan_file:
         from runner.plan.identity import check_fresh
 
-        check_fresh(plan, root)
-    else:
-        plan = plan_spec(spec, root)
-        if plan is None:
-            return ExitCode.INVALID
-        if not quiet:
-            print(render(plan, colour=human.isatty() and "NO_COLOR" not in os.environ), file=human)
-    spec_text = Path(plan.inputs.spec_path).read_text(encoding="utf-8")
+        check_fresh(plan, root)  # under the plan's confinement: a changed input is read only where it may be
+    spec_text = read_regular(Path(plan.inputs.spec_path), MAX_SPEC_BYTES).decode("utf-8")
 
     from runner.launch.local import WORKER_RUN_DIR, Placement, placement
 

@@ -13,7 +13,8 @@ from runner.errors import UsageError
 
 def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: float, invalid_grace: float,
           rescan: float, poll: bool, max_attempts: int, job_timeout: float | None, runner_command: str | None,
-          allow_reward_functions: bool = False, allow_remote_code: bool = False, plan_timeout: float = 1800.0,
+          allow_reward_functions: bool = False, allow_remote_code: bool = False, allow_read: list[str] = (),
+          plan_timeout: float = 1800.0,
           max_jobs: int | None = None, http: str | None = None, executor: str = "local",
           slurm_settings: dict | None = None) -> int:
     """`executor`: where jobs run, "local" (children of the daemon) or "slurm" (Slurm jobs; `slurm_settings`:
@@ -26,6 +27,9 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
     watched = Path(folder)
     if not watched.is_dir():
         raise UsageError(f"{folder}: not a folder")
+    for granted in allow_read:
+        if not Path(granted).is_dir():
+            raise UsageError(f"--allow-read {granted}: not a folder")
     running, devices = cluster(executor, slurm_settings or {})
     state = state_directory(state_dir)
     if state.exists() and not state.is_dir():
@@ -39,7 +43,7 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
     supervisor = Supervisor(watched, store, state, runs, settle=settle, invalid_grace=invalid_grace, rescan=rescan,
                             poll=poll, max_attempts=max_attempts, job_timeout=job_timeout, plan_timeout=plan_timeout,
                             max_jobs=max_jobs, command=shlex.split(runner_command) if runner_command else None,
-                            allow=Allowances(allow_reward_functions, allow_remote_code), executor=running,
+                            allow=Allowances(allow_reward_functions, allow_remote_code, tuple(allow_read)), executor=running,
                             devices=devices,
                             http=server.url if server else None, log_file=log_file)
     if moved:

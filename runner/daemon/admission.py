@@ -26,10 +26,13 @@ MAX_PRIORITY = 100
 
 @dataclass(frozen=True)
 class Allowances:
-    """Code the daemon may run for a spec that asks for it (`runner watch --allow-...`)."""
+    """What the operator lets every spec do beyond the defaults (`runner watch --allow-...`): run code
+    it asks for, and read folders outside the watched one (runner.confine)."""
 
     reward_functions: bool = False
     remote_code: bool = False
+    read: tuple[str, ...] = ()
+    """Folders any spec may read (besides the watched folder, the hub cache and the run root)."""
 
 
 REFUSALS = {

@@ -39,6 +39,8 @@ class SpecFile:
     """Seconds its size and mtime have not changed."""
     oversized: bool = False
     """Larger than a spec may be: `content` is its first MAX_SPEC_BYTES + 1 bytes."""
+    author: int | None = None
+    """The uid that owns the file: what the spec may read is what they could (runner.confine)."""
 
 
 class Scanner:
@@ -98,7 +100,7 @@ class Scanner:
                 self.ignored[key] = cached[1]
             elif cached[1] is not None:
                 settled.append(SpecFile(cached[1].path, cached[1].sha256, cached[1].content, stable_for,
-                                        cached[1].oversized))
+                                        cached[1].oversized, stat.st_uid))
         for gone in set(self._seen) - present:
             del self._seen[gone]
             self._read.pop(gone, None)

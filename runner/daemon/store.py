@@ -28,12 +28,13 @@ from runner.errors import RunnerError
 __all__ = ["Failure", "Job", "State", "Status", "Step", "Store"]
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     path TEXT NOT NULL,
     sha256 TEXT NOT NULL,
+    author INTEGER,
     name TEXT,
     state TEXT NOT NULL,
     step TEXT,
@@ -73,6 +74,8 @@ class Job:
     id: int
     path: str
     sha256: str
+    author: int | None
+    """The uid that owned the spec file when its content was found (runner.confine)."""
     name: str | None
     state: State
     step: Step | None
@@ -384,6 +387,7 @@ UPGRADES = {
         "UPDATE jobs SET step = CASE WHEN estimate_bytes IS NULL THEN 'planning' ELSE 'resources' END,"
         " plan_path = CASE WHEN estimate_bytes IS NULL THEN NULL ELSE plan_path END WHERE state = 'queued'"],
     3: ["ALTER TABLE jobs ADD COLUMN slurm_job TEXT"],
+    4: ["ALTER TABLE jobs ADD COLUMN author INTEGER"],  # jobs found before: planned as the daemon itself
 }
 """Layout -> the statements that bring it to the next layout: a daemon upgrade keeps its store (a job a
 person cancelled stays cancelled)."""

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import structlog
 
+from runner import hubcache
+from runner.confine import Confinement
 from runner.daemon import admission, children, ledger, states
 from runner.daemon.admission import Allowances, Verdict
 from runner.daemon.executor import Execution, Executor, Local
@@ -52,6 +54,7 @@ from runner.errors import RunnerError
 from runner.fsutil import write_atomically
 from runner.manifest import Manifest
 from runner.rundir import RunDirectory, plan_sha256, read_plan, runs_folder, runs_of
+from runner.spec import modelinfo
 from runner.spec.jobs import MAX_SPEC_BYTES
 
 STOP_GRACE_SECONDS = 120
@@ -99,6 +102,12 @@ class Supervisor:
         self.executor = executor or Local(command)
         self.worker = Worker(command, self.folder, state_dir / "logs" / "worker.log", self.devices.describe())
         self.allow = allow
+        offline_copies = [copy.parent for copy in map(modelinfo.offline_copy, modelinfo.OFFLINE_COPIES) if copy]
+        self.granted = tuple(dict.fromkeys(os.path.realpath(root) for root in (
+            hubcache.cache_root(), runs_dir, state_dir / "snapshots", *offline_copies, *allow.read)))
+        """Where every spec may read: the hub cache and the installed offline copies of hub models, the run
+        root ({job: NAME} models), the snapshots of specs, and the folders the operator listed
+        (runner watch --allow-read)."""
         self.runs: dict[int, Execution] = {}
         """job id -> its run"""
         self._pending: dict[str, SpecFile] = {}
@@ -255,7 +264,8 @@ class Supervisor:
             self.log.msg("job_invalid", job=job.id, path=spec.path, reason=summary)
             return None
         self._snapshot(spec)
-        job = self.store.add(spec.path, spec.sha256, None, states.CHECKING, reason="waiting to be checked")
+        job = self.store.add(spec.path, spec.sha256, None, states.CHECKING, reason="waiting to be checked",
+                             author=spec.author)
         self._logged_move(job, None, states.CHECKING)
         self._supersede(spec.path, job.id)  # the content that was here has not started: it never will
         return None
@@ -295,6 +305,11 @@ class Supervisor:
         if not path.is_file() or path.stat().st_size != len(spec.content):
             write_atomically(path, spec.content)
         return path
+
+    def _confinement(self, job: Job) -> str:
+        """What a job's spec may read (runner.confine), as the worker takes it: its folder, as its author,
+        and what the operator granted every spec."""
+        return json.dumps(Confinement(str(self.folder), job.author, self.granted).to_json())
 
     def _snapshot_path(self, sha256: str) -> Path:
         return self.state_dir / "snapshots" / f"{sha256}.yaml"
@@ -382,7 +397,7 @@ class Supervisor:
             if job.step != Step.CHECKING or spec is None or self._recheck_at.get(job.sha256, 0) > time.monotonic():
                 continue
             self.worker.send("check", job.sha256, CHECK_TIMEOUT_SECONDS, snapshot=self._snapshot(spec),
-                             source=job.path)
+                             source=job.path, confine=self._confinement(job))
             self.store.update(job.id, reason="being checked")
             return
         for job in queue_order([job for job in self.store.jobs(State.QUEUED) if job.step == Step.PLANNING]):
@@ -398,7 +413,8 @@ class Supervisor:
                 plan_path.parent.mkdir(parents=True, exist_ok=True)
                 plan_path.unlink(missing_ok=True)
                 self.worker.send("plan", job.id, self.plan_timeout, snapshot=snapshot, source=job.path,
-                                 out=plan_path, runs_dir=self.runs_dir, log=self._log_path(job))
+                                 out=plan_path, runs_dir=self.runs_dir, log=self._log_path(job),
+                                 confine=self._confinement(job))
                 self.store.update(job.id, reason="being planned")
                 return
 

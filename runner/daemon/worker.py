@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner import confine
+from runner.confine import Confinement
 from runner.daemon import children
 from runner.readers import MAX_JSON_DEPTH, loads_bounded
 
@@ -115,17 +117,18 @@ def _answer(request: dict, planner: Planner) -> dict:
 
     answer: dict = {"id": request.get("id")}
     try:
-        if request["kind"] == "check":
-            answer.update(ok=True, report=_check(request))
-        else:
-            made = planner(PlanRequest(Path(request["snapshot"]), Path(request["source"]), Path(request["out"]),
-                                       Path(request["runs_dir"]), _machine()))
-            if made is not None:
-                from runner.fsutil import write_atomically
+        with confine.applied(_confinement(request)):
+            if request["kind"] == "check":
+                answer.update(ok=True, report=_check(request))
+            else:
+                made = planner(PlanRequest(Path(request["snapshot"]), Path(request["source"]), Path(request["out"]),
+                                           Path(request["runs_dir"]), _machine()))
+                if made is not None:
+                    from runner.fsutil import write_atomically
 
-                write_atomically(Path(request["out"]), made.model_dump_json(indent=2) + "\n")
-                answer["restart"] = _ran_spec_code(made)
-            answer["ok"] = True
+                    write_atomically(Path(request["out"]), made.model_dump_json(indent=2) + "\n")
+                    answer["restart"] = _ran_spec_code(made)
+                answer["ok"] = True
     except RunnerError as error:
         answer.update(ok=False, reason=children.one_line(error.message), hint=error.hint)
     except MemoryError:
@@ -135,6 +138,11 @@ def _answer(request: dict, planner: Planner) -> dict:
         traceback.print_exc()
         answer.update(ok=False, reason=children.one_line(f"{type(error).__name__}: {error}"), restart=True)
     return answer
+
+
+def _confinement(request: dict) -> Confinement | None:
+    """What the request's spec may read: the daemon always says (a request without it is from a test)."""
+    return Confinement.from_json(json.loads(request["confine"])) if request.get("confine") else None
 
 
 def _check(request: dict) -> dict:

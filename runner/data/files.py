@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+from runner.confine import quoted
 from runner.errors import RunnerError
 from runner.readers import MAX_JSON_DEPTH, loads_bounded, open_regular
 
@@ -97,8 +98,9 @@ class FileKind(NamedTuple):
                 handle.seek(size - 4)
                 tail = handle.read(4)
         if not any(head.startswith(magic) for magic in self.magic) or (self.name == "parquet" and tail != b"PAR1"):
-            raise DataFileError(f"{path} is not {_article(self.name)} {self.name} file (its first bytes are "
-                                f"{head[:8]!r})")
+            where = "start and end" if self.name == "parquet" else "start"
+            raise DataFileError(f"{path} is not {_article(self.name)} {self.name} file (it lacks the marker "
+                                f"{self.name} files {where} with)")
 
 
 def _article(name: str) -> str:
@@ -228,7 +230,8 @@ def _require_columns(path: Path, present: list[str], wanted: list[str] | None) -
     missing = [column for column in wanted or () if column not in present]
     if missing:
         shown = ", ".join(present[:20]) + (", ..." if len(present) > 20 else "")
-        raise DataFileError(f"{path} has no column {', '.join(repr(c) for c in missing)} (its columns: {shown})")
+        raise DataFileError(f"{path} has no column {', '.join(repr(c) for c in missing)} "
+                            f"(its columns: {quoted(shown)})")
 
 
 # --- parquet and arrow (pyarrow) ----------------------------------------------------------------------

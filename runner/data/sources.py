@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from runner import formats, hubcache
+from runner import confine, formats, hubcache
 from runner.data.files import SUFFIXES, DataFileError, FileKind, RawRow, RowAt, kind_of, pyarrow_missing, \
     PYARROW_INSTALL
 from runner.fsutil import file_sha256
@@ -155,9 +155,7 @@ def _resolve(source: DataSource, folder: Path, role: str) -> RowSource:
         config, split, files = _split_of_files(snapshot, source, role, source.describe())
         return RowSource(_label(f"hub:{source.hub}", config, split), "hub", snapshot, files, split, config,
                          snapshot.name, **common)
-    location = folder / Path(source.path).expanduser()
-    if not location.exists():
-        raise DataFileError(f"{source.path} does not exist")
+    location = confine.named_path(folder, source.path)
     if not location.is_dir():
         kind = kind_of(location)
         if kind is None:

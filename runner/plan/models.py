@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runner.confine import Confinement
+
 PLAN_VERSION = 1
 
 
@@ -274,6 +276,9 @@ class Plan(Frozen):
     """Which implementation runs the method (e.g. TRL DPOTrainer), and how."""
     objective: str = ""
     """The loss the method minimises, in words."""
+    confinement: Confinement | None = None
+    """What the run may read for the spec (runner.confine): set when the plan was made under one (by
+    the watch daemon), and enforced by `runner run --plan` wherever it runs."""
 
     def value(self, key: str) -> Any:
         return self.resolved[key].value

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runner import trainable
+from runner import confine, trainable
 from runner.data import mixing
 from runner.data.files import RowAt
 from runner.errors import RunnerError
@@ -117,7 +117,7 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
         resolved=settings.entries, device=device, model=skeleton.facts, trainable=trainable_plan,
         loss_mask=preview, steps=steps, memory=mem, inputs=inputs, training_path=_training_path(method, settings),
-        objective=method.descriptor.objective,
+        objective=method.descriptor.objective, confinement=confine.active(),
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from runner import trainable
+from runner import confine, trainable
 from runner.errors import RunnerError
 from runner.methods import registry
 from runner.data import sources
@@ -225,6 +225,7 @@ def _similar_file(path: Path, relative: str) -> str | None:
     try:
         if path.exists():
             return None
+        confine.check(path.parent, folder=True)  # no listing of a folder the spec may not read
         names = sorted(entry.name for entry in path.parent.iterdir() if entry.is_file()) if path.parent.is_dir() else []
     except OSError:  # a name too long for the filesystem, a folder we may not list: no suggestion
         return None

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from runner import confine
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 FUNCTION_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -149,5 +151,5 @@ class RewardSource(Section):
         relative = Path(*module.split("."))
         for candidate in ((spec_folder / relative).with_suffix(".py"), spec_folder / relative / "__init__.py"):
             if candidate.is_file():
-                return candidate
+                return confine.check(candidate, self.function)  # a link out of the folder is refused
         return None

@@ -30,12 +30,18 @@ class Daemon:
 
     def start(self, *extra: str) -> None:
         arguments = [sys.executable, "-m", "runner", "watch", str(self.folder), "--state-dir", str(self.state),
-                     "--settle", "0.3", "--invalid-grace", "2", "--rescan", "2", *extra]
+                     "--settle", "0.3", "--invalid-grace", "2", "--rescan", "2", *self._model_outside(), *extra]
         if self.command:
             arguments += ["--runner-command", " ".join(self.command)]
         self.log = open(self.folder.parent / "daemon.out", "ab")
         self.process = subprocess.Popen(arguments, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
                                         cwd=REPO)
+
+    def _model_outside(self) -> list[str]:
+        """The tiny model is a link to a session fixture outside the watched folder: the daemon is told it may
+        read it, as an operator lets specs read a shared model folder."""
+        model = self.folder / "model"
+        return ["--allow-read", str(model.resolve())] if model.is_symlink() else []
 
     def stop(self, signum=signal.SIGTERM) -> int:
         if self.process and self.process.poll() is None:

@@ -89,7 +89,7 @@ def poison_folder(folder):
         "alias.yaml": (spec_text("alias", "x: &a [*a]\n"), "used inside the value it names"),
         "deep.yaml": (spec_text("deep", "x: " + "[" * 500 + "]" * 500 + "\n"), "nested more than"),
         "fifo-data.yaml": (spec_text("fifo-data").replace("train.jsonl", "pipe.jsonl"), "FIFO"),
-        "zero-data.yaml": (spec_text("zero-data").replace("train.jsonl", "zero.jsonl"), "character device"),
+        "zero-data.yaml": (spec_text("zero-data").replace("train.jsonl", "zero.jsonl"), "outside the watched folder"),
         "layers.yaml": (spec_text("layers", "trainable: {mode: freeze, layers: '0-99999999999'}\n"), "does not exist"),
         "nul.yaml": (spec_text("nul", 'outputs: {dir: "runs\\0x"}\n'), "control character"),
         "huge.yaml": (spec_text("huge", "# " + "x" * 2**20 + "\n"), "larger than"),

@@ -108,7 +108,7 @@ def test_columns_nested_deeper_than_json_rows_may_be_are_refused(tmp_path):
 
 def test_sniffing_needs_no_pyarrow_and_refuses_a_misnamed_file(tmp_path):
     (tmp_path / "d.parquet").write_text('{"text": "a"}\n')
-    with pytest.raises(DataFileError, match=r"is not a parquet file \(its first bytes are b'\{\"text\":'\)"):
+    with pytest.raises(DataFileError, match=r"is not a parquet file \(it lacks the marker parquet files start and end with\)"):
         kind_of(tmp_path / "d.parquet").sniff(tmp_path / "d.parquet")
     kind_of(tmp_path / "d.parquet").sniff(write_parquet(tmp_path / "ok.parquet", ROWS))
 
