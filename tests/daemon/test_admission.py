@@ -6,6 +6,7 @@ import os
 import struct
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -133,3 +134,54 @@ def test_allowed_reward_functions_run(daemon, tmp_path):
     (job,) = daemon.all_terminal(1)
     assert job.state == State.SUCCEEDED
     wait_until(lambda: any(e["event"] == "daemon_started" and e["allow_reward_functions"] for e in daemon.events()))
+
+
+def test_a_spec_reads_nothing_outside_its_folder_nor_quotes_what_it_reads(daemon, tmp_path):
+    """The confused deputy (issue 20): data that is a link out of the folder, an absolute path, or `~/...`
+    names a file the daemon can read and the author cannot; the job is invalid without a byte of it shown
+    in `runner status`, the JSON API or the daemon's log. A file inside the folder is checked, not quoted."""
+    home = tmp_path / "home"
+    home.mkdir()
+    secret = "hf_s3cr3tT0k3n"
+    (home / "token.csv").write_text(f"{secret},q\n1,2\n")
+    daemon.env["HOME"] = str(home)
+    (daemon.folder / "data" / "link.csv").symlink_to(home / "token.csv")
+    (daemon.folder / "data" / "mine.csv").write_text(f"{secret},q\n1,2\n")
+    columns = "columns: {prompt: question}}\n"
+    specs = {"link.yaml": "data/link.csv", "absolute.yaml": str(home / "token.csv"), "tilde.yaml": "~/token.csv"}
+    daemon.start()
+    for file, data in specs.items():
+        name = file.removesuffix(".yaml")
+        (daemon.folder / file).write_text(spec_text(name).replace("train: data/train.jsonl",
+                                                                  f"train: {{path: {data}, {columns}"))
+    (daemon.folder / "mine.yaml").write_text(spec_text("mine").replace("train: data/train.jsonl",
+                                                                         f"train: {{path: data/mine.csv, {columns}"))
+    jobs = {os.path.basename(job.path): job for job in daemon.all_terminal(4)}
+    for file in specs:
+        assert jobs[file].state == State.INVALID and "outside the watched folder" in jobs[file].reason, jobs[file]
+    assert jobs["mine.yaml"].state == State.INVALID and "has no column 'question'" in jobs["mine.yaml"].reason
+    code, text = daemon.cli("status", "--format", "json")
+    code_text, human = daemon.cli("status")
+    shown = text + human + (daemon.state / "daemon.jsonl").read_text() + "".join(
+        path.read_text() for path in (daemon.state / "logs").glob("*.log"))
+    assert code == code_text == 0 and "outside the watched folder" in shown and secret not in shown
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a spec of another owner needs root to make")
+def test_a_spec_reads_only_what_its_author_could(daemon):
+    """Inside the folder, a file its author may not read (a colleague's private folder) is refused; the same
+    spec owned by someone who may read it is valid."""
+    private = daemon.folder / "team-a"
+    private.mkdir(mode=0o700)
+    (private / "train.jsonl").write_text('{"prompt": "q", "completion": "a"}\n' * 4)
+    os.chmod(daemon.folder, 0o755)
+    daemon.start()
+    text = spec_text("theirs").replace("data/train.jsonl", "team-a/train.jsonl")
+    (daemon.folder / "theirs.yaml.tmp").write_text(text)
+    os.chown(daemon.folder / "theirs.yaml.tmp", 65534, -1)  # nobody's spec
+    os.rename(daemon.folder / "theirs.yaml.tmp", daemon.folder / "theirs.yaml")
+    (job,) = daemon.all_terminal(1)
+    assert job.state == State.INVALID and "its author (uid 65534) may not read" in job.reason, job.reason
+    (daemon.folder / "own.yaml").write_text(text.replace("name: theirs", "name: own"))  # root's: it may
+    jobs = {os.path.basename(job.path): job for job in daemon.all_terminal(2)}
+    assert jobs["own.yaml"].state == State.SUCCEEDED

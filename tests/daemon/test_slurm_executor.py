@@ -204,7 +204,7 @@ def test_slurm_settings_without_the_slurm_executor_are_refused(tmp_path, capsys)
 
 def test_a_store_of_layout_3_gains_the_slurm_job_column_and_keeps_its_jobs(tmp_path):
     connection = sqlite3.connect(tmp_path / store_module.STORE_FILE, isolation_level=None)
-    connection.executescript(store_module.SCHEMA.replace("    slurm_job TEXT,\n", ""))
+    connection.executescript(store_module.SCHEMA.replace("    slurm_job TEXT,\n", "").replace("    author INTEGER,\n", ""))
     connection.execute("INSERT INTO jobs (path, sha256, state, created_at, updated_at) "
                        "VALUES ('a.yaml', 'abc', 'cancelled', 0, 0)")
     connection.execute("PRAGMA user_version=3")
