@@ -21,6 +21,7 @@ MAX_JSON_DEPTH = 64
 """Nesting of a data row or a model header; real ones stay under 10."""
 
 _JSON_STRUCTURE = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class UnreadableFile(OSError):
@@ -96,7 +97,30 @@ def nested_deeper_than(raw: bytes, limit: int) -> bool:
 
 
 def loads_bounded(raw: bytes, limit: int = MAX_JSON_DEPTH) -> Any:
-    """`json.loads`, refusing text nested more than `limit` levels (a ValueError, like bad JSON)."""
+    """`json.loads`, refusing text nested more than `limit` levels and strings that are not text (an
+    escaped lone surrogate such as "\\ud800": no UTF-8 can hold it, and a tokenizer fails on it later),
+    each a ValueError, like bad JSON."""
     if nested_deeper_than(raw, limit):
         raise ValueError(f"nested more than {limit} levels deep")
-    return json.loads(raw)
+    value = json.loads(raw)
+    if _SURROGATE_ESCAPE.search(raw):  # rare: only then are the strings looked at
+        _refuse_lone_surrogates(value)
+    return value
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as error:
+                code = ord(item[error.start])
+                raise ValueError(f"a string holds a lone surrogate \\u{code:04x} (half of a UTF-16 pair), "
+                                 "which is not text") from None

@@ -126,7 +126,7 @@ def read_jsonl(path: Path, columns: list[str] | None = None) -> Iterator[RawRow]
     """Every non-blank line; a row longer than MAX_ROW_BYTES or nested deeper than MAX_JSON_DEPTH is
     a bad row, not a crash."""
     with open_regular(path) as handle:
-        for line, raw in enumerate(_lines(handle), start=1):
+        for line, raw in enumerate(_lines(handle, path), start=1):
             if raw is None:
                 yield RawRow(RowAt(path, line), problem=_too_long())
                 continue
@@ -142,14 +142,19 @@ def _too_long() -> str:
     return f"the row is longer than {MAX_ROW_BYTES // 2**20} MiB"
 
 
-def _lines(handle: BinaryIO) -> Iterator[bytes | None]:
-    """Each line of a file, or None for one longer than MAX_ROW_BYTES (skipped, never held whole)."""
+def _lines(handle: BinaryIO, path: Path) -> Iterator[bytes | None]:
+    """Each line of a file, or None for one longer than MAX_ROW_BYTES (skipped, never held whole). A NUL
+    byte ends the file's reading with a DataFileError: text never holds one, and a binary or sparse file
+    (a terabyte of zeros reads for many minutes) is no data file."""
     while True:
+        start = handle.tell()
         raw = handle.readline(MAX_ROW_BYTES + 1)
         if not raw:
             return
+        _refuse_nul(raw, start, path)
         if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
             while chunk := handle.read(1 << 20):  # the rest of the line, a megabyte at a time
+                _refuse_nul(chunk, handle.tell() - len(chunk), path)
                 newline = chunk.find(b"\n")
                 if newline >= 0:
                     handle.seek(newline + 1 - len(chunk), os.SEEK_CUR)
@@ -157,6 +162,13 @@ def _lines(handle: BinaryIO) -> Iterator[bytes | None]:
             yield None
             continue
         yield raw
+
+
+def _refuse_nul(data: bytes, offset: int, path: Path) -> None:
+    at = data.find(b"\0")
+    if at >= 0:
+        raise DataFileError(f"{path} holds a NUL byte at offset {offset + at:,}: it is not text (a binary or "
+                            "sparse file?)", "JSON Lines and CSV files are UTF-8 text")
 
 
 # --- CSV --------------------------------------------------------------------------------------------
@@ -170,8 +182,8 @@ class _LineFeed:
     _LongLine, after which a new reader goes on at the next line (the feed is not a generator, which
     an exception would end)."""
 
-    def __init__(self, handle: BinaryIO) -> None:
-        self.lines, self.count = _lines(handle), 0
+    def __init__(self, handle: BinaryIO, path: Path) -> None:
+        self.lines, self.count = _lines(handle, path), 0
 
     def __iter__(self) -> _LineFeed:
         return self
@@ -191,7 +203,7 @@ def read_csv(path: Path, columns: list[str] | None = None) -> Iterator[RawRow]:
     the csv module cannot parse, is a bad row, and reading goes on at the next line."""
     csv.field_size_limit(MAX_ROW_BYTES)
     with open_regular(path) as handle:
-        feed = _LineFeed(handle)
+        feed = _LineFeed(handle, path)
         reader = csv.reader(feed)
         try:
             header = next(reader)

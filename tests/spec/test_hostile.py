@@ -227,6 +227,13 @@ def hub_readme(front_matter: str):
     return setup
 
 
+def alias_chain(levels: int) -> str:
+    """`a0: &a0 [x, x, ...]`, then each level a list of 9 aliases of the one before: 9**levels values."""
+    lines = ["a0: &a0 [" + ", ".join(["xxxxxxxx"] * 9) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
 CASES = {
     # YAML
     "recursive alias": (lambda f: spec_with("x: &a [*a]\n"), "alias *a is used inside the value it names"),
@@ -271,7 +278,15 @@ CASES = {
                                         "expected an arrow file in the folder"),
     "state.json nested 100,000 deep": (saved_state("[" * 100_000 + "]" * 100_000), "nested more than"),
     "hub README 10,000-deep front matter": (hub_readme("configs: " + "[" * 10_000 + "]" * 10_000),
-                                            "front matter is not valid YAML"),
+                                            "front matter cannot be read"),
+    "hub README 9x9 alias chain": (hub_readme(alias_chain(9)), "aliases expand to more than"),
+    "900 KB string aliased in samples": (lambda f: spec_with(f"description: &s {'x' * 900_000}\n"
+                                                             "samples: [*s, *s, *s, *s, *s, *s, *s, *s]\n"),
+                                         "aliases expand to more than 2,097,152 characters"),
+    "JSONL row with a lone surrogate": (data_file("x.jsonl", b'{"prompt": "\\ud800", "completion": "a"}\n'),
+                                        "lone surrogate \\ud800"),
+    "sparse 1 TB JSONL": (data_file("x.jsonl", b'{"text": "a"}\n', size=1 << 40), "holds a NUL byte at offset 14"),
+    "sparse 1 TB CSV": (data_file("x.csv", b"prompt,completion\n", size=1 << 40), "holds a NUL byte"),
     # model files
     "config.json is a list": (model_folder([]), "not a model config"),
     "config.json is a string": (model_folder('"llama"'), "not a model config"),
