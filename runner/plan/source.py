@@ -150,8 +150,23 @@ def pretrained_source(location: ModelLocation) -> tuple[str, dict]:
         return str(gguf_companion(location.path)), kwargs
     if location.path is not None:
         confine.check_tree(location.path, location.reference)  # the library opens its files itself
+        _check_metadata_sizes(location.path)
         return str(location.path), kwargs
     return location.hub_id, {**kwargs, "revision": location.revision}
+
+
+MAX_METADATA_BYTES = 256 * 2**20
+"""A model folder's config and tokenizer files, at most: transformers reads each whole (a real
+tokenizer.json is under 40 MB; a sparse terabyte one would be read into memory)."""
+METADATA_SUFFIXES = (".json", ".txt", ".jinja", ".model", ".tiktoken")
+
+
+def _check_metadata_sizes(folder: Path) -> None:
+    for entry in os.scandir(folder):
+        if entry.name.endswith(METADATA_SUFFIXES) and entry.is_file() and entry.stat().st_size > MAX_METADATA_BYTES:
+            raise RunnerError(f"{folder / entry.name} is {entry.stat().st_size:,} bytes; a model's config and "
+                              f"tokenizer files are read whole, and at most {MAX_METADATA_BYTES:,} are",
+                              "is it the file it should be? (a tokenizer.json is tens of megabytes)")
 
 
 GGUF_COMPANION_LAYOUT = 2
