@@ -13,6 +13,7 @@ from pathlib import Path
 
 from runner.errors import ExitCode
 from runner.readers import open_regular
+from runner.terminal import printable
 
 
 def logs(name: str, state_dir: str | None, follow: bool, runs_dir: str | None = None) -> int:
@@ -54,13 +55,13 @@ def run_logs(target: str, runs_dir: str | None, follow: bool) -> int:
 def _show(stream, following) -> int:
     """Print the file, then what is appended to it while `following()` holds."""
     with io.TextIOWrapper(stream, encoding="utf-8", errors="replace") as handle:
-        sys.stdout.write(handle.read())
+        sys.stdout.write(printable(handle.read()))
         while following():
             chunk = handle.read()
             if chunk:
-                sys.stdout.write(chunk)
+                sys.stdout.write(printable(chunk))
                 sys.stdout.flush()
             else:
                 time.sleep(0.5)
-        sys.stdout.write(handle.read())
+        sys.stdout.write(printable(handle.read()))
     return ExitCode.OK

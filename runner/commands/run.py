@@ -11,6 +11,7 @@ from runner.commands.plan import plan_spec, run_root
 from runner.errors import ExitCode, UsageError
 from runner.readers import read_regular
 from runner.spec.jobs import MAX_SPEC_BYTES
+from runner.terminal import printable
 
 
 def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bool = False,
@@ -65,7 +66,7 @@ def _run(plan, plan_file: str | None, spec: str | None, root: Path, json_lines: 
     if worker:
         return code
     if place.leads:  # node 0 reports the whole run
-        print(summary(RunDirectory(run_dir)), file=human)
+        print(printable(summary(RunDirectory(run_dir))), file=human)  # samples are the model's text
     else:
         print(f"node {place.node_rank}: its workers ended with exit code {code}; node 0 records the run in "
               f"{run_dir}", file=human)

@@ -9,6 +9,7 @@ from pathlib import Path
 from runner.commands.plan import run_root
 from runner.errors import ExitCode
 from runner.runs import RunRecord, runs_under, spec_runs_folder
+from runner.terminal import printable
 
 
 def runs(target: str | None, runs_dir: str | None, output_format: str) -> int:
@@ -26,7 +27,7 @@ def runs(target: str | None, runs_dir: str | None, output_format: str) -> int:
     if not found:
         print(f"no runs{f' of {target!r}' if target else ''} under {root}")
         return ExitCode.OK
-    print(render(found, root))
+    print(printable(render(found, root)))
     return ExitCode.OK
 
 

@@ -9,6 +9,7 @@ import sys
 
 from runner.commands.plan import run_root
 from runner.errors import ExitCode, RunnerError
+from runner.terminal import printable
 
 
 def sample(target: str, prompts: list[str], max_new_tokens: int, runs_dir: str | None = None) -> int:
@@ -38,7 +39,7 @@ def sample(target: str, prompts: list[str], max_new_tokens: int, runs_dir: str |
     rendered = [encoder.prompt_text({"prompt": prompt}, "prompt_only") for prompt in prompts]
     for prompt, answer in zip(prompts, generate(model, tokenizer, rendered, templated=encoder.use_chat_template,
                                                 max_new_tokens=max_new_tokens)):
-        print(f"Q: {prompt}\nA: {answer}")
+        print(printable(f"Q: {prompt}\nA: {answer}"))
     return ExitCode.OK
 
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from runner.errors import ExitCode
+from runner.terminal import printable
 
 
 def status(state_dir: str | None, output_format: str) -> int:
@@ -23,7 +24,7 @@ def status(state_dir: str | None, output_format: str) -> int:
     paused = disk_full(state)
     if paused:
         print(f"Admission paused: {paused}\n")
-    print(render(jobs))
+    print(printable(render(jobs)))  # names, paths and reasons come from the folder's files
     return ExitCode.OK
 
 

@@ -13,6 +13,7 @@ from runner.spec.check import SpecResult, check_spec, display_path
 from runner.spec.jobs import SPEC_SUFFIXES, jobs_named, looks_like_spec
 from runner.spec.lockfile import LOCK_NAME
 from runner.spec.yamlpos import load_yaml
+from runner.terminal import printable
 
 _SKIPPED_FOLDERS = {"runs", "node_modules", "__pycache__", "site-packages"}
 
@@ -139,7 +140,7 @@ def text_report(results: list[SpecResult]) -> str:
     lines = []
     for result in results:
         for diagnostic in result.diagnostics:
-            text = diagnostic.format_text()
+            text = printable(diagnostic.format_text())  # file names and quoted cells may hold escapes
             if colour:
                 code = "31" if diagnostic.is_error else "33"
                 text = text.replace(f": {diagnostic.severity}:", f": \033[1;{code}m{diagnostic.severity}\033[0m:", 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from runner.methods import registry
 from runner.plan.models import MaskedExample, Plan
+from runner.terminal import printable
 
 GIB = 1024**3
 
@@ -92,12 +93,13 @@ def _place(example: MaskedExample) -> str:
 def _spans(example: MaskedExample, colour: bool) -> str:
     parts = []
     for span in example.spans:
+        text = printable(span.text)  # a row's text, shown on the operator's terminal
         if not span.trained:
-            parts.append(span.text)
+            parts.append(text)
         elif colour:
-            parts.append(f"\033[1;42;30m{span.text}\033[0m")
+            parts.append(f"\033[1;42;30m{text}\033[0m")
         else:
-            parts.append(f"[[{span.text}]]")
+            parts.append(f"[[{text}]]")
     return "".join(parts)
 
 

@@ -177,3 +177,22 @@ def test_without_pyarrow_validate_warns_what_it_could_not_check(project, tmp_pat
     completed = subprocess.run([sys.executable, "-c", BLOCK_PYARROW, "validate", str(path)], capture_output=True,
                                text=True, cwd=tmp_path)
     assert completed.returncode == 1 and "data/extra.parquet is not a parquet file" in completed.stdout
+
+
+def test_escape_sequences_in_file_names_and_cells_are_printed_as_text(project, capsys):
+    """A data file's name (in a folder the spec names) and a CSV header cell holding ESC sequences (window
+    title, clear screen) reach the terminal as visible escapes (issue 20)."""
+    path = project(BASE_SPEC)
+    rows = path.parent / "data" / "rows"
+    rows.mkdir()
+    (rows / "t\x1b]0;x\x07.jsonl").write_text('{"prompt": 1, "completion": "a"}\n')
+    path.write_text(path.read_text().replace("train: data/train.jsonl", "train: data/rows"))
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "t\\x1b]0;x\\x07.jsonl" in out and "\x1b" not in out and "\x07" not in out, out
+    (path.parent / "data" / "cells.csv").write_text("q\x1b[2J,a\n1,2\n")
+    path.write_text(path.read_text().replace("train: data/rows",
+                                             "train: {path: data/cells.csv, columns: {prompt: question}}"))
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "has no column 'question'" in out and "q\\x1b[2J" in out and "\x1b" not in out, out
