@@ -122,8 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--poll", action="store_true", help="poll instead of inotify (network filesystems)")
     watch.add_argument("--max-attempts", type=int, default=3, help="starts of one job at most (default 3)")
     watch.add_argument("--job-timeout", type=float, help="seconds a job may run before it is stopped")
-    watch.add_argument("--plan-timeout", type=float, default=1800.0,
-                       help="seconds planning one job may take before it fails (default 1800)")
+    watch.add_argument("--plan-timeout", type=float, default=300.0,
+                       help="seconds planning one job may take before it fails (default 300; planning that uses "
+                            "no CPU for a minute is stopped sooner and tried again later)")
+    watch.add_argument("--stall-seconds", type=float, default=60.0,
+                       help="seconds a checking or planning worker may use no CPU before it is stopped and the "
+                            "request tried again later (a hung network filesystem; default 60)")
     watch.add_argument("--max-jobs", type=_positive_int, help="jobs that may run at once (default: as many as "
                        "the devices hold)")
     watch.add_argument("--http", nargs="?", const=DEFAULT_HTTP, metavar="HOST:PORT",
@@ -259,7 +263,7 @@ def dispatch(args: argparse.Namespace) -> int:
                      poll=args.poll, max_attempts=args.max_attempts, job_timeout=args.job_timeout,
                      runner_command=args.runner_command, allow_reward_functions=args.allow_reward_functions,
                      allow_remote_code=args.allow_remote_code, allow_read=args.allow_read,
-                     plan_timeout=args.plan_timeout,
+                     plan_timeout=args.plan_timeout, stall_seconds=args.stall_seconds,
                      max_jobs=args.max_jobs, http=args.http, executor=args.executor,
                      slurm_settings=dict(partition=args.partition, account=args.account, time=args.time_limit,
                                          config_file=args.config_file))

@@ -91,3 +91,34 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+MAX_FOLDER_DEPTH = 32
+"""Levels of folders below a searched folder that are entered (specs are a level or two down)."""
+
+
+def walk(root: Path, keep: Callable[[str], bool], max_depth: int = MAX_FOLDER_DEPTH):
+    """(folder, its file names), top-down and sorted, of `root` and the folders below it whose names
+    `keep` accepts, at most `max_depth` levels down. Iterative: os.walk (before Python 3.12) recurses, and
+    a tree a thousand levels deep in a watched folder raised RecursionError in every scan. Links to
+    folders are not followed; unreadable folders are passed over."""
+    pending = [(str(root), 0)]
+    while pending:
+        folder, depth = pending.pop()
+        try:
+            with os.scandir(folder) as entries:
+                listed = sorted(entries, key=lambda entry: entry.name)
+        except OSError:
+            continue
+        files, below = [], []
+        for entry in listed:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if depth < max_depth and keep(entry.name):
+                        below.append((entry.path, depth + 1))
+                else:
+                    files.append(entry.name)
+            except OSError:
+                continue
+        yield folder, files
+        pending.extend(reversed(below))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from runner.errors import ExitCode, UsageError
+from runner.fsutil import walk
 from runner.readers import open_regular
 from runner.spec.check import SpecResult, check_spec, display_path
 from runner.spec.jobs import SPEC_SUFFIXES, jobs_named, looks_like_spec
@@ -118,9 +119,8 @@ def find_specs(paths: list[str]) -> list[Path]:
 
 def _specs_under(folder: Path) -> list[Path]:
     specs = []
-    for root, folders, files in os.walk(folder):
-        folders[:] = sorted(f for f in folders if not f.startswith(".") and f not in _SKIPPED_FOLDERS)
-        for name in sorted(files):
+    for root, files in walk(folder, lambda name: not name.startswith(".") and name not in _SKIPPED_FOLDERS):
+        for name in files:
             path = Path(root) / name
             if path.suffix in SPEC_SUFFIXES and looks_like_spec(_head(path)):
                 specs.append(path)

@@ -14,7 +14,7 @@ from runner.errors import UsageError
 def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: float, invalid_grace: float,
           rescan: float, poll: bool, max_attempts: int, job_timeout: float | None, runner_command: str | None,
           allow_reward_functions: bool = False, allow_remote_code: bool = False, allow_read: list[str] = (),
-          plan_timeout: float = 1800.0,
+          plan_timeout: float = 300.0, stall_seconds: float = 60.0,
           max_jobs: int | None = None, http: str | None = None, executor: str = "local",
           slurm_settings: dict | None = None) -> int:
     """`executor`: where jobs run, "local" (children of the daemon) or "slurm" (Slurm jobs; `slurm_settings`:
@@ -42,6 +42,7 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
     server = page(state, runs, http) if http else None  # bound before the loop: a taken port is an error now
     supervisor = Supervisor(watched, store, state, runs, settle=settle, invalid_grace=invalid_grace, rescan=rescan,
                             poll=poll, max_attempts=max_attempts, job_timeout=job_timeout, plan_timeout=plan_timeout,
+                            stall=stall_seconds,
                             max_jobs=max_jobs, command=shlex.split(runner_command) if runner_command else None,
                             allow=Allowances(allow_reward_functions, allow_remote_code, tuple(allow_read)), executor=running,
                             devices=devices,

@@ -3,18 +3,18 @@
     recover             the run directories first: a finished manifest is the job's outcome, never
                         a reason to run it again; then adopt live runs, resume the others
     until stopped:
-        reap                    the worker's reply and the runs that ended become results
+        reap                    the workers' replies and the runs that ended become results
         scan the folder         new content is snapshotted and queued to be checked; deleted or
                                 changed queued specs are withdrawn; moved ones followed
         honour cancellations
         release dependents      jobs whose {job: NAME} specs succeeded go on to planning
-        feed the worker         one check or plan at a time: checks first, then plans in queue order
+        feed the workers        one check at a time in order of arrival, one plan at a time in queue order
         start ready jobs        in queue order (runner.daemon.scheduling), through the executor
-        sleep until woken       a file event, the worker's reply, a child's end, a signal, or the rescan
+        sleep until woken       a file event, a worker's reply, a child's end, a signal, or the rescan
     stop warm (runs checkpoint and stop), or cold on a second signal
 
-Nothing a spec controls runs in this process: its check and its plan are made by the planning
-worker (runner.daemon.worker, a child with limits), its run by the executor (runner.daemon.executor);
+Nothing a spec controls runs in this process: its check and its plan are made by the checking and
+the planning worker (runner.daemon.worker, children with limits), its run by the executor (runner.daemon.executor);
 this loop reads only their bounded replies. A job is its spec's content (sha256): the bytes hashed
 are the bytes snapshotted, checked, planned and run, so a file that changes later is a new job,
 never a swap, and the same content anywhere in the folder is one job. Every change of a job's
@@ -45,11 +45,11 @@ from runner.daemon.admission import Allowances, Verdict
 from runner.daemon.executor import Execution, Executor, Local
 from runner.daemon.paths import DAEMON_FILE, disk_full
 from runner.daemon.resources import Devices
-from runner.daemon.scanner import Scanner, SpecFile
+from runner.daemon.scanner import Scanner, SpecFile, Watcher
 from runner.daemon.scheduling import decide, queue_order
 from runner.daemon.states import Failure, State, Status, Step
 from runner.daemon.store import Job, Store
-from runner.daemon.worker import CHECK_TIMEOUT_SECONDS, Reply, Worker
+from runner.daemon.worker import CHECK_TIMEOUT_SECONDS, STALL_SECONDS, Reply, Worker
 from runner.errors import RunnerError
 from runner.fsutil import write_atomically
 from runner.manifest import Manifest
@@ -60,7 +60,12 @@ from runner.spec.jobs import MAX_SPEC_BYTES
 STOP_GRACE_SECONDS = 120
 BUSY_POLL_SECONDS = 0.5
 RETRY_SECONDS = 2.0
-PLAN_TIMEOUT_SECONDS = 1800.0
+PLAN_TIMEOUT_SECONDS = 300.0
+"""At most, for a plan that keeps working: a plan takes seconds (a model on the meta device, up to 20,000
+rows tokenized); a stall (no CPU for worker.STALL_SECONDS) ends it far sooner."""
+MAX_STALLS = 3
+"""Stalled checks or plans of one job (a hung filesystem) before it is given up on; the n-th is tried
+again after n times the stall window."""
 
 
 class Waker:
@@ -76,10 +81,10 @@ class Waker:
         with suppress(BlockingIOError):  # already awake
             os.write(self.write_end, b"!")
 
-    def wait(self, timeout: float, also: int | None = None) -> None:
-        """Sleep until woken, `timeout` passes, or `also` (a descriptor) has something to read."""
+    def wait(self, timeout: float, also: list[int | None] = ()) -> None:
+        """Sleep until woken, `timeout` passes, or one of `also` (descriptors) has something to read."""
         with suppress(InterruptedError, OSError):
-            select.select([self.read_end] + ([also] if also is not None else []), [], [], timeout)
+            select.select([self.read_end, *(fd for fd in also if fd is not None)], [], [], timeout)
         with suppress(BlockingIOError):
             while os.read(self.read_end, 4096):
                 pass
@@ -91,16 +96,21 @@ class Supervisor:
                  job_timeout: float | None = None, plan_timeout: float = PLAN_TIMEOUT_SECONDS,
                  max_jobs: int | None = None, command: list[str] | None = None, devices: Devices | None = None,
                  executor: Executor | None = None, allow: Allowances = Allowances(), http: str | None = None,
-                 log_file=None) -> None:
+                 stall: float = STALL_SECONDS, log_file=None) -> None:
         self.folder, self.store, self.state_dir, self.runs_dir = folder.resolve(), store, state_dir, runs_dir
         self.scanner = Scanner(folder, settle)
+        self.watcher = Watcher(self.folder, self.scanner, poll, lambda: self.waker.wake(),
+                               lambda event, **fields: self.log.msg(event, **fields))
         self.invalid_grace = invalid_grace
         self.rescan, self.poll, self.max_attempts, self.job_timeout = rescan, poll, max_attempts, job_timeout
         self.plan_timeout, self.max_jobs, self.http = plan_timeout, max_jobs, http
         command = command or children.runner_command()
         self.devices = devices if devices is not None else Devices.detect()
         self.executor = executor or Local(command)
-        self.worker = Worker(command, self.folder, state_dir / "logs" / "worker.log", self.devices.describe())
+        machine, self.stall = self.devices.describe(), stall
+        self.checker = Worker(command, "check", state_dir / "logs" / "worker-check.log", machine, stall)
+        self.planner = Worker(command, "plan", state_dir / "logs" / "worker-plan.log", machine, stall)
+        """Checks and plans each have a worker: a plan that takes long never holds a check back."""
         self.allow = allow
         offline_copies = [copy.parent for copy in map(modelinfo.offline_copy, modelinfo.OFFLINE_COPIES) if copy]
         self.granted = tuple(dict.fromkeys(os.path.realpath(root) for root in (
@@ -113,7 +123,11 @@ class Supervisor:
         self._pending: dict[str, SpecFile] = {}
         """spec sha256 -> the settled file of content waiting to be checked"""
         self._recheck_at: dict[str, float] = {}
-        """spec sha256 -> when an invalid result inside the invalid grace is checked again"""
+        """spec sha256 -> when an invalid result inside the invalid grace, or a stalled check, is checked again"""
+        self._replan_at: dict[int, float] = {}
+        """job id -> when a job whose planning stalled is planned again"""
+        self._stalls: dict[str | int, int] = {}
+        """spec sha256 (a check) or job id (a plan) -> its stalls so far"""
         self._present: set[str] = set()
         self._plan_runs: dict[int, tuple[Path, str]] = {}
         """job id -> (runs folder, plan hash), read from its plan file once"""
@@ -138,15 +152,16 @@ class Supervisor:
                      runs_dir=str(self.runs_dir), gpus=[gpu.index for gpu in self.devices.gpus],
                      max_jobs=self.max_jobs, http=self.http,
                      allow_reward_functions=self.allow.reward_functions, allow_remote_code=self.allow.remote_code)
-        self.worker.start()  # warm before the first spec lands
-        observer = self._watch()
+        self.checker.start()  # warm before the first spec lands
+        self.planner.start()
+        self.watcher.start()
         try:
             while not self.stopping:
                 wait = self.reconcile()
-                self.waker.wait(wait, self.worker.fileno())
+                self.waker.wait(wait, [self.checker.fileno(), self.planner.fileno()])
                 self._log_stop()
         finally:
-            observer.stop()
+            self.watcher.stop()
             self._log_stop()
             self.shutdown()
         self.log.msg("daemon_stopped", cold=self.cold)
@@ -165,16 +180,18 @@ class Supervisor:
             self.recovered = True
         self._pause_when_full(disk_full(self.state_dir))
         self.reap()
+        self.watcher.keep_watching()
         settle_wait = self.scan()
         self.cancel_requested()
         if not (self.paused or self.stopping):
             self.release_dependents()
-            self.feed_worker()
+            self.feed_checker()
+            self.feed_planner()
             self.start_ready()
         self._describe()
         waits = [self.rescan, settle_wait if settle_wait is not None else self.rescan]
-        if self.worker.ready_in():
-            waits.append(self.worker.ready_in())
+        waits += [ready for ready in (self.checker.ready_in(), self.planner.ready_in()) if ready]
+        waits += [max(0.0, at - time.monotonic()) for at in (*self._recheck_at.values(), *self._replan_at.values())]
         if self.runs or self.store.jobs(State.QUEUED, State.RECOVERING):
             waits.append(BUSY_POLL_SECONDS)
         return max(0.05, min(waits))
@@ -318,7 +335,16 @@ class Supervisor:
         job = self.store.find(sha256)
         if job is None or job.status != states.CHECKING:
             return
-        if reply.timed_out:
+        if reply.stalled and self._stalled(sha256):
+            self._recheck_at[sha256] = time.monotonic() + self.stall * self._stalls[sha256]
+            self.store.update(job.id, reason=f"its check stalled ({reply.reason}: a hung filesystem?); checked "
+                                             f"again in {self.stall * self._stalls[sha256]:.0f} s")
+            return
+        self._stalls.pop(sha256, None)
+        if reply.stalled:
+            verdict = Verdict(False, reason=f"its check stalled {MAX_STALLS} times ({reply.reason}); are its data or "
+                                            "model files on a hung filesystem?")
+        elif reply.timed_out:
             verdict = Verdict(False, reason=f"checking this spec took longer than {CHECK_TIMEOUT_SECONDS:.0f} s "
                                             "(are its data or model files on a slow or hung filesystem?)")
         else:
@@ -333,6 +359,11 @@ class Supervisor:
             return
         self._recheck_at.pop(sha256, None)
         self._record(job, verdict)
+
+    def _stalled(self, key: str | int) -> bool:
+        """Count a stall of a job's check or plan; whether it may be tried again."""
+        self._stalls[key] = self._stalls.get(key, 0) + 1
+        return self._stalls[key] < MAX_STALLS
 
     def _record(self, job: Job, verdict: Verdict) -> None:
         if verdict.valid:
@@ -384,23 +415,30 @@ class Supervisor:
         if self.store.forget(job):
             self.log.msg("job_state", job=job.id, name=job.name, was=str(job.status), now=None)
 
-    # --- the planning worker ----------------------------------------------------------------------
+    # --- the checking and planning workers ----------------------------------------------------------------------
 
-    def feed_worker(self) -> None:
-        """Give the worker its next request: checks first (in order of arrival: they take milliseconds),
-        then plans in queue order."""
-        if self.worker.current is not None or self.worker.ready_in():
+    def feed_checker(self) -> None:
+        """Give the checking worker its next check, in order of arrival (they take milliseconds to minutes)."""
+        if self.checker.current is not None or self.checker.ready_in():
             return
-        self.worker.start()  # again, after it died or was stopped: warm for the next request
+        self.checker.start()  # again, after it died or was stopped: warm for the next request
         for job in self.store.jobs(State.QUEUED):
             spec = self._pending.get(job.sha256)
             if job.step != Step.CHECKING or spec is None or self._recheck_at.get(job.sha256, 0) > time.monotonic():
                 continue
-            self.worker.send("check", job.sha256, CHECK_TIMEOUT_SECONDS, snapshot=self._snapshot(spec),
-                             source=job.path, confine=self._confinement(job))
+            self.checker.send("check", job.sha256, CHECK_TIMEOUT_SECONDS, snapshot=self._snapshot(spec),
+                              source=job.path, cwd=self.folder, confine=self._confinement(job))
             self.store.update(job.id, reason="being checked")
             return
+
+    def feed_planner(self) -> None:
+        """Give the planning worker its next plan, in queue order."""
+        if self.planner.current is not None or self.planner.ready_in():
+            return
+        self.planner.start()
         for job in queue_order([job for job in self.store.jobs(State.QUEUED) if job.step == Step.PLANNING]):
+            if self._replan_at.get(job.id, 0) > time.monotonic():
+                continue
             with self._guard(job):
                 waiting = self._unmet(job.depends_on, job.path)
                 if waiting:
@@ -412,9 +450,9 @@ class Supervisor:
                 plan_path = self.state_dir / "plans" / f"{job.id}.json"
                 plan_path.parent.mkdir(parents=True, exist_ok=True)
                 plan_path.unlink(missing_ok=True)
-                self.worker.send("plan", job.id, self.plan_timeout, snapshot=snapshot, source=job.path,
-                                 out=plan_path, runs_dir=self.runs_dir, log=self._log_path(job),
-                                 confine=self._confinement(job))
+                self.planner.send("plan", job.id, self.plan_timeout, snapshot=snapshot, source=job.path,
+                                  out=plan_path, runs_dir=self.runs_dir, log=self._log_path(job), cwd=self.folder,
+                                  confine=self._confinement(job))
                 self.store.update(job.id, reason="being planned")
                 return
 
@@ -431,6 +469,17 @@ class Supervisor:
 
     def _planned(self, job: Job, reply: Reply, plan_path: Path) -> None:
         if job.status != states.PLANNING:
+            return
+        if reply.stalled and self._stalled(job.id):
+            self._replan_at[job.id] = time.monotonic() + self.stall * self._stalls[job.id]
+            self.store.update(job.id, reason=f"its planning stalled ({reply.reason}: a hung filesystem?); planned "
+                                             f"again in {self.stall * self._stalls[job.id]:.0f} s")
+            return
+        self._stalls.pop(job.id, None)
+        self._replan_at.pop(job.id, None)
+        if reply.stalled:
+            self._finish(job, State.FAILED, Failure.PLAN.value, f"its planning stalled {MAX_STALLS} times "
+                         f"({reply.reason}); are its data or model files on a hung filesystem?")
             return
         if not reply.ok or not plan_path.is_file():
             reason = f"planning took longer than {self.plan_timeout:.0f} s" if reply.timed_out else (
@@ -452,9 +501,9 @@ class Supervisor:
 
     def _abandon(self, job_id: int, sha256: str) -> None:
         """The worker's answer for this job no longer matters (the job was withdrawn, moved or failed)."""
-        current = self.worker.current
-        if current is not None and current.key in (job_id, sha256):
-            current.abandoned = True
+        for worker in (self.checker, self.planner):
+            if worker.current is not None and worker.current.key in (job_id, sha256):
+                worker.current.abandoned = True
 
     def release_dependents(self) -> None:
         for job in self.store.jobs(State.QUEUED):
@@ -474,9 +523,10 @@ class Supervisor:
     # --- actual state: runs -----------------------------------------------------------------------
 
     def reap(self) -> None:
-        reply = self.worker.poll()
-        if reply is not None:
-            self._answered(reply)
+        for worker in (self.checker, self.planner):
+            reply = worker.poll()
+            if reply is not None:
+                self._answered(reply)
         for job_id, run in list(self.runs.items()):
             code = run.exit_code()
             job = self.store.get(job_id)
@@ -651,7 +701,8 @@ class Supervisor:
             self.log.msg("job_recovering", job=job.id, name=job.name, attempts=job.attempts)
 
     def shutdown(self) -> None:
-        self.worker.stop()
+        self.checker.stop()
+        self.planner.stop()
         for run in self.runs.values():
             run.stop(cold=self.cold)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
@@ -683,36 +734,6 @@ class Supervisor:
         if self.cold:
             self.log.msg("cold_stop")
         self._stop_logged = (self.stopping, self.cold)
-
-    def _watch(self):
-        from watchdog.events import FileSystemEventHandler
-        from watchdog.observers import Observer
-        from watchdog.observers.polling import PollingObserver
-
-        waker, scanner = self.waker, self.scanner
-
-        class Wake(FileSystemEventHandler):
-            def on_any_event(self, event):
-                # Reads (ours too: the scan opens specs) raise open/close-without-write events; only
-                # changes matter. A close after writing (or a rename into place) may end the settle wait.
-                if event.event_type in ("created", "modified"):
-                    scanner.note_changed(event.src_path)
-                elif event.event_type == "closed":
-                    scanner.note_closed(event.src_path)
-                elif event.event_type == "moved":
-                    scanner.note_closed(event.dest_path)
-                elif event.event_type != "deleted":
-                    return
-                waker.wake()
-
-        for observer in ([] if self.poll else [Observer()]) + [PollingObserver(timeout=1.0)]:
-            try:
-                observer.schedule(Wake(), str(self.folder), recursive=True)
-                observer.start()
-                return observer
-            except OSError as error:  # out of inotify watches: polling still works, and the rescan repairs
-                self.log.msg("watch_fallback", error=_one_line(error), detail="polling the folder instead")
-        raise AssertionError("unreachable")
 
     # --- helpers ------------------------------------------------------------------------------------
 

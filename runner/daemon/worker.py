@@ -47,9 +47,15 @@ from runner.readers import MAX_JSON_DEPTH, loads_bounded
 WORKER_MEMORY_BYTES = 4 * 2**30
 """Address space a request may add to the worker's imports: planning reads a tokenizer and up to
 20,000 rows; validate streams its inputs in bounded memory."""
-CHECK_TIMEOUT_SECONDS = 300.0
-"""Reading large data files takes time (about a second per 100 MB of JSONL); a hung read does not end."""
+CHECK_TIMEOUT_SECONDS = 3600.0
+"""At most, for a check that keeps working: validate reads every row (about 4 MB/s of tiny JSONL rows,
+100 MB/s of large ones), and checks have a worker of their own, so a long one holds only other checks."""
+STALL_SECONDS = 60.0
+"""A worker that used no CPU for this long while answering is stalled (stopped, or blocked on a hung
+filesystem): it is killed, and the request tried again later (runner.daemon.supervisor)."""
 MAX_REPLY_BYTES = 8 * 2**20
+ROLE_VARIABLE = "RUNNER_WORKER_ROLE"
+"""check | plan: a checking worker imports only what validate needs."""
 MACHINE_VARIABLE = "RUNNER_WORKER_MACHINE"
 """The daemon's description of this box's GPUs (JSON), so that the worker never initialises CUDA."""
 
@@ -75,11 +81,11 @@ def serve(planner: Planner) -> int:
     """The worker's loop: answer requests from stdin until it closes."""
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # from now on fd 1 is the worker's log: nothing but replies goes down the pipe
-    warm_up()
+    warm_up(os.environ.get(ROLE_VARIABLE, "plan"))
     _limit_memory(WORKER_MEMORY_BYTES)
     for line in sys.stdin:
         request = json.loads(line)
-        with _output_to(request.get("log")):
+        with _output_to(request.get("log")), _inside(request.get("cwd")):
             reply = _answer(request, planner)
         replies.write(json.dumps(reply) + "\n")
         if reply.get("restart"):
@@ -100,11 +106,13 @@ def plan_job(request: PlanRequest):
         raise
 
 
-def warm_up() -> None:
-    """What checking and planning import, imported before the first request (and before the memory
+def warm_up(role: str) -> None:
+    """What checking (or planning) imports, imported before the first request (and before the memory
     limit). Without the training extra installed, checks still work and plans fail with the reason."""
     import runner.commands.validate  # noqa: F401
 
+    if role == "check":
+        return
     with contextlib.suppress(ImportError):
         import torch  # noqa: F401
         import transformers  # noqa: F401
@@ -180,6 +188,20 @@ def _limit_memory(extra: int) -> None:
 
 
 @contextlib.contextmanager
+def _inside(folder: str | None):
+    """Work in the watched folder for one request (diagnostics name files relative to it), entered afresh
+    each time: a folder replaced by a redeploy leaves a worker that stayed in it in a deleted folder."""
+    if folder:
+        with contextlib.suppress(OSError):  # gone: the request's own reads say what is missing
+            os.chdir(folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.chdir("/")
+
+
+@contextlib.contextmanager
 def _output_to(log: str | None):
     """Point fds 1 and 2 at a job's log for one request."""
     if not log:
@@ -217,6 +239,10 @@ class Request:
     sent: float = 0.0
     abandoned: bool = False
     """Its job was withdrawn meanwhile: the reply is dropped."""
+    busy_at: float = 0.0
+    """When the worker was last seen using CPU for it."""
+    cpu: int | None = None
+    """The worker's CPU ticks then."""
 
 
 @dataclass
@@ -227,6 +253,8 @@ class Reply:
     reason: str = ""
     hint: str | None = None
     timed_out: bool = False
+    stalled: bool = False
+    """The worker used no CPU for STALL_SECONDS: nothing about the spec is known; ask again later."""
 
 
 @dataclass
@@ -236,9 +264,11 @@ class Worker:
     Never blocks: replies are read from a non-blocking pipe whose descriptor the loop's select() watches."""
 
     command: list[str]
-    cwd: Path
+    role: str
+    """check | plan"""
     log_path: Path
     machine: list[dict]
+    stall_seconds: float = STALL_SECONDS
     process: subprocess.Popen | None = None
     current: Request | None = None
     started: float = 0.0
@@ -260,12 +290,12 @@ class Worker:
         """Start it, unless it runs, or keeps dying and must wait (ready_in)."""
         if self.process is not None or self.ready_in():
             return
-        env = {**os.environ, MACHINE_VARIABLE: json.dumps(self.machine), "CUDA_VISIBLE_DEVICES": "",
-               "MALLOC_ARENA_MAX": "2", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, MACHINE_VARIABLE: json.dumps(self.machine), ROLE_VARIABLE: self.role,
+               "CUDA_VISIBLE_DEVICES": "", "MALLOC_ARENA_MAX": "2", "TOKENIZERS_PARALLELISM": "false"}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([*self.command, "worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=log, start_new_session=True, env=env, cwd=self.cwd)
+                                            stderr=log, start_new_session=True, env=env, cwd="/")
         os.set_blocking(self.process.stdout.fileno(), False)
         self.started = time.monotonic()
         self._buffer.clear()
@@ -273,8 +303,9 @@ class Worker:
     def send(self, kind: str, key: str | int, timeout: float, **body) -> Request:
         self.start()
         self._next_id += 1
+        now = time.monotonic()
         request = Request(kind, key, {"id": self._next_id, "kind": kind, **{k: str(v) for k, v in body.items()}},
-                          timeout, time.monotonic())
+                          timeout, now, busy_at=now, cpu=_cpu_ticks(self.process.pid))
         self.current = request
         try:
             self.process.stdin.write((json.dumps(request.body) + "\n").encode())
@@ -295,10 +326,20 @@ class Worker:
         if code is not None:
             return self._died(code)
         request = self.current
-        if request is not None and time.monotonic() - request.sent > request.timeout:
+        if request is None:
+            return None
+        now = time.monotonic()
+        if now - request.sent > request.timeout:
             self.stop()
             self.current = None
             return Reply(request, False, timed_out=True)
+        cpu = _cpu_ticks(self.process.pid)
+        if cpu is None or cpu != request.cpu:
+            request.busy_at, request.cpu = now, cpu
+        elif now - request.busy_at > self.stall_seconds:
+            self.stop()
+            self.current = None
+            return Reply(request, False, stalled=True, reason=f"the worker used no CPU for {self.stall_seconds:g} s")
         return None
 
     def stop(self) -> None:
@@ -355,3 +396,13 @@ class Worker:
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         words = children.last_words(Path(request.body.get("log") or self.log_path))
         return Reply(request, False, reason=f"the planning worker {how}" + (f": {words}" if words else ""))
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """CPU time (user + system, in clock ticks) a process has used; None where /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])  # utime and stime: fields 14 and 15 of the line
