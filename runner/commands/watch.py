@@ -21,7 +21,7 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
     partition, account, time and config_file, as `runner submit` takes them)."""
     from runner.daemon.admission import Allowances
     from runner.daemon.paths import runs_directory, state_directory
-    from runner.daemon.store import Store, lock_state_directory
+    from runner.daemon.store import Store, lock_folders
     from runner.daemon.supervisor import Supervisor
 
     watched = Path(folder)
@@ -35,10 +35,11 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
     if state.exists() and not state.is_dir():
         raise UsageError(f"--state-dir {state} is not a folder")
     state.mkdir(parents=True, exist_ok=True)
-    lock = lock_state_directory(state)  # held (open) for the daemon's life
+    runs = runs_directory(runs_dir, state)
+    runs.mkdir(parents=True, exist_ok=True)
+    locks = lock_folders({"state dir": state, "watched folder": watched, "run root": runs})  # held for its life
     log_file = _Tee(open(state / "daemon.jsonl", "a", buffering=1), sys.stdout)
     store, moved = Store.for_daemon(state)
-    runs = runs_directory(runs_dir, state)
     server = page(state, runs, http) if http else None  # bound before the loop: a taken port is an error now
     supervisor = Supervisor(watched, store, state, runs, settle=settle, invalid_grace=invalid_grace, rescan=rescan,
                             poll=poll, max_attempts=max_attempts, job_timeout=job_timeout, plan_timeout=plan_timeout,
@@ -58,7 +59,8 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
         if server:
             server.stop()
         store.close()
-        os.close(lock)
+        for lock in locks:
+            os.close(lock)
 
 
 def cluster(executor: str, settings: dict):

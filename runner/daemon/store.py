@@ -345,18 +345,31 @@ class Store:
                 [job.id, job.state.value, job.step.value if job.step else None])
 
 
-def lock_state_directory(state_dir: Path) -> int:
-    """An exclusive OS lock (flock) on the state folder itself, held while the daemon lives: no file
-    whose deletion would admit a second daemon. The descriptor is not inherited by children, so a
-    job that outlives its daemon never keeps the next one out. Returns the descriptor to keep."""
-    descriptor = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def lock_folders(folders: dict[str, Path]) -> list[int]:
+    """Exclusive OS locks (flock) on the daemon's folders themselves ({role: folder}: the state dir, the
+    watched folder, the run root), held while the daemon lives: two daemons with their own state dirs on
+    one folder or one run root would each run every spec. A lock is no file whose deletion would admit a
+    second daemon, and its descriptor is not inherited by children, so a job that outlives its daemon
+    never keeps the next one out. Returns the descriptors to keep."""
+    held: dict[str, int] = {}
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        raise RunnerError(f"another runner watch already uses {state_dir}",
-                          "stop it first, or give this one its own --state-dir") from None
-    return descriptor
+        for role, folder in folders.items():
+            resolved = os.path.realpath(folder)
+            if resolved in held:  # one folder in two roles (the run root is the state dir by default)
+                continue
+            descriptor = os.open(resolved, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            held[resolved] = descriptor
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunnerError(f"another runner watch already uses {folder} (this one's {role})",
+                                  "stop it first; two daemons need their own state dir, watched folder and run "
+                                  "root") from None
+    except BaseException:
+        for descriptor in held.values():
+            os.close(descriptor)
+        raise
+    return list(held.values())
 
 
 def _check(connection: sqlite3.Connection, *, empty_is_readable: bool, upgradable: bool = False) -> None:

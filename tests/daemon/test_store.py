@@ -13,7 +13,7 @@ import pytest
 
 from runner.cli import main
 from runner.daemon import states
-from runner.daemon.store import Store, StoreUnreadable, lock_state_directory
+from runner.daemon.store import Store, StoreUnreadable, lock_folders
 from runner.errors import RunnerError
 from tests.conftest import REPO
 
@@ -80,14 +80,24 @@ def test_a_deleted_store_is_written_back_from_the_open_one(tmp_path):
     store.close()
 
 
-def test_the_lock_is_on_the_state_dir_itself(tmp_path):
-    held = lock_state_directory(tmp_path)
+def test_the_locks_are_on_the_folders_themselves(tmp_path):
+    state, watched, runs = (tmp_path / name for name in ("state", "watched", "runs"))
+    for folder in (state, watched, runs):
+        folder.mkdir()
+    held = lock_folders({"state dir": state, "watched folder": watched, "run root": state})  # one folder, twice
     try:
-        with pytest.raises(RunnerError, match="another runner watch already uses"):
-            lock_state_directory(tmp_path)
+        for other in ({"state dir": tmp_path / "other", "watched folder": watched},
+                      {"state dir": tmp_path / "other", "run root": state}):
+            (tmp_path / "other").mkdir(exist_ok=True)
+            with pytest.raises(RunnerError, match="another runner watch already uses"):
+                lock_folders(other)
+        for descriptor in lock_folders({"state dir": tmp_path / "other", "run root": runs}):
+            os.close(descriptor)
     finally:
-        os.close(held)
-    os.close(lock_state_directory(tmp_path))
+        for descriptor in held:
+            os.close(descriptor)
+    for descriptor in lock_folders({"state dir": state, "watched folder": watched}):
+        os.close(descriptor)
 
 
 def as_user(user: int, groups: list[str], *arguments: str, **kwargs) -> subprocess.CompletedProcess:

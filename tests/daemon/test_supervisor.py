@@ -200,3 +200,14 @@ def _stdout_events(tmp_path: Path) -> list[dict]:
         except ValueError:
             continue
     return events
+
+
+def test_a_second_daemon_on_the_same_folder_or_run_root_is_refused(daemon, tmp_path):
+    """Two daemons with their own state dirs on one folder, or one run root, both ran every spec (issue 20)."""
+    daemon.start("--runs-dir", str(tmp_path / "runs"))
+    wait_until(lambda: (daemon.state / "runner.db").exists(), what="the store")
+    for extra in ([str(daemon.folder)], [str(tmp_path / "elsewhere"), "--runs-dir", str(tmp_path / "runs")]):
+        (tmp_path / "elsewhere").mkdir(exist_ok=True)
+        second = subprocess.run([*daemon.process.args[:4], *extra, "--state-dir", str(tmp_path / "other-state")],
+                                capture_output=True, text=True, env=daemon.env, timeout=60)
+        assert second.returncode == 1 and "another runner watch already uses" in second.stderr, second.stderr
