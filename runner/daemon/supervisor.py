@@ -373,7 +373,7 @@ class Supervisor:
         if verdict.valid:
             waiting = self._unmet(verdict.depends_on, job.path)
             to = states.DEPENDENCY if waiting else states.PLANNING
-            reason = _waiting_for(waiting) if waiting else "waiting to be planned"
+            reason = self._waiting_for(waiting, job.path) if waiting else "waiting to be planned"
             if self._move(job, to, name=verdict.name, depends_on=verdict.depends_on, priority=verdict.priority,
                           reason=reason):
                 self.log.msg("job_queued", job=job.id, name=verdict.name, path=job.path,
@@ -442,7 +442,7 @@ class Supervisor:
             with self._guard(job):
                 waiting = self._unmet(job.depends_on, job.path)
                 if waiting:
-                    self._move(job, states.DEPENDENCY, reason=_waiting_for(waiting))
+                    self._move(job, states.DEPENDENCY, reason=self._waiting_for(waiting, job.path))
                     continue
                 snapshot = self._snapshot_path(job.sha256)
                 if not snapshot.is_file():
@@ -513,8 +513,22 @@ class Supervisor:
                 waiting = self._unmet(job.depends_on, job.path)
                 if not waiting:
                     self._move(job, states.PLANNING, reason="waiting to be planned")
-                elif job.reason != _waiting_for(waiting):
-                    self.store.update(job.id, reason=_waiting_for(waiting))
+                elif job.reason != self._waiting_for(waiting, job.path):
+                    self.store.update(job.id, reason=self._waiting_for(waiting, job.path))
+
+    def _waiting_for(self, names: list[str], path: str) -> str:
+        """Which specs a job waits for, and which of them ended without succeeding (they are not run again
+        until someone retries or changes them: the job says so rather than waiting in silence)."""
+        folder = str(Path(path).parent)
+        ended = []
+        for name in names:
+            newest = next((job for job in reversed(self.store.named(name)) if str(Path(job.path).parent) == folder),
+                          None)
+            if newest is not None and newest.state.terminal:
+                how = {"invalid": "is invalid", "cancelled": "was cancelled"}.get(newest.state.value, newest.state.value)
+                how += f" ({newest.failure})" if newest.failure else ""
+                ended.append(f"{name} {how}: runner retry {name}, or change its spec")
+        return f"waiting for {', '.join(names)} to succeed" + ("; " + "; ".join(ended) if ended else "")
 
     def _unmet(self, names: list[str], path: str) -> list[str]:
         """The specs among `names` (in the folder of `path`) that have not succeeded yet."""
@@ -792,8 +806,6 @@ class Supervisor:
             self.log.msg(event, **fields)
 
 
-def _waiting_for(names: list[str]) -> str:
-    return f"waiting for {', '.join(names)} to succeed"
 
 
 def _disk_full_error(error: BaseException) -> bool:

@@ -112,6 +112,9 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
                 result.model = _check_model(report, folder, model_source, view.sections.get("trainable"),
                                             view.method)
 
+    if check_inputs:
+        with _unexpected(report, ()):
+            _check_job_references(report, folder, document.data)
     if check_inputs and view.sections.get("outputs") is not None:
         _check_trackers(report, view.sections["outputs"].report_to)
     reward = getattr(view.sections.get(view.method or ""), "reward", None)
@@ -265,11 +268,7 @@ def _report_bad_rows(report: _Reporter, checked: datacheck.DataReport, max_rejec
 def _check_model(report: _Reporter, folder: Path, source: ModelSource, trainable_spec: TrainableSpec | None,
                  method: str | None) -> modelinfo.ModelFacts | None:
     if source.job is not None:
-        try:
-            jobs.find_job_spec(folder, source.job)
-        except RunnerError as error:
-            report.add("error", ("base_model", "job"), error.message, error.hint)
-        return None
+        return None  # the spec it names is checked with every {job:} reference (_check_job_references)
     if source.hub is not None and (folder / source.hub).is_dir():
         report.add("warning", ("base_model",),
                    f"'{source.hub}' is read as a hub id, but a local folder of that name exists",
@@ -318,6 +317,27 @@ def _model_facts(report: _Reporter, folder: Path, source: ModelSource) -> modeli
     return facts
 
 
+def _check_job_references(report: _Reporter, folder: Path, data) -> None:
+    """Each `{job: NAME}` names one spec beside this one, and no chain of them leads back here (it would
+    wait for itself forever)."""
+    own = data.get("name") if isinstance(data, dict) else None
+    for path, name in jobs.job_references(data):
+        where = (*path, "job")
+        if name == own:
+            report.add("error", where, f"'{name}' is this spec: a job cannot build on its own result",
+                       "name the spec whose result this one starts from")
+            continue
+        try:
+            jobs.find_job_spec(folder, name)
+        except RunnerError as error:
+            report.add("error", where, error.message, error.hint)
+            continue
+        cycle = jobs.cycle_through(folder, own, name) if isinstance(own, str) else None
+        if cycle:
+            report.add("error", where, f"{{job: {name}}} makes a cycle: {' -> '.join(cycle)}; none of them could "
+                       "ever start", "a chain of {job:} references must end at a spec with a model of its own")
+
+
 def _check_trackers(report: _Reporter, names: list[str]) -> None:
     """A warning, not an error: validate often runs where jobs do not (a pre-commit hook, CI); a run
     without the package fails at its start, before loading anything."""
@@ -330,11 +350,6 @@ def _check_trackers(report: _Reporter, names: list[str]) -> None:
 
 
 def _check_reward_source(report: _Reporter, folder: Path, method: str, reward: RewardSource) -> None:
-    if reward.model is not None and reward.model.job is not None:
-        try:
-            jobs.find_job_spec(folder, reward.model.job)
-        except RunnerError as error:
-            report.add("error", (method, "reward", "model", "job"), error.message, error.hint)
     if reward.function is not None and reward.function_file(folder) is None:
         module = reward.function.split(":")[0]
         if importlib.util.find_spec(module.split(".")[0]) is None:

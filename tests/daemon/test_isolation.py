@@ -135,3 +135,18 @@ def test_a_folder_replaced_by_a_redeploy_leaves_its_waiting_job_waiting(daemon):
     started = time.monotonic()
     daemon.all_terminal(3)
     assert time.monotonic() - started < 15
+
+
+def test_a_job_whose_dependency_failed_says_so_and_runs_once_it_succeeds(daemon):
+    daemon.start()
+    (daemon.folder / "first.yaml").write_text(spec_text("first", "# fake-run: crash\n"))
+    daemon.wait_for(lambda jobs: jobs and jobs[0].state == State.FAILED, what="first failed")
+    (daemon.folder / "second.yaml").write_text(spec_text("second").replace("base_model: ./model",
+                                                                          "base_model: {job: first}"))
+    (second,) = [job for job in daemon.wait_for(
+        lambda jobs: any(j.name == "second" and "first failed" in (j.reason or "") for j in jobs),
+        what="second saying why it waits") if job.name == "second"]
+    assert second.state == State.QUEUED and "runner retry first" in second.reason
+    (daemon.folder / "first.yaml").write_text(spec_text("first"))  # fixed
+    jobs = daemon.wait_for(lambda jobs: any(j.name == "second" and j.state.terminal for j in jobs), 90, "second")
+    assert next(job for job in jobs if job.name == "second").state == State.SUCCEEDED

@@ -216,3 +216,22 @@ def test_a_tracker_that_is_not_installed_is_a_warning_with_the_pip_command(proje
     assert warning.path == "outputs.report_to[1]" and "wandb is not installed here" in warning.summary
     assert warning.hint == "where jobs run: pip install 'runner-finetune[wandb]'"
     assert find(project(BASE_SPEC + "outputs:\n  report_to: [mlflow, mlflow]\n"), "outputs.report_to").is_error
+
+
+def test_job_references_that_lead_back_to_the_spec_are_errors(project):
+    """`{job: self}` and a <-> b used to pass validate and wait in `queued: dependency` forever (issue 20)."""
+    self_spec = BASE_SPEC.replace("./tiny-model", "{job: tiny}")
+    assert "a job cannot build on its own result" in find(project(self_spec), "base_model.job").summary
+    project(BASE_SPEC.replace("name: tiny", "name: b").replace("./tiny-model", "{job: c}"), name="b.yaml")
+    project(BASE_SPEC.replace("name: tiny", "name: c").replace("./tiny-model", "{job: a}"), name="c.yaml")
+    a = project(BASE_SPEC.replace("name: tiny", "name: a").replace("./tiny-model", "{job: b}"), name="a.yaml")
+    assert "makes a cycle: a -> b -> c -> a" in find(a, "base_model.job").summary
+    c = project(BASE_SPEC.replace("name: tiny", "name: c").replace("./tiny-model", "./tiny-model"), name="c.yaml")
+    assert check_spec(a).errors == [] and c.exists()  # the chain now ends at a model
+
+
+def test_a_yaml_file_with_a_name_line_is_not_a_spec_of_that_name(project):
+    """A CI file's `name:` beside the specs made every `{job: NAME}` of that name ambiguous (issue 20)."""
+    project(BASE_SPEC.replace("name: tiny", "name: first-stage"), name="first.yaml")
+    project("name: first-stage\non: [push]\njobs: {}\n", name="ci.yaml")
+    assert check_spec(project(BASE_SPEC.replace("./tiny-model", "{job: first-stage}"))).errors == []
