@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from runner.errors import ExitCode, UsageError
-from runner.fsutil import walk
+from runner.fsutil import MAX_FOLDER_DEPTH, walk
 from runner.readers import open_regular
 from runner.spec.check import SpecResult, check_spec, display_path
 from runner.spec.jobs import SPEC_SUFFIXES, jobs_named, looks_like_spec
@@ -43,7 +43,7 @@ def validate(paths: list[str], output_format: str = "text", source: str | None =
     else:
         for data, using in users.items():
             print(f"{display_path(data)}: " + (f"checked through {', '.join(map(display_path, using))}" if using
-                                               else f"no spec under {display_path(search_root(data))} uses it"))
+                                               else f"no spec under {display_path(search_root(data)[0])} uses it"))
         if results or not users:
             print(text_report(results))
     return ExitCode.INVALID if any(result.errors for result in results) else ExitCode.OK
@@ -53,14 +53,21 @@ def _is_data_file(path: Path) -> bool:
     return path.is_file() and path.suffix not in SPEC_SUFFIXES and path.name != LOCK_NAME
 
 
-def search_root(data_file: Path) -> Path:
-    """Where the specs that may use a data file are looked for: its git repository (the nearest folder
-    above it with .git); without one, the folder above the file's own (specs/x.yaml with specs/data/)."""
+OUTSIDE_REPOSITORY_DEPTH = 3
+"""Outside a git repository, folders searched below the search root for specs that use a data file."""
+
+
+def search_root(data_file: Path) -> tuple[Path, int]:
+    """Where the specs that may use a data file are looked for, and how deep: its git repository (the
+    nearest folder above it with .git), all of it; without one, the folder above the file's own
+    (specs/x.yaml with specs/data/), a few levels down, and never the whole filesystem (a file in /tmp
+    searched from /)."""
     folder = data_file.resolve().parent
     for candidate in (folder, *folder.parents):
         if (candidate / ".git").exists():
-            return candidate
-    return folder.parent
+            return candidate, MAX_FOLDER_DEPTH
+    above = folder.parent
+    return (folder if above == Path(above.anchor) else above), OUTSIDE_REPOSITORY_DEPTH
 
 
 def specs_using(data_files: list[Path]) -> dict[Path, list[Path]]:
@@ -69,9 +76,9 @@ def specs_using(data_files: list[Path]) -> dict[Path, list[Path]]:
     named_by: dict[Path, list[tuple[Path, set[Path]]]] = {}  # search root -> (spec, the paths it names)
     users = {}
     for data_file in data_files:
-        root = search_root(data_file)
+        root, depth = search_root(data_file)
         if root not in named_by:
-            named_by[root] = [(spec, _data_named_by(spec)) for spec in _specs_under(root)]
+            named_by[root] = [(spec, _data_named_by(spec)) for spec in _specs_under(root, depth)]
         resolved = data_file.resolve()
         within = {resolved, *resolved.parents}
         users[data_file] = [spec for spec, named in named_by[root] if named & within]
@@ -117,9 +124,9 @@ def find_specs(paths: list[str]) -> list[Path]:
     return found
 
 
-def _specs_under(folder: Path) -> list[Path]:
+def _specs_under(folder: Path, depth: int = MAX_FOLDER_DEPTH) -> list[Path]:
     specs = []
-    for root, files in walk(folder, lambda name: not name.startswith(".") and name not in _SKIPPED_FOLDERS):
+    for root, files in walk(folder, lambda name: not name.startswith(".") and name not in _SKIPPED_FOLDERS, depth):
         for name in files:
             path = Path(root) / name
             if path.suffix in SPEC_SUFFIXES and looks_like_spec(_head(path)):

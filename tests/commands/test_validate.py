@@ -196,3 +196,17 @@ def test_escape_sequences_in_file_names_and_cells_are_printed_as_text(project, c
     assert main(["validate", str(path)]) == 1
     out = capsys.readouterr().out
     assert "has no column 'question'" in out and "q\\x1b[2J" in out and "\x1b" not in out, out
+
+
+def test_a_data_file_outside_any_repository_is_not_searched_for_from_the_root(tmp_path):
+    """`runner validate /tmp/x.jsonl` searched the whole filesystem for specs using it (issue 20)."""
+    from pathlib import Path
+
+    from runner.commands.validate import OUTSIDE_REPOSITORY_DEPTH, search_root
+
+    top = Path("/" + tmp_path.parts[1])  # a folder right below the root, outside any repository
+    assert search_root(top / "x.jsonl") == (top, OUTSIDE_REPOSITORY_DEPTH)
+    nested = tmp_path / "specs" / "data" / "x.jsonl"
+    assert search_root(nested) == (tmp_path / "specs", OUTSIDE_REPOSITORY_DEPTH)
+    (tmp_path / ".git").mkdir()
+    assert search_root(nested)[0] == tmp_path
