@@ -246,7 +246,7 @@ class _Server:
         try:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.socket.bind(address)
-            self.socket.listen(128)
+            self.socket.listen(1024)
             self.socket.setblocking(False)
         except OSError:
             self.socket.close()
