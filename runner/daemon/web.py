@@ -7,11 +7,12 @@ run folders through runner.daemon.report (the same JSON `runner status --format 
 touches the supervisor's objects, so a slow or hostile client cannot stall the loop. It binds exactly the
 address it is given (loopback unless told otherwise).
 
-The page runs inside the daemon's process, so what its clients may hold is bounded (Limits): at most
-`connections` at once, a few below the process's descriptor limit however many connect (a new one beyond
-them closes the longest-idle one still sending its request); a request head of bounded size, sent within
-an idle and a total deadline; one answer per connection. A request that is not well-formed HTTP gets a
-4xx answer (or, when it never began, a quiet close), never a traceback.
+The page runs inside the daemon's process, so what its clients may hold is bounded (Limits), however
+many connect: at most `connections` at once, far below the process's descriptor limit (a new one beyond
+them closes the longest-idle one still sending its request), so the daemon's store, logs, spec files and
+children always find descriptors; a request head of bounded size, sent within an idle and a total
+deadline; one answer per connection. A request that is not well-formed HTTP gets its 4xx (or, when no
+request line came, a quiet close), never a traceback.
 
 Nothing the page shows is trusted: the page builds its DOM with textContent (never innerHTML), and
 the Content-Security-Policy allows only this server's own script and data.
