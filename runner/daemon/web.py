@@ -359,12 +359,9 @@ class _Server:
             self._linger(connection)
 
     def _read(self, connection: _Connection, now: float) -> None:
-        try:
-            chunk = connection.sock.recv(65536)
-        except BlockingIOError:
+        chunk = _receive(connection)
+        if chunk is None:
             return
-        except OSError:
-            chunk = b""
         if not chunk:  # the client left before it finished its request
             self._close(connection)
             return
@@ -421,12 +418,9 @@ class _Server:
         self._watch(connection, selectors.EVENT_READ)
 
     def _linger(self, connection: _Connection) -> None:
-        try:
-            chunk = connection.sock.recv(65536)
-        except BlockingIOError:
+        chunk = _receive(connection)
+        if chunk is None:
             return
-        except OSError:
-            chunk = b""
         connection.lingered += len(chunk)
         if not chunk or connection.lingered > LINGER_BYTES:
             self._close(connection)
@@ -569,6 +563,16 @@ class _Handler:
 
     def _send(self, code: int, body: bytes, kind: str) -> None:
         self.answer = _response(code, body, kind)
+
+
+def _receive(connection: _Connection) -> bytes | None:
+    """What the client sent next: None when nothing came yet, b"" when it closed or its connection failed."""
+    try:
+        return connection.sock.recv(65536)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
 
 
 def _response(code: int, body: bytes, kind: str) -> bytes:
