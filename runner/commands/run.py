@@ -20,9 +20,11 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
     """`events`: JSON event lines on stdout even on a terminal. `rendezvous`, `node_rank`, `launch_id`:
     this node's part of a plan on several nodes (else from the environment; see
     runner.launch.local.placement)."""
+    from runner.execute.events import guard_console
     from runner.execute.library_output import quiet_libraries
     from runner.plan.render import render
 
+    guard_console()  # a console that cannot be written (a full disk, a closed pipe) loses lines, never the run
     quiet_libraries()
     root = run_root(runs_dir)
     json_lines = events or not sys.stdout.isatty()

@@ -132,6 +132,8 @@ class Supervisor:
         self._plan_runs: dict[int, tuple[Path, str]] = {}
         """job id -> (runs folder, plan hash), read from its plan file once"""
         self._run_dir_known: set[int] = set()
+        self._ended_while_full: set[int] = set()
+        """job ids whose run ended while the disk was full: resumed when there is room, not failed"""
         self._said: set[tuple[str, str]] = set()
         self._described = ""
         self.paused: str | None = None
@@ -550,9 +552,12 @@ class Supervisor:
                     self._note_run_directory(job)
                     self._note_detail(job, run)
                     continue
+                if self.paused:  # an end the full disk may have caused (a write the run could not make)
+                    self._ended_while_full.add(job_id)
                 self._ran(job, code, run)
                 self.devices.release(job_id)
                 del self.runs[job_id]  # only once its end is recorded: a full disk retries it
+                self._ended_while_full.discard(job_id)
 
     def _ran(self, job: Job, code: int, run: Execution) -> None:
         if job.state != State.RUNNING:  # cancelled by a person between the start and its record
@@ -572,6 +577,8 @@ class Supervisor:
                          f"ran longer than the job timeout ({self.job_timeout:.0f} s)", run=run_dir)
         elif not recorded and code == -1:
             self._vanished(job, "its process vanished without recording an end")
+        elif not recorded and code > 0 and job.id in self._ended_while_full:
+            self._vanished(job, "it ended without recording an end while the disk was full")
         else:
             state, failure, reason = children.run_outcome(code, manifest, getattr(run, "log_path", None))
             self._finish(job, state, failure, reason, run=run_dir, manifest=manifest,

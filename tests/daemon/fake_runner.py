@@ -10,7 +10,7 @@ exactly-once checks. Comments in the spec steer it:
     # fake-metrics: N          metrics lines it writes over that time (one per 0.1 s by default)
     # fake-hold: N             seconds it goes on running after writing all its metrics (0)
     # fake-log: TEXT           a line it prints to its log
-    # fake-run: crash|oom
+    # fake-run: crash|oom|print-last   print-last: a plain print after the run, before its end is recorded
     # fake-plan-seconds: N     how long planning takes
     # fake-plan: fail|garbage|crash|hog
     # fake-device: cuda, # fake-gpus: N, # fake-estimate-gib: X    what the plan asks for
@@ -112,6 +112,8 @@ def run(arguments: list[str]) -> int:
         time.sleep(0.05)
     if stop:
         return finish("interrupted", 130, RunError(kind="interrupted", message="stopped by a signal"))
+    if directive(text, "run") == "print-last":  # as runner printed before issue 20: a full disk's ENOSPC ends it
+        print(f"fake run of {made.name} ends", flush=True)
     if directive(text, "run") == "crash":
         os.kill(os.getpid(), signal.SIGSEGV)
     if directive(text, "run") == "oom":

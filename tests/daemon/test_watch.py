@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from runner.daemon.states import State
 from tests.conftest import REPO
 from tests.daemon.harness import Daemon, ledger, spec_text
@@ -155,6 +157,30 @@ def test_a_real_training_job_end_to_end(tmp_path, tiny_model_dir, plan_template)
     finally:
         created.stop()
 
+
+
+@pytest.mark.slow
+def test_a_real_job_whose_log_cannot_be_written_runs_on(tmp_path, tiny_model_dir):
+    """Issue 20: a job's log is under the daemon's state dir; when that disk was full, the first event line
+    the job printed raised ENOSPC and the job died, its manifest left `running`. /dev/full is that log."""
+    created = Daemon(tmp_path, None, {**os.environ})
+    (created.folder / "model").symlink_to(tiny_model_dir)
+    (created.folder / "data").mkdir()
+    (created.folder / "data" / "train.jsonl").write_text('{"prompt": "q", "completion": "a"}\n' * 8)
+    (created.state / "logs").mkdir(parents=True)
+    (created.state / "logs" / "1.log").symlink_to("/dev/full")  # the log of the first job
+    created.start()
+    try:
+        (created.folder / "full.yaml").write_text(spec_text("full", "training: {max_steps: 2, batch_size: 4}\n"))
+        (job,) = created.all_terminal(1, timeout=180)
+        assert job.id == 1 and job.state == State.SUCCEEDED, job.reason
+        run = Path(job.run_dir)
+        assert json.loads((run / "manifest.json").read_text())["state"] == "succeeded"
+        events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+        assert "stdout" in {event["stream"] for event in events if event["event"] == "console_lost"}
+        assert events[-1]["event"] == "run_finished"
+    finally:
+        created.stop()
 
 def test_the_daemon_modules_stay_torch_free():
     code = ("import sys\nimport runner.daemon.supervisor, runner.commands.watch, runner.commands.status\n"
