@@ -242,23 +242,18 @@ class _Builder:
                 (self.document.key_spans if is_key else self.document.value_spans)[path] = span
         return root
 
-    def _count(self, values: int, event: yaml.Event, aliased: bool) -> None:
+    def _count(self, values: int, text: int, event: yaml.Event, aliased: bool) -> None:
+        """Add what is built (values, and characters of text) and refuse a file past either bound."""
         self.values_built += values
-        if self.values_built > MAX_VALUES:
-            if aliased:
-                raise _Problem(f"aliases expand to more than {MAX_VALUES:,} values", _event_span(event),
-                               hint="a spec needs no deep alias chains; write the values out")
-            raise _Problem(f"the file holds more than {MAX_VALUES:,} values", _event_span(event),
-                           hint="a spec names its data files; it does not contain the data")
-
-    def _count_text(self, characters: int, event: yaml.Event, aliased: bool) -> None:
-        self.text_built += characters
-        if self.text_built > MAX_TEXT:
-            if aliased:
-                raise _Problem(f"aliases expand to more than {MAX_TEXT:,} characters of text", _event_span(event),
-                               hint="an alias repeats a value without its bytes; write what you need once")
-            raise _Problem(f"the file holds more than {MAX_TEXT:,} characters of text", _event_span(event),
-                           hint="a spec names its data files; it does not contain the data")
+        self.text_built += text
+        for built, limit, what in ((self.values_built, MAX_VALUES, "values"),
+                                   (self.text_built, MAX_TEXT, "characters of text")):
+            if built > limit:
+                if aliased:
+                    raise _Problem(f"aliases expand to more than {limit:,} {what}", _event_span(event),
+                                   hint="an alias repeats a value without its bytes; write the values out once")
+                raise _Problem(f"the file holds more than {limit:,} {what}", _event_span(event),
+                               hint="a spec names its data files; it does not contain the data")
 
     def _open(self, event: yaml.CollectionStartEvent, path: FieldPath, discarded: bool) -> _Open:
         if len(path) >= MAX_DEPTH:
@@ -268,7 +263,7 @@ class _Builder:
         expected = _TAG + ("map" if mapping else "seq")
         if event.tag not in (None, "!", expected):
             raise self._tag_problem(event.tag, event)
-        self._count(1, event, aliased=False)
+        self._count(1, 0, event, aliased=False)
         return _Open({} if mapping else [], path, event.start_mark, event.anchor, len(self.spans), discarded,
                       self.text_built)
 
@@ -301,7 +296,7 @@ class _Builder:
         key = self._scalar(tag, event)
         if not isinstance(key, str):
             raise _Problem("keys must be plain names", _event_span(event))
-        self._count_text(len(key), event, aliased=False)
+        self._count(0, len(key), event, aliased=False)
         child = frame.path + (key,)
         if key in frame.value:
             first = self.key_seen[child]
@@ -326,14 +321,12 @@ class _Builder:
         if len(path) + anchored.depth >= MAX_DEPTH:
             raise _Problem(f"values are nested more than {MAX_DEPTH} levels deep (aliases expanded)",
                            _event_span(event), hint="a spec is a few levels of mappings and lists")
-        self._count(anchored.size, event, aliased=True)
-        self._count_text(anchored.text, event, aliased=True)
+        self._count(anchored.size, anchored.text, event, aliased=True)
         self.spans.extend((is_key, path + relative, span, discarded) for is_key, relative, span in anchored.spans)
         return _copy(anchored.value)
 
     def _scalar_value(self, event: yaml.ScalarEvent, path: FieldPath, discarded: bool) -> Any:
-        self._count(1, event, aliased=False)
-        self._count_text(len(event.value), event, aliased=False)
+        self._count(1, len(event.value), event, aliased=False)
         value = self._scalar(self._resolve(event), event)
         span = _event_span(event)
         self.spans.append((False, path, span, discarded))
