@@ -37,7 +37,6 @@ MAX_FOOTER_BYTES = 64 * 2**20
 MAX_ROW_GROUP_BYTES = 512 * 2**20
 """A parquet row group is decoded whole; the datasets library writes them at about 100 MB."""
 BATCH_ROWS = 1024
-PYARROW_INSTALL = "pip install pyarrow (or: pip install 'runner-finetune[data]')"
 
 
 class DataFileError(RunnerError):
@@ -107,6 +106,13 @@ def _article(name: str) -> str:
 
 def kind_of(path: Path) -> FileKind | None:
     return next((kind for kind in KINDS if path.suffix.lower() in kind.suffixes), None)
+
+
+def pyarrow_install() -> str:
+    """The command that installs pyarrow alone (runner's `data` extra; `train` brings it too)."""
+    from runner.install import pip_install
+
+    return pip_install("data")
 
 
 def pyarrow_missing() -> str | None:

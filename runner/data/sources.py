@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from runner import formats, hubcache
-from runner.data.files import SUFFIXES, DataFileError, FileKind, RawRow, RowAt, kind_of, pyarrow_missing, \
-    PYARROW_INSTALL
+from runner.data.files import SUFFIXES, DataFileError, FileKind, RawRow, RowAt, kind_of, pyarrow_install, \
+    pyarrow_missing
 from runner.fsutil import file_sha256
 from runner.readers import loads_bounded, read_regular
 
@@ -103,7 +103,7 @@ class RowSource:
         """Why this source's rows cannot be read on this machine (pyarrow missing), with the fix."""
         tabular = [kind.name for kind in self.file_kinds if kind.needs_pyarrow]
         reason = pyarrow_missing() if tabular else None
-        return f"{reason}, so its {' and '.join(tabular)} rows could not be read ({PYARROW_INSTALL})" if reason else None
+        return f"{reason}, so its {' and '.join(tabular)} rows could not be read ({pyarrow_install()})" if reason else None
 
     def fingerprint(self) -> tuple[str, list[tuple[str, str, int]]]:
         """(sha256 of the source, [(file, sha256, size)]): a single file's own sha256; for several, the

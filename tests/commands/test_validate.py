@@ -6,6 +6,7 @@ import pytest
 
 from runner.cli import main
 from runner.commands.validate import find_specs
+from runner.install import pip_install
 from runner.methods import registry
 from tests.conftest import BASE_SPEC, REPO
 from tests.datasets import save_to_disk, write_parquet
@@ -171,7 +172,7 @@ def test_without_pyarrow_validate_warns_what_it_could_not_check(project, tmp_pat
                                text=True, cwd=tmp_path)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert ("warning: data.train[1]: data/extra.parquet: pyarrow is not installed, so its parquet rows could not be "
-            "read (pip install pyarrow (or: pip install 'runner-finetune[data]'))") in completed.stdout
+            f"read ({pip_install('data')})") in completed.stdout
     assert "1 valid, 0 invalid (0 errors, 1 warning)" in completed.stdout
     (tmp_path / "data" / "extra.parquet").write_text('{"prompt": "p"}\n')  # what can be checked still is
     completed = subprocess.run([sys.executable, "-c", BLOCK_PYARROW, "validate", str(path)], capture_output=True,

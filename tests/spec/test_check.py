@@ -208,11 +208,12 @@ def test_a_missing_data_file_suggests_the_one_beside_it(project):
 
 def test_a_tracker_that_is_not_installed_is_a_warning_with_the_pip_command(project, monkeypatch):
     from runner import trackers
+    from runner.install import pip_install
 
     monkeypatch.setitem(trackers.TRACKERS, "wandb", trackers.Tracker("wandb", ("no_such_module_here",), "wandb"))
     result = check_spec(project(BASE_SPEC + "outputs:\n  report_to: [tensorboard, wandb]\n"))
     assert result.errors == []
     (warning,) = result.warnings
     assert warning.path == "outputs.report_to[1]" and "wandb is not installed here" in warning.summary
-    assert warning.hint == "where jobs run: pip install 'runner-finetune[wandb]'"
+    assert warning.hint == f"where jobs run: {pip_install('wandb')}"  # its forms: tests/test_install.py
     assert find(project(BASE_SPEC + "outputs:\n  report_to: [mlflow, mlflow]\n"), "outputs.report_to").is_error
