@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the spec (see: runner lock).")
     validate.add_argument("paths", nargs="+", metavar="PATH",
                           help="spec files, folders to search for specs, or data files")
-    validate.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
+    _output_format(validate, "json: a report shaped like terraform validate -json")
     _source(validate)
 
     lock = commands.add_parser(
@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="resolve a spec into a plan and show it",
                                description="Show what will be trained, which tokens count, the steps and memory.")
-    plan.add_argument("spec", metavar="SPEC")
+    plan.add_argument("spec", metavar="SPEC", help="a spec file")
     plan.add_argument("--out", metavar="PLAN_JSON", help="save the plan (run it with: runner run --plan FILE)")
-    plan.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
+    _output_format(plan, "json: the whole plan (schemas/plan.schema.json)")
     plan.add_argument("--runs-dir", help="run root, where runs of other specs are found (default: .)")
     plan.add_argument("--machine", metavar="gpus=N,gpu_gb=G[,ram_gb=R]",
                       help="plan for this machine instead of the one it runs on (what-if; the plan cannot be run)")
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="train: a spec (validate + plan + run) or a saved plan",
                               description="Run a spec, or exactly a saved plan (refused when stale).")
     target = run.add_mutually_exclusive_group(required=True)
-    target.add_argument("spec", nargs="?", metavar="SPEC")
+    target.add_argument("spec", nargs="?", metavar="SPEC", help="a spec file: validated, planned and run")
     target.add_argument("--plan", dest="plan_file", metavar="PLAN_JSON", help="a plan saved by runner plan --out")
     run.add_argument("--runs-dir", help="run root: runs go to <run root>/<outputs.dir>/<name>/<run-id> (default: .)")
     run.add_argument("--quiet", action="store_true", help="do not print the plan before running")
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Plan here, write an sbatch script beside the runs, sbatch it, and "
                                  "follow the job (Ctrl-C asks whether to cancel it). Set-up: README, Slurm.")
     target = submit.add_mutually_exclusive_group(required=True)
-    target.add_argument("spec", nargs="?", metavar="SPEC")
+    target.add_argument("spec", nargs="?", metavar="SPEC", help="a spec file: planned here, run as a Slurm job")
     target.add_argument("--attach", metavar="JOB_ID", help="follow a job submitted earlier")
     submit.add_argument("--runs-dir", help="run root, on storage the compute nodes see (default: .)")
     _slurm_settings(submit, "--config")
@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "succeeded run of a spec file, spec name or folder of runs. An adapter run loads its base "
                     "model where it was trained from, or the same hub model found on this machine.")
     sample.add_argument("run_dir", metavar="RUN", help="a run folder, a spec file, or a spec name")
-    sample.add_argument("prompts", nargs="+", metavar="PROMPT")
-    sample.add_argument("--max-new-tokens", type=int, default=64)
+    sample.add_argument("prompts", nargs="+", metavar="PROMPT", help="a prompt, answered greedily (quote it)")
+    sample.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N",
+                        help="the longest answer, in tokens (default 64)")
     _runs_dir(sample)
 
     runs = commands.add_parser(
@@ -108,11 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "name, or a folder of runs.")
     runs.add_argument("target", nargs="?", metavar="SPEC|NAME", help="a spec file, a spec name, or a folder")
     _runs_dir(runs)
-    runs.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
+    _output_format(runs, "json: every run's record, with its path")
 
     watch = commands.add_parser("watch", help="run the specs dropped into a folder (daemon)",
                                 description="Watch a folder of specs and run each new or changed one exactly once.")
-    watch.add_argument("folder", metavar="DIR")
+    watch.add_argument("folder", metavar="DIR", help="the folder of specs (searched recursively; never modified)")
     _state_dir(watch)
     watch.add_argument("--runs-dir", help="run root for the jobs (default: the state dir)")
     watch.add_argument("--settle", type=float, default=0.5, help="seconds a file must stay unchanged (default 0.5)")
@@ -126,10 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds planning one job may take before it fails (default 1800)")
     watch.add_argument("--max-jobs", type=_positive_int, help="jobs that may run at once (default: as many as "
                        "the devices hold)")
-    watch.add_argument("--http", nargs="?", const=DEFAULT_HTTP, metavar="HOST:PORT",
+    watch.add_argument("--http", nargs="?", const=DEFAULT_HTTP, metavar="HOST:PORT", type=_http_address,
                        help=f"serve the read-only status page and JSON API (default {DEFAULT_HTTP}; an address "
                             "other than loopback only when given)")
-    watch.add_argument("--runner-command", help="command that starts runner children (default: this python -m runner)")
+    watch.add_argument("--runner-command", help=argparse.SUPPRESS)  # the tests' stand-in runner
     watch.add_argument("--executor", choices=("local", "slurm"), default="local",
                        help="where jobs run: children of the daemon on this box (default), or Slurm jobs "
                             "(submitted with sbatch; the state and runs dirs must be on storage the nodes see)")
@@ -145,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Serve the read-only status page and JSON API of a daemon's state dir "
                                             "(what runner watch --http serves), without being the daemon.")
     _state_dir(serve)
-    serve.add_argument("--http", default=DEFAULT_HTTP, metavar="HOST:PORT",
+    serve.add_argument("--http", default=DEFAULT_HTTP, metavar="HOST:PORT", type=_http_address,
                        help=f"address to listen on (default {DEFAULT_HTTP}: this machine only)")
-    commands.add_parser("worker", help=argparse.SUPPRESS,
+    commands.add_parser("worker",  # no help: not listed (a subcommand's help=SUPPRESS would print "==SUPPRESS==")
                         description="The watch daemon's planning worker: started by runner watch, it answers "
                                     "check and plan requests on stdin (runner.daemon.worker); not for people.")
 
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="The daemon's jobs: running (with progress), queued, and recent results "
                                              "and failures, read from its state dir.")
     _state_dir(status)
-    status.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
+    _output_format(status, "json: what the status page's /api/jobs answers")
     for name, text, description in (
             ("cancel", "cancel a queued or running job",
              "Cancel a daemon job: a queued one at once; a running one writes a checkpoint and stops."),
@@ -193,8 +194,28 @@ def _positive_int(text: str) -> int:
 
 
 def _source(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", metavar="PATH", help="SPEC is a copy of the spec at PATH: its relative paths, "
-                        "{job: NAME} and diagnostics refer to PATH (the watch daemon checks and plans snapshots)")
+    # SPEC is a copy of the spec at PATH: its relative paths, {job: NAME} and diagnostics refer to PATH (the
+    # watch daemon's planning worker checks and plans snapshots); not for people, so not in --help
+    parser.add_argument("--source", metavar="PATH", help=argparse.SUPPRESS)
+
+
+def _output_format(parser: argparse.ArgumentParser, json_is: str) -> None:
+    parser.add_argument("--format", choices=("text", "json"), default="text", dest="output_format",
+                        help=f"text (default) or {json_is}")
+
+
+def _http_address(text: str) -> str:
+    """--http's value is an address: a folder there is the command's DIR, written after the flag."""
+    from runner.daemon.web import parse_address
+
+    try:
+        parse_address(text)
+    except UsageError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an address to listen on (HOST:PORT, e.g. {DEFAULT_HTTP}); "
+            + (f"the folder goes before the flag: runner watch {text} --http" if os.path.isdir(text) else
+               "leave the value out for the default")) from None
+    return text
 
 
 def _slurm_settings(parser, config_flag: str) -> None:

@@ -1,3 +1,4 @@
+import argparse
 import re
 
 import yaml
@@ -20,3 +21,32 @@ def test_the_readme_spec_example_is_a_valid_spec_with_samples():
     block = re.search(r"## A spec\n\n```yaml\n(.*?)```", readme, re.S).group(1)
     spec = JobSpec.model_validate(yaml.safe_load(block))
     assert spec.samples and spec.outputs.report_to
+
+
+INTERNAL_OPTIONS = {"--source", "--runner-command"}
+"""Options for runner's own processes (the daemon's worker, the tests' stand-in runner): not in --help."""
+
+
+def test_every_argument_a_person_sees_says_what_it_is_and_internal_ones_are_hidden():
+    parser = build_parser()
+    top = parser.format_help()
+    assert "SUPPRESS" not in top and "worker" not in top  # the daemon's planning worker is not for people
+    for name, command in parser._subparsers._group_actions[0].choices.items():
+        shown = command.format_help()
+        assert "SUPPRESS" not in shown, name
+        for action in command._actions:
+            flags = set(action.option_strings)
+            if flags & INTERNAL_OPTIONS:
+                assert action.help == argparse.SUPPRESS and not flags & set(shown.split()), (name, flags)
+            elif name != "worker":
+                assert action.help, f"runner {name}: {action.metavar or action.dest} has no help"
+
+
+def test_a_folder_after_watch_s_http_flag_is_named_as_the_mistake_it_is(tmp_path, capsys):
+    from runner.cli import main
+
+    assert main(["watch", "--http", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert f"the folder goes before the flag: runner watch {tmp_path} --http" in error
+    assert main(["serve", "--http", "localhost"]) == 2
+    assert "'localhost' is not an address to listen on (HOST:PORT" in capsys.readouterr().err
