@@ -98,7 +98,7 @@ def follow(job_id: str, submission) -> int:
 
 
 def _describe(job) -> str:
-    text = job.state + (f" ({job.reason})" if job.reason not in ("", "None") else "")
+    text = job.state + (f" ({job.reason})" if job.reason else "")
     if job.state == "RUNNING":
         text += f" on {job.nodes}"
     if job.finished and job.state != "COMPLETED":
