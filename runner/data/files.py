@@ -21,6 +21,7 @@ and arrow rows; without it those rows cannot be checked (`pyarrow_missing` says 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -139,7 +140,18 @@ def read_jsonl(path: Path, columns: list[str] | None = None) -> Iterator[RawRow]
             try:
                 yield RawRow(RowAt(path, line), loads_bounded(raw))
             except ValueError as error:
-                yield RawRow(RowAt(path, line), problem=f"not valid JSON: {error}")
+                yield RawRow(RowAt(path, line), problem=_json_problem(raw, error))
+
+
+def _json_problem(raw: bytes, error: ValueError) -> str:
+    """What is wrong with a JSON Lines row, placed in the row itself: json's own "line 2 column 1 (char 16)"
+    counts from the row's start and past its newline, which misleads next to the file's line number."""
+    if not isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON: {error}"
+    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+    if error.pos >= len(text):
+        return f"not valid JSON: the row ends before its value does ({error.msg})"
+    return f"not valid JSON at column {error.colno}: {error.msg}"
 
 
 def _too_long() -> str:

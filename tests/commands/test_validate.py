@@ -178,3 +178,11 @@ def test_without_pyarrow_validate_warns_what_it_could_not_check(project, tmp_pat
     completed = subprocess.run([sys.executable, "-c", BLOCK_PYARROW, "validate", str(path)], capture_output=True,
                                text=True, cwd=tmp_path)
     assert completed.returncode == 1 and "data/extra.parquet is not a parquet file" in completed.stdout
+
+
+def test_a_spec_named_twice_is_checked_and_counted_once(project, tmp_path, capsys, monkeypatch):
+    spec = project(BASE_SPEC)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(spec), "job.yaml", "./job.yaml", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("1 spec checked: 1 valid, 0 invalid"), out

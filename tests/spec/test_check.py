@@ -217,3 +217,11 @@ def test_a_tracker_that_is_not_installed_is_a_warning_with_the_pip_command(proje
     assert warning.path == "outputs.report_to[1]" and "wandb is not installed here" in warning.summary
     assert warning.hint == f"where jobs run: {pip_install('wandb')}"  # its forms: tests/test_install.py
     assert find(project(BASE_SPEC + "outputs:\n  report_to: [mlflow, mlflow]\n"), "outputs.report_to").is_error
+
+
+def test_a_flattened_section_key_is_shown_the_nesting_it_needs(project):
+    spec = project(BASE_SPEC + "trainable:\n  mode: lora\n  lora_r: 8\n  lora_dropout: 0.1\n")
+    assert find(spec, "trainable.lora_r").hint == "'r' is a key of 'lora': write lora: {r: 8}"
+    assert find(spec, "trainable.lora_dropout").hint == "'dropout' is a key of 'lora': write lora: {dropout: 0.1}"
+    assert find(project(BASE_SPEC + "trainable:\n  mode: lora\n  lroa: {r: 8}\n"), "trainable.lroa").hint == \
+        "did you mean 'lora'?"
