@@ -53,9 +53,12 @@ def render(jobs) -> str:
     lines = ["Running:"]
     for job in running:
         shown = progress(job.run_dir)
-        step = f"step {shown['step']}/{shown['total_steps']}" if shown else job.reason
+        # the reason says more than the state only when it is not the state's own word ("running")
+        step = f"step {shown['step']}/{shown['total_steps']}" if shown else \
+            job.reason if job.reason and job.reason != job.state.value else "starting"
+        attempt = (shown or {}).get("attempt") or job.attempts
         lines.append(f"  #{job.id} {job.name:<24} {job.state.value:<10} {step}  pid {job.pid or '-'}  "
-                     f"gpus {job.gpus or '-'}  attempt {job.attempts}  started {age(job.started_at)}")
+                     f"gpus {job.gpus or '-'}  attempt {attempt}  started {age(job.started_at)}")
     sections.append("\n".join(lines if running else ["Running: none"]))
     lines = ["Queued:"] + [f"  #{job.id} {job.name:<24} {job.reason}" for job in queued]
     sections.append("\n".join(lines if queued else ["Queued: none"]))

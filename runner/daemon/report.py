@@ -65,11 +65,13 @@ def job_detail(store: Store, state_dir: Path, runs_dir: Path, job_id: int) -> di
 
 
 def progress(run_dir: str | None) -> dict | None:
-    """Step, total, tokens per second, loss and ETA of a running job, from its run directory."""
+    """Step, total, tokens per second, loss and ETA of a running job, from its run directory, and which
+    attempt of the run this is (the manifest counts every start: a recovery, a `runner retry`)."""
     if not run_dir:
         return None
     folder = Path(run_dir)
-    plan = _json_file(folder / "plan.json") or (_json_file(folder / "manifest.json") or {}).get("plan")
+    manifest = _json_file(folder / "manifest.json") or {}
+    plan = _json_file(folder / "plan.json") or manifest.get("plan")
     try:
         total = plan["steps"]["total_steps"]
         last = _metrics_tail(folder / "metrics.jsonl", 65536)[-1:]
@@ -78,8 +80,10 @@ def progress(run_dir: str | None) -> dict | None:
     record = last[0] if last else {}
     step, elapsed = record.get("step") or 0, record.get("elapsed_s")
     eta = round(elapsed / step * max(0, total - step), 1) if step and isinstance(elapsed, (int, float)) else None
+    attempts = manifest.get("attempts")
     return {"step": step, "total_steps": total, "loss": record.get("loss"),
-            "tokens_per_second": record.get("tokens_per_second"), "eta_s": eta}
+            "tokens_per_second": record.get("tokens_per_second"), "eta_s": eta,
+            "attempt": len(attempts) if isinstance(attempts, list) and attempts else None}
 
 
 def run_name(run_dir: str | None, runs_dir: Path) -> str | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from runner.daemon.states import State
 from tests.conftest import REPO
-from tests.daemon.harness import Daemon, ledger, spec_text
+from tests.daemon.harness import Daemon, ledger, spec_text, wait_until
 
 def test_valid_invalid_half_written_and_duplicate_specs(daemon, tmp_path):
     daemon.start()
@@ -89,6 +89,28 @@ def test_cancel_retry_status_and_logs(daemon, capsys):
     record = json.loads(capsys.readouterr().out)["jobs"][0]
     assert record["state"] == "running" and record["attempts"] == 1
     assert main(["logs", "long", "--state-dir", str(daemon.state)]) == 0
+
+
+def test_retry_acts_at_once_and_status_shows_the_run_s_new_attempt(daemon):
+    daemon.start("--rescan", "60")  # an idle daemon would find the retried job a minute later
+    (daemon.folder / "long.yaml").write_text(spec_text("long", "# fake-seconds: 60\n# fake-metrics: 600\n"))
+    daemon.wait_for(lambda jobs: jobs and jobs[0].state == State.RUNNING and jobs[0].run_dir, what="running")
+    assert daemon.cli("cancel", "long")[0] == 0
+    (job,) = daemon.all_terminal(1)
+    assert job.state == State.CANCELLED
+    time.sleep(1)  # the daemon is idle now, asleep until its rescan
+
+    code, said = daemon.cli("retry", "long")
+    asked = time.monotonic()
+    assert code == 0 and said.strip() == f"#{job.id} long: queued again", said
+    daemon.wait_for(lambda jobs: jobs[0].state == State.RUNNING, timeout=15, what="running again at once")
+    manifest = Path(job.run_dir) / "manifest.json"
+    wait_until(lambda: len(json.loads(manifest.read_text())["attempts"]) == 2, 15, "the second attempt")
+    assert time.monotonic() - asked < 15
+    code, shown = daemon.cli("status")
+    line = next(line for line in shown.splitlines() if " long " in line)
+    assert "attempt 2" in line and "running " in line and "running running" not in line, shown
+    daemon.cli("cancel", "long")
 
 
 def test_killed_daemon_adopts_or_resumes_and_nothing_runs_twice(daemon, tmp_path):
