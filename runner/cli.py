@@ -10,6 +10,9 @@ import sys
 from runner import __version__
 from runner.errors import ExitCode, RunnerError, UsageError
 
+RUN_ROOT_DEFAULT = ("$RUNNER_RUNS_DIR, runs_dir in runner's config (/etc/runner/config.yaml, "
+                    "~/.config/runner/config.yaml, $RUNNER_CONFIG), or the current folder")
+"""Where runs are written and found when --runs-dir is not given (runner.box)."""
 DEFAULT_HTTP = "127.0.0.1:8765"
 """The status page's address when none is given: loopback, so only this machine's users see it."""
 
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("spec", metavar="SPEC", help="a spec file")
     plan.add_argument("--out", metavar="PLAN_JSON", help="save the plan (run it with: runner run --plan FILE)")
     _output_format(plan, "json: the whole plan (schemas/plan.schema.json)")
-    plan.add_argument("--runs-dir", help="run root, where runs of other specs are found (default: .)")
+    plan.add_argument("--runs-dir", help=f"run root, where runs of other specs are found (default: {RUN_ROOT_DEFAULT})")
     plan.add_argument("--machine", metavar="gpus=N,gpu_gb=G[,ram_gb=R]",
                       help="plan for this machine instead of the one it runs on (what-if; the plan cannot be run)")
     _source(plan)
@@ -67,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     target = run.add_mutually_exclusive_group(required=True)
     target.add_argument("spec", nargs="?", metavar="SPEC", help="a spec file: validated, planned and run")
     target.add_argument("--plan", dest="plan_file", metavar="PLAN_JSON", help="a plan saved by runner plan --out")
-    run.add_argument("--runs-dir", help="run root: runs go to <run root>/<outputs.dir>/<name>/<run-id> (default: .)")
+    run.add_argument("--runs-dir", help="run root: runs go to <run root>/<outputs.dir>/<name>/<run-id> "
+                     f"(default: {RUN_ROOT_DEFAULT})")
     run.add_argument("--quiet", action="store_true", help="do not print the plan before running")
     run.add_argument("--events", action="store_true",
                      help="print the JSON event lines on stdout (the default when stdout is not a terminal)")
@@ -85,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = submit.add_mutually_exclusive_group(required=True)
     target.add_argument("spec", nargs="?", metavar="SPEC", help="a spec file: planned here, run as a Slurm job")
     target.add_argument("--attach", metavar="JOB_ID", help="follow a job submitted earlier")
-    submit.add_argument("--runs-dir", help="run root, on storage the compute nodes see (default: .)")
+    submit.add_argument("--runs-dir", help=f"run root, on storage the compute nodes see (default: {RUN_ROOT_DEFAULT})")
     _slurm_settings(submit, "--config")
     submit.add_argument("--detach", action="store_true", help="submit and return; do not follow")
     submit.add_argument("--dry-run", action="store_true",
@@ -115,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Watch a folder of specs and run each new or changed one exactly once.")
     watch.add_argument("folder", metavar="DIR", help="the folder of specs (searched recursively; never modified)")
     _state_dir(watch)
-    watch.add_argument("--runs-dir", help="run root for the jobs (default: the state dir)")
+    watch.add_argument("--runs-dir", help="run root for the jobs (default: $RUNNER_RUNS_DIR, runs_dir in "
+                       "runner's config, or the state dir)")
     watch.add_argument("--settle", type=float, default=0.5, help="seconds a file must stay unchanged (default 0.5)")
     watch.add_argument("--invalid-grace", type=float, default=5.0,
                        help="seconds an invalid spec may still change before it is recorded invalid (default 5)")
@@ -228,11 +233,12 @@ def _slurm_settings(parser, config_flag: str) -> None:
 
 
 def _state_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", help="the daemon's state (default: $RUNNER_STATE_DIR or ~/.local/state/runner)")
+    parser.add_argument("--state-dir", help="the daemon's state (default: $RUNNER_STATE_DIR, state_dir in runner's "
+                        "config, or ~/.local/state/runner)")
 
 
 def _runs_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs-dir", help="the run root (default: $RUNNER_RUNS_DIR or the current folder)")
+    parser.add_argument("--runs-dir", help=f"the run root (default: {RUN_ROOT_DEFAULT})")
 
 
 def dispatch(args: argparse.Namespace) -> int:

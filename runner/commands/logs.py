@@ -16,7 +16,7 @@ from runner.readers import open_regular
 
 
 def logs(name: str, state_dir: str | None, follow: bool, runs_dir: str | None = None) -> int:
-    from runner.daemon.paths import state_directory
+    from runner.box import state_directory
     from runner.daemon.store import STORE_FILE, Store
 
     state = state_directory(state_dir)
@@ -39,7 +39,7 @@ def logs(name: str, state_dir: str | None, follow: bool, runs_dir: str | None = 
 def run_logs(target: str, runs_dir: str | None, follow: bool) -> int:
     """The events.jsonl of a run: the one named, or the latest of a spec (any state: failed runs are the
     ones whose logs get read)."""
-    from runner.commands.plan import run_root
+    from runner.box import run_root
     from runner.runs import RunRecord, find_run
 
     run = find_run(target, run_root(runs_dir), succeeded=False)

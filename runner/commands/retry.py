@@ -7,7 +7,7 @@ from runner.errors import ExitCode, RunnerError
 
 def retry(name: str, state_dir: str | None) -> int:
     from runner.daemon import states
-    from runner.daemon.paths import state_directory
+    from runner.box import state_directory
     from runner.daemon.states import State
     from runner.daemon.store import Store
     from runner.daemon.wake import wake_daemon

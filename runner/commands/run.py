@@ -6,7 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from runner.commands.plan import plan_spec, run_root
+from runner.box import run_root
+from runner.commands.plan import plan_spec
 from runner.errors import ExitCode, UsageError
 
 

@@ -10,7 +10,8 @@ from runner.errors import ExitCode
 
 
 def status(state_dir: str | None, output_format: str) -> int:
-    from runner.daemon.paths import disk_full, state_directory
+    from runner.box import state_directory
+    from runner.daemon.paths import disk_full
     from runner.daemon.report import overview, runs_directory
     from runner.daemon.store import Store
 

@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from runner.commands.plan import plan_spec, run_root
+from runner.box import run_root
+from runner.commands.plan import plan_spec
 from runner.errors import ExitCode, RunnerError, run_exit_code
 
 POLL_S = 1.0

@@ -19,7 +19,7 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
     """`executor`: where jobs run, "local" (children of the daemon) or "slurm" (Slurm jobs; `slurm_settings`:
     partition, account, time and config_file, as `runner submit` takes them)."""
     from runner.daemon.admission import Allowances
-    from runner.daemon.paths import runs_directory, state_directory
+    from runner.box import daemon_run_root, state_directory
     from runner.daemon.store import Store, lock_state_directory
     from runner.daemon.supervisor import Supervisor
 
@@ -34,7 +34,7 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
     lock = lock_state_directory(state)  # held (open) for the daemon's life
     log_file = _Tee(open(state / "daemon.jsonl", "a", buffering=1), sys.stdout)
     store, moved = Store.for_daemon(state)
-    runs = runs_directory(runs_dir, state)
+    runs = daemon_run_root(runs_dir, state)
     server = page(state, runs, http) if http else None  # bound before the loop: a taken port is an error now
     supervisor = Supervisor(watched, store, state, runs, settle=settle, invalid_grace=invalid_grace, rescan=rescan,
                             poll=poll, max_attempts=max_attempts, job_timeout=job_timeout, plan_timeout=plan_timeout,

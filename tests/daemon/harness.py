@@ -28,8 +28,10 @@ class Daemon:
         self.folder.mkdir(exist_ok=True)
         self.command, self.env, self.process = command, env, None
 
-    def start(self, *extra: str) -> None:
-        arguments = [sys.executable, "-m", "runner", "watch", str(self.folder), "--state-dir", str(self.state),
+    def start(self, *extra: str, state_flag: bool = True) -> None:
+        """`state_flag=False`: no --state-dir; the daemon finds its state dir where runner's config says."""
+        arguments = [sys.executable, "-m", "runner", "watch", str(self.folder),
+                     *(["--state-dir", str(self.state)] if state_flag else []),
                      "--settle", "0.3", "--invalid-grace", "2", "--rescan", "2", *extra]
         if self.command:
             arguments += ["--runner-command", " ".join(self.command)]

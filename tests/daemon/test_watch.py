@@ -161,21 +161,43 @@ def test_fifty_specs_at_once_are_each_handled_once(daemon, tmp_path):
     assert len(runs) == 50 and len({entry["spec"] for entry in runs}) == 50
 
 
-def test_a_real_training_job_end_to_end(tmp_path, tiny_model_dir, plan_template):
-    created = Daemon(tmp_path, None, {**os.environ})
+def test_a_real_training_job_end_to_end_found_from_anywhere_through_the_box_s_config(tmp_path, tiny_model_dir):
+    """One config file says where the box keeps its state and runs: the daemon writes there, and a colleague
+    in any folder finds the jobs and the runs with plain `runner status`, `runs`, `logs` and `sample`."""
+    config = tmp_path / "etc" / "config.yaml"
+    config.parent.mkdir()
+    config.write_text("state_dir: ../state\nruns_dir: /" + str(tmp_path / "shared" / "runs").lstrip("/") + "\n")
+    env = {key: value for key, value in os.environ.items() if key not in ("RUNNER_RUNS_DIR", "RUNNER_STATE_DIR")}
+    env["RUNNER_CONFIG"] = str(config)
+    created = Daemon(tmp_path, None, env)
     (created.folder / "model").symlink_to(tiny_model_dir)
     (created.folder / "data").mkdir()
     (created.folder / "data" / "train.jsonl").write_text('{"prompt": "q", "completion": "a"}\n' * 8)
-    created.start()
+    created.start(state_flag=False)
     try:
-        (created.folder / "real.yaml").write_text(spec_text("real", "training: {max_steps: 2, batch_size: 4}\n"))
+        (created.folder / "real.yaml").write_text(spec_text("real", "training: {max_steps: 2, batch_size: 4}\n"
+                                                                    "samples: [q]\n"))
         (job,) = created.all_terminal(1, timeout=120)
         assert job.state == State.SUCCEEDED, job.reason
         manifest = json.loads((Path(job.run_dir) / "manifest.json").read_text())
         assert manifest["state"] == "succeeded" and manifest["metrics"]["steps"] == 2
-        assert Path(job.run_dir).is_relative_to(created.state)
+        assert Path(job.run_dir).is_relative_to(tmp_path / "shared" / "runs" / "runs" / "real")
     finally:
         created.stop()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def colleague(*arguments: str) -> str:
+        completed = subprocess.run([sys.executable, "-m", "runner", *arguments], capture_output=True, text=True,
+                                   env=env, cwd=elsewhere, timeout=300)
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        return completed.stdout
+
+    assert "real" in colleague("status") and job.run_dir in colleague("status")
+    listed = colleague("runs")
+    assert listed.splitlines()[1].startswith("real ") and "succeeded" in listed
+    assert "run_finished" in colleague("logs", "real")
+    assert colleague("sample", "real", "q").strip()
 
 
 def test_the_daemon_modules_stay_torch_free():
