@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(any state) of a spec file or spec name under the run root.")
     logs.add_argument("name", metavar="NAME", help="a daemon job or spec name, a spec file, or a run folder")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    _output_format(logs, "json: the lines as written (JSON events, and what else the job printed)")
     _state_dir(logs)
     _runs_dir(logs)
 
@@ -309,7 +310,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "logs":
         from runner.commands.logs import logs
 
-        return logs(args.name, args.state_dir, args.follow, args.runs_dir)
+        return logs(args.name, args.state_dir, args.follow, args.runs_dir, args.output_format)
     if args.command == "schema":
         from runner.commands.schema import write_schemas
 

@@ -120,6 +120,7 @@ def _outcome(job_id: str, submission, output: Path, offset: int) -> int:
         if (manifest is not None and manifest.state != "running") or time.monotonic() > deadline:
             break
         time.sleep(POLL_S)
+    _print_new(output, offset, everything=True)
     if manifest is None:
         print(f"job {job_id} ended before runner started a run; its output: {output}")
         return ExitCode.INVALID
@@ -134,15 +135,21 @@ def _outcome(job_id: str, submission, output: Path, offset: int) -> int:
     return run_exit_code(manifest.state)
 
 
-def _print_new(output: Path, offset: int) -> int:
+def _print_new(output: Path, offset: int, everything: bool = False) -> int:
+    """Print the job's new complete lines (all of it with `everything`), its JSON events rendered for a
+    person (runner.logview); returns the offset after what was printed."""
+    from runner.logview import render_text
+
     try:
         with open(output, "rb") as stream:
             stream.seek(offset)
             chunk = stream.read()
     except OSError:  # not created yet (a pending job), or not yet visible here
         return offset
+    if not everything:
+        chunk = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for its end
     if chunk:
-        sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+        sys.stdout.write(render_text(chunk.decode("utf-8", errors="replace")) + "\n")
         sys.stdout.flush()
     return offset + len(chunk)
 

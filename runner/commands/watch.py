@@ -32,7 +32,8 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
         raise UsageError(f"--state-dir {state} is not a folder")
     state.mkdir(parents=True, exist_ok=True)
     lock = lock_state_directory(state)  # held (open) for the daemon's life
-    log_file = _Tee(open(state / "daemon.jsonl", "a", buffering=1), sys.stdout)
+    log_file = _Tee(open(state / "daemon.jsonl", "a", buffering=1),
+                    _Rendered(sys.stdout) if sys.stdout.isatty() else sys.stdout)
     store, moved = Store.for_daemon(state)
     runs = daemon_run_root(runs_dir, state)
     server = page(state, runs, http) if http else None  # bound before the loop: a taken port is an error now
@@ -79,6 +80,24 @@ def page(state: Path, runs: Path, address: str):
     from runner.daemon.web import Page
 
     return Page.bind(address, state, runs)
+
+
+class _Rendered:
+    """A person at the daemon's terminal reads its events as sentences (runner.logview); daemon.jsonl, and
+    stdout when it is not a terminal (journald), keep the JSON lines."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.pending = stream, ""
+
+    def write(self, text: str) -> None:
+        from runner.logview import render
+
+        *complete, self.pending = (self.pending + text).split("\n")
+        for line in complete:
+            self.stream.write(render(line) + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 class _Tee:

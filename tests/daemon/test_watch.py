@@ -113,6 +113,58 @@ def test_retry_acts_at_once_and_status_shows_the_run_s_new_attempt(daemon):
     daemon.cli("cancel", "long")
 
 
+def test_logs_follow_shows_a_running_job_s_steps_as_they_come_and_ends_with_it(daemon):
+    daemon.start()
+    (daemon.folder / "steps.yaml").write_text(spec_text("steps", "# fake-seconds: 4\n# fake-metrics: 8\n"))
+    daemon.wait_for(lambda jobs: jobs and jobs[0].state == State.RUNNING, what="running")
+    follower = subprocess.Popen([sys.executable, "-m", "runner", "logs", "steps", "-f", "--state-dir",
+                                 str(daemon.state)], stdout=subprocess.PIPE, text=True, env=daemon.env, cwd=REPO)
+    try:
+        seen = []
+        while not any(line.startswith("step ") for line in seen):
+            seen.append(follower.stdout.readline())
+            assert seen[-1], seen  # the follower must not end before a step is shown
+        assert daemon.jobs()[0].state == State.RUNNING  # shown while the job runs, not after
+        rest, _ = follower.communicate(timeout=60)  # and it ends when the job does
+    finally:
+        follower.kill()
+    shown = "".join(seen) + rest
+    assert follower.returncode == 0
+    assert "step 1/8  loss 2.3077  1,234 tok/s  ETA 0:01" in shown and "step 8/8" in shown, shown
+    assert '"event"' not in shown and "fake run of steps" in shown
+    raw = daemon.cli("logs", "steps", "--format", "json")[1]
+    assert '{"event": "progress", "step": 8, "total_steps": 8' in raw
+
+
+def test_the_daemon_s_terminal_reads_as_sentences_and_its_log_file_keeps_json(daemon):
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "runner", "watch", str(daemon.folder), "--state-dir",
+                                str(daemon.state), "--runner-command", " ".join(daemon.command)],
+                               stdout=follower, stderr=follower, env=daemon.env, cwd=REPO)
+    os.close(follower)
+    try:
+        (daemon.folder / "job.yaml").write_text(spec_text("job"))
+        wait_until(lambda: any(e["event"] == "job_finished" for e in daemon.events()), 60, "the job's end")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    shown = screen.decode()
+    assert f"daemon started: watching {daemon.folder.resolve()}" in shown and "job: succeeded" in shown, shown
+    assert '"event"' not in shown
+    assert daemon.events()[0]["event"] == "daemon_started"  # daemon.jsonl: JSON lines, as before
+
+
 def test_killed_daemon_adopts_or_resumes_and_nothing_runs_twice(daemon, tmp_path):
     daemon.start()
     (daemon.folder / "adopted.yaml").write_text(spec_text("adopted", "# fake-seconds: 4\n"))
@@ -196,7 +248,8 @@ def test_a_real_training_job_end_to_end_found_from_anywhere_through_the_box_s_co
     assert "real" in colleague("status") and job.run_dir in colleague("status")
     listed = colleague("runs")
     assert listed.splitlines()[1].startswith("real ") and "succeeded" in listed
-    assert "run_finished" in colleague("logs", "real")
+    logged = colleague("logs", "real")  # the real child's output: its steps, rendered
+    assert "step 2/2  loss " in logged and "run finished: succeeded" in logged and '"event"' not in logged
     assert colleague("sample", "real", "q").strip()
 
 

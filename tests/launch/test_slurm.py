@@ -162,3 +162,19 @@ def test_a_pending_job_without_a_reason_shows_none_of_slurm_s_none(tmp_path, mon
     waiting = slurm.JobStatus("7", "PENDING", "Priority", "0:0", "", None)
     assert _describe(waiting) == "PENDING (Priority)"
     assert SlurmRun(1, "7", None, tmp_path / "log", status=waiting).detail == "queued in Slurm as job 7 (Priority)"
+
+
+def test_runner_submit_shows_the_job_s_json_events_as_sentences_and_waits_for_whole_lines(tmp_path, capsys):
+    from runner.commands.submit import _print_new
+
+    output = tmp_path / "slurm-7.out"
+    output.write_text('{"event": "progress", "step": 1, "total_steps": 2, "loss": 0.8192039728164673}\n'
+                      'Plan for tiny: sft\n{"event": "run_fin')
+    offset = _print_new(output, 0)
+    assert capsys.readouterr().out == "step 1/2  loss 0.8192\nPlan for tiny: sft\n"
+    with open(output, "a") as handle:
+        handle.write('ished", "state": "succeeded", "run_dir": "/r"}\ntiny: SUCCEEDED')
+    offset = _print_new(output, offset)
+    assert capsys.readouterr().out == "run finished: succeeded\n"
+    assert _print_new(output, offset, everything=True) == output.stat().st_size
+    assert capsys.readouterr().out == "tiny: SUCCEEDED\n"
