@@ -52,6 +52,25 @@ def render_text(text: str) -> str:
     return "\n".join(render(line) for line in text.splitlines())
 
 
+def render_tail(text: str, count: int) -> str:
+    """The last `count` lines of a log, rendered; a run of progress lines is its last one (the status
+    page's log tail: twenty lines of steps would hide what happened before them)."""
+    shown: list[str] = []
+    was_progress = False
+    for line in text.splitlines():
+        progress = _is_progress(line)
+        if progress and was_progress:
+            shown[-1] = render(line)
+        else:
+            shown.append(render(line))
+        was_progress = progress
+    return "\n".join(shown[-count:])
+
+
+def _is_progress(line: str) -> bool:
+    return line.startswith('{"event": "progress"')
+
+
 def progress_line(step: int, total: int, loss: float | None, tokens_per_second: float | None,
                   eta_s: float | None) -> str:
     """`step 12/24  loss 0.8192  2,345 tok/s  ETA 0:12`: what the progress bar and the logs say."""

@@ -125,7 +125,10 @@ def _metrics(run_dir, written: int, due: int, started: float, total: int) -> int
     with open(run_dir.metrics, "a") as handle:
         for step in range(written + 1, due + 1):
             record = {"step": step, "loss": 3.0 / (1 + 0.3 * step), "tokens_per_second": 1234.5,
-                      "elapsed_s": round(time.monotonic() - started, 3), "learning_rate": 1e-4, "grad_norm": 1.5}
+                      "elapsed_s": round(time.monotonic() - started, 3),
+                      "learning_rate": 1e-4 * (1 - step / (total + 1)), "grad_norm": 1.5 + 1 / step}
+            if step % 4 == 0:
+                record["eval_loss"] = record["loss"] * 1.1
             handle.write(json.dumps(record) + "\n")
             print(json.dumps({"event": "progress", "step": step, "total_steps": total, "loss": record["loss"],
                               "tokens_per_second": 1234.5, "eta_s": 1.0}), flush=True)
