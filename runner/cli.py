@@ -30,10 +30,46 @@ class _ArgumentError(UsageError):
         self.parser = parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Subcommands:
+    """The subcommands, of which only the one being run is built (`only`): argparse's add_argument costs a
+    formatter each (a terminal-size query and a regex), and the whole tree is a tenth of validate's time.
+    The others are accepted and dropped; `runner --help` and a mistyped command build them all."""
+
+    def __init__(self, real, only: str | None) -> None:
+        self.real, self.only, self.built = real, only, False
+
+    def add_parser(self, name: str, **options):
+        if self.only is not None and name != self.only:
+            return _NOT_BUILT
+        self.built = True
+        return self.real.add_parser(name, **options)
+
+
+class _NotBuilt:
+    """A subcommand's parser that is not built: every call on it (add_argument, groups) does nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *arguments, **options: self
+
+
+_NOT_BUILT = _NotBuilt()
+
+
+def parser_for(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser of the command line: with only its command built, when its first word names one."""
+    if argv and not argv[0].startswith("-"):
+        parser = build_parser(only=argv[0])
+        if parser.subcommands.built:
+            return parser
+    return build_parser()
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only`, that command alone (see _Subcommands)."""
     parser = _Parser(prog="runner", description="Declarative fine-tuning jobs: validate -> plan -> run.")
     parser.add_argument("--version", action="version", version=f"runner {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.subcommands = _Subcommands(
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), only)
 
     validate = commands.add_parser(
         "validate", help="check specs (fast, no torch)",
@@ -322,11 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # pydantic looks for plugins in the entry points of every installed distribution when it builds
     # the first model: ~10 ms of validate's ~0.2 s here, more in a large training environment. The
-    # spec models are runner's own and want no plugin; a value the user set is kept.
+    # spec models are runner's own and want no plugin; a value the user set is kept (and then the
+    # plugin loader is not even imported: see _no_pydantic_plugin_loader).
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    _no_pydantic_plugin_loader()
     command = "runner"
     try:
-        args = build_parser().parse_args(argv)
+        args = parser_for(argv).parse_args(argv)
         command = f"runner {args.command}"
         return int(dispatch(args))
     except RunnerError as error:
@@ -346,6 +384,32 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `runner status | head`: the reader left; nothing is wrong
         sys.stderr.close()
         return int(ExitCode.OK)
+
+
+PYDANTIC_LOADER = "pydantic.plugin._loader"
+
+
+def _no_pydantic_plugin_loader() -> None:
+    """pydantic imports its plugin loader when it builds the first model, plugins disabled or not, and the
+    loader imports importlib.metadata (email, zipfile, csv, shutil, socket ...): about half of what building
+    the spec models costs, a tenth of validate. With plugins disabled there is nothing for it to find, so it
+    gets a loader that finds none; any other name it asks the loader for comes from the real one."""
+    if os.environ.get("PYDANTIC_DISABLE_PLUGINS") not in ("__all__", "1", "true") or PYDANTIC_LOADER in sys.modules:
+        return
+    import types
+
+    def real(name: str):
+        if name.startswith("__"):  # what the import system asks of any module (__path__, ...): not there
+            raise AttributeError(name)
+        del sys.modules[PYDANTIC_LOADER]
+        import importlib
+
+        return getattr(importlib.import_module(PYDANTIC_LOADER), name)
+
+    loader = types.ModuleType(PYDANTIC_LOADER, "pydantic's plugin loader, with plugins disabled: none to load")
+    loader.get_plugins = lambda: ()
+    loader.__getattr__ = real
+    sys.modules[PYDANTIC_LOADER] = loader
 
 
 def _wants_json(argv: list[str]) -> bool:

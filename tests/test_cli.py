@@ -50,3 +50,30 @@ def test_a_folder_after_watch_s_http_flag_is_named_as_the_mistake_it_is(tmp_path
     assert f"the folder goes before the flag: runner watch {tmp_path} --http" in error
     assert main(["serve", "--http", "localhost"]) == 2
     assert "'localhost' is not an address to listen on (HOST:PORT" in capsys.readouterr().err
+
+
+def test_a_command_line_builds_only_its_own_command_and_the_same_one():
+    from runner.cli import parser_for
+
+    full = build_parser()._subparsers._group_actions[0].choices
+    for name, command in full.items():
+        built = parser_for([name])._subparsers._group_actions[0].choices
+        assert list(built) == [name]  # the others are not built
+        assert built[name].format_help() == command.format_help()
+    assert set(parser_for(["no-such-command"])._subparsers._group_actions[0].choices) == set(full)
+    assert set(parser_for(["--help"])._subparsers._group_actions[0].choices) == set(full)
+
+
+def test_validate_imports_neither_pydantic_s_plugin_loader_nor_what_it_does_not_use():
+    """pydantic's plugin loader would import importlib.metadata (email, zipfile ...) although plugins are off;
+    hashing and temporary files are for other commands."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom runner.cli import main\n"
+            f"assert main(['validate', {str(REPO / 'specs' / 'examples' / 'chatty-sft.yaml')!r}]) == 0\n"
+            "print(sorted(m for m in ('importlib.metadata', 'email', 'zipfile', 'tempfile') if m in sys.modules))\n"
+            "from pydantic.plugin._loader import get_plugins\nassert list(get_plugins()) == []\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines()[-1] == "[]"
