@@ -219,9 +219,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     schema = commands.add_parser(
         "schema", help="write the JSON Schemas from the models",
         description="Write the JSON Schemas of the job spec, the plan and the result manifest, generated from "
-                    "the models (editors use job.schema.json for completion and inline errors).")
-    schema.add_argument("--dir", default="schemas", help="folder to write into (default: schemas)")
-    schema.add_argument("--check", action="store_true", help="only report stale schemas (exit 1)")
+                    "the models (editors use job.schema.json for completion and inline errors), and the spec "
+                    "reference (docs/spec.md) generated from the job spec's schema.")
+    schema.add_argument("--dir", default="schemas", help="folder to write the schemas into (default: schemas)")
+    schema.add_argument("--docs", default="docs", help="folder to write spec.md into (default: docs)")
+    schema.add_argument("--check", action="store_true", help="only report stale files (exit 1)")
     return parser
 
 
@@ -350,7 +352,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "schema":
         from runner.commands.schema import write_schemas
 
-        return write_schemas(args.dir, args.check)
+        return write_schemas(args.dir, args.check, args.docs)
     raise AssertionError(f"unhandled command {args.command}")
 
 
