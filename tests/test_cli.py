@@ -18,7 +18,7 @@ def test_every_command_has_a_description_in_its_help():
 
 def test_the_readme_spec_example_is_a_valid_spec_with_samples():
     readme = (REPO / "README.md").read_text()
-    block = re.search(r"## A spec\n\n```yaml\n(.*?)```", readme, re.S).group(1)
+    block = re.search(r"Your own spec:.*?```yaml\n(.*?)```", readme, re.S).group(1)
     spec = JobSpec.model_validate(yaml.safe_load(block))
     assert spec.samples and spec.outputs.report_to
 
