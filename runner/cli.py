@@ -121,7 +121,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     submit = commands.add_parser("submit", help="run a spec on a Slurm cluster and follow it",
                                  description="Plan here, write an sbatch script beside the runs, sbatch it, and "
-                                 "follow the job (Ctrl-C asks whether to cancel it). Set-up: README, Slurm.")
+                                 "follow the job (Ctrl-C asks whether to cancel it). Set-up: docs/slurm.md.")
     target = submit.add_mutually_exclusive_group(required=True)
     target.add_argument("spec", nargs="?", metavar="SPEC", help="a spec file: planned here, run as a Slurm job")
     target.add_argument("--attach", metavar="JOB_ID", help="follow a job submitted earlier")

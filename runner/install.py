@@ -1,6 +1,6 @@
 """The pip command that adds an extra (train, data, a tracker) to this installation of runner.
 
-runner-finetune is installed from a git URL, a clone or a wheel (README, Install), not from an index, so
+runner-finetune is installed from a git URL, a clone or a wheel (docs/install.md), not from an index, so
 a hint that said `pip install 'runner-finetune[wandb]'` would not work anywhere. pip records where a
 distribution came from (PEP 610, direct_url.json); the hint installs the extra from that same place, so
 it is a command that works as printed:
