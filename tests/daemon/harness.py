@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from runner.daemon.store import Store
@@ -44,6 +45,22 @@ class Daemon:
             self.process.send_signal(signum)
             return self.process.wait(timeout=60)
         return self.process.returncode if self.process else 0
+
+    def close(self) -> None:
+        """After a test: the daemon stopped warm, so that its runs stop too (killed if it will not stop), and
+        every run it started that still lives (the test may have killed the daemon) killed with its group:
+        a test leaves no process behind."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for job in self.jobs():
+            if job.pid:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(job.pid, signal.SIGKILL)
 
     def jobs(self) -> list:
         try:
