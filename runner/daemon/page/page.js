@@ -229,8 +229,10 @@ async function overview() {
     const job = jobs.get(id);
     const reason = el("td", {});
     if (job.state === "invalid" && (job.diagnostics || []).length) {
-      const errors = job.diagnostics.length;
-      reason.append(`${errors} error${errors === 1 ? "" : "s"}:`, diagnosticsList(job));
+      const shown = job.diagnostics.length;  // the daemon keeps the first 20; its reason counts them all
+      const errors = Math.max(shown, Number((/^(\d+) error/.exec(job.reason || "") || [])[1] || 0));
+      reason.append(`${errors} error${errors === 1 ? "" : "s"}${errors > shown ? ` (the first ${shown})` : ""}:`,
+        diagnosticsList(job));
     } else {
       reason.append(job.reason || "");
       if (job.hint) reason.append(el("div", {class: "muted"}, `hint: ${job.hint}`));
