@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -20,6 +18,8 @@ os.umask(_UMASK)
 def write_atomically(path: Path, data: str | bytes) -> None:
     """Replace `path` with `data` in one step; readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # here: runner validate, which imports this module, writes nothing
+
     payload = data.encode("utf-8") if isinstance(data, str) else data
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -59,6 +59,8 @@ def cache_directory() -> Path:
 
 def stat_key(path: Path, *extra: object) -> str:
     """A key that changes whenever the file does (path, size, mtime)."""
+    import hashlib  # here: OpenSSL's start is a cost runner validate need not pay unless it hashes
+
     stat = path.stat()
     text = "|".join(map(str, (path.resolve(), stat.st_size, stat.st_mtime_ns, *extra)))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -86,6 +88,8 @@ def file_sha256(path: Path) -> str:
 
 
 def _sha256(path: Path) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with open_regular(path) as handle:  # a FIFO or a device (a data file swapped for one) is refused
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.box import where_set
 from runner.errors import RunnerError
 from runner.readers import loads_bounded, read_regular
 
@@ -135,8 +136,8 @@ def find_run(target: str, run_root: Path, *, succeeded: bool) -> RunRecord:
         return chosen
     if not runs:
         raise RunnerError(f"no runs of '{name}' under {where}",
-                          "give a run folder, a spec file or a spec name; --runs-dir (or $RUNNER_RUNS_DIR) "
-                          "sets the run root; `runner runs` lists the runs")
+                          f"give a run folder, a spec file or a spec name; the run root is set by {where_set()}; "
+                          "`runner runs` lists the runs")
     newest = latest(runs, succeeded=False)
     raise RunnerError(f"'{name}' has no succeeded run yet: its latest, {newest.run_id}, is {newest.state}",
                       f"see: runner logs {newest.path}")

@@ -20,7 +20,9 @@ class Tracker:
 
     @property
     def install(self) -> str:
-        return f"pip install 'runner-finetune[{self.extra}]'"
+        from runner.install import pip_install
+
+        return pip_install(self.extra)
 
     def installed(self) -> bool:
         return all(_importable(module) for module in self.modules)

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from runner import confine
-from runner.commands.plan import plan_spec, run_root
+from runner.box import run_root
+from runner.commands.plan import plan_spec
 from runner.errors import ExitCode, UsageError
 from runner.readers import read_regular
 from runner.spec.jobs import MAX_SPEC_BYTES
@@ -109,7 +110,9 @@ def summary(run) -> str:
         lines.append(f"  changed parameters: {len(p.changed)} of the base's{adapters}; outside the plan: "
                      f"{len(p.unexpected)}")
     for sample in manifest.samples:
-        lines += [f"  Q: {sample.prompt}", f"     before: {sample.before}", f"     after:  {sample.after}"]
+        lines += [f"  Q: {sample.prompt}", f"     before: {sample.before}"]
+        if sample.after is not None:  # a run that stopped early has no trained answer
+            lines.append(f"     after:  {sample.after}")
     if manifest.timings.duration_s:
         lines.append(f"  took {manifest.timings.duration_s:.0f} s; manifest: {run.manifest_file}")
     return "\n".join(lines)

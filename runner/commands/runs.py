@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from runner.commands.plan import run_root
+from runner.box import run_root, where_set
 from runner.errors import ExitCode
 from runner.runs import RunRecord, runs_under, spec_runs_folder
 from runner.terminal import printable
@@ -25,7 +25,7 @@ def runs(target: str | None, runs_dir: str | None, output_format: str) -> int:
         print(json.dumps({"run_root": str(root), "runs": [_json(run) for run in found]}, indent=2))
         return ExitCode.OK
     if not found:
-        print(f"no runs{f' of {target!r}' if target else ''} under {root}")
+        print(f"no runs{f' of {target!r}' if target else ''} under {root} (the run root is set by {where_set()})")
         return ExitCode.OK
     print(printable(render(found, root)))
     return ExitCode.OK

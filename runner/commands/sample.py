@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from runner.commands.plan import run_root
+from runner.box import run_root
 from runner.errors import ExitCode, RunnerError
 from runner.terminal import printable
 

@@ -11,7 +11,8 @@ from runner.terminal import printable
 
 
 def status(state_dir: str | None, output_format: str) -> int:
-    from runner.daemon.paths import disk_full, state_directory
+    from runner.box import state_directory
+    from runner.daemon.paths import disk_full
     from runner.daemon.report import overview, runs_directory
     from runner.daemon.store import Store
 
@@ -54,9 +55,12 @@ def render(jobs) -> str:
     lines = ["Running:"]
     for job in running:
         shown = progress(job.run_dir)
-        step = f"step {shown['step']}/{shown['total_steps']}" if shown else job.reason
+        # the reason says more than the state only when it is not the state's own word ("running")
+        step = f"step {shown['step']}/{shown['total_steps']}" if shown else \
+            job.reason if job.reason and job.reason != job.state.value else "starting"
+        attempt = (shown or {}).get("attempt") or job.attempts
         lines.append(f"  #{job.id} {job.name:<24} {job.state.value:<10} {step}  pid {job.pid or '-'}  "
-                     f"gpus {job.gpus or '-'}  attempt {job.attempts}  started {age(job.started_at)}")
+                     f"gpus {job.gpus or '-'}  attempt {attempt}  started {age(job.started_at)}")
     sections.append("\n".join(lines if running else ["Running: none"]))
     lines = ["Queued:"] + [f"  #{job.id} {job.name:<24} {job.reason}" for job in queued]
     sections.append("\n".join(lines if queued else ["Queued: none"]))

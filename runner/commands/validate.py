@@ -106,7 +106,8 @@ def _paths(value) -> list[str]:
 
 
 def find_specs(paths: list[str]) -> list[Path]:
-    """Files as given; folders searched recursively for YAML files that look like specs."""
+    """Files as given; folders searched recursively for YAML files that look like specs. A spec named twice
+    (a file and the folder holding it, `./job.yaml` and `job.yaml`) is checked, and counted, once."""
     found: list[Path] = []
     for given in paths:
         path = Path(given)
@@ -121,7 +122,10 @@ def find_specs(paths: list[str]) -> list[Path]:
     if not found:
         raise UsageError(f"no spec files under {', '.join(paths)}",
                          hint="specs are .yaml or .yml files with version: and method: keys")
-    return found
+    once = {}
+    for path in found:
+        once.setdefault(path.resolve(), path)
+    return list(once.values())
 
 
 def _specs_under(folder: Path, depth: int = MAX_FOLDER_DEPTH) -> list[Path]:

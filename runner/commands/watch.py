@@ -20,7 +20,7 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
     """`executor`: where jobs run, "local" (children of the daemon) or "slurm" (Slurm jobs; `slurm_settings`:
     partition, account, time and config_file, as `runner submit` takes them)."""
     from runner.daemon.admission import Allowances
-    from runner.daemon.paths import runs_directory, state_directory
+    from runner.box import daemon_run_root, state_directory
     from runner.daemon.store import Store, lock_folders
     from runner.daemon.supervisor import Supervisor
 
@@ -35,10 +35,11 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
     if state.exists() and not state.is_dir():
         raise UsageError(f"--state-dir {state} is not a folder")
     state.mkdir(parents=True, exist_ok=True)
-    runs = runs_directory(runs_dir, state)
+    runs = daemon_run_root(runs_dir, state)
     runs.mkdir(parents=True, exist_ok=True)
     locks = lock_folders({"state dir": state, "watched folder": watched, "run root": runs})  # held for its life
-    log_file = _Tee(open(state / "daemon.jsonl", "a", buffering=1), sys.stdout)
+    log_file = _Tee(open(state / "daemon.jsonl", "a", buffering=1),
+                    _Rendered(sys.stdout) if sys.stdout.isatty() else sys.stdout)
     store, moved = Store.for_daemon(state)
     server = page(state, runs, http) if http else None  # bound before the loop: a taken port is an error now
     supervisor = Supervisor(watched, store, state, runs, settle=settle, invalid_grace=invalid_grace, rescan=rescan,
@@ -86,6 +87,24 @@ def page(state: Path, runs: Path, address: str):
     from runner.daemon.web import Page
 
     return Page.bind(address, state, runs)
+
+
+class _Rendered:
+    """A person at the daemon's terminal reads its events as sentences (runner.logview); daemon.jsonl, and
+    stdout when it is not a terminal (journald), keep the JSON lines."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.pending = stream, ""
+
+    def write(self, text: str) -> None:
+        from runner.logview import render
+
+        *complete, self.pending = (self.pending + text).split("\n")
+        for line in complete:
+            self.stream.write(render(line) + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 class _Tee:

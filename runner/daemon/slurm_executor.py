@@ -91,7 +91,7 @@ class SlurmRun:
         if self.status is None:
             return f"submitted as Slurm job {self.slurm_job}"
         if self.status.state == "PENDING":
-            return f"queued in Slurm as job {self.slurm_job} ({self.status.reason})"
+            return f"queued in Slurm as job {self.slurm_job}" + (f" ({self.status.reason})" if self.status.reason else "")
         return f"running as Slurm job {self.slurm_job} on {self.status.nodes}"
 
     def _read(self) -> None:

@@ -746,6 +746,7 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, handler)
         signal.signal(signal.SIGCHLD, lambda signum, frame: self.waker.wake())  # a run or the worker ended
+        signal.signal(signal.SIGUSR1, lambda signum, frame: self.waker.wake())  # runner retry/cancel (daemon.wake)
 
     def _log_stop(self) -> None:
         if (self.stopping, self.cold) == self._stop_logged:

@@ -21,6 +21,7 @@ and arrow rows; without it those rows cannot be checked (`pyarrow_missing` says 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -38,7 +39,6 @@ MAX_FOOTER_BYTES = 64 * 2**20
 MAX_ROW_GROUP_BYTES = 512 * 2**20
 """A parquet row group is decoded whole; the datasets library writes them at about 100 MB."""
 BATCH_ROWS = 1024
-PYARROW_INSTALL = "pip install pyarrow (or: pip install 'runner-finetune[data]')"
 
 
 class DataFileError(RunnerError):
@@ -111,6 +111,13 @@ def kind_of(path: Path) -> FileKind | None:
     return next((kind for kind in KINDS if path.suffix.lower() in kind.suffixes), None)
 
 
+def pyarrow_install() -> str:
+    """The command that installs pyarrow alone (runner's `data` extra; `train` brings it too)."""
+    from runner.install import pip_install
+
+    return pip_install("data")
+
+
 def pyarrow_missing() -> str | None:
     """Why parquet and arrow rows cannot be read here, or None when they can."""
     try:
@@ -135,7 +142,18 @@ def read_jsonl(path: Path, columns: list[str] | None = None) -> Iterator[RawRow]
             try:
                 yield RawRow(RowAt(path, line), loads_bounded(raw))
             except ValueError as error:
-                yield RawRow(RowAt(path, line), problem=f"not valid JSON: {error}")
+                yield RawRow(RowAt(path, line), problem=_json_problem(raw, error))
+
+
+def _json_problem(raw: bytes, error: ValueError) -> str:
+    """What is wrong with a JSON Lines row, placed in the row itself: json's own "line 2 column 1 (char 16)"
+    counts from the row's start and past its newline, which misleads next to the file's line number."""
+    if not isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON: {error}"
+    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+    if error.pos >= len(text):
+        return f"not valid JSON: the row ends before its value does ({error.msg})"
+    return f"not valid JSON at column {error.colno}: {error.msg}"
 
 
 def _too_long() -> str:

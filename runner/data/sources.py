@@ -19,7 +19,6 @@ when there is one, else a name or folder that says train / validation / test (`d
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -28,8 +27,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from runner import confine, formats, hubcache
-from runner.data.files import SUFFIXES, DataFileError, FileKind, RawRow, RowAt, kind_of, pyarrow_missing, \
-    PYARROW_INSTALL
+from runner.data.files import SUFFIXES, DataFileError, FileKind, RawRow, RowAt, kind_of, pyarrow_install, \
+    pyarrow_missing
 from runner.fsutil import file_sha256
 from runner.readers import loads_bounded, read_regular
 from runner.spec.yamlpos import parse_yaml
@@ -102,7 +101,7 @@ class RowSource:
         """Why this source's rows cannot be read on this machine (pyarrow missing), with the fix."""
         tabular = [kind.name for kind in self.file_kinds if kind.needs_pyarrow]
         reason = pyarrow_missing() if tabular else None
-        return f"{reason}, so its {' and '.join(tabular)} rows could not be read ({PYARROW_INSTALL})" if reason else None
+        return f"{reason}, so its {' and '.join(tabular)} rows could not be read ({pyarrow_install()})" if reason else None
 
     def fingerprint(self) -> tuple[str, list[tuple[str, str, int]]]:
         """(sha256 of the source, [(file, sha256, size)]): a single file's own sha256; for several, the
@@ -111,6 +110,8 @@ class RowSource:
         files = [(str(path), file_sha256(path), path.stat().st_size) for path in self.files]
         if self.kind == "file":
             return files[0][1], files
+        import hashlib  # here, as the file hashes: validate hashes nothing
+
         listing = "".join(f"{_relative(Path(path), self.root)}\t{sha}\n" for path, sha, _ in files)
         return hashlib.sha256(listing.encode()).hexdigest(), files
 

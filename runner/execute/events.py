@@ -25,6 +25,7 @@ from pathlib import Path
 import structlog
 
 from runner.errors import RunnerError
+from runner.logview import progress_line
 
 
 class Console(io.TextIOBase):
@@ -159,17 +160,18 @@ class EventLog:
 
     def progress(self, step: int, total: int, loss: float | None, tokens_per_second: float | None,
                  started: float) -> None:
+        """The progress bar on a terminal; else, with JSON lines, a `progress` line (the daemon's job log
+        and `runner logs -f` show it), which events.jsonl does not keep: metrics.jsonl has every step."""
+        eta = round((time.monotonic() - started) / max(step, 1) * (total - step), 1)
+        if self.json_lines:
+            print(json.dumps({"event": "progress", "step": step, "total_steps": total, "loss": loss,
+                              "tokens_per_second": tokens_per_second, "eta_s": eta}), flush=True)
         if not self.terminal:
             return
-        elapsed = time.monotonic() - started
-        eta = elapsed / max(step, 1) * (total - step)
         width = 24
         filled = int(width * step / max(total, 1))
         bar = "#" * filled + "-" * (width - filled)
-        loss_text = f" loss {loss:.4f}" if loss is not None else ""
-        speed = f" {tokens_per_second:,.0f} tok/s" if tokens_per_second else ""
-        print(f"\r\033[K[{bar}] step {step}/{total}{loss_text}{speed} ETA {int(eta // 60)}:{int(eta % 60):02d}",
-              end="", flush=True)
+        print(f"\r\033[K[{bar}] {progress_line(step, total, loss, tokens_per_second, eta)}", end="", flush=True)
         self.line_open = True
 
     def keep_line(self) -> None:

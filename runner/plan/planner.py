@@ -18,6 +18,7 @@ from runner.data import mixing
 from runner.data.files import RowAt
 from runner.errors import RunnerError
 from runner.formats import RowError
+from runner.install import pip_install
 from runner.methods import registry
 from runner.methods.registry import Batching, MethodDescriptor
 from runner.plan import identity, memory, source, strategy, table
@@ -223,7 +224,7 @@ def _require_rows_read(checked: SpecResult) -> None:
         for source_report in report.sources:
             if source_report.unchecked:
                 raise PlanError(f"{source_report.source.label}: {source_report.unchecked}",
-                                "install it where plans are made: it comes with runner-finetune[train]")
+                                f"install it where plans are made: {pip_install('train')}")
 
 
 def _read_rows(train: DataReport, limit: int) -> list[_Row]:

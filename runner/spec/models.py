@@ -249,7 +249,8 @@ class OutputsSpec(Section):
     report_to: list[Literal[TRACKER_NAMES]] = Field(default_factory=list)
     """Experiment trackers that get every metric of metrics.jsonl: tensorboard (event files in the run
     folder), mlflow ($MLFLOW_TRACKING_URI, else sqlite:///<run root>/mlflow.db), wandb (offline unless
-    $WANDB_MODE says otherwise). Each is an extra: pip install 'runner-finetune[tensorboard]'."""
+    $WANDB_MODE says otherwise). Each is an extra of runner-finetune: `runner validate` prints the command
+    that installs it."""
 
     @field_validator("report_to")
     @classmethod

@@ -23,6 +23,8 @@ def test_logs_of_a_spec_name_show_its_latest_run(root, capsys, tmp_path, monkeyp
     monkeypatch.setenv("RUNNER_STATE_DIR", str(tmp_path / "no-daemon"))
     (root / "runs" / "tiny" / "20260101-000003-cccc" / "events.jsonl").write_text('{"event": "run_failed"}\n')
     assert main(["logs", "tiny", "--runs-dir", str(root)]) == 0
-    assert capsys.readouterr().out == '{"event": "run_failed"}\n'
+    assert capsys.readouterr().out == "run failed\n"  # as a person reads it
+    assert main(["logs", "tiny", "--runs-dir", str(root), "--format", "json"]) == 0
+    assert capsys.readouterr().out == '{"event": "run_failed"}\n'  # as written
     assert not (tmp_path / "no-daemon").exists()  # asking did not create a daemon's state
     assert main(["logs", "absent", "--runs-dir", str(root)]) == 1

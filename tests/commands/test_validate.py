@@ -6,6 +6,7 @@ import pytest
 
 from runner.cli import main
 from runner.commands.validate import find_specs
+from runner.install import pip_install
 from runner.methods import registry
 from tests.conftest import BASE_SPEC, REPO
 from tests.datasets import save_to_disk, write_parquet
@@ -171,7 +172,7 @@ def test_without_pyarrow_validate_warns_what_it_could_not_check(project, tmp_pat
                                text=True, cwd=tmp_path)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert ("warning: data.train[1]: data/extra.parquet: pyarrow is not installed, so its parquet rows could not be "
-            "read (pip install pyarrow (or: pip install 'runner-finetune[data]'))") in completed.stdout
+            f"read ({pip_install('data')})") in completed.stdout
     assert "1 valid, 0 invalid (0 errors, 1 warning)" in completed.stdout
     (tmp_path / "data" / "extra.parquet").write_text('{"prompt": "p"}\n')  # what can be checked still is
     completed = subprocess.run([sys.executable, "-c", BLOCK_PYARROW, "validate", str(path)], capture_output=True,
@@ -210,3 +211,11 @@ def test_a_data_file_outside_any_repository_is_not_searched_for_from_the_root(tm
     assert search_root(nested) == (tmp_path / "specs", OUTSIDE_REPOSITORY_DEPTH)
     (tmp_path / ".git").mkdir()
     assert search_root(nested)[0] == tmp_path
+
+
+def test_a_spec_named_twice_is_checked_and_counted_once(project, tmp_path, capsys, monkeypatch):
+    spec = project(BASE_SPEC)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(spec), "job.yaml", "./job.yaml", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("1 spec checked: 1 valid, 0 invalid"), out

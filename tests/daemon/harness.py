@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from runner.daemon.store import Store
@@ -28,8 +29,10 @@ class Daemon:
         self.folder.mkdir(exist_ok=True)
         self.command, self.env, self.process = command, env, None
 
-    def start(self, *extra: str) -> None:
-        arguments = [sys.executable, "-m", "runner", "watch", str(self.folder), "--state-dir", str(self.state),
+    def start(self, *extra: str, state_flag: bool = True) -> None:
+        """`state_flag=False`: no --state-dir; the daemon finds its state dir where runner's config says."""
+        arguments = [sys.executable, "-m", "runner", "watch", str(self.folder),
+                     *(["--state-dir", str(self.state)] if state_flag else []),
                      "--settle", "0.3", "--invalid-grace", "2", "--rescan", "2", *self._model_outside(), *extra]
         if self.command:
             arguments += ["--runner-command", " ".join(self.command)]
@@ -48,6 +51,22 @@ class Daemon:
             self.process.send_signal(signum)
             return self.process.wait(timeout=60)
         return self.process.returncode if self.process else 0
+
+    def close(self) -> None:
+        """After a test: the daemon stopped warm, so that its runs stop too (killed if it will not stop), and
+        every run it started that still lives (the test may have killed the daemon) killed with its group:
+        a test leaves no process behind."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for job in self.jobs():
+            if job.pid:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(job.pid, signal.SIGKILL)
 
     def jobs(self) -> list:
         try:

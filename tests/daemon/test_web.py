@@ -1,5 +1,7 @@
 """The status page and its JSON API: what they bind, what they refuse, what they show (a real daemon with
-the fake runner children, and a real headless browser)."""
+the fake runner children, and a real headless Chromium at two window widths, measured in the page: nothing
+wider than the window, charts inside their cards with axis ticks, numbers rounded, words never broken; the
+screenshots land in .artifacts/)."""
 
 from __future__ import annotations
 
@@ -24,11 +26,14 @@ from runner.daemon.store import Store
 from runner.daemon.web import Limits, Page
 from runner.errors import UsageError
 from tests.conftest import REPO
+from tests.daemon.browser import Browser
 from tests.daemon.harness import fake_daemon, spec_text, wait_until
 
 SCRIPT = "<script>alert(1)</script>"
 HOSTILE_FILE = "<img src=x onerror=alert(1)>.yaml"
 ARTIFACTS = REPO / ".artifacts"
+ANSWER = ("I am a helpful assistant trained by a community of volunteers; my answers wrap between words "
+          "wherever the column ends, and none of them is ever broken in the middle, however narrow it is.")
 
 
 def get(port: int, path: str, host: str = "127.0.0.1", headers: dict | None = None) -> tuple[int, dict | str]:
@@ -53,7 +58,9 @@ def serve(tmp_path):
     run = runs / "runs" / "tiny" / "20260101-000000-abcdef12"
     run.mkdir(parents=True)
     (run / "manifest.json").write_text(json.dumps({"name": "tiny", "state": "succeeded"}))
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (1, 2, 3)))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s, "epoch": 0.5 * s, "elapsed_s": s,
+                                                           "learning_rate": 1e-4, **({"eval_loss": 0.4} if s == 2 else {})})
+                                               + "\n" for s in (1, 2, 3)))
     outside = tmp_path / "secret"  # a run-like folder beside the run root
     outside.mkdir()
     (outside / "manifest.json").write_text(json.dumps({"name": "secret"}))
@@ -118,7 +125,9 @@ def test_a_path_outside_the_run_root_is_refused(page, path):
 def test_a_run_under_the_run_root_is_served(page):
     port = page.server.server_address[1]
     code, body = get(port, "/api/runs/runs/tiny/20260101-000000-abcdef12/metrics")
-    assert (code, body) == (200, {"lines": 3, "points": [[1, 1.0], [2, 0.5], [3, 1 / 3]]})
+    loss = [[1, 1.0], [2, 0.5], [3, 1 / 3]]
+    assert (code, body) == (200, {"lines": 3, "points": loss, "series": {  # every curve; epoch and time are not
+        "loss": loss, "learning_rate": [[1, 1e-4], [2, 1e-4], [3, 1e-4]], "eval_loss": [[2, 0.4]]}})
     assert get(port, "/api/runs/runs/tiny/20260101-000000-abcdef12")[1]["manifest"]["name"] == "tiny"
     assert get(port, "/api/runs/runs/tiny/missing")[0] == 404
     assert get(port, "/api/jobs/99")[0] == 404
@@ -351,7 +360,14 @@ def scenario(tmp_path_factory, plan_template, tiny_model_dir):
     daemon = fake_daemon(root, plan_template, tiny_model_dir)
     daemon.start("--http", "127.0.0.1:0", "--max-jobs", "1")
     (daemon.folder / "done.yaml").write_text(spec_text("done", "priority: 2\n# fake-metrics: 4\n"))
-    daemon.wait_for(lambda jobs: any(j.name == "done" and j.state.value == "succeeded" for j in jobs), what="done")
+    done = daemon.wait_for(lambda jobs: any(j.name == "done" and j.state.value == "succeeded" for j in jobs),
+                           what="done")
+    manifest_file = Path(next(j for j in done if j.name == "done").run_dir) / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())  # what a real run's manifest adds: metrics, samples
+    manifest["metrics"].update(train_loss=0.8192039728164673, tokens_per_second=1234.5678, trained_tokens=123456,
+                               peak_memory_bytes=int(1.5 * 2**30))
+    manifest["samples"] = [{"prompt": "What is your name?", "before": ANSWER, "after": ANSWER.upper()}]
+    manifest_file.write_text(json.dumps(manifest))
     (daemon.folder / "long.yaml").write_text(spec_text(
         "long", f"priority: 1\n# fake-seconds: 0.3\n# fake-metrics: 12\n# fake-hold: 120\n# fake-log: {SCRIPT}\n"))
     daemon.wait_for(lambda jobs: any(j.name == "long" and j.state.value == "running" for j in jobs), what="long runs")
@@ -398,18 +414,67 @@ def chromium() -> str | None:
     return found
 
 
-def browse(browser: str, url: str, *extra: str) -> str:
-    arguments = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--no-first-run", "--virtual-time-budget=8000", "--window-size=1280,1000", *extra, url]
-    done = subprocess.run(arguments, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+@pytest.fixture(scope="module")
+def browser():
+    opened = Browser(chromium())
+    yield opened
+    opened.close()
 
 
-def test_the_page_in_a_headless_browser(scenario):
-    browser = chromium()
+WIDTHS = (1400, 900)
+"""A laptop's full window, and half of a wide screen."""
+
+LAYOUT = """(() => {
+  const inside = (inner, outer) => inner.left >= outer.left - 0.5 && inner.right <= outer.right + 0.5;
+  const charts = [...document.querySelectorAll("figure.chart")].map(figure => {
+    const card = figure.closest(".job") || figure.closest("section");
+    const svg = figure.querySelector("svg").getBoundingClientRect(), box = figure.getBoundingClientRect();
+    return {fits: inside(box, card.getBoundingClientRect()) && inside(svg, box), width: svg.width,
+            ticks: figure.querySelectorAll("svg text").length, series: figure.querySelector("svg").dataset.series,
+            title: figure.querySelector("figcaption").textContent};
+  });
+  const broken = [];  // words broken across lines: in any cell but those of names without spaces (.code)
+  const cells = [...document.querySelectorAll("td:not(.code)")].flatMap(cell => [...cell.childNodes]
+    .flatMap(node => node.nodeType === Node.TEXT_NODE ? [node] : [...node.childNodes]));
+  for (const text of cells) {
+    if (text.nodeType !== Node.TEXT_NODE) continue;
+    for (const word of text.textContent.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(text, word.index); range.setEnd(text, word.index + word[0].length);
+      if (range.getClientRects().length > 1) broken.push(word[0]);
+    }
+  }
+  return {scrollWidth: document.documentElement.scrollWidth, width: innerWidth, charts, broken,
+          text: document.body.innerText, html: document.documentElement.outerHTML};
+})()"""
+
+
+def layout(browser, url: str, width: int, ready: str) -> dict:
+    tab = browser.open(url, width)
+    tab.wait_for(ready)
+    time.sleep(0.5)  # one more refresh of the page's data, as a person would see it
+    tab.wait_for(ready)
+    shown = tab.evaluate(LAYOUT)
+    ARTIFACTS.mkdir(exist_ok=True)
+    name = "daemon-run-page" if "/run/" in url else "daemon-page"
+    tab.screenshot(ARTIFACTS / f"{name}-{width}.png")
+    return shown
+
+
+def assert_readable(shown: dict, width: int) -> None:
+    """Fits the window (no sideways scroll), every chart inside its card with axis ticks, numbers rounded."""
+    assert shown["scrollWidth"] <= shown["width"] == width, (width, shown["scrollWidth"])
+    assert shown["charts"] and all(chart["fits"] for chart in shown["charts"]), (width, shown["charts"])
+    assert all(chart["ticks"] >= 6 for chart in shown["charts"]), shown["charts"]
+    assert not re.search(r"\d\.\d{5,}", shown["text"]), re.findall(r"\S*\d\.\d{5,}\S*", shown["text"])
+    assert '"event"' not in shown["text"]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_overview_in_a_real_browser(scenario, browser, width):
     daemon, url, jobs = scenario
-    dom = browse(browser, url, "--dump-dom")
+    shown = layout(browser, url, width, "!!document.querySelector('.job svg.chart polyline')")
+    dom, text = shown["html"], shown["text"]
     for name in ("long", "waiting", "done"):
         assert f'data-job-id="{jobs[name].id}"' in dom, dom
     assert f'<tr data-job-id="{jobs["waiting"].id}" data-state="queued">' in dom
@@ -417,18 +482,41 @@ def test_the_page_in_a_headless_browser(scenario):
     assert f'<tr data-job-id="{jobs["done"].id}" data-state="succeeded">' in dom
     lines = len((Path(jobs["long"].run_dir) / "metrics.jsonl").read_text().splitlines())
     assert f'data-points="{lines}"' in dom and dom.count("<circle") == lines == 12
+    assert_readable(shown, width)
+    (card,) = shown["charts"]
+    assert card["title"] == "Loss" and card["series"] == "loss|eval_loss"
+    assert "step 12/12  loss 0.6522  1,234 tok/s  ETA 0:01" in text  # the log tail, rendered: not JSON
+    assert shown["broken"] == []
+    assert "1,235 tok/s" in text and "loss 0.6522" in text  # the card's facts, rounded
+    # an invalid spec: its file, and every error the check found (as the CLI shows them)
+    invalid = next(job for job in json.loads(daemon.cli("status", "--format", "json")[1])["jobs"]
+                   if job["state"] == "invalid")
+    errors = [d for d in invalid["diagnostics"] if d["severity"] == "error"]
+    assert len(errors) >= 2
+    assert f"{HOSTILE_FILE}\tinvalid" in text and f"{len(errors)} errors:" in text
+    assert all(error["summary"] in text for error in errors)
     # HTML in a file name and a log line is shown as text, never made into elements
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and SCRIPT not in dom
     assert "&lt;img src=x onerror=alert(1)&gt;.yaml" in dom and "<img" not in dom
-    ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "daemon-page.png"
-    screenshot.unlink(missing_ok=True)
-    browse(browser, url, f"--screenshot={screenshot}")
-    assert screenshot.stat().st_size > 10_000
 
-    done = next(job for job in json.loads(daemon.cli("status", "--format", "json")[1])["jobs"]
-                if job["name"] == "done")
-    run_dom = browse(browser, url + "run/" + done["run"], "--dump-dom")
-    assert 'data-points="4"' in run_dom and "succeeded" in run_dom
-    assert "<td>trained</td>" in run_dom or "<td>lora</td>" in run_dom  # the plan's trainable table
-    browse(browser, url + "run/" + done["run"], f"--screenshot={ARTIFACTS / 'daemon-run-page.png'}")
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_run_s_page_in_a_real_browser_with_another_run_to_compare(scenario, browser, width):
+    daemon, url, jobs = scenario
+    by_name = {job["name"]: job for job in json.loads(daemon.cli("status", "--format", "json")[1])["jobs"]}
+    done, long = by_name["done"]["run"], by_name["long"]["run"]
+    shown = layout(browser, f"{url}run/{done}?compare={long}", width,
+                   "document.querySelectorAll('figure.chart polyline.compared').length >= 4")
+    assert_readable(shown, width)
+    titles = [chart["title"] for chart in shown["charts"]]
+    assert titles[:4] == ["Loss", "Learning rate", "Gradient norm", "Tokens per second"], titles
+    loss = shown["charts"][0]
+    assert loss["series"].split("|") == ["loss", f"loss, long {long.split('/')[-1]}", "eval_loss",
+                                         f"eval_loss, long {long.split('/')[-1]}"]
+    assert f'data-points="4"' in shown["html"] and "succeeded" in shown["text"]
+    assert "<td>trained</td>" in shown["html"] or "<td>lora</td>" in shown["html"]  # the plan's trainable table
+    text = shown["text"]
+    assert "peak memory bytes\t1.50 GiB" in text and "train loss\t0.8192" in text
+    assert "tokens per second\t1,235 tok/s" in text and "trained tokens\t123.5K" in text
+    assert "What is your name?" in text and shown["broken"] == []  # answers and tables wrap between words only
+    assert re.search(r"\d+(\.\d)?[KM] of \d+(\.\d)?[KM] parameters", text), text[:2000]

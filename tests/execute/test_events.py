@@ -60,6 +60,9 @@ def test_stdout_that_is_not_a_terminal_gets_json_lines_and_the_summary_goes_to_s
     out, err = capsys.readouterr()
     events = [json.loads(line) for line in out.splitlines()]
     assert events[0]["event"] == "run_started" and events[-1]["event"] == "run_finished"
+    steps = [event for event in events if event["event"] == "progress"]  # what `runner logs -f` shows
+    assert steps[-1]["step"] == steps[-1]["total_steps"] == 4 and isinstance(steps[-1]["loss"], float)
+    assert "progress" not in next(tmp_path.glob("runs/tiny/*/events.jsonl")).read_text()  # metrics.jsonl has them
     assert "What is trained" in err and "tiny: SUCCEEDED" in err
 
 

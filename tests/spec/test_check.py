@@ -208,13 +208,14 @@ def test_a_missing_data_file_suggests_the_one_beside_it(project):
 
 def test_a_tracker_that_is_not_installed_is_a_warning_with_the_pip_command(project, monkeypatch):
     from runner import trackers
+    from runner.install import pip_install
 
     monkeypatch.setitem(trackers.TRACKERS, "wandb", trackers.Tracker("wandb", ("no_such_module_here",), "wandb"))
     result = check_spec(project(BASE_SPEC + "outputs:\n  report_to: [tensorboard, wandb]\n"))
     assert result.errors == []
     (warning,) = result.warnings
     assert warning.path == "outputs.report_to[1]" and "wandb is not installed here" in warning.summary
-    assert warning.hint == "where jobs run: pip install 'runner-finetune[wandb]'"
+    assert warning.hint == f"where jobs run: {pip_install('wandb')}"  # its forms: tests/test_install.py
     assert find(project(BASE_SPEC + "outputs:\n  report_to: [mlflow, mlflow]\n"), "outputs.report_to").is_error
 
 
@@ -235,3 +236,11 @@ def test_a_yaml_file_with_a_name_line_is_not_a_spec_of_that_name(project):
     project(BASE_SPEC.replace("name: tiny", "name: first-stage"), name="first.yaml")
     project("name: first-stage\non: [push]\njobs: {}\n", name="ci.yaml")
     assert check_spec(project(BASE_SPEC.replace("./tiny-model", "{job: first-stage}"))).errors == []
+
+
+def test_a_flattened_section_key_is_shown_the_nesting_it_needs(project):
+    spec = project(BASE_SPEC + "trainable:\n  mode: lora\n  lora_r: 8\n  lora_dropout: 0.1\n")
+    assert find(spec, "trainable.lora_r").hint == "'r' is a key of 'lora': write lora: {r: 8}"
+    assert find(spec, "trainable.lora_dropout").hint == "'dropout' is a key of 'lora': write lora: {dropout: 0.1}"
+    assert find(project(BASE_SPEC + "trainable:\n  mode: lora\n  lroa: {r: 8}\n"), "trainable.lroa").hint == \
+        "did you mean 'lora'?"
