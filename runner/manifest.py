@@ -10,11 +10,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runner.failures import FAILURE_KINDS
 from runner.plan.models import ModelIdentity, Plan
 
 MANIFEST_VERSION = 1
 RunState = Literal["running", "succeeded", "failed", "interrupted"]
-FailureKind = Literal["plan", "stale", "data", "oom", "runtime", "diverged", "interrupted", "integrity", "killed"]
+FailureKind = Literal[FAILURE_KINDS]  # runner.failures: one vocabulary, each kind documented there
 
 
 class Record(BaseModel):
@@ -23,10 +24,8 @@ class Record(BaseModel):
 
 class RunError(Record):
     kind: FailureKind
-    """plan / stale: refused before training; data: too many unusable rows; oom: out of memory;
-    runtime: an exception; diverged: a loss became infinite or NaN; interrupted: SIGINT/SIGTERM;
-    integrity: parameters outside the plan changed; killed: worker processes ended without recording why
-    (killed, out of memory, a lost node)."""
+    """How it failed: one of runner.failures.Failure (plan, stale, data, oom, runtime, diverged, interrupted,
+    integrity, killed, timeout, gate)."""
     message: str
     hint: str | None = None
     traceback: str | None = None

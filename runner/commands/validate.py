@@ -11,8 +11,9 @@ from runner.errors import ExitCode, UsageError
 from runner.fsutil import MAX_FOLDER_DEPTH, walk
 from runner.readers import open_regular
 from runner.spec.check import SpecResult, check_spec, display_path
-from runner.spec.jobs import SPEC_SUFFIXES, jobs_named, looks_like_spec
+from runner.spec.jobs import SPEC_SUFFIXES, looks_like_spec
 from runner.spec.lockfile import LOCK_NAME
+from runner.spec.report import DataFileUse, ValidationReport
 from runner.spec.yamlpos import load_yaml
 from runner.terminal import printable
 
@@ -36,10 +37,9 @@ def validate(paths: list[str], output_format: str = "text", source: str | None =
             specs.append(spec)
     results = [check_spec(path, source=Path(source) if source else None) for path in specs]
     if output_format == "json":
-        report = json_report(results)
-        report["data_files"] = [{"file": display_path(data), "specs": [display_path(s) for s in using]}
-                                for data, using in users.items()]
-        print(json.dumps(report, indent=2))
+        used = [DataFileUse(file=display_path(data), specs=[display_path(spec) for spec in using])
+                for data, using in users.items()]
+        print(json.dumps(ValidationReport.of(results, used).to_json(), indent=2))
     else:
         for data, using in users.items():
             print(f"{display_path(data)}: " + (f"checked through {', '.join(map(display_path, using))}" if using
@@ -164,31 +164,3 @@ def text_report(results: list[SpecResult]) -> str:
     if errors or warnings:
         summary += f" ({errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)})"
     return "\n".join(lines + [summary])
-
-
-def json_report(results: list[SpecResult]) -> dict:
-    """Shaped like `terraform validate -json`, with a record per file."""
-    diagnostics = [d for result in results for d in result.diagnostics]
-    return {
-        "format_version": "1.0",
-        "valid": not any(d.is_error for d in diagnostics),
-        "error_count": sum(d.is_error for d in diagnostics),
-        "warning_count": sum(not d.is_error for d in diagnostics),
-        "diagnostics": [d.to_json() for d in diagnostics],
-        "files": [_file_record(result) for result in results],
-    }
-
-
-def _file_record(result: SpecResult) -> dict:
-    record = {"file": display_path(result.source or result.path), "valid": not result.errors}
-    if result.spec is not None:
-        record.update(name=result.spec.name, method=result.spec.method, depends_on=jobs_named(result.spec),
-                      runs_code=[use.to_json() for use in result.runs_code], priority=result.spec.priority)
-    record["data"] = {role: {"rows": report.rows, "usable_rows": report.usable, "format": report.format,
-                             "variant": report.variant, "checked": report.checked,
-                             "sources": [{"source": part.source.label, "kind": part.source.kind, "rows": part.rows,
-                                          "usable_rows": part.usable, "format": part.format, "variant": part.variant,
-                                          "weight": part.source.weight, "unchecked": part.unchecked}
-                                         for part in report.sources]}
-                      for role, report in result.data.items()}
-    return record

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.daemon import ledger
-from runner.daemon.states import Failure, State
+from runner.daemon.states import State
+from runner.failures import Failure
 from runner.manifest import Manifest
 from runner.readers import open_regular
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from runner.daemon.states import Failure, State
+from runner.daemon.states import State
+from runner.failures import Failure
 from runner.manifest import Manifest
 from runner.rundir import RunDirectory
 
@@ -31,6 +32,7 @@ FINISHED = ("succeeded", "failed")
 class Outcome:
     state: State
     failure: str | None
+    """The kind its manifest recorded, as it recorded it (runner.failures)."""
     reason: str
 
 
@@ -39,10 +41,9 @@ def outcome(manifest: Manifest) -> Outcome | None:
     if manifest.state == "succeeded":
         return Outcome(State.SUCCEEDED, None, "succeeded")
     if manifest.state == "failed":
-        kind = manifest.error.kind if manifest.error else "runtime"
-        failure = {"oom": Failure.OOM, "plan": Failure.PLAN, "stale": Failure.PLAN,
-                   "diverged": Failure.DIVERGED}.get(kind, Failure.RUNTIME)
-        return Outcome(State.FAILED, failure.value, manifest.error.message if manifest.error else "failed")
+        if manifest.error is None:  # a run records why it failed; one that did not ended with an error
+            return Outcome(State.FAILED, Failure.RUNTIME.value, "failed")
+        return Outcome(State.FAILED, Failure(manifest.error.kind).value, manifest.error.message)
     return None
 
 

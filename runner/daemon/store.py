@@ -22,10 +22,10 @@ from enum import Enum
 from pathlib import Path
 
 from runner.daemon import states
-from runner.daemon.states import Failure, State, Status, Step
+from runner.daemon.states import State, Status, Step
 from runner.errors import RunnerError
 
-__all__ = ["Failure", "Job", "State", "Status", "Step", "Store"]
+__all__ = ["Job", "State", "Status", "Step", "Store"]
 
 
 SCHEMA_VERSION = 5

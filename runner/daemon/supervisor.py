@@ -47,7 +47,8 @@ from runner.daemon.paths import DAEMON_FILE, disk_full
 from runner.daemon.resources import Devices
 from runner.daemon.scanner import Scanner, SpecFile, Watcher
 from runner.daemon.scheduling import decide, queue_order
-from runner.daemon.states import Failure, State, Status, Step
+from runner.daemon.states import State, Status, Step
+from runner.failures import Failure
 from runner.daemon.store import Job, Store
 from runner.daemon.worker import CHECK_TIMEOUT_SECONDS, STALL_SECONDS, Reply, Worker
 from runner.errors import RunnerError

@@ -19,7 +19,8 @@ works for a job, its own stdout and stderr (fds 1 and 2: Python's, the libraries
 that job's log, so `runner logs` shows the planning output and the reason can quote it.
 
     check: {"id", "kind": "check", "snapshot", "source"} -> {"id", "ok", "report"}
-           the report is `runner validate --format json` of the snapshot (runner.daemon.admission)
+           the report is `runner validate --format json` of the snapshot (runner.spec.report), read back by
+           runner.daemon.admission
     plan:  {"id", "kind": "plan", "snapshot", "source", "out", "runs_dir", "log"} -> {"id", "ok"}
            the plan is written to `out`; a failure: {"id", "ok": false, "reason", "hint"}
 """
@@ -109,7 +110,8 @@ def plan_job(request: PlanRequest):
 def warm_up(role: str) -> None:
     """What checking (or planning) imports, imported before the first request (and before the memory
     limit). Without the training extra installed, checks still work and plans fail with the reason."""
-    import runner.commands.validate  # noqa: F401
+    import runner.spec.check  # noqa: F401
+    import runner.spec.report  # noqa: F401
 
     if role == "check":
         return
@@ -154,10 +156,10 @@ def _confinement(request: dict) -> Confinement | None:
 
 
 def _check(request: dict) -> dict:
-    from runner.commands.validate import json_report
     from runner.spec.check import check_spec
+    from runner.spec.report import ValidationReport
 
-    return json_report([check_spec(Path(request["snapshot"]), source=Path(request["source"]))])
+    return ValidationReport.of([check_spec(Path(request["snapshot"]), source=Path(request["source"]))]).to_json()
 
 
 def _ran_spec_code(plan) -> bool:

@@ -11,6 +11,7 @@ exactly-once checks. Comments in the spec steer it:
     # fake-hold: N             seconds it goes on running after writing all its metrics (0)
     # fake-log: TEXT           a line it prints to its log
     # fake-run: crash|oom|print-last   print-last: a plain print after the run, before its end is recorded
+    # fake-run: failed-KIND    the run fails with this failure kind (runner.failures) in its manifest
     # fake-plan-seconds: N     how long planning takes
     # fake-plan: fail|garbage|crash|hog
     # fake-device: cuda, # fake-gpus: N, # fake-estimate-gib: X    what the plan asks for
@@ -118,6 +119,9 @@ def run(arguments: list[str]) -> int:
         os.kill(os.getpid(), signal.SIGSEGV)
     if directive(text, "run") == "oom":
         return finish("failed", 1, RunError(kind="oom", message="out of memory: CUDA out of memory"))
+    if directive(text, "run").startswith("failed-"):
+        kind = directive(text, "run").removeprefix("failed-")
+        return finish("failed", 1, RunError(kind=kind, message=f"the run failed ({kind})"))
     return finish("succeeded", 0)
 
 

@@ -21,8 +21,11 @@ REMOTE = {"kind": "remote_code", "path": "base_model.trust_remote_code", "what":
 
 
 def report(files, diagnostics=()):
-    """A report as the worker's reply carries it (JSON)."""
-    return json.loads(json.dumps({"files": files, "diagnostics": list(diagnostics)}))
+    """A report as the worker's reply carries it (JSON): `runner validate --format json` of one spec."""
+    errors = sum(d["severity"] == "error" for d in diagnostics)
+    return json.loads(json.dumps({"format_version": "1.0", "valid": not errors, "error_count": errors,
+                                  "warning_count": len(diagnostics) - errors, "diagnostics": list(diagnostics),
+                                  "files": [{"file": "job.yaml", "data": {}, **record} for record in files]}))
 
 
 def test_a_valid_report_admits_with_its_dependencies_and_priority():

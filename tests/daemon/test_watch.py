@@ -73,6 +73,22 @@ def test_failures_are_classified(daemon):
     assert (jobs["oom"].failure, jobs["oom"].reason) == ("oom", "out of memory: CUDA out of memory")
 
 
+def test_a_failure_kind_a_run_records_is_the_job_s_in_status_and_the_api(daemon):
+    """One vocabulary (runner.failures), no mapping: `data`, `integrity`, `killed`, `stale` and `gate` were all
+    reported as `runtime` (or `plan`) before."""
+    kinds = ("data", "integrity", "killed", "stale", "gate")
+    daemon.start()
+    for kind in kinds:
+        (daemon.folder / f"{kind}.yaml").write_text(spec_text(f"fails-{kind}", f"# fake-run: failed-{kind}\n"))
+    jobs = {job.name: job for job in daemon.all_terminal(len(kinds))}
+    assert {name: (job.state, job.failure) for name, job in jobs.items()} == {
+        f"fails-{kind}": (State.FAILED, kind) for kind in kinds}
+    code, shown = daemon.cli("status")
+    assert code == 0 and all(f"failed ({kind})" in shown for kind in kinds), shown
+    code, text = daemon.cli("status", "--format", "json")
+    assert sorted(record["failure"] for record in json.loads(text)["jobs"]) == sorted(kinds)
+
+
 def test_cancel_retry_status_and_logs(daemon, capsys):
     from runner.cli import main
 
