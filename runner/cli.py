@@ -126,7 +126,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     target.add_argument("spec", nargs="?", metavar="SPEC", help="a spec file: planned here, run as a Slurm job")
     target.add_argument("--attach", metavar="JOB_ID", help="follow a job submitted earlier")
     submit.add_argument("--runs-dir", help=f"run root, on storage the compute nodes see (default: {RUN_ROOT_DEFAULT})")
-    _slurm_settings(submit, "--config")
+    from runner.daemon.executor import SLURM_OPTIONS
+
+    _executor_options(submit, SLURM_OPTIONS, {"config_file": "--config"})
     submit.add_argument("--detach", action="store_true", help="submit and return; do not follow")
     submit.add_argument("--dry-run", action="store_true",
                         help="write the plan and the script, print the script, submit nothing")
@@ -176,10 +178,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                        help=f"serve the read-only status page and JSON API (default {DEFAULT_HTTP}; an address "
                             "other than loopback only when given)")
     watch.add_argument("--runner-command", help=argparse.SUPPRESS)  # the tests' stand-in runner
-    watch.add_argument("--executor", choices=("local", "slurm"), default="local",
-                       help="where jobs run: children of the daemon on this box (default), or Slurm jobs "
-                            "(submitted with sbatch; the state and runs dirs must be on storage the nodes see)")
-    _slurm_settings(watch.add_argument_group("Slurm (--executor slurm)"), "--slurm-config")
+    from runner.daemon.executor import EXECUTORS
+
+    watch.add_argument("--executor", choices=tuple(EXECUTORS), default="local",
+                       help="where jobs run: " + "; ".join(f"{kind.name}: {kind.help}" for kind in EXECUTORS.values()))
+    for kind in EXECUTORS.values():
+        if kind.options:
+            _executor_options(watch.add_argument_group(f"{kind.title} (--executor {kind.name})"), kind.options)
     watch.add_argument("--allow-reward-functions", action="store_true",
                        help="run specs whose reward is a Python function (it runs as the daemon's user); refused "
                             "otherwise")
@@ -269,13 +274,11 @@ def _http_address(text: str) -> str:
     return text
 
 
-def _slurm_settings(parser, config_flag: str) -> None:
-    parser.add_argument("--partition", help="sbatch --partition (default: the config file's, else Slurm's)")
-    parser.add_argument("--account", help="sbatch --account")
-    parser.add_argument("--time", dest="time_limit", metavar="LIMIT", help="time limit: minutes, HH:MM:SS or "
-                        "D-HH:MM:SS; runner checkpoints before it")
-    parser.add_argument(config_flag, dest="config_file", metavar="FILE",
-                        help="Slurm settings (default: $RUNNER_SLURM_CONFIG or ~/.config/runner/slurm.yaml)")
+def _executor_options(parser, options, renamed: dict[str, str] | None = None) -> None:
+    """An executor's options (runner.daemon.executor.Option); `renamed`: dest -> the flag it has here."""
+    for option in options:
+        parser.add_argument((renamed or {}).get(option.dest, option.flag), dest=option.dest, metavar=option.metavar,
+                            help=option.help)
 
 
 def _state_dir(parser: argparse.ArgumentParser) -> None:
@@ -323,6 +326,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return runs(args.target, args.runs_dir, args.output_format)
     if args.command == "watch":
         from runner.commands.watch import watch
+        from runner.daemon.executor import EXECUTORS
 
         return watch(args.folder, args.state_dir, args.runs_dir, settle=args.settle,
                      invalid_grace=args.invalid_grace, rescan=args.rescan,
@@ -331,8 +335,8 @@ def dispatch(args: argparse.Namespace) -> int:
                      allow_remote_code=args.allow_remote_code, allow_read=args.allow_read,
                      plan_timeout=args.plan_timeout, stall_seconds=args.stall_seconds,
                      max_jobs=args.max_jobs, http=args.http, executor=args.executor,
-                     slurm_settings=dict(partition=args.partition, account=args.account, time=args.time_limit,
-                                         config_file=args.config_file))
+                     executor_options={option.dest: getattr(args, option.dest)
+                                       for kind in EXECUTORS.values() for option in kind.options})
     if args.command == "serve":
         from runner.commands.serve import serve
 

@@ -59,7 +59,8 @@ def render(jobs) -> str:
         step = f"step {shown['step']}/{shown['total_steps']}" if shown else \
             job.reason if job.reason and job.reason != job.state.value else "starting"
         attempt = (shown or {}).get("attempt") or job.attempts
-        lines.append(f"  #{job.id} {job.name:<24} {job.state.value:<10} {step}  pid {job.pid or '-'}  "
+        pid = job.running_execution.handle.get("pid") if job.running_execution else None  # a local run's
+        lines.append(f"  #{job.id} {job.name:<24} {job.state.value:<10} {step}  pid {pid or '-'}  "
                      f"gpus {job.gpus or '-'}  attempt {attempt}  started {age(job.started_at)}")
     sections.append("\n".join(lines if running else ["Running: none"]))
     lines = ["Queued:"] + [f"  #{job.id} {job.name:<24} {job.reason}" for job in queued]

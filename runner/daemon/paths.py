@@ -3,7 +3,9 @@ state dir is: runner.box)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
 from pathlib import Path
 
 
@@ -26,3 +28,10 @@ def disk_full(state_dir: Path) -> str | None:
         return None
     return (f"the disk of {state_dir} has {free / 2**20:.1f} MiB free (at least {MIN_FREE_BYTES // 2**20} MiB "
             "are needed): no new job is admitted, planned or started until there is room")
+
+
+def disk_full_error(error: BaseException) -> bool:
+    """Whether an error says the disk is full: admission pauses, and no job is blamed for it."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    return isinstance(error, sqlite3.Error) and "full" in str(error)

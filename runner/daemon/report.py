@@ -64,10 +64,8 @@ def job_record(job: Job, runs_dir: Path, log_path: Path | None = None) -> dict:
 
 
 def job_detail(store: Store, state_dir: Path, runs_dir: Path, job_id: int) -> dict | None:
-    row = store.connection.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    if row is None:
-        return None
-    return job_record(Job.of(row), runs_dir, state_dir / "logs" / f"{job_id}.log")
+    job = store.get(job_id)
+    return None if job is None else job_record(job, runs_dir, state_dir / "logs" / f"{job_id}.log")
 
 
 def progress(run_dir: str | None) -> dict | None:

@@ -53,7 +53,10 @@ CHECK_TIMEOUT_SECONDS = 3600.0
 100 MB/s of large ones), and checks have a worker of their own, so a long one holds only other checks."""
 STALL_SECONDS = 60.0
 """A worker that used no CPU for this long while answering is stalled (stopped, or blocked on a hung
-filesystem): it is killed, and the request tried again later (runner.daemon.supervisor)."""
+filesystem): it is killed, and the request tried again later (Stalls)."""
+MAX_STALLS = 3
+"""Stalled checks or plans of one job (a hung filesystem) before it is given up on; the n-th is tried
+again after n times the stall window."""
 MAX_REPLY_BYTES = 8 * 2**20
 ROLE_VARIABLE = "RUNNER_WORKER_ROLE"
 """check | plan: a checking worker imports only what validate needs."""
@@ -398,6 +401,63 @@ class Worker:
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         words = children.last_words(Path(request.body.get("log") or self.log_path))
         return Reply(request, False, reason=f"the planning worker {how}" + (f": {words}" if words else ""))
+
+
+@dataclass
+class Workers:
+    """The daemon's two workers: checks and plans each have one, so a plan that takes long never holds a
+    check back."""
+
+    checker: Worker
+    planner: Worker
+
+    @classmethod
+    def for_daemon(cls, command: list[str], logs: Path, machine: list[dict], stall_seconds: float) -> Workers:
+        return cls(*(Worker(command, role, logs / f"worker-{role}.log", machine, stall_seconds)
+                     for role in ("check", "plan")))
+
+    def replies(self) -> list[Reply]:
+        """The replies that came, the check's first."""
+        return [reply for reply in (self.checker.poll(), self.planner.poll()) if reply is not None]
+
+    def abandon(self, job) -> None:
+        """Their answer for this job (a runner.daemon.store.Job) no longer matters: it was withdrawn, moved or
+        failed."""
+        for worker in (self.checker, self.planner):
+            if worker.current is not None and worker.current.key in (job.id, job.sha256):
+                worker.current.abandoned = True
+
+    def start(self) -> None:
+        self.checker.start()
+        self.planner.start()
+
+    def stop(self) -> None:
+        self.checker.stop()
+        self.planner.stop()
+
+    def filenos(self) -> list[int | None]:
+        return [self.checker.fileno(), self.planner.fileno()]
+
+    def ready_in(self) -> list[float]:
+        return [self.checker.ready_in(), self.planner.ready_in()]
+
+
+@dataclass
+class Stalls:
+    """Stalled requests of each job (its check, or its plan): counted, and tried again after as many stall
+    windows as it stalled, up to MAX_STALLS."""
+
+    window: float
+    counts: dict[str | int, int] = field(default_factory=dict)
+    """A spec's sha256 (its check) or a job id (its plan) -> its stalls so far."""
+
+    def again_in(self, key: str | int) -> float | None:
+        """Count a stall: the seconds after which it is tried again, or None when it stalled too often."""
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.window * self.counts[key] if self.counts[key] < MAX_STALLS else None
+
+    def clear(self, key: str | int) -> None:
+        self.counts.pop(key, None)
 
 
 def _cpu_ticks(pid: int) -> int | None:

@@ -33,14 +33,14 @@ class Daemon:
         """`state_flag=False`: no --state-dir; the daemon finds its state dir where runner's config says."""
         arguments = [sys.executable, "-m", "runner", "watch", str(self.folder),
                      *(["--state-dir", str(self.state)] if state_flag else []),
-                     "--settle", "0.3", "--invalid-grace", "2", "--rescan", "2", *self._model_outside(), *extra]
+                     "--settle", "0.3", "--invalid-grace", "2", "--rescan", "2", *self.grants(), *extra]
         if self.command:
             arguments += ["--runner-command", " ".join(self.command)]
         self.log = open(self.folder.parent / "daemon.out", "ab")
         self.process = subprocess.Popen(arguments, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
                                         cwd=REPO)
 
-    def _model_outside(self) -> list[str]:
+    def grants(self) -> list[str]:
         """The tiny model is a link to a session fixture outside the watched folder: the daemon is told it may
         read it, as an operator lets specs read a shared model folder."""
         model = self.folder / "model"
@@ -64,9 +64,9 @@ class Daemon:
                 self.process.kill()
                 self.process.wait()
         for job in self.jobs():
-            if job.pid:
+            if handle(job, "pid"):
                 with suppress(ProcessLookupError, PermissionError):
-                    os.killpg(job.pid, signal.SIGKILL)
+                    os.killpg(handle(job, "pid"), signal.SIGKILL)
 
     def jobs(self) -> list:
         try:
@@ -101,6 +101,11 @@ class Daemon:
     def all_terminal(self, count: int, timeout: float = 60) -> list:
         return self.wait_for(lambda jobs: len(jobs) == count and all(j.state.terminal for j in jobs), timeout,
                              f"{count} terminal jobs")
+
+
+def handle(job, key: str):
+    """What the job's latest start holds under `key` in its executor's handle (a pid, a Slurm job id), or None."""
+    return job.execution.handle.get(key) if job.execution else None
 
 
 def fake_daemon(root: Path, plan_template: Path, tiny_model_dir: Path) -> Daemon:

@@ -16,7 +16,7 @@ import pytest
 
 from runner.daemon.states import State
 from tests.conftest import REPO
-from tests.daemon.harness import Daemon, ledger, spec_text, wait_until
+from tests.daemon.harness import Daemon, handle, ledger, spec_text, wait_until
 
 def test_valid_invalid_half_written_and_duplicate_specs(daemon, tmp_path):
     daemon.start()
@@ -159,7 +159,7 @@ def test_the_daemon_s_terminal_reads_as_sentences_and_its_log_file_keeps_json(da
 
     leader, follower = pty.openpty()
     process = subprocess.Popen([sys.executable, "-m", "runner", "watch", str(daemon.folder), "--state-dir",
-                                str(daemon.state), "--runner-command", " ".join(daemon.command)],
+                                str(daemon.state), "--runner-command", " ".join(daemon.command), *daemon.grants()],
                                stdout=follower, stderr=follower, env=daemon.env, cwd=REPO)
     os.close(follower)
     try:
@@ -196,7 +196,7 @@ def test_killed_daemon_adopts_or_resumes_and_nothing_runs_twice(daemon, tmp_path
     (daemon.folder / "resumed.yaml").write_text(spec_text("resumed", "# fake-seconds: 4\n"))
     jobs = daemon.wait_for(lambda jobs: any(j.name == "resumed" and j.state == State.RUNNING and j.run_dir
                                             for j in jobs), what="running with a run directory")
-    child = next(j for j in jobs if j.name == "resumed").pid
+    child = handle(next(j for j in jobs if j.name == "resumed"), "pid")
     daemon.stop(signal.SIGKILL)
     os.killpg(child, signal.SIGKILL)  # the machine lost both
     daemon.start()
