@@ -50,6 +50,7 @@ def test_a_b_a_while_queued_runs_a_once_and_b_never(daemon, tmp_path):
     blocker = spec_text("blocker", "# fake-seconds: 60\n")
     (daemon.folder / "blocker.yaml").write_text(blocker)
     daemon.wait_for(lambda jobs: jobs and jobs[0].state == State.RUNNING, what="the blocker running")
+    wait_until(lambda: ledger(tmp_path), what="the blocker's run started")  # not killed before it began
     path = daemon.folder / "job.yaml"
     a, b = spec_text("job", "# version a\n"), spec_text("job", "# version b\n")
 
