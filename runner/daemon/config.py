@@ -49,7 +49,7 @@ class DaemonConfig:
     max_jobs: int | None = None
     allow: Allowances = Allowances()
     http: str | None = None
-    """The address the status page is served on (None: not served)."""
+    """The status page's address, as bound (None: not served)."""
 
     @cached_property
     def granted(self) -> tuple[str, ...]:

@@ -77,6 +77,41 @@ def test_any_report_is_a_verdict(report):
     assert made.valid == (made.reason == "") and "\n" not in made.reason
 
 
+WARNING = {"severity": "warning", "summary": "few rows", "detail": "", "path": "data.train", "hint": None,
+           "range": {"filename": "g.yaml", "start": {"line": 6, "column": 10}, "end": {"line": 6, "column": 26}}}
+FULL = report([{**VALID, "file": "g.yaml", "priority": 3, "runs_code": [REWARD], "data": {"train": {
+    "rows": 4, "usable_rows": 4, "format": "prompt_completion", "variant": None, "checked": True,
+    "sources": [{"source": "data/train.jsonl", "kind": "file", "rows": 4, "usable_rows": 4,
+                 "format": "prompt_completion", "variant": None, "weight": 1.0, "unchecked": None}]}}}], [WARNING])
+
+
+def places(value, path=()):
+    """Every place in a JSON value, as the keys and indexes that lead to it."""
+    yield path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        yield from places(inner, (*path, key))
+
+
+def test_the_full_report_admits():
+    admitted = verdict(FULL, "", Allowances(reward_functions=True))
+    assert admitted.valid and admitted.priority == 3 and admitted.depends_on == ["base"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_report_changed_anywhere_is_still_a_verdict(data):
+    """Totality near the valid reports too: any one place of a full report replaced by any JSON value."""
+    changed = json.loads(json.dumps(FULL))
+    *above, last = data.draw(st.sampled_from(list(places(changed))[1:]))
+    container = changed
+    for key in above:
+        container = container[key]
+    container[last] = data.draw(JSON)
+    made = verdict(changed, "", Allowances(reward_functions=True))
+    assert made.valid == (made.reason == "") and "\n" not in made.reason
+
+
 def poison_folder(folder):
     """Specs that crashed, hung or ran code in the daemon before, each with what its reason must say."""
     (folder / "data" / "pipe.jsonl").parent.mkdir(exist_ok=True)
