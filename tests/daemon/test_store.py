@@ -251,3 +251,29 @@ def test_a_daemon_upgraded_over_an_older_store_adopts_its_live_run_and_resumes_t
                                                                               ("local", "succeeded")]
     code, shown = daemon.cli("status")
     assert code == 0 and "failed (oom)" in shown, shown
+
+
+def test_each_start_is_an_execution_that_leaving_running_ends(tmp_path):
+    store, _ = Store.for_daemon(tmp_path)
+    try:
+        job = store.add(str(tmp_path / "a.yaml"), "0" * 64, "a", states.CHECKING)
+        assert store.move(job, states.PLANNING) and store.move(store.get(job.id), states.RESOURCES)
+        job = store.get(job.id)
+        assert store.start(job, "local", {"pid": 4321, "pid_start": "99"}, gpus="0", reason="running")
+        assert not store.start(job, "local", {"pid": 1, "pid_start": "1"})  # moved meanwhile: no second start
+        job = store.get(job.id)
+        assert (job.state, job.attempts, job.execution.attempt, job.execution.handle) == (
+            states.State.RUNNING, 1, 1, {"pid": 4321, "pid_start": "99"}) and job.running_execution
+        assert store.move(job, states.FAILED, exit_code=1, failure="oom", reason="out of memory")
+        assert store.move(store.get(job.id), states.PLANNING, attempts=0)  # runner retry: a new budget
+        job = store.get(job.id)
+        assert store.move(job, states.RESOURCES) and store.start(store.get(job.id), "slurm", {"slurm_job": "7"})
+        job = store.get(job.id)
+        first, second = store.executions(job.id)
+        assert (first.attempt, first.exit, first.outcome, first.failure) == (1, 1, "failed", "oom")
+        assert first.ended_at is not None and job.execution == second and job.attempts == 1
+        assert (second.attempt, second.executor, second.handle, second.running) == (2, "slurm", {"slurm_job": "7"}, True)
+        assert store.move(job, states.RECOVERING) and store.get(job.id).execution.outcome == "recovering"
+        assert store.get(job.id).running_execution is None and store.get(job.id).to_json()["execution"]["attempt"] == 2
+    finally:
+        store.close()
