@@ -126,9 +126,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     target.add_argument("spec", nargs="?", metavar="SPEC", help="a spec file: planned here, run as a Slurm job")
     target.add_argument("--attach", metavar="JOB_ID", help="follow a job submitted earlier")
     submit.add_argument("--runs-dir", help=f"run root, on storage the compute nodes see (default: {RUN_ROOT_DEFAULT})")
-    from runner.daemon.executor import SLURM_OPTIONS
-
-    _executor_options(submit, SLURM_OPTIONS, {"config_file": "--config"})
+    _executor_options(submit, "slurm", {"config_file": "--config"})
     submit.add_argument("--detach", action="store_true", help="submit and return; do not follow")
     submit.add_argument("--dry-run", action="store_true",
                         help="write the plan and the script, print the script, submit nothing")
@@ -178,13 +176,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                        help=f"serve the read-only status page and JSON API (default {DEFAULT_HTTP}; an address "
                             "other than loopback only when given)")
     watch.add_argument("--runner-command", help=argparse.SUPPRESS)  # the tests' stand-in runner
-    from runner.daemon.executor import EXECUTORS
-
-    watch.add_argument("--executor", choices=tuple(EXECUTORS), default="local",
-                       help="where jobs run: " + "; ".join(f"{kind.name}: {kind.help}" for kind in EXECUTORS.values()))
-    for kind in EXECUTORS.values():
-        if kind.options:
-            _executor_options(watch.add_argument_group(f"{kind.title} (--executor {kind.name})"), kind.options)
+    _executors(watch)
     watch.add_argument("--allow-reward-functions", action="store_true",
                        help="run specs whose reward is a Python function (it runs as the daemon's user); refused "
                             "otherwise")
@@ -274,9 +266,26 @@ def _http_address(text: str) -> str:
     return text
 
 
-def _executor_options(parser, options, renamed: dict[str, str] | None = None) -> None:
+def _executors(watch) -> None:
+    """`--executor` and each executor's options, from the table (read only when `runner watch` is parsed)."""
+    if watch is _NOT_BUILT:
+        return
+    from runner.daemon.executor import EXECUTORS
+
+    watch.add_argument("--executor", choices=tuple(EXECUTORS), default="local",
+                       help="where jobs run: " + "; ".join(f"{kind.name}: {kind.help}" for kind in EXECUTORS.values()))
+    for kind in EXECUTORS.values():
+        if kind.options:
+            _executor_options(watch.add_argument_group(f"{kind.title} (--executor {kind.name})"), kind.name)
+
+
+def _executor_options(parser, executor: str, renamed: dict[str, str] | None = None) -> None:
     """An executor's options (runner.daemon.executor.Option); `renamed`: dest -> the flag it has here."""
-    for option in options:
+    if parser is _NOT_BUILT:
+        return
+    from runner.daemon.executor import EXECUTORS
+
+    for option in EXECUTORS[executor].options:
         parser.add_argument((renamed or {}).get(option.dest, option.flag), dest=option.dest, metavar=option.metavar,
                             help=option.help)
 

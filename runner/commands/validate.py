@@ -13,7 +13,6 @@ from runner.readers import open_regular
 from runner.spec.check import SpecResult, check_spec, display_path
 from runner.spec.jobs import SPEC_SUFFIXES, looks_like_spec
 from runner.spec.lockfile import LOCK_NAME
-from runner.spec.report import DataFileUse, ValidationReport
 from runner.spec.yamlpos import load_yaml
 from runner.terminal import printable
 
@@ -37,6 +36,8 @@ def validate(paths: list[str], output_format: str = "text", source: str | None =
             specs.append(spec)
     results = [check_spec(path, source=Path(source) if source else None) for path in specs]
     if output_format == "json":
+        from runner.spec.report import DataFileUse, ValidationReport  # its models are built only for JSON
+
         used = [DataFileUse(file=display_path(data), specs=[display_path(spec) for spec in using])
                 for data, using in users.items()]
         print(json.dumps(ValidationReport.of(results, used).to_json(), indent=2))
