@@ -32,7 +32,8 @@ class Failure(str, Enum):
     TIMEOUT = "timeout"
     """It ran longer than the daemon's --job-timeout."""
     GATE = "gate"
-    """A run whose evaluations missed a declared `require:` gate; its weights are kept."""
+    """A run whose evaluations missed a declared `require:` gate (evals.require): its weights are kept, and a
+    {job: NAME} spec built on it does not start."""
 
 
 FAILURE_KINDS = tuple(kind.value for kind in Failure)
