@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from runner import formats, trainable
 from runner.methods import registry
+from runner.spec.evals import EvalsSpec
 from runner.spec.fields import (NAME_PATTERN, Auto, Count, CountOrAuto, ModelSource, PositiveOrAuto, Section,
                                 SwitchOrAuto, exactly_one, hub_id, or_auto)
 from runner.trackers import TRACKER_NAMES
@@ -302,6 +303,8 @@ class JobFields(Section):
     """Where and how it runs."""
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     """What is written, and where."""
+    evals: EvalsSpec | None = None
+    """Evaluations of the base model and the result, side by side, and gates the result must pass (docs/evals.md)."""
 
     def descriptor(self) -> registry.MethodDescriptor:
         return registry.get(self.method)
@@ -330,5 +333,5 @@ JobSpec = _job_spec()
 SECTION_MODELS: dict[str, type[Section]] = {d.name: d.section for d in registry.descriptors()}
 SECTIONS: dict[str, type[Section]] = {
     "base_model": ModelSource, "data": DataSpec, "trainable": TrainableSpec, "training": TrainingSpec,
-    "hardware": HardwareSpec, "outputs": OutputsSpec, **SECTION_MODELS,
+    "hardware": HardwareSpec, "outputs": OutputsSpec, "evals": EvalsSpec, **SECTION_MODELS,
 }
