@@ -37,9 +37,11 @@ MEASURED_ROWS = 2000
 """Rows of a test set whose prompts are tokenized; the rest are counted and extrapolated."""
 
 
-def plan_evals(evals: EvalsSpec, folder: Path, tokenizer, chat_template: bool, base: ModelIdentity,
-               steps: Steps, seed: int, devices: int) -> EvalPlan:
-    """`chat_template`: how the training data is rendered (the sets follow it unless evals say otherwise)."""
+def plan_evals(evals: EvalsSpec, folder: Path, tokenizer, chat_template: bool, base: ModelIdentity | None,
+               steps: Steps | None, seed: int, devices: int = 1) -> EvalPlan:
+    """`chat_template`: how the training data is rendered (the sets follow it unless evals say otherwise).
+    Without `steps` (`runner eval`: no training) nothing is evaluated while training, and no share of it
+    is estimated; without `base` no base results are looked for."""
     generation = evals.generation
     chat = chat_template if generation.chat_template == "auto" else generation.chat_template
     if chat and not getattr(tokenizer, "chat_template", None):
@@ -49,13 +51,13 @@ def plan_evals(evals: EvalsSpec, folder: Path, tokenizer, chat_template: bool, b
     items = [_plan_set(item, folder, encoder, evals, seed) for item in evals.sets]
     items += [_plan_task(task, folder) for task in evals.tasks]
     notes = []
-    every = evals.every
+    every = evals.every if steps is not None else None
     during = (steps.total_steps - 1) // every if every else 0
     if every and devices > 1:
         notes.append(f"no evaluation while training: it runs in one process, and this run has {devices}")
         during = 0
-    cached = [item.name for item in items if cache.cached(base, item)]
-    work = {"training": round(steps.total_steps * steps.batch_size * steps.tokens.mean_tokens * 3),
+    cached = [item.name for item in items if base is not None and cache.cached(base, item)]
+    work = {"training": round(steps.total_steps * steps.batch_size * steps.tokens.mean_tokens * 3) if steps else 0,
             "base": sum(_work(item) or 0 for item in items if item.name not in cached),
             "during": during * sum(_work(item) or 0 for item in items if item.during),
             "result": sum(_work(item) or 0 for item in items)}

@@ -116,6 +116,9 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
                 result.model = _check_model(report, folder, model_source, view.sections.get("trainable"),
                                             view.method)
 
+    if evals is not None and evals.any() and view.method and not registry.get(view.method).generates:
+        report.add("error", ("evals",), f"a {view.method} model scores text; evals ask a model for answers",
+                   "evaluate a policy trained with this model instead (its spec's evals)", at_key=True)
     if check_inputs and evals is not None:
         with _unexpected(report, ("evals",)):
             check_evals(report, folder, evals, training, similar_file)
@@ -131,6 +134,36 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
     if result.spec is not None:
         result.runs_code = _code_uses(result.spec, document)
     return result
+
+
+def check_evals_file(path: Path):
+    """An evals file of `runner eval --evals`: YAML with one key, `evals`, checked as a spec's section is
+    (every mistake with its place). Returns (the EvalsSpec or None, the diagnostics)."""
+    from runner.spec.evals import EvalsSpec
+
+    document, diagnostics = load_yaml(path, display_path(path))
+    if document is None:
+        return None, diagnostics
+    report = _Reporter(document, diagnostics)
+    data = document.data if isinstance(document.data, dict) else {}
+    for key in data:
+        if key != "evals":
+            report.add("error", (key,), f"unknown key '{key}'", "an evals file holds one key, evals:", at_key=True)
+    if "evals" not in data:
+        report.add("error", (), "no evals: section", "write the evals as in a spec: evals: {sets: [...]}")
+        return None, diagnostics
+    evals = None
+    try:
+        evals = EvalsSpec.model_validate(data["evals"])
+    except ValidationError as error:
+        for item in error.errors(include_url=False):
+            item["loc"] = ("evals", *item["loc"])
+            diagnostics.append(explain(item, document))
+    if evals is not None:
+        with _unexpected(report, ("evals",)):
+            check_evals(report, path.parent, evals, None, similar_file)
+    diagnostics.sort(key=sort_key)
+    return (evals if not any(d.is_error for d in diagnostics) else None), diagnostics
 
 
 @contextmanager
