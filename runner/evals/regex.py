@@ -20,10 +20,12 @@ import time
 MATCH_SECONDS = 2.0
 """A match that takes longer than this is stopped (real ones take microseconds)."""
 START_SECONDS = 30.0
-"""How long the worker may take to answer its first request (starting Python on a busy machine)."""
+"""How long the worker may take to start (Python's start-up on a busy machine)."""
 
 _WORKER = r"""
 import json, re, sys
+sys.stdout.write("ready\n")
+sys.stdout.flush()
 compiled = {}
 for line in sys.stdin:
     request = json.loads(line)
@@ -44,36 +46,36 @@ class MatchTimedOut(Exception):
 class BoundedRegex:
     """Matches pattern against texts in a worker process; safe to share between threads."""
 
-    def __init__(self, seconds: float = MATCH_SECONDS) -> None:
-        self.seconds = seconds
+    def __init__(self, seconds: float | None = None) -> None:
+        self.seconds = seconds if seconds is not None else MATCH_SECONDS
         self.process: subprocess.Popen | None = None
         self.lock = threading.Lock()
-        self.fresh = True
 
     def matches(self, pattern: str, text: str, *, full: bool = False, ignore_case: bool = False) -> bool:
         """Whether `pattern` matches `text`; MatchTimedOut when it takes longer than the bound."""
         request = json.dumps({"p": pattern, "i": ignore_case, "full": full, "t": text}) + "\n"
         with self.lock:
-            process = self._worker()
-            limit = self.seconds + (START_SECONDS if self.fresh else 0)
             try:
+                process = self._worker()
                 process.stdin.write(request.encode())
                 process.stdin.flush()
-                reply = self._reply(process, limit)
-            except (BrokenPipeError, OSError) as error:
+                reply = self._reply(process, self.seconds)
+            except OSError as error:
                 self._stop()
                 raise RuntimeError(f"the regex worker ended: {error}") from None
-            self.fresh = False
             if reply is None:
                 self._stop()
                 raise MatchTimedOut(f"matching took longer than {self.seconds:g} s")
             return reply == b"1"
 
     def _worker(self) -> subprocess.Popen:
+        """The worker, started when there is none: it says `ready` once Python is up (START_SECONDS on a busy
+        machine), so that the match's own time bound counts the match alone."""
         if self.process is None:
             self.process = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WORKER], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            self.fresh = True
+            if self._reply(self.process, START_SECONDS) != b"ready":
+                raise OSError(f"it did not start within {START_SECONDS:g} s")
         return self.process
 
     def _reply(self, process: subprocess.Popen, limit: float) -> bytes | None:
