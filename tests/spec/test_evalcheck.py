@@ -71,8 +71,9 @@ def test_a_missing_task_file_an_undeclared_task_and_its_missing_data(project, tm
     assert missing.summary == "task-files does not exist" and (missing.span.line, missing.span.column) == (10, 21)
     undeclared = found(result, "evals.tasks[1].task")
     assert undeclared.summary == "no task 'tiny_mcq' in tasks" and undeclared.hint == "did you mean 'tiny_mc'?"
+    spec = with_evals(project, tmp_path, "tasks: [{task: tiny_mc, include_path: tasks}]").path
     (tmp_path / "tasks" / "mc.jsonl").unlink()
-    assert "reads mc.jsonl (test), which is not in" in found(check_spec(result.path), "evals.tasks[1].include_path").summary
+    assert "reads mc.jsonl (test), which is not in" in found(check_spec(spec), "evals.tasks[0].include_path").summary
 
 
 def test_an_unknown_metric_is_named_with_a_suggestion(project, tmp_path):
