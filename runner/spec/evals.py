@@ -123,6 +123,10 @@ class RegexMetric(Section):
     ignore_case: bool = False
     """Match regardless of case."""
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
+        return {"anyOf": [{"type": "string", "description": "the pattern"}, handler(core_schema)]}
+
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str) -> str:
@@ -149,6 +153,10 @@ class JsonSchemaMetric(Section):
     """A .json file holding the schema, relative to the spec (`{json_schema: schemas/answer.json}` for short)."""
     inline: dict | None = None
     """The schema itself, written in the spec."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
+        return {"anyOf": [{"type": "string", "description": "a schema file"}, handler(core_schema)]}
 
     @model_validator(mode="after")
     def _exactly_one(self) -> JsonSchemaMetric:
