@@ -26,22 +26,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.throughput import SHAPES, make_model  # noqa: E402
+from tests.chatty import TASK  # noqa: E402
 
 TASKS = {
-    "multiple_choice": """task: bench_task
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: docs.jsonl
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{question}}\\nAnswer:"
-doc_to_choice: "{{choices}}"
-doc_to_target: "{{answer}}"
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-""",
+    "multiple_choice": TASK.replace("tiny_mc", "bench_task").replace("mc.jsonl", "docs.jsonl"),
     "generate_until": """task: bench_task
 dataset_path: json
 dataset_kwargs:

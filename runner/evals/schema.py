@@ -38,7 +38,8 @@ def problems(schema: Any, where: str = "", depth: int = 0) -> list[str]:
         if key in ANNOTATIONS:
             continue
         if key not in KEYWORDS:
-            found.append(f"{inner}: runner does not check the keyword '{key}' (it checks: {', '.join(sorted(KEYWORDS))})")
+            found.append(f"{inner}: runner does not check the keyword '{key}' (it checks: "
+                         f"{', '.join(sorted(KEYWORDS))})")
         elif key == "type":
             names = value if isinstance(value, list) else [value]
             if not names or any(name not in TYPES for name in names):

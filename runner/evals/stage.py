@@ -189,7 +189,8 @@ class Stage:
         likelihoods = [None] * len(found)
         if any(metric.name == "loglikelihood" for metric in spec.metrics):
             likelihoods = generation.loglikelihoods(
-                model, tokenizer, [(prompt, metrics.references(row.reference)[0]) for prompt, row in zip(prompts, found)],
+                model, tokenizer, [(prompt, metrics.references(row.reference)[0])
+                                   for prompt, row in zip(prompts, found)],
                 templated=templated, batch_size=generation_spec.batch_size)
         scorer = metrics.Scorer(spec.metrics, self.folder)
         per_row, notes = [], []

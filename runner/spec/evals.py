@@ -21,7 +21,6 @@ there too, with the place of every mistake. Torch-free, and lm-eval is never imp
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -30,17 +29,17 @@ from pydantic_core import PydanticCustomError
 
 from runner.evals import metrics as metric_names
 from runner.evals.gates import GateError, parse_gate
-from runner.spec.fields import Count, Section, SwitchOrAuto, exactly_one, hub_id
+from runner.spec.fields import Count, Section, SourceOfRows, SwitchOrAuto, not_one_of
 
 EVAL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 TASK_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
 MAX_PATTERN = 1000
 """Characters of a regex metric's pattern; real ones are tens."""
 MAX_STOP = 16
-EVAL_ROW_KEYS = ("prompt", "reference", "completion")
+EVAL_ROW_KEYS = ("completion", "prompt", "reference")
 
 
-class EvalSource(Section):
+class EvalSource(SourceOfRows):
     """A test set's rows: exactly one of `path` or `hub` (a plain string is a path), read as `data`'s sources
     are. Rows have a `prompt` (text or messages) and a `reference`; a `completion` is read as the reference,
     so held-out rows of the training format serve as they are."""
@@ -58,48 +57,9 @@ class EvalSource(Section):
     columns: dict[str, str] = Field(default_factory=dict)
     """Row keys taken from columns of other names, {key: column}, e.g. {prompt: question, reference: answer}."""
 
+    ROW_KEYS = EVAL_ROW_KEYS
     weight: ClassVar[float] = 1.0
     """Every row of a test set is read once (sources are read as data's are, by weight)."""
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
-        return {"anyOf": [{"type": "string", "description": "a file or folder, relative to the spec file"},
-                          handler(core_schema)]}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _path_shorthand(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return {"path": value}
-        if not isinstance(value, dict):
-            raise PydanticCustomError("data_source", "expected a path, or a mapping with path or hub")
-        return value
-
-    @model_validator(mode="after")
-    def _one_place(self) -> EvalSource:
-        return exactly_one(self, ("path", "hub"), "data_source", "datasets")
-
-    @field_validator("hub")
-    @classmethod
-    def _hub(cls, value: str | None) -> str | None:
-        return hub_id(value)
-
-    @field_validator("columns")
-    @classmethod
-    def _eval_row_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, column in value.items():
-            if key not in EVAL_ROW_KEYS:
-                close = difflib.get_close_matches(key, EVAL_ROW_KEYS, n=1, cutoff=0.6)
-                raise PydanticCustomError(
-                    "columns", "'{key}' is not a test set's row key{hint} (its keys: {keys})",
-                    {"key": key, "hint": f"; did you mean '{close[0]}'?" if close else "",
-                     "keys": ", ".join(EVAL_ROW_KEYS)})
-            if not column:
-                raise PydanticCustomError("columns", "columns.{key} names no column", {"key": key})
-        return value
-
-    def describe(self) -> str:
-        return self.path if self.hub is None else self.hub + (f"@{self.revision}" if self.revision else "")
 
 
 class Normalised(Section):
@@ -204,11 +164,8 @@ class MetricSpec(Section):
     def _shorthand(cls, value: Any) -> Any:
         if isinstance(value, str):
             if value not in metric_names.METRICS:
-                close = difflib.get_close_matches(value, metric_names.METRICS, n=1, cutoff=0.6)
-                raise PydanticCustomError(
-                    "metric", "unknown metric '{name}'{hint} (metrics: {names})",
-                    {"name": value, "hint": f"; did you mean '{close[0]}'?" if close else "",
-                     "names": ", ".join(metric_names.METRICS)})
+                raise not_one_of("metric", "unknown metric '{word}'{hint} (metrics: {choices})", value,
+                                 metric_names.METRICS)
             return {value: {}}
         if isinstance(value, dict) and len(value) == 1:
             name, settings = next(iter(value.items()))

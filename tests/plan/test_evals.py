@@ -29,7 +29,7 @@ def plan(path):
     return make_plan(path, run_root=path.parent, machine=CPU)
 
 
-def test_the_plan_shows_each_eval_and_what_it_costs_next_to_training(chatty):
+def test_the_plan_shows_each_eval_and_what_it_costs_next_to_training(chatty):  # noqa: F811
     made = plan(chatty("{max_steps: 20, batch_size: 4}", EVALS))
     names, task = made.evals.items
     assert (names.kind, names.rows, names.max_new_tokens, names.new_tokens) == ("set", 6, 12, 72)
@@ -46,8 +46,8 @@ def test_the_plan_shows_each_eval_and_what_it_costs_next_to_training(chatty):
     assert "cost: about" in shown
 
 
-def test_a_hub_task_outside_the_datasets_cache_is_refused_with_the_command_that_fetches_it(chatty, tmp_path,
-                                                                                          monkeypatch):
+def test_a_hub_task_outside_the_datasets_cache_is_refused_with_the_command_that_fetches_it(  # noqa: F811
+        chatty, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty"))
     (tmp_path / "tasks" / "hub_mc.yaml").write_text(
         (tmp_path / "tasks" / "tiny_mc.yaml").read_text().replace("task: tiny_mc", "task: hub_mc")
@@ -58,7 +58,7 @@ def test_a_hub_task_outside_the_datasets_cache_is_refused_with_the_command_that_
     assert "datasets.load_dataset(\"test-org/tinyqa\", \"easy\")" in raised.value.hint
 
 
-def test_evals_and_gates_do_not_change_which_run_a_plan_is_but_evals_while_training_do(chatty):
+def test_evals_and_gates_do_not_change_which_run_a_plan_is_but_evals_while_training_do(chatty):  # noqa: F811
     first = plan(chatty("{max_steps: 2}", EVALS))
     relaxed = plan(chatty("{max_steps: 2}", EVALS.replace(">= 0.9", ">= 0.5").replace("limit: 5", "limit: 3")))
     assert plan_sha256(first) == plan_sha256(relaxed)

@@ -3,24 +3,11 @@
 import textwrap
 
 from runner.spec.check import check_spec
+from tests.chatty import TASK as CHATTY_TASK
 from tests.conftest import BASE_SPEC, write_jsonl
 
-TASK = """
-task: tiny_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: mc.jsonl
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{question}}\\nAnswer:"
-doc_to_choice: "{{choices}}"
-doc_to_target: "{{answer}}"
-process_docs: !function utils.process_docs
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
+TASK = CHATTY_TASK.replace("metric_list:", "process_docs: !function utils.process_docs\nmetric_list:")
+"""The chatty task, with a `!function` tag as lm-eval's own tasks use them (read as text, never run)."""
 
 
 def with_evals(project, tmp_path, evals: str, rows=None):
