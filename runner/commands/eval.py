@@ -52,7 +52,8 @@ def evaluate(target: str, evals_file: str | None, base: str | None, out: str | N
     model, tokenizer = chosen.load()
     seed = chosen.plan.value("training.seed") if chosen.plan else 0
     if chat is None:  # auto: as the run's training data, else whenever the tokenizer has a template
-        chat = chosen.plan.value("data.chat_template") if chosen.plan else bool(getattr(tokenizer, "chat_template", None))
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        chat = chosen.plan.value("data.chat_template") if chosen.plan else has_template
     planned = plan_evals(evals, folder, tokenizer, chat, chosen.base, None, seed)
     stage = Stage(evals, planned, folder, destination, seed=seed, base=chosen.base, say=say)
     if chosen.load_base is not None and stage.base_pending():

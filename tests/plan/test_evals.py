@@ -46,8 +46,8 @@ def test_the_plan_shows_each_eval_and_what_it_costs_next_to_training(chatty):  #
     assert "cost: about" in shown
 
 
-def test_a_hub_task_outside_the_datasets_cache_is_refused_with_the_command_that_fetches_it(  # noqa: F811
-        chatty, tmp_path, monkeypatch):
+def test_a_hub_task_outside_the_datasets_cache_is_refused_with_the_command_that_fetches_it(
+        chatty, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty"))
     (tmp_path / "tasks" / "hub_mc.yaml").write_text(
         (tmp_path / "tasks" / "tiny_mc.yaml").read_text().replace("task: tiny_mc", "task: hub_mc")
