@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from runner.methods import registry
 from runner.plan.evals import DECODE_COST
 from runner.plan.models import EvalPlan, MaskedExample, Plan
+from runner.spec.check import display_path
 
 GIB = 1024**3
 
@@ -154,7 +157,7 @@ def render_evals(evals: EvalPlan) -> str:
         if item.kind == "set":
             what = f"{item.data.source}  {item.rows} rows"
         else:
-            where = item.task_file or f"lm-eval's {item.task}"
+            where = display_path(Path(item.task_file)) if item.task_file else f"lm-eval's {item.task}"
             what = f"{where}  {item.rows if item.rows is not None else '?'} documents, {item.output_type}"
         generated = f"; up to {item.max_new_tokens} new tokens each" if item.generates else ""
         scored = ", ".join(item.metrics) or "the task's metrics"
@@ -165,7 +168,8 @@ def render_evals(evals: EvalPlan) -> str:
                      + (f"; the best by {evals.keep_best} kept in best/" if evals.keep_best else ""))
     if evals.share_of_training is not None:
         work = evals.token_work
-        lines.append(f"  cost: about {evals.share_of_training:.0%} of the training's time (estimate: "
+        share = evals.share_of_training
+        lines.append(f"  cost: about {f'{share:.0%} of' if share < 2 else f'{share:.1f}x'} the training's time (estimate: "
                      f"{human(work['base'] + work['during'] + work['result'])} token passes against training's "
                      f"{human(work['training'])}; a generated token counts {DECODE_COST})")
     lines += [f"  require: {gate}" for gate in evals.require]
