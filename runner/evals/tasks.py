@@ -25,6 +25,10 @@ from runner.readers import read_regular
 
 MAX_TASK_FILES = 20_000
 """YAML files under one include_path (lm-eval's own task folder holds about 14,000)."""
+MAX_ENTRIES = 50_000
+"""Files and folders looked at below one include_path (lm-eval's own tasks are 17,600; one that names / is refused
+in seconds, not walked for hours)."""
+MAX_DEPTH = 16
 MAX_TASK_BYTES = 1024 * 1024
 MAX_INCLUDES = 8
 BUILDERS = ("json", "csv", "parquet", "text", "arrow")
@@ -122,12 +126,15 @@ def yaml_files(include_path: Path) -> list[Path]:
     """The YAML files of an include_path: the file itself, or every .yaml/.yml below the folder."""
     if include_path.is_file():
         return [include_path]
-    found = []
+    found, seen, base = [], 0, len(include_path.parts)
     for root, folders, files in os.walk(include_path):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        deep = len(Path(root).parts) - base >= MAX_DEPTH
+        folders[:] = [] if deep else sorted(name for name in folders if not name.startswith("."))
         found += [Path(root) / name for name in sorted(files) if name.endswith((".yaml", ".yml"))]
-        if len(found) > MAX_TASK_FILES:
-            raise TaskFileError(f"{include_path} holds more than {MAX_TASK_FILES:,} YAML files")
+        seen += len(files) + len(folders)
+        if len(found) > MAX_TASK_FILES or seen > MAX_ENTRIES:
+            raise TaskFileError(f"{include_path} holds more than {MAX_TASK_FILES:,} YAML files or {MAX_ENTRIES:,} "
+                                "entries; an include_path is a folder of task files")
     return found
 
 
