@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from runner.fsutil import cache_directory, cached_record
-from runner.readers import read_regular
+from runner.readers import MAX_JSON_DEPTH, nested_deeper_than, read_regular
 
 MAX_TASK_FILES = 20_000
 """YAML files under one include_path (lm-eval's own task folder holds about 14,000)."""
@@ -109,7 +109,10 @@ class TaskFile:
 def read_task_yaml(path: Path, depth: int = 0) -> dict:
     """A task YAML's keys with its `include:` merged in (the file's own keys win)."""
     try:
-        loaded = yaml.load(read_regular(path, MAX_TASK_BYTES), Loader=_TaskLoader)  # noqa: S506 (a safe loader)
+        text = read_regular(path, MAX_TASK_BYTES)
+        if nested_deeper_than(text, MAX_JSON_DEPTH):  # PyYAML's parser recurses: refuse before parsing
+            raise TaskFileError(f"{path}: nested more than {MAX_JSON_DEPTH} levels")
+        loaded = yaml.load(text, Loader=_TaskLoader)  # noqa: S506 (a safe loader)
     except (OSError, yaml.YAMLError, RecursionError) as error:
         raise TaskFileError(f"{path}: {str(error).splitlines()[0] if str(error) else error}") from None
     if not isinstance(loaded, dict):
