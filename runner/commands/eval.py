@@ -108,9 +108,10 @@ def _target(target: str, base: str | None, root: Path) -> Target:
         raise RunnerError(f"a {plan.method} model scores text; evals ask a model for answers")
 
     def load_base():
-        tokenizer = loading.load_tokenizer(loading.base_location(plan))
-        return loading.load_model(loading.base_location(plan), descriptor.head, _dtype(), pad_token_id=
-                                  tokenizer.pad_token_id).to(_device()), tokenizer
+        where = loading.base_location(plan)
+        tokenizer = loading.load_tokenizer(where)
+        return loading.load_model(where, descriptor.head, _dtype(), pad_token_id=tokenizer.pad_token_id).to(
+            _device()), tokenizer
 
     def load_run():
         model, tokenizer = loading.load_result(run, plan)
