@@ -395,7 +395,7 @@ def _evaluate_saved(plan: Plan, run: RunDirectory, manifest: Manifest, evals, lo
         if evals is not None:
             _evaluate_base(evals, manifest, metrics, lambda: _load_base(plan, location, descriptor))
             model, tokenizer = loading.load_result(run, plan)
-            _evaluate_result(evals, manifest, metrics, model, tokenizer, plan)
+            _evaluate_result(evals, manifest, metrics, model.to(_device_of(plan)), tokenizer, plan)
     except Exception as error:  # noqa: BLE001 (the weights are saved: reported as the run's failure)
         failed = error
     folder = run.adapter if run.adapter.is_dir() and not run.model.is_dir() else run.model
@@ -403,8 +403,14 @@ def _evaluate_saved(plan: Plan, run: RunDirectory, manifest: Manifest, evals, lo
 
 
 def _load_base(plan: Plan, location, descriptor):
+    """The base model for its evals, when it is not in memory (a run on several processes, a resumed run)."""
     tokenizer = loading.load_tokenizer(location)
-    return loading.load_model(location, descriptor.head, torch.float32, pad_token_id=tokenizer.pad_token_id), tokenizer
+    model = loading.load_model(location, descriptor.head, torch.float32, pad_token_id=tokenizer.pad_token_id)
+    return model.to(_device_of(plan)), tokenizer
+
+
+def _device_of(plan: Plan) -> str:
+    return "cuda" if plan.device.type == "cuda" else "cpu"
 
 
 def _evaluate_base(evals, manifest: Manifest, metrics: MetricsLog, load) -> None:
