@@ -159,7 +159,10 @@ def render_evals(evals: EvalPlan) -> str:
         else:
             where = display_path(Path(item.task_file)) if item.task_file else f"lm-eval's {item.task}"
             what = f"{where}  {item.rows if item.rows is not None else '?'} documents, {item.output_type}"
-        generated = f"; up to {item.max_new_tokens} new tokens each" if item.generates else ""
+        generated = f"; up to {item.max_new_tokens} new tokens each ({human(item.new_tokens)} at most)" \
+            if item.generates and item.new_tokens else ""
+        if item.prompt_tokens is not None and item.kind == "set":
+            generated += f"; prompts {human(item.prompt_tokens)} tokens"
         scored = ", ".join(item.metrics) or "the task's metrics"
         lines.append(f"  {item.kind:<4} {item.name:<{width}}  {what}{generated}; {scored}")
     if evals.every:
