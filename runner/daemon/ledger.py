@@ -41,7 +41,7 @@ def outcome(manifest: Manifest) -> Outcome | None:
     if manifest.state == "failed":
         kind = manifest.error.kind if manifest.error else "runtime"
         failure = {"oom": Failure.OOM, "plan": Failure.PLAN, "stale": Failure.PLAN,
-                   "diverged": Failure.DIVERGED}.get(kind, Failure.RUNTIME)
+                   "diverged": Failure.DIVERGED, "gate": Failure.GATE}.get(kind, Failure.RUNTIME)
         return Outcome(State.FAILED, failure.value, manifest.error.message if manifest.error else "failed")
     return None
 

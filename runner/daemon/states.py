@@ -53,6 +53,8 @@ class Failure(str, Enum):
     DIVERGED = "diverged"
     TIMEOUT = "timeout"
     KILLED = "killed"
+    GATE = "gate"
+    """The run finished and its result missed a gate of evals.require: a {job: NAME} dependant does not start."""
 
 
 class Status(NamedTuple):

@@ -234,6 +234,20 @@ def alias_chain(levels: int) -> str:
     return "\n".join(lines)
 
 
+def evals_with(files: dict[str, bytes | str | None], evals: str):
+    """A spec with `evals: {evals}`, and files beside it (None: a FIFO)."""
+    def setup(folder: Path) -> str:
+        for name, content in files.items():
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if content is None:
+                os.mkfifo(path)
+            else:
+                path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return spec_with(f"evals: {evals}\n")
+    return setup
+
+
 CASES = {
     # YAML
     "recursive alias": (lambda f: spec_with("x: &a [*a]\n"), "alias *a is used inside the value it names"),
@@ -302,6 +316,18 @@ CASES = {
     "GGUF array of 2**63 items": (gguf_model(gguf_kv("x", 9, struct.pack("<IQ", 0, 2**63)), 1), "not a model file"),
     "GGUF 5,000 nested arrays": (gguf_model(gguf_string("x") + nested_arrays(5000), 1), "nests arrays more than"),
     "sparse 1 TB GGUF with kv_count 2**62": (gguf_model(b"", 2**62, size=1 << 40), "metadata keys"),
+    # evals
+    "test set is a FIFO": (evals_with({"data/test.jsonl": None}, "{sets: [{name: t, data: data/test.jsonl, "
+                                      "metrics: [exact_match]}]}"), "FIFO (named pipe)"),
+    "json schema 100,000 deep": (evals_with({"data/test.jsonl": '{"prompt": "p"}\n', "s.json": "[" * 100_000},
+                                            "{sets: [{name: t, data: data/test.jsonl, metrics: [{json_schema: "
+                                            "s.json}]}]}"), "nested more than"),
+    "task YAML 10,000 deep": (evals_with({"tasks/t.yaml": "task: t\nx: " + "[" * 10_000 + "]" * 10_000},
+                                         "{tasks: [{task: t, include_path: tasks}]}"), "evals.tasks[0]"),
+    "task YAML that includes itself": (evals_with({"tasks/t.yaml": "task: t\ninclude: t.yaml\n"},
+                                                  "{tasks: [{task: t, include_path: tasks}]}"),
+                                       "includes nest more than 8 levels"),
+    "include_path is /": (lambda f: spec_with("evals: {tasks: [{task: t, include_path: /}]}\n"), "entries", 15.0),
 }
 
 
