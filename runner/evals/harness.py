@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner import confine
 from runner.errors import RunnerError
 from runner.evals import tasks
 
@@ -42,6 +43,8 @@ def evaluate(model, tokenizer, task: str, include_path: Path | None, *, limit: i
         raise RunnerError(f"evaluating the lm-eval task {task} needs lm-eval, which is not installed",
                           f"install it: {tasks.INSTALL}") from None
     found, _ = tasks.find_task(task, include_path)
+    if include_path is not None:
+        _check_confined(include_path, found)
     folder = found.path.parent if found is not None and include_path is not None else Path.cwd()
     was_training = model.training
     device = next(model.parameters()).device
@@ -69,6 +72,18 @@ def evaluate(model, tokenizer, task: str, include_path: Path | None, *, limit: i
     finally:
         model.train(was_training)
     return TaskResult(_scores(results["results"].get(task, {})), _rows(results.get("samples", {}).get(task, [])))
+
+
+def _check_confined(include_path: Path, found: tasks.TaskFile | None) -> None:
+    """lm-eval opens the task files and their data itself: under the watch daemon (runner.confine) each is
+    checked first, so a task folder that links out of the spec's folder is refused, not read."""
+    paths = tasks.yaml_files(include_path) + [path for files in (found.data_files().values() if found else ())
+                                              for path in files]
+    for path in paths:
+        try:
+            confine.check(path)
+        except confine.Refused as error:
+            raise RunnerError(str(error), "under the watch daemon a task's files stay in the spec's folder") from None
 
 
 def _scores(results: dict) -> dict[str, float]:

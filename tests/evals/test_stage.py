@@ -124,3 +124,21 @@ def test_keep_best_keeps_the_best_model_and_the_final_one_wins_a_tie(tmp_path):
     assert stage.best.step == 2 and (tmp_path / "run" / "best").is_dir()
     stage.keep_best({"eval/s/exact_match": 0.5}, 8, lambda: "model", final=True)
     assert (stage.best.step, stage.best.path) == (8, "model") and not (tmp_path / "run" / "best").exists()
+
+
+def test_under_the_daemon_a_task_whose_data_links_out_of_the_folder_is_refused(tmp_path):
+    """lm-eval reads a task's data itself: under a confinement (the watch daemon's) each file is checked first."""
+    from runner import confine
+    from runner.confine import Confinement
+    from runner.errors import RunnerError
+    from runner.evals.harness import evaluate
+    from tests.chatty import TASK
+
+    watched, outside = tmp_path / "watched", tmp_path / "outside"
+    (watched / "tasks").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.jsonl").write_text('{"question": "q", "choices": ["a"], "answer": 0}\n')
+    (watched / "tasks" / "tiny_mc.yaml").write_text(TASK.replace("mc.jsonl", "../../outside/secret.jsonl"))
+    with confine.applied(Confinement(str(watched.resolve()), None)), \
+            pytest.raises(RunnerError, match="outside the watched folder"):
+        evaluate(None, None, "tiny_mc", watched / "tasks", limit=1, num_fewshot=None, batch_size=1)
