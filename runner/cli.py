@@ -157,7 +157,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--out", metavar="DIR", help="where the results go (default: a new folder under the "
                           "run's evals/, or ./evals/)")
     _runs_dir(evaluate)
-    evaluate.add_argument("--format", choices=("text", "json"), default="text", dest="output_format")
+    _output_format(evaluate, "json: the results record, scores and gates")
 
     runs = commands.add_parser(
         "runs", help="list runs: name, run id, state, steps, final loss, when, size",

@@ -139,7 +139,7 @@ def test_a_run_under_the_run_root_is_served(page):
 # --- hostile clients: malformed requests, slow clients, floods of connections --------------------------
 
 HOST = b"Host: 127.0.0.1\r\n"
-ANSWER = re.compile(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n((?:[!-9;-~]+: [^\r\n]*\r\n)*)\r\n", re.DOTALL)
+HTTP_ANSWER = re.compile(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n((?:[!-9;-~]+: [^\r\n]*\r\n)*)\r\n", re.DOTALL)
 QUICK = Limits(idle_s=0.5, request_s=1.5, answer_s=2.0)
 """Deadlines short enough for a test to wait them out."""
 
@@ -165,7 +165,7 @@ def read_until_closed(client: socket.socket) -> bytes:
 
 def answer_of(data: bytes) -> tuple[int, bytes]:
     """(status, body) of a whole, well-formed answer: a status line, header fields, a body of its length."""
-    head = ANSWER.match(data)
+    head = HTTP_ANSWER.match(data)
     assert head is not None, data[:300]
     fields = dict(line.split(": ", 1) for line in head.group(2).decode("latin-1").splitlines())
     body = data[head.end():]
