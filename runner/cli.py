@@ -143,6 +143,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="the longest answer, in tokens (default 64)")
     _runs_dir(sample)
 
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a run, a model folder or a hub id (the spec's evals, or an evals file)",
+        description="Run evals on a model: a run (a run folder, or the latest run of a spec file or name: its "
+                    "saved model, beside its base), a model folder, or a hub id in the local cache. The evals are "
+                    "the run's spec's, or an evals file's (YAML with an evals: section). Exit code 1 when a gate "
+                    "is missed. See docs/evals.md.")
+    evaluate.add_argument("target", metavar="TARGET", help="a run folder, a spec file or name, a model folder, "
+                          "or a hub id")
+    evaluate.add_argument("--evals", dest="evals_file", metavar="FILE", help="an evals file (default: the run's)")
+    evaluate.add_argument("--base", metavar="MODEL", help="a model folder or hub id to compare a model with (a "
+                          "run is compared with its own base)")
+    evaluate.add_argument("--out", metavar="DIR", help="where the results go (default: a new folder under the "
+                          "run's evals/, or ./evals/)")
+    _runs_dir(evaluate)
+    _output_format(evaluate, "json: the results record, scores and gates")
+
     runs = commands.add_parser(
         "runs", help="list runs: name, run id, state, steps, final loss, when, size",
         description="List the runs under the run root, oldest first: all, or those of a spec file, a spec "
@@ -329,6 +345,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from runner.commands.sample import sample
 
         return sample(args.run_dir, args.prompts, args.max_new_tokens, args.runs_dir)
+    if args.command == "eval":
+        from runner.commands.eval import evaluate
+
+        return evaluate(args.target, args.evals_file, args.base, args.out, args.runs_dir, args.output_format)
     if args.command == "runs":
         from runner.commands.runs import runs
 

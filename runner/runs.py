@@ -38,6 +38,8 @@ class RunRecord:
     spec_source: str | None
     """The spec file the run was made from (the original of a daemon's snapshot)."""
     spec_sha256: str | None
+    evals: dict | None = None
+    """The manifest's evals record, as written (base and result side by side, the gates)."""
 
     @classmethod
     def read(cls, folder: Path) -> RunRecord | None:
@@ -50,7 +52,7 @@ class RunRecord:
                        str(record["state"]), int(metrics.get("steps") or 0), metrics.get("train_loss"),
                        str((record.get("timings") or {}).get("started_at", "")), record.get("finished_at"),
                        error.get("message"), inputs.get("spec_source") or inputs.get("spec_path"),
-                       inputs.get("spec_sha256"))
+                       inputs.get("spec_sha256"), record.get("evals") if isinstance(record.get("evals"), dict) else None)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 

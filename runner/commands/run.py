@@ -113,6 +113,13 @@ def summary(run) -> str:
         lines += [f"  Q: {sample.prompt}", f"     before: {sample.before}"]
         if sample.after is not None:  # a run that stopped early has no trained answer
             lines.append(f"     after:  {sample.after}")
+    if manifest.evals is not None:
+        from runner.evals.render import table
+
+        timings = manifest.timings
+        lines += table(manifest.evals)
+        lines.append(f"  evals took {timings.eval_s or 0:.0f} s" + (f" (training {timings.train_s:.0f} s)"
+                     if timings.train_s else "") + f"; per-row results in {run.path / 'evals'}")
     if manifest.timings.duration_s:
         lines.append(f"  took {manifest.timings.duration_s:.0f} s; manifest: {run.manifest_file}")
     return "\n".join(lines)

@@ -58,9 +58,21 @@ def job_record(job: Job, runs_dir: Path, log_path: Path | None = None) -> dict:
     record["waits_for"] = job.step.value if job.state == State.QUEUED and job.step else None
     record["progress"] = progress(job.run_dir) if job.state in (State.RUNNING, State.RECOVERING) else None
     record["run"] = run_name(job.run_dir, runs_dir)
+    record["evals"] = evals_outcome(job.run_dir) if job.state.terminal else None
     if log_path is not None:
         record["log_tail"] = render_tail(log_tail(log_path, LOG_LINES * 20), LOG_LINES)
     return record
+
+
+def evals_outcome(run_dir: str | None) -> dict | None:
+    """A finished run's evals, from its evals/results.json: whether the gates passed, each gate, and each
+    score of the base and the result (None without evals)."""
+    record = _json_file(Path(run_dir) / "evals" / "results.json") if run_dir else None
+    if record is None:
+        return None
+    return {"passed": record.get("passed"), "gates": record.get("gates") or [],
+            "scores": {f"{result.get('name')}.{metric}": score for result in record.get("results") or []
+                       if isinstance(result, dict) for metric, score in (result.get("scores") or {}).items()}}
 
 
 def job_detail(store: Store, state_dir: Path, runs_dir: Path, job_id: int) -> dict | None:

@@ -22,6 +22,7 @@ from runner.install import pip_install
 from runner.methods import registry
 from runner.methods.registry import Batching, MethodDescriptor
 from runner.plan import identity, memory, source, strategy, table
+from runner.plan.evals import plan_evals
 from runner.plan.machine import Machine, detect
 from runner.plan.models import DeviceFacts, LossMaskPreview, Plan, Resolved, Steps, TokenStats
 from runner.plan.packing import WORTH_IT, Layouts, keeps_documents_apart, layouts
@@ -113,12 +114,14 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     _record_method_settings(spec, method, settings)
 
     inputs = identity.inputs(spec_path, checked, location, reward_location, epoch_rows)
+    eval_plan = plan_evals(spec.evals, folder, tokenizer, use_chat, inputs.base_model, steps, spec.training.seed,
+                           device.count) if spec.evals is not None and spec.evals.any() else None
     return Plan(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
         resolved=settings.entries, device=device, model=skeleton.facts, trainable=trainable_plan,
         loss_mask=preview, steps=steps, memory=mem, inputs=inputs, training_path=_training_path(method, settings),
-        objective=method.descriptor.objective, confinement=confine.active(),
+        objective=method.descriptor.objective, evals=eval_plan, confinement=confine.active(),
     )
 
 

@@ -20,7 +20,9 @@ from runner.errors import RunnerError
 from runner.methods import registry
 from runner.data import sources
 from runner.data.files import DataFileError
+from runner.evals import rows
 from runner.spec import datacheck, jobs, lockfile, modelinfo, rules
+from runner.spec.evalcheck import check_evals
 from runner.spec.diagnostics import Diagnostic, Span, sort_key
 from runner.spec.explain import explain
 from runner.spec.fields import HUB_ID_PATTERN, RewardSource
@@ -101,11 +103,13 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
         report.add(problem.severity, problem.path, problem.message, problem.hint, at_key=problem.at_key)
 
     folder = where.parent
+    evals = view.sections.get("evals")
+    training = rows.TrainingPrompts() if check_inputs and evals is not None and evals.sets else None
     if check_inputs:
         data = view.sections.get("data")
         if data is not None:
             with _unexpected(report, ("data",)):
-                _check_data(report, result, folder, data, view.method)
+                _check_data(report, result, folder, data, view.method, training)
         model_source = view.sections.get("base_model")
         if model_source is not None:
             with _unexpected(report, ("base_model",)):
@@ -115,6 +119,12 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
     if check_inputs:
         with _unexpected(report, ()):
             _check_job_references(report, folder, document.data)
+    if evals is not None and evals.any() and view.method and not registry.get(view.method).generates:
+        report.add("error", ("evals",), f"a {view.method} model scores text; evals ask a model for answers",
+                   "evaluate a policy trained with this model instead (its spec's evals)", at_key=True)
+    if check_inputs and evals is not None:
+        with _unexpected(report, ("evals",)):
+            check_evals(report, folder, evals, training, similar_file)
     if check_inputs and view.sections.get("outputs") is not None:
         _check_trackers(report, view.sections["outputs"].report_to)
     reward = getattr(view.sections.get(view.method or ""), "reward", None)
@@ -127,6 +137,36 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
     if result.spec is not None:
         result.runs_code = _code_uses(result.spec, document)
     return result
+
+
+def check_evals_file(path: Path):
+    """An evals file of `runner eval --evals`: YAML with one key, `evals`, checked as a spec's section is
+    (every mistake with its place). Returns (the EvalsSpec or None, the diagnostics)."""
+    from runner.spec.evals import EvalsSpec
+
+    document, diagnostics = load_yaml(path, display_path(path))
+    if document is None:
+        return None, diagnostics
+    report = _Reporter(document, diagnostics)
+    data = document.data if isinstance(document.data, dict) else {}
+    for key in data:
+        if key != "evals":
+            report.add("error", (key,), f"unknown key '{key}'", "an evals file holds one key, evals:", at_key=True)
+    if "evals" not in data:
+        report.add("error", (), "no evals: section", "write the evals as in a spec: evals: {sets: [...]}")
+        return None, diagnostics
+    evals = None
+    try:
+        evals = EvalsSpec.model_validate(data["evals"])
+    except ValidationError as error:
+        for item in error.errors(include_url=False):
+            item["loc"] = ("evals", *item["loc"])
+            diagnostics.append(explain(item, document))
+    if evals is not None:
+        with _unexpected(report, ("evals",)):
+            check_evals(report, path.parent, evals, None, similar_file)
+    diagnostics.sort(key=sort_key)
+    return (evals if not any(d.is_error for d in diagnostics) else None), diagnostics
 
 
 @contextmanager
@@ -168,7 +208,8 @@ class _Reporter:
                                            self.document.locate(path, key=at_key), detail, hint))
 
 
-def _check_data(report: _Reporter, result: SpecResult, folder: Path, data: DataSpec, method: str | None) -> None:
+def _check_data(report: _Reporter, result: SpecResult, folder: Path, data: DataSpec, method: str | None,
+                training: rows.TrainingPrompts | None = None) -> None:
     for role in ("train", "eval"):
         checked = datacheck.DataReport(role)
         places: list[FieldPath] = []
@@ -176,12 +217,13 @@ def _check_data(report: _Reporter, result: SpecResult, folder: Path, data: DataS
             place = _source_place(report.document, role, index)
             try:
                 resolved = sources.resolve(source, folder, role)
-                checked.sources.append(datacheck.check_source(resolved, data.format, method))
+                checked.sources.append(datacheck.check_source(resolved, data.format, method,
+                                                              training.add if training and role == "train" else None))
             except DataFileError as error:
                 message = error.message
                 if source.path is not None:
                     message = message.replace(str(folder / source.path), source.path)
-                hint = error.hint or (_similar_file(folder / source.path, source.path) if source.path else None)
+                hint = error.hint or (similar_file(folder / source.path, source.path) if source.path else None)
                 report.add("error", place, message, hint)
                 continue
             places.append(place)
@@ -222,7 +264,7 @@ def _as_written(loc: tuple, document: YamlDocument) -> tuple:
     return loc
 
 
-def _similar_file(path: Path, relative: str) -> str | None:
+def similar_file(path: Path, relative: str) -> str | None:
     """For a missing file: a file beside it with a close name, written as the spec would write it; or,
     for what looks like a hub id, how to name a hub dataset."""
     try:

@@ -4,10 +4,10 @@ from runner.cli import main
 from tests.test_runs import root  # noqa: F401  (a fixture)
 
 
-def test_runs_lists_name_id_state_steps_loss_when_and_size(root, capsys):  # noqa: F811
+def test_runs_lists_name_id_state_steps_loss_evals_when_and_size(root, capsys):  # noqa: F811
     assert main(["runs", "--runs-dir", str(root)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["name", "run", "id", "state", "steps", "loss", "when", "size", "folder"]
+    assert lines[0].split() == ["name", "run", "id", "state", "steps", "loss", "evals", "when", "size", "folder"]
     assert len(lines) == 5 and lines[2].split()[:5] == ["tiny", "20260101-000001-aaaa", "succeeded", "4", "0.5000"]
     assert "KB" in lines[2] and lines[2].endswith("runs/tiny/20260101-000001-aaaa")
 

@@ -31,14 +31,18 @@ class Daemon:
 
     def start(self, *extra: str, state_flag: bool = True) -> None:
         """`state_flag=False`: no --state-dir; the daemon finds its state dir where runner's config says."""
+        self.log = open(self.folder.parent / "daemon.out", "ab")
+        self.process = subprocess.Popen(self.command_line(*extra, state_flag=state_flag), stdout=self.log,
+                                        stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
+
+    def command_line(self, *extra: str, state_flag: bool = True) -> list[str]:
+        """`runner watch` as the tests start it: short timings, the tiny model readable, the fake runner."""
         arguments = [sys.executable, "-m", "runner", "watch", str(self.folder),
                      *(["--state-dir", str(self.state)] if state_flag else []),
                      "--settle", "0.3", "--invalid-grace", "2", "--rescan", "2", *self.grants(), *extra]
         if self.command:
             arguments += ["--runner-command", " ".join(self.command)]
-        self.log = open(self.folder.parent / "daemon.out", "ab")
-        self.process = subprocess.Popen(arguments, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
-                                        cwd=REPO)
+        return arguments
 
     def grants(self) -> list[str]:
         """The tiny model is a link to a session fixture outside the watched folder: the daemon is told it may

@@ -158,9 +158,7 @@ def test_the_daemon_s_terminal_reads_as_sentences_and_its_log_file_keeps_json(da
     import pty
 
     leader, follower = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "runner", "watch", str(daemon.folder), "--state-dir",
-                                str(daemon.state), "--runner-command", " ".join(daemon.command), *daemon.grants()],
-                               stdout=follower, stderr=follower, env=daemon.env, cwd=REPO)
+    process = subprocess.Popen(daemon.command_line(), stdout=follower, stderr=follower, env=daemon.env, cwd=REPO)
     os.close(follower)
     try:
         (daemon.folder / "job.yaml").write_text(spec_text("job"))

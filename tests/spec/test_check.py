@@ -1,5 +1,7 @@
 """check_spec end to end: every diagnostic kind, with its field path, line and column."""
 
+import dataclasses
+
 from runner.spec.check import check_spec
 from tests.conftest import BASE_SPEC, write_jsonl
 
@@ -210,7 +212,8 @@ def test_a_tracker_that_is_not_installed_is_a_warning_with_the_pip_command(proje
     from runner import trackers
     from runner.install import pip_install
 
-    monkeypatch.setitem(trackers.TRACKERS, "wandb", trackers.Tracker("wandb", ("no_such_module_here",), "wandb"))
+    absent = dataclasses.replace(trackers.TRACKERS["wandb"], modules=("no_such_module_here",))
+    monkeypatch.setitem(trackers.TRACKERS, "wandb", absent)
     result = check_spec(project(BASE_SPEC + "outputs:\n  report_to: [tensorboard, wandb]\n"))
     assert result.errors == []
     (warning,) = result.warnings

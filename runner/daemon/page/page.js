@@ -301,8 +301,23 @@ async function run() {
   rows(document.getElementById("samples"), (manifest.samples || []).map(sample =>
     el("tr", {}, ...[sample.prompt, sample.before, sample.after ?? "-"].map(text =>
       el("td", {}, el("p", {class: "prose"}, text))))));
+  evals(manifest.evals);
   document.getElementById("manifest").textContent = JSON.stringify(manifest, null, 2);
   return manifest.state === "running" || !manifest.state;
+}
+
+function evals(record) {
+  // The run's evals: base and trained side by side, and the gates (runner/evals/stage.py writes them).
+  document.getElementById("evals-section").hidden = !record;
+  if (!record) return;
+  const number = value => value == null ? "-" : Number(value).toFixed(3);
+  rows(document.getElementById("evals"), (record.results || []).flatMap(result =>
+    Object.entries(result.scores || {}).map(([metric, score]) => el("tr", {},
+      el("td", {}, `${result.name}.${metric}`), el("td", {}, number(score.base)), el("td", {}, number(score.trained)),
+      el("td", {}, score.delta == null ? "-" : (score.delta >= 0 ? "+" : "") + Number(score.delta).toFixed(3))))));
+  document.getElementById("gates").replaceChildren(...(record.gates || []).map(gate =>
+    el("li", {class: gate.passed ? "" : "warning"}, `${gate.passed ? "passed" : "MISSED"}: ${gate.condition} ` +
+      `(${number(gate.value)}${gate.threshold == null ? "" : `; needed ${number(gate.threshold)}`})`)));
 }
 
 function onCompare(event) {
