@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from runner.trackers import importable
 
 EXTRA = "qlora"
-INSTALL = f"pip install 'runner-finetune[{EXTRA}]'"
 BLOCK = 64
 """Weights per 4-bit block (bitsandbytes' default for weights)."""
 NESTED_BLOCK = 256

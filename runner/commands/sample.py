@@ -5,8 +5,11 @@ RUN is a run folder, or a spec file, spec name or folder of runs, whose latest s
 
 from __future__ import annotations
 
-from runner.commands.plan import run_root
+import sys
+
+from runner.box import run_root
 from runner.errors import ExitCode, RunnerError
+from runner.terminal import printable
 
 
 def sample(target: str, prompts: list[str], max_new_tokens: int, runs_dir: str | None = None) -> int:
@@ -25,17 +28,17 @@ def sample(target: str, prompts: list[str], max_new_tokens: int, runs_dir: str |
     if not registry.get(manifest.method).generates:
         raise RunnerError(f"a {manifest.method} model scores text; it does not generate", "sample a policy run")
 
+    from runner.execute import loading
     from runner.execute.data import encoder_for
-    from runner.execute.export import load_result
     from runner.execute.library_output import quiet_libraries
     from runner.execute.samples import generate
 
     quiet_libraries()
 
-    model, tokenizer = load_result(run, manifest.plan)
+    model, tokenizer = loading.load_result(run, manifest.plan)
     encoder = encoder_for(manifest.plan, tokenizer)
     rendered = [encoder.prompt_text({"prompt": prompt}, "prompt_only") for prompt in prompts]
     for prompt, answer in zip(prompts, generate(model, tokenizer, rendered, templated=encoder.use_chat_template,
                                                 max_new_tokens=max_new_tokens)):
-        print(f"Q: {prompt}\nA: {answer}")
+        print(printable(f"Q: {prompt}\nA: {answer}"))
     return ExitCode.OK

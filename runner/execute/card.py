@@ -59,6 +59,12 @@ def write_card(folder: Path, manifest: Manifest, note: str | None = None) -> Non
           if value is not None],
         *[f"- {key}: {value:.4g}" for key, value in manifest.metrics.method.items()],
     ]
+    if manifest.evals and manifest.evals.results:
+        lines += ["", "## Evaluation (base / this model)", "", "| eval | metric | base | this model |",
+                  "|---|---|---|---|"]
+        lines += [f"| {result.name} | {metric} | {_score(score.base)} | {_score(score.trained)} |"
+                  for result in manifest.evals.results for metric, score in result.scores.items()]
+        lines += [f"- gate `{gate.condition}`: {'passed' if gate.passed else 'MISSED'}" for gate in manifest.evals.gates]
     if manifest.samples:
         lines += ["", "## Samples (greedy)", "", "| prompt | before | after |", "|---|---|---|"]
         lines += [f"| {_cell(s.prompt)} | {_cell(s.before)} | {_cell(s.after or '')} |" for s in manifest.samples]
@@ -79,6 +85,10 @@ def _quantized_note(plan) -> list[str]:
     if quantized is None:
         return []
     return ["", f"The frozen base was stored {quantized.storage().describe()} while the adapter trained."]
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _cell(text: str) -> str:

@@ -1,5 +1,5 @@
-"""A finished run's model: loaded as it was trained (for `runner sample`), or merged into a plain
-transformers folder (`runner export`).
+"""A finished LoRA run's model merged into a plain transformers folder (`runner export`); loaded as it
+was trained, for `runner sample`, by runner.execute.loading.load_result.
 
 A LoRA run saves its adapter. Merged, the adapter is folded into the base's weights: the result loads
 with `AutoModelForCausalLM.from_pretrained` alone. For a quantized base the adapter was trained on the
@@ -11,7 +11,6 @@ LLM.int8 also quantises each product's input, so an 8-bit model's merged logits 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -27,45 +26,6 @@ from runner.rundir import RunDirectory
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def load_result(run: RunDirectory, plan: Plan):
-    """The trained model of a run, on the CPU: its saved folder, or the base (quantized as the plan says)
-    with the saved adapter."""
-    head = registry.get(plan.method).head
-    if run.model.is_dir():
-        location = loading.ModelLocation("local", str(run.model), run.model)
-        return loading.load_model(location, head, torch.float32), loading.load_tokenizer(location)
-    location = base_location(plan)
-    base = loading.load_model(location, head, torch.float32, quantized=plan.trainable.quantized, device="cpu")
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(base, run.adapter), loading.load_tokenizer(location)
-
-
-def base_location(plan: Plan):
-    """The base model of an adapter run on this machine: where it was trained from if that is still
-    here; else the same hub model found again (the cache at the trained revision, then any revision,
-    then the hub or an offline copy)."""
-    from runner.plan.source import locate
-    from runner.spec.models import ModelSource
-
-    trained = loading.location_of(plan)
-    if trained.path is None or trained.path.exists():
-        return trained
-    if trained.hub_id is None:
-        raise RunnerError(f"the base model of this run, {plan.inputs.base_model.reference} ({trained.path}), "
-                          "is not on this machine", "copy it to the same place, or use it on the training machine")
-    revision = plan.inputs.base_model.revision if trained.kind == "hub" else None
-    try:
-        found = locate(ModelSource(hub=trained.hub_id, revision=revision), trained.path.parent, trained.path.parent)
-    except RunnerError:
-        if revision is None:
-            raise
-        found = locate(ModelSource(hub=trained.hub_id), trained.path.parent, trained.path.parent)
-    if (found.kind, found.revision) != (trained.kind, trained.revision):
-        print(f"note: trained on {trained.describe()}; using {found.describe()}", file=sys.stderr)
-    return found
-
-
 def merged(run: RunDirectory, plan: Plan):
     """The run's adapter folded into its base, on the CPU: a plain transformers model in the dtype the base
     computed in. A quantized base is dequantised first (its weights as the run computed with them), so
@@ -74,7 +34,7 @@ def merged(run: RunDirectory, plan: Plan):
 
     quantized = plan.trainable.quantized
     dtype = DTYPES[quantized.compute_dtype] if quantized else loading.weights_dtype(plan)
-    base = loading.load_model(base_location(plan), registry.get(plan.method).head, dtype, quantized=quantized,
+    base = loading.load_model(loading.base_location(plan), registry.get(plan.method).head, dtype, quantized=quantized,
                               device="cpu")
     if quantized is not None:
         base.dequantize()

@@ -9,15 +9,16 @@ config, and saved as safetensors beside the cached config and tokenizer.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 
+from runner.errors import RunnerError
 from runner.fsutil import cache_directory, cached_record, file_sha256, stat_key
 from runner.manifest import WeightsOrigin
 from runner.methods.registry import SCORE
 from runner.plan import source
-from runner.errors import RunnerError
 from runner.plan.models import ModelIdentity, Plan, QuantizedBase
 from runner.plan.skeleton import model_class
 from runner.plan.source import ModelLocation
@@ -150,3 +151,44 @@ def dequantised_gguf(gguf_path: Path) -> Path:
         weights.replace(folder / weights.name)  # same folder: each rename is atomic
     shutil.rmtree(staging)
     return folder
+
+
+def load_result(run, plan):
+    """The trained model of a run, on the CPU: its saved folder, or the base (quantized as the plan says)
+    with the saved adapter."""
+    from runner.methods import registry
+
+    head = registry.get(plan.method).head
+    if run.model.is_dir():
+        location = ModelLocation("local", str(run.model), run.model)
+        return load_model(location, head, torch.float32), load_tokenizer(location)
+    location = base_location(plan)
+    base = load_model(location, head, torch.float32, quantized=plan.trainable.quantized, device="cpu")
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, run.adapter), load_tokenizer(location)
+
+
+def base_location(plan):
+    """The base model of an adapter run on this machine: where it was trained from if that is still
+    here; else the same hub model found again (the cache at the trained revision, then any revision,
+    then the hub or an offline copy)."""
+    from runner.plan.source import locate
+    from runner.spec.models import ModelSource
+
+    trained = location_of(plan)
+    if trained.path is None or trained.path.exists():
+        return trained
+    if trained.hub_id is None:
+        raise RunnerError(f"the base model of this run, {plan.inputs.base_model.reference} ({trained.path}), "
+                          "is not on this machine", "copy it to the same place, or use it on the training machine")
+    revision = plan.inputs.base_model.revision if trained.kind == "hub" else None
+    try:
+        found = locate(ModelSource(hub=trained.hub_id, revision=revision), trained.path.parent, trained.path.parent)
+    except RunnerError:
+        if revision is None:
+            raise
+        found = locate(ModelSource(hub=trained.hub_id), trained.path.parent, trained.path.parent)
+    if (found.kind, found.revision) != (trained.kind, trained.revision):
+        print(f"note: trained on {trained.describe()}; using {found.describe()}", file=sys.stderr)
+    return found

@@ -13,14 +13,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runner import quantization, trainable
+from runner import confine, quantization, trainable
 from runner.data import mixing
 from runner.data.files import RowAt
 from runner.errors import RunnerError
 from runner.formats import RowError
+from runner.install import pip_install
 from runner.methods import registry
 from runner.methods.registry import Batching, MethodDescriptor
 from runner.plan import disk, identity, memory, source, strategy, table
+from runner.plan.evals import plan_evals
 from runner.plan.machine import Machine, detect
 from runner.plan.models import DeviceFacts, LossMaskPreview, Plan, QuantizedBase, Resolved, Steps, TokenStats
 from runner.plan.packing import WORTH_IT, Layouts, keeps_documents_apart, layouts
@@ -115,12 +117,15 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     inputs = identity.inputs(spec_path, checked, location, reward_location, epoch_rows)
     written = disk.estimate(skeleton.facts, work, steps, spec.outputs.keep_checkpoints,
                             spec.outputs.keep_checkpoints_after_success, inputs.base_model)
+    eval_plan = plan_evals(spec.evals, folder, tokenizer, use_chat, inputs.base_model, steps, spec.training.seed,
+                           device.count) if spec.evals is not None and spec.evals.any() else None
     return Plan(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
         resolved=settings.entries, device=device, model=skeleton.facts, trainable=trainable_plan,
         loss_mask=preview, steps=steps, memory=mem, disk=written, inputs=inputs,
-        training_path=_training_path(method, settings), objective=method.descriptor.objective,
+        training_path=_training_path(method, settings), objective=method.descriptor.objective, evals=eval_plan,
+        confinement=confine.active(),
     )
 
 
@@ -219,7 +224,7 @@ def _quantized_base(spec: JobSpec, skeleton: Skeleton, settings: Settings,
         return None
     if not quantization.installed():
         raise PlanError("trainable.quantize needs bitsandbytes, which is not installed here",
-                        f"install it: {quantization.INSTALL}")
+                        f"install it: {pip_install(quantization.EXTRA)}")
     if location.is_gguf and not wanted.requantize_gguf:
         raise PlanError(f"the base model is read from a GGUF file ({location.path.name}), already quantised in its "
                         f"own format: {wanted.bits}-bit storage dequantises it to fp32 first, then quantises it again",
@@ -252,7 +257,7 @@ def _require_rows_read(checked: SpecResult) -> None:
         for source_report in report.sources:
             if source_report.unchecked:
                 raise PlanError(f"{source_report.source.label}: {source_report.unchecked}",
-                                "install it where plans are made: it comes with runner-finetune[train]")
+                                f"install it where plans are made: {pip_install('train')}")
 
 
 def _read_rows(train: DataReport, limit: int) -> list[_Row]:
