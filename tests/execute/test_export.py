@@ -61,7 +61,7 @@ def test_export_refuses_a_run_that_is_already_a_full_model(tiny_project, capsys)
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", ["", "  lora: {r: 4, loraplus_lr_ratio: 16}\n"])
 def test_a_lora_export_answers_like_the_run(tiny_project, extra, tmp_path):
-    from runner.execute.export import load_result
+    from runner.execute.loading import load_result
     from transformers import AutoModelForCausalLM
 
     code, run, manifest = run_spec(tiny_project, FAST + "trainable:\n  mode: lora\n" + extra)
