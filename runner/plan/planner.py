@@ -474,8 +474,11 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
     )
     dora = bool(lora and trainable_plan.lora.dora)
     adapted_shapes = [skeleton.shapes[target + ".weight"] for target in adapted]
-    if dora:
-        base = replace(base, adapter_outputs=sum(shape[0] for shape in adapted_shapes),
+    outputs = sum(shape[0] for shape in adapted_shapes)
+    if device.type == "cpu":  # see Workload.adapter_heap_outputs; DoRA frees two such outputs per module
+        base = replace(base, adapter_heap_outputs=outputs * (2 if dora else 1))
+    if dora:  # the base output and the adapter's, for the magnitude's gradient and the adapter's
+        base = replace(base, adapter_outputs=2 * outputs,
                        largest_adapted=max((math.prod(shape) for shape in adapted_shapes), default=0))
     quantized = trainable_plan.quantized
     if quantized:
