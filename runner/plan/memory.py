@@ -54,6 +54,10 @@ CHECKPOINT_FILE_BYTES = 256 * MIB
 FILE_BYTES; a test keeps them equal): each is serialised in memory, twice over (safetensors' bytes, then
 the file's), before it is written."""
 
+HEAP_KEPT_RL_PASSES = 2
+"""runner's RL loop on the CPU: passes beyond the one a step counts whose memory the heap keeps (see
+Workload.heap_passes)."""
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -91,6 +95,15 @@ class Workload:
     from the heap, not their own mappings). Measured on SmolLM2-135M's shape, 4 x 256 tokens in fp32: LoRA's
     process peaked 0.7 GiB above the tensors a step keeps; this term counts 0.6 GiB of it. On a GPU the
     caching allocator reuses the freed blocks within the step: not counted there."""
+    heap_passes: int = 0
+    """runner's RL loop on the CPU: further passes' activations and logits that glibc's heap keeps resident. Its
+    optimise phase runs the policy and the value function forward and back again and again over the same rollout
+    (num_ppo_epochs times each); the blocks each pass frees stay in the heap, and the next pass's, of other sizes,
+    grow it. Measured with a probe reading VmRSS around each phase of `runner run` (SmolLM2-135M, LoRA r=16 with the
+    shared value adapter, 4 x 80 tokens, 4 PPO epochs): the first policy pass raised the RSS by 0.84 GiB (this
+    estimate's activations and logits), the next five passes by 2.0 GiB more, after which it held (the rollout,
+    checkpoint and samples added nothing): two passes' worth beyond the one counted. On a GPU the caching
+    allocator reuses the blocks: not counted there."""
     largest_adapted: int = 0
     """DoRA: elements of the largest adapted weight; its norm is taken on a dense copy of W + BA each forward."""
     quantized_parameters: int = 0
@@ -147,12 +160,10 @@ def measured_quantity(work: Workload) -> str:
 def unknown_terms(work: Workload) -> list[str]:
     """What cannot be known before loading, said in the plan with the side the estimate errs on."""
     notes = ["memory glibc's heap keeps after freeing it is counted where bench/memory.py measured it (LoRA's "
-             "and DoRA's freed outputs, a quantized base's dequantised copies), not elsewhere"
+             "and DoRA's freed outputs, a quantized base's dequantised copies, PPO's repeated passes), not "
+             "elsewhere"
              if work.device == "cpu" else
              "the CUDA context's size depends on the driver and GPU; counted as 0.6 GiB"]
-    if work.device == "cpu" and work.generation_tokens and not work.trl:
-        notes.append("runner's PPO loop on the CPU peaked at twice this estimate's step in bench/memory.py, for a "
-                     "reason not found yet: leave twice the estimate free")
     if work.gguf_conversion:
         notes.append("the GGUF file is dequantised in this run (its fp32 copy is not cached yet): counted at "
                      f"{GGUF_CONVERSION_COPIES} fp32 copies of the model while loading")
@@ -245,6 +256,11 @@ def step_items(facts: ModelFacts, work: Workload, checkpointing: bool) -> list[M
     if work.logits:
         logits = tokens * facts.vocab_size * (act_bytes + 8)
         items.append(MemoryItem(name="logits", bytes=logits, note="logits, fp32 copy for the loss, and its gradient"))
+    if work.heap_passes:
+        one_pass = activations + (logits if work.logits else 0)
+        items.append(MemoryItem(name="heap-kept passes", bytes=work.heap_passes * one_pass,
+                                note=f"the C heap keeps the activations and logits of {work.heap_passes} more of "
+                                     "the optimise phase's policy and value passes (measured)"))
     dequantised = (work.quantized_parameters if work.device == "cpu" else work.largest_quantized) * act_bytes
     transient = dequantised + 3 * work.largest_adapted * 4
     if transient:

@@ -477,6 +477,8 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
     outputs = sum(shape[0] for shape in adapted_shapes)
     if device.type == "cpu":  # see Workload.adapter_heap_outputs; DoRA frees two such outputs per module
         base = replace(base, adapter_heap_outputs=outputs * (2 if dora else 1))
+        if terms.generated_tokens and method.descriptor.runner_loop:  # see Workload.heap_passes
+            base = replace(base, heap_passes=memory.HEAP_KEPT_RL_PASSES)
     if dora:  # the base output and the adapter's, for the magnitude's gradient and the adapter's
         base = replace(base, adapter_outputs=2 * outputs,
                        largest_adapted=max((math.prod(shape) for shape in adapted_shapes), default=0))

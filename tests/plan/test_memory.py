@@ -192,12 +192,15 @@ def test_on_the_cpu_the_heap_s_freed_adapter_outputs_count_and_not_on_a_gpu(tiny
     assert "the C heap" not in render(plan_of(tiny_project, lora, machine=TWO_GPUS))
 
 
-def test_runner_s_ppo_loop_on_the_cpu_says_its_estimate_is_not_held(tiny_project, tmp_path):
+def test_runner_s_ppo_loop_on_the_cpu_counts_the_passes_the_heap_keeps_and_not_on_a_gpu(tiny_project, tmp_path):
+    """Its optimise phase runs the policy and value passes again and again; glibc's heap kept two more passes'
+    activations and logits resident (measured on SmolLM2: 0.52 of the peak without this term)."""
     prompts(tmp_path)
     (tmp_path / "scoring.py").write_text("def score(prompts, completions):\n    return [0.0] * len(completions)\n")
-    def notes(machine):
-        return plan_of(tiny_project, "ppo:\n  reward: {function: 'scoring:score'}\n  response_length: 8\n"
-                       "hardware: {gpus: 1}\n", machine=machine, **{"method: sft": "method: ppo"}).memory.unknown
+    def plan(machine):
+        return plan_of(tiny_project, "trainable:\n  mode: lora\nppo:\n  reward: {function: 'scoring:score'}\n"
+                       "  response_length: 8\nhardware: {gpus: 1}\n", machine=machine, **{"method: sft": "method: ppo"})
 
-    assert any("leave twice the estimate free" in note for note in notes(CPU))
-    assert not any("twice" in note for note in notes(TWO_GPUS))  # measured on the CPU only
+    on_cpu = items(plan(CPU))
+    assert on_cpu["heap-kept passes"] == 2 * (on_cpu["activations"] + on_cpu["logits"])
+    assert "heap-kept passes" not in items(plan(TWO_GPUS))  # the caching allocator reuses the blocks
