@@ -92,7 +92,7 @@ def worker(plan_file: Path, out: Path) -> None:
     from runner.execute.context import Context
     from runner.execute.data import prepare
     from runner.execute.events import EventLog, MetricsLog
-    from runner.execute.settings import Settings
+    from runner.execute.settings import RunSettings
     from runner.methods import registry, sft
     from runner.plan.models import Plan
     from runner.rundir import RunDirectory
@@ -102,12 +102,12 @@ def worker(plan_file: Path, out: Path) -> None:
     location = loading.location_of(plan)
     tokenizer = loading.load_tokenizer(location)
     splits = prepare(plan, tokenizer)
-    run = RunDirectory(out / f"run-{plan.value('hardware.strategy')}")
+    run = RunDirectory(out / f"run-{plan.settings.hardware.strategy.value}")
     run.path.mkdir(exist_ok=True)
     torch.manual_seed(0)
     baseline, _ = rss()
     open("/proc/self/clear_refs", "w").write("5")  # the peak starts again from the current RSS
-    settings = Settings.of_plan(plan)
+    settings = RunSettings.of_plan(plan)
     if settings.training.strategy == "fsdp":
         model = sharding.build(plan, location)
     else:
@@ -117,7 +117,7 @@ def worker(plan_file: Path, out: Path) -> None:
     metrics = MetricsLog(run.path / f"metrics-{rank}.jsonl")
     sft.train(Context(plan, settings, run, model, tokenizer, splits, events, metrics,
                       threading.Event(), None))
-    (out / f"{plan.value('hardware.strategy')}-{rank}.json").write_text(json.dumps({"peak": rss()[1] - baseline}))
+    (out / f"{plan.settings.hardware.strategy.value}-{rank}.json").write_text(json.dumps({"peak": rss()[1] - baseline}))
 
 
 def main() -> None:

@@ -94,22 +94,21 @@ def plain_steps(folder: Path, plan, steps: int, device: str):
     from runner.execute.batches import IGNORE, shuffled_forever, step_micro_batches
     from runner.execute.data import encoder_for
     from runner.methods.registry import SUPERVISED
-    from runner.plan.rows import KINDS
+    from runner.encoding.rows import KINDS
 
     tokenizer = AutoTokenizer.from_pretrained(folder / "model")
     encoder = encoder_for(plan, tokenizer)
     rows = [KINDS[SUPERVISED].example(encoder, row, "text") for _, row, _ in plan.inputs.data[0].row_source().rows("text")]
     model = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float32).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device == "cuda")
-    value = plan.value
-    order = shuffled_forever(len(rows), value("training.seed"))
-    autocast = torch.bfloat16 if value("hardware.precision") == "bf16" else None
+    order = shuffled_forever(len(rows), plan.settings.training.seed.value)
+    autocast = torch.bfloat16 if plan.settings.hardware.precision.value == "bf16" else None
     times, tokens = [], []
     for step in range(steps):
         batch = [rows[next(order)] for _ in range(8)]
         micros, targets, count = step_micro_batches(
-            batch, micro=value("training.micro_batch_size"), packing=value("sft.packing"),
-            max_length=value("training.max_length"), pad_id=tokenizer.pad_token_id)
+            batch, micro=plan.settings.training.micro_batch_size.value, packing=plan.packs(),
+            max_length=plan.settings.training.max_length.value, pad_id=tokenizer.pad_token_id)
         started = time.perf_counter()
         for micro in micros:
             micro = micro.to(device)
@@ -185,7 +184,7 @@ def main() -> None:
         for label, times, tokens in (("runner", runner_times, runner_tokens), ("plain loop", plain_times, plain_tokens),
                                      ("TRL defaults", trl_times, trl_tokens)):
             rates[label] = (statistics.median(times), sum(tokens) / sum(times))
-        table.append((name, plan.value("sft.packing"), rates))
+        table.append((name, plan.packs(), rates))
         print(f"{name}: " + ", ".join(f"{k} {v[0]:.3f} s/step {v[1]:,.0f} tok/s" for k, v in rates.items()),
               flush=True)
     print()

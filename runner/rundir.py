@@ -54,11 +54,10 @@ def plan_sha256(plan: Plan) -> str:
     with a changed gate or eval, resumes at its eval stage instead of training again.
     The spec file is part of the inputs (its path): the watch daemon plans a snapshot named by the
     spec's content, so two daemon jobs never share a plan hash, even when they differ only in layout."""
-    record = plan.model_dump(mode="json", include={"name", "method", "spec", "resolved", "trainable", "steps",
-                                                   "inputs"})
+    record = plan.model_dump(mode="json", include={"name", "method", "spec", "trainable", "steps", "inputs"})
     for key in ("versions", "spec_sha256"):  # the spec's content is in `spec`
         record["inputs"].pop(key)
-    record["spec"].pop("hardware")  # what it resolves to is in `resolved`
+    record["spec"].pop("hardware")  # what it resolves to is in the settings
     record["spec"].pop("priority", None)  # when it runs, not what it trains
     evals = record["spec"].pop("evals", None)  # what is measured after training, and the gates on it, ...
     if evals and (evals.get("every") or evals.get("keep_best")):  # ... but not what happens while training
@@ -68,7 +67,9 @@ def plan_sha256(plan: Plan) -> str:
     if isinstance(record["spec"].get(plan.method), dict):  # packing is how rows fill a pass, not which rows
         record["spec"][plan.method].pop("packing", None)
         record["spec"][plan.method] = record["spec"][plan.method] or None  # a section that only set packing
-    record["resolved"] = {key: entry["value"] for key, entry in record["resolved"].items() if not _is_layout(key)}
+    # keyed by field path, as version-1 plans held them: a run planned then still resumes
+    record["resolved"] = {key: entry.model_dump(mode="json")["value"] for key, entry in plan.settings_by_key().items()
+                          if not _is_layout(key)}
     for key in ("devices", "micro_batch_size", "gradient_accumulation"):
         record["steps"].pop(key)
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
@@ -118,9 +119,9 @@ class RunDirectory:
 def runs_folder(run_root: Path, plan: Plan) -> Path:
     """Where runs of this plan's spec go; refuses anything that would leave the run root."""
     root = run_root.resolve()
-    folder = (root / plan.value("outputs.dir") / plan.name).resolve()
+    folder = (root / plan.settings.outputs.dir.value / plan.name).resolve()
     if root != folder and root not in folder.parents:
-        raise RunnerError(f"outputs.dir {plan.value('outputs.dir')!r} resolves to {folder}, outside the run root "
+        raise RunnerError(f"outputs.dir {plan.settings.outputs.dir.value!r} resolves to {folder}, outside the run root "
                           f"{root}", "use a relative folder without symbolic links that leave the run root")
     return folder
 

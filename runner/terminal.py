@@ -5,6 +5,7 @@ ESC starts sequences that set the window title, clear the screen, move the curso
 or (on some terminals) write the clipboard; a carriage return overwrites the line; bidirectional
 overrides reorder what is shown. `printable` shows each such character as an escape (`\\x1b`,
 `\\u202e`) and leaves text, newlines and tabs alone. runner's own colours are added after it.
+And `human` writes a count for people.
 """
 
 from __future__ import annotations
@@ -21,3 +22,11 @@ def printable(text: str) -> str:
 def _escape(match: re.Match) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def human(count: float) -> str:
+    """A count for people: 134.5M, 4.1K."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(count) >= size:
+            return f"{count / size:.1f}{unit}"
+    return str(int(count))

@@ -16,6 +16,12 @@ FORBIDDEN = {
 }
 """A package -> the packages it must not import."""
 
+PLAN_CONTRACT = ("runner.plan.models", "runner.plan.identity")
+"""What the packages that run a plan may use of the plan package: the Plan record, and the check that it is still
+true (identity). The planner's own modules (planner, memory, strategy, render, ...) are its internals."""
+
+RUNS_A_PLAN = ("runner.execute", "runner.methods", "runner.evals", "runner.model", "runner.encoding")
+
 
 def imports_of(source: str) -> list[tuple[int, str]]:
     """(line, module) of every import in a module's source, wherever it is (a function, a branch)."""
@@ -38,6 +44,13 @@ def crossings(package: str, forbidden: tuple[str, ...]) -> list[str]:
 
 def test_no_package_imports_a_layer_it_must_not():
     found = [crossing for package, forbidden in FORBIDDEN.items() for crossing in crossings(package, forbidden)]
+    assert found == [], "\n".join(found)
+
+
+def test_what_runs_a_plan_uses_of_plan_only_its_record_and_freshness_check():
+    found = [crossing for package in RUNS_A_PLAN for crossing in crossings(package, ("runner.plan",))
+             if not any(crossing.endswith(f"imports {allowed}") or f"imports {allowed}." in crossing
+                        for allowed in PLAN_CONTRACT)]
     assert found == [], "\n".join(found)
 
 

@@ -50,10 +50,10 @@ def evaluate(target: str, evals_file: str | None, base: str | None, out: str | N
 
     say = (lambda text: print(f"{text} ...", file=sys.stderr)) if output_format == "text" else (lambda text: None)
     model, tokenizer = chosen.load()
-    seed = chosen.plan.value("training.seed") if chosen.plan else 0
+    seed = chosen.plan.settings.training.seed.value if chosen.plan else 0
     if chat is None:  # auto: as the run's training data, else whenever the tokenizer has a template
         has_template = bool(getattr(tokenizer, "chat_template", None))
-        chat = chosen.plan.value("data.chat_template") if chosen.plan else has_template
+        chat = chosen.plan.settings.data.chat_template.value if chosen.plan else has_template
     planned = plan_evals(evals, folder, tokenizer, chat, chosen.base, None, seed)
     stage = Stage(evals, planned, folder, destination, seed=seed, base=chosen.base, say=say)
     if chosen.load_base is not None and stage.base_pending():
@@ -74,7 +74,7 @@ def evaluate(target: str, evals_file: str | None, base: str | None, out: str | N
 
 def _target(target: str, base: str | None, root: Path) -> Target:
     from runner.execute import loading
-    from runner.plan.source import identity, locate
+    from runner.model.source import identity, locate
     from runner.runs import find_run
     from runner.spec.fields import HUB_ID_PATTERN, ModelSource
 

@@ -85,8 +85,8 @@ def _unchanged(path: Path, reference: str) -> dict:
 def _skeleton(source, folder: Path, facts: modelinfo.ModelFacts) -> modelinfo.ModelFacts:
     """Parameter names and shapes from the meta-device skeleton, when the weight files do not carry them
     (pytorch .bin files, GGUF architectures runner cannot map); needs the [train] extra."""
-    from runner.plan.skeleton import build
-    from runner.plan.source import load_config, locate
+    from runner.model.skeleton import build
+    from runner.model.source import load_config, locate
 
     try:
         built = build(load_config(locate(source, folder, folder)), "sft")

@@ -23,7 +23,7 @@ from runner.evals.gates import parse_gate
 from runner.fsutil import write_atomically
 from runner.manifest import BestModel, EvalResult, EvalScore, EvalsRecord, GateOutcome
 from runner.plan.models import EvalItem, EvalPlan, ModelIdentity
-from runner.plan.tokens import RowEncoder
+from runner.encoding.tokens import RowEncoder
 from runner.spec.evals import EvalSet, EvalsSpec, EvalTask
 
 BASE, TRAINED = "base", "trained"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from runner.plan.packing import pack
+from runner.encoding.packing import pack
 
 IGNORE = -100
 

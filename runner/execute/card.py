@@ -6,7 +6,7 @@ from pathlib import Path
 
 from runner.manifest import Manifest
 from runner.execute.save import portable_name
-from runner.plan.render import human
+from runner.terminal import human
 
 
 def write_card(folder: Path, manifest: Manifest, note: str | None = None) -> None:
@@ -51,7 +51,7 @@ def write_card(folder: Path, manifest: Manifest, note: str | None = None) -> Non
         "",
         "## Training",
         "",
-        *[f"- `{key}`: {entry.value}" for key, entry in plan.resolved.items()],
+        *[f"- `{key}`: {entry.value}" for key, entry in plan.settings_by_key().items()],
         "",
         "## Metrics",
         "",

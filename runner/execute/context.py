@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runner.execute.data import Split
 from runner.execute.events import EventLog, MetricsLog
-from runner.execute.settings import Settings
+from runner.execute.settings import RunSettings
 from runner.execute.stopping import StopRequest
 from runner.plan.models import Plan
 from runner.rundir import RunDirectory
@@ -31,7 +31,7 @@ class Trained:
 @dataclass
 class Context:
     plan: Plan
-    settings: Settings
+    settings: RunSettings
     """What the recipe trains with, typed and read from the plan before the model loaded."""
     run: RunDirectory
     model: object

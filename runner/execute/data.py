@@ -1,7 +1,7 @@
 """Rows -> training examples, with the plan's loss mask. Unusable rows are kept, with a reason.
 
 The same sources (runner.data), row checks (runner.formats), mixing (runner.data.mixing) and
-encoder (runner.plan.tokens.RowEncoder) as `runner validate` and the plan: nothing is decided twice.
+encoder (runner.encoding.tokens.RowEncoder) as `runner validate` and the plan: nothing is decided twice.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from runner.errors import RunnerError
 from runner.formats import RowError
 from runner.methods import registry
 from runner.plan.models import DataIdentity, Plan
-from runner.plan.rows import KINDS
-from runner.plan.tokens import RowEncoder
+from runner.encoding.rows import KINDS
+from runner.encoding.tokens import RowEncoder
 
 
 class TooManyRejected(RunnerError):
@@ -47,14 +47,14 @@ class Split:
 
 
 def encoder_for(plan: Plan, tokenizer) -> RowEncoder:
-    return RowEncoder(tokenizer, use_chat_template=plan.value("data.chat_template"),
-                      loss_on=plan.value("training.loss_on"), max_length=plan.value("training.max_length"))
+    return RowEncoder(tokenizer, use_chat_template=plan.settings.data.chat_template.value,
+                      loss_on=plan.settings.training.loss_on.value, max_length=plan.settings.training.max_length.value)
 
 
 def prepare(plan: Plan, tokenizer) -> dict[str, Split]:
     encoder = encoder_for(plan, tokenizer)
     kind = KINDS[registry.get(plan.method).rows]
-    seed = plan.value("training.seed")
+    seed = plan.settings.training.seed.value
     splits: dict[str, Split] = {}
     for data in plan.inputs.data:
         split = splits.setdefault(data.role, Split(data.role))
@@ -87,12 +87,12 @@ def prepare(plan: Plan, tokenizer) -> dict[str, Split]:
 
 def _check_rejected(plan: Plan, split: Split) -> None:
     share = len(split.rejected) / max(split.rows, 1)
-    if share > plan.value("data.max_rejected"):
+    if share > plan.settings.data.max_rejected.value:
         first = split.rejected[0]
         where = f"line {first['line']}" if "row" not in first else f"row index {first['row']}"
         raise TooManyRejected(
             f"{len(split.rejected)} of {split.rows} {split.role} rows cannot be used ({share:.1%}, allowed "
-            f"{plan.value('data.max_rejected'):.1%}); first: {first['file']} {where}: {first['reason']}",
+            f"{plan.settings.data.max_rejected.value:.1%}); first: {first['file']} {where}: {first['reason']}",
             "see rejected.jsonl in the run directory; fix the rows or raise data.max_rejected")
     if not split.examples:
         raise TooManyRejected(f"no usable {split.role} rows")

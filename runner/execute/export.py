@@ -59,7 +59,7 @@ def export(run: RunDirectory, manifest: Manifest, target: Path) -> Path:
                           "plain transformers model", "load it with from_pretrained, or copy it")
     if not run.adapter.is_dir():
         raise RunnerError(f"run {run.run_id} has no adapter folder ({run.adapter}); it saved "
-                          f"{plan.value('outputs.save')}", "a merged run's model folder is already merged")
+                          f"{plan.settings.outputs.save.value}", "a merged run's model folder is already merged")
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     adapter = loading.ModelLocation("local", str(run.adapter), run.adapter)

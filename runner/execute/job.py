@@ -34,7 +34,7 @@ from runner.execute.events import Diverged, EventLog, MetricsLog
 from runner.execute.library_output import quiet_libraries
 from runner.execute.samples import generate
 from runner.execute.save import save_final
-from runner.execute.settings import Settings
+from runner.execute.settings import RunSettings
 from runner.execute.stopping import StopRequest, on_signals
 from runner.execute.trackers import open_sinks
 from runner.fsutil import file_sha256, write_atomically
@@ -61,7 +61,7 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     # Start-up: the method, its recipe and every setting it reads, before a run directory exists.
     descriptor = registry.get(plan.method)
     recipe = descriptor.load_recipe()
-    settings = Settings.of(plan, descriptor)
+    settings = RunSettings.of(plan, descriptor)
     quiet_libraries()
     worker_of = os.environ.get(WORKER_RUN_DIR)
     if worker_of:  # a worker process of a multi-process run: node 0's launching process made the attempt
@@ -165,11 +165,10 @@ def _start(plan: Plan, run_root: Path, spec_text: str | None, place: Placement) 
         if spec_text is not None:
             write_atomically(run.spec, spec_text)
         manifest.plan, manifest.spec_sha256 = plan, plan.inputs.spec_sha256
-    strategy = plan.resolved.get("hardware.strategy")
     manifest.attempts.append(Attempt(number=len(manifest.attempts) + 1, started_at=now(),
                                      resumed_from_step=resumed_from, pid=os.getpid(), host=socket.gethostname(),
                                      layout=f"{plan.device.type} x{plan.device.count}, "
-                                            f"{strategy.value if strategy else 'ddp'}"))
+                                            f"{plan.settings.hardware.strategy.value}"))
     manifest.state, manifest.error, manifest.finished_at = "running", None, None
     run.write_manifest(manifest)
     if place.launch_id:  # after the manifest: the other nodes' workers read it
@@ -259,7 +258,7 @@ def _seconds(attempt: Attempt) -> float:
 
 # --- the run itself ----------------------------------------------------------------------------
 
-def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: Settings, run: RunDirectory,
+def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: RunSettings, run: RunDirectory,
            manifest: Manifest, events: EventLog, stop: StopRequest, metrics: MetricsLog) -> str:
     torch.manual_seed(settings.training.seed)
     started = time.monotonic()
@@ -390,7 +389,7 @@ def stage_of(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog
     from runner.evals.stage import Stage, evals_spec
 
     return Stage(evals_spec(plan.spec), plan.evals, plan.inputs.spec_folder, run.path / "evals",
-                 seed=plan.value("training.seed"), base=plan.inputs.base_model, record=manifest.evals,
+                 seed=plan.settings.training.seed.value, base=plan.inputs.base_model, record=manifest.evals,
                  say=events.status)
 
 
@@ -447,7 +446,7 @@ def _evaluate_result(evals, manifest: Manifest, metrics: MetricsLog, model, toke
     started = time.monotonic()
     evals.evaluate_result(model, tokenizer)
     step = plan.steps.total_steps
-    final = "adapter" if plan.value("outputs.save") == "adapter" else "model"
+    final = "adapter" if plan.settings.outputs.save.value == "adapter" else "model"
     evals.keep_best(evals.scores_at("trained"), step, lambda: final, final=True)
     manifest.evals = evals.record()
     _add_eval_time(manifest, started)

@@ -18,10 +18,10 @@ from runner.errors import RunnerError
 from runner.fsutil import cache_directory, cached_record, file_sha256, stat_key
 from runner.manifest import WeightsOrigin
 from runner.methods.registry import SCORE
-from runner.plan import source
+from runner.model import source
 from runner.plan.models import ModelIdentity, Plan, QuantizedBase
-from runner.plan.skeleton import model_class
-from runner.plan.source import ModelLocation
+from runner.model.skeleton import model_class
+from runner.model.source import ModelLocation
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -40,7 +40,7 @@ def location_of(plan: Plan, model: ModelIdentity | None = None) -> ModelLocation
 
 def weights_dtype(plan: Plan) -> torch.dtype:
     """fp32 master weights, except a frozen LoRA base, which is stored in the compute dtype."""
-    precision = plan.value("hardware.precision")
+    precision = plan.settings.hardware.precision.value
     return DTYPES[precision] if plan.trainable.mode == "lora" else torch.float32
 
 
@@ -173,7 +173,7 @@ def base_location(plan):
     """The base model of an adapter run on this machine: where it was trained from if that is still
     here; else the same hub model found again (the cache at the trained revision, then any revision,
     then the hub or an offline copy)."""
-    from runner.plan.source import locate
+    from runner.model.source import locate
     from runner.spec.models import ModelSource
 
     trained = location_of(plan)

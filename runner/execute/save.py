@@ -19,7 +19,7 @@ from runner.rundir import RunDirectory
 def save_final(model, tokenizer, plan: Plan, run: RunDirectory, into: Path | None = None) -> Path:
     """The model as outputs.save says, into the run's model/ (or adapter/) folder; `into` another folder (the
     best model while training: a LoRA model is saved as its adapter there, never folded while it trains)."""
-    form = plan.value("outputs.save")
+    form = plan.settings.outputs.save.value
     if into is not None and form == "merged":
         form = "adapter"
     target = into or (run.adapter if form == "adapter" else run.model)

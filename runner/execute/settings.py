@@ -1,7 +1,8 @@
 """The settings a recipe trains with: typed, read from the plan once, before the model loads.
 
-A plan that lacks a setting (made by another runner version, or edited by hand) fails here, at
-start-up, with the key it lacks, not halfway through a run when a recipe first asks for it.
+The plan's record types the common settings (a plan without one does not load); a method's section is
+typed here, so a plan that lacks one of its fields (made by another runner version, or edited by hand)
+fails at start-up with the key it lacks, not halfway through a run when a recipe first asks for it.
 """
 
 from __future__ import annotations
@@ -49,41 +50,38 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
-class Settings:
+class RunSettings:
+    """What a recipe trains with: the plan's training settings and its method's section, typed."""
+
     training: TrainingSettings
     method: Any
     """The method's spec section with every `auto` resolved (the descriptor's section model, e.g. DpoSection)."""
 
     @classmethod
-    def of_plan(cls, plan: Plan) -> Settings:
+    def of_plan(cls, plan: Plan) -> RunSettings:
         """The settings of the plan's own method."""
         return cls.of(plan, registry.get(plan.method))
 
     @classmethod
-    def of(cls, plan: Plan, descriptor: MethodDescriptor) -> Settings:
-        value = _reader(plan)
-        steps = plan.steps
-        training = TrainingSettings(
-            batch_size=steps.batch_size, micro_batch_size=value("training.micro_batch_size"),
-            gradient_accumulation=value("training.gradient_accumulation"), total_steps=steps.total_steps,
+    def of(cls, plan: Plan, descriptor: MethodDescriptor) -> RunSettings:
+        resolved, steps = plan.settings, plan.steps
+        hardware, training, outputs = resolved.hardware, resolved.training, resolved.outputs
+        typed = TrainingSettings(
+            batch_size=steps.batch_size, micro_batch_size=training.micro_batch_size.value,
+            gradient_accumulation=training.gradient_accumulation.value, total_steps=steps.total_steps,
             warmup_steps=steps.warmup_steps, eval_every=steps.eval_every, checkpoint_every=steps.checkpoint_every,
-            keep_checkpoints=value("outputs.keep_checkpoints"),
-            keep_checkpoints_after_success=value("outputs.keep_checkpoints_after_success"), learning_rate=value("training.learning_rate"),
-            lr_scheduler=value("training.lr_scheduler"), weight_decay=value("training.weight_decay"),
-            max_grad_norm=value("training.max_grad_norm"), max_length=value("training.max_length"),
-            seed=value("training.seed"), log_every=value("training.log_every"), device=value("hardware.device"),
-            devices=plan.device.count, precision=value("hardware.precision"),
-            gradient_checkpointing=value("hardware.gradient_checkpointing"), strategy=value("hardware.strategy"),
-            offload=value("hardware.offload"))
-        fields = {name: value(f"{descriptor.name}.{name}") for name in descriptor.section.model_fields}
-        return cls(training, descriptor.section.model_validate(fields))
-
-
-def _reader(plan: Plan):
-    def value(key: str) -> Any:
-        if key not in plan.resolved:
-            raise RunnerError(f"the plan has no setting {key}",
+            keep_checkpoints=outputs.keep_checkpoints.value,
+            keep_checkpoints_after_success=outputs.keep_checkpoints_after_success.value,
+            learning_rate=training.learning_rate.value, lr_scheduler=training.lr_scheduler.value,
+            weight_decay=training.weight_decay.value, max_grad_norm=training.max_grad_norm.value,
+            max_length=training.max_length.value, seed=training.seed.value, log_every=training.log_every.value,
+            device=hardware.device.value, devices=plan.device.count, precision=hardware.precision.value,
+            gradient_checkpointing=hardware.gradient_checkpointing.value, strategy=hardware.strategy.value,
+            offload=hardware.offload.value)
+        missing = [name for name in descriptor.section.model_fields if name not in resolved.method]
+        if missing:
+            raise RunnerError(f"the plan has no setting {descriptor.name}.{missing[0]}",
                               "it was made by another runner version or edited: make a new plan with runner plan")
-        return plan.resolved[key].value
-
-    return value
+        section = descriptor.section.model_validate({name: resolved.method[name].value
+                                                     for name in descriptor.section.model_fields})
+        return cls(typed, section)

@@ -27,8 +27,8 @@ from runner.execute import loading
 from runner.execute import trainable as trained
 from runner.methods import registry
 from runner.plan.models import Plan
-from runner.plan.skeleton import model_class
-from runner.plan.source import ModelLocation
+from runner.model.skeleton import model_class
+from runner.model.source import ModelLocation
 
 
 def device_of(kind: str) -> torch.device:
@@ -57,15 +57,15 @@ def build(plan: Plan, location: ModelLocation):
     """The model to train, sharded over the run's processes, holding the base weights."""
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
-    device = device_of(plan.value("hardware.device"))
+    device = device_of(plan.settings.hardware.device.value)
     init_distributed(device)
     folder, kwargs, model = _skeleton(plan, location)
     blocks = set(getattr(_inner(model), "_no_split_modules", None) or ())
     if not blocks:
         raise RunnerError(f"{type(_inner(model)).__name__} does not name its transformer blocks (_no_split_modules)",
                           "set hardware.strategy: ddp")
-    half = plan.value("hardware.precision") == "bf16"
-    offload = bool(plan.value("hardware.offload"))
+    half = plan.settings.hardware.precision.value == "bf16"
+    offload = bool(plan.settings.hardware.offload.value)
     options = dict(mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if half
                    else MixedPrecisionPolicy(), offload_policy=CPUOffloadPolicy() if offload else OffloadPolicy())
     for module in _inner(model).modules():
@@ -80,7 +80,7 @@ def build(plan: Plan, location: ModelLocation):
             buffer.copy_(buffers[name])
     _inner(model).tie_weights()
     _read_slices(model, _local_folder(folder, kwargs))
-    trained.initialise_adapters(model, plan.value("training.seed"))
+    trained.initialise_adapters(model, plan.settings.training.seed.value)
     return model
 
 

@@ -70,7 +70,7 @@ class MlflowSink:
         self.run_id = self.client.create_run(experiment_id, run_name=run.run_id, tags={
             "runner.run_dir": str(run.path), "runner.method": plan.method,
             "runner.base_model": plan.inputs.base_model.reference}).info.run_id
-        params = [Param(key, str(entry.value)[:6000]) for key, entry in sorted(plan.resolved.items())]
+        params = [Param(key, str(entry.value)[:6000]) for key, entry in sorted(plan.settings_by_key().items())]
         self.client.log_batch(self.run_id, params=params)
 
     def record(self) -> dict[str, str]:
@@ -97,7 +97,7 @@ class WandbSink:
         self.run = wandb.init(
             project=os.environ.get("WANDB_PROJECT", "runner"), name=f"{plan.name}/{run.run_id}",
             id=run.run_id, resume="allow", dir=str(run.path), mode=os.environ.get("WANDB_MODE", "offline"),
-            config={key: entry.value for key, entry in plan.resolved.items()},
+            config={key: entry.value for key, entry in plan.settings_by_key().items()},
             settings=wandb.Settings(console="off", silent=True))
 
     def record(self) -> dict[str, str]:

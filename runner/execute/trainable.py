@@ -20,7 +20,7 @@ from runner.errors import RunnerError
 from runner.manifest import ParameterChanges
 from runner.methods import registry
 from runner.plan.models import LoraPlan, Plan
-from runner.plan.skeleton import tied_parameters
+from runner.model.skeleton import tied_parameters
 
 
 class IntegrityError(RunnerError):
@@ -47,7 +47,7 @@ def apply(model, plan: Plan):
                         use_dora=lora.dora, target_modules=lora.targets, modules_to_save=trained_modules or None,
                         bias="none")
     wrapped = get_peft_model(model, config)
-    initialise_adapters(wrapped, plan.value("training.seed"))
+    initialise_adapters(wrapped, plan.settings.training.seed.value)
     return wrapped
 
 

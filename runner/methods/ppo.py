@@ -41,14 +41,14 @@ from runner.methods.registry import CAUSAL_LM, Batching
 
 
 @dataclass(frozen=True)
-class Settings:
+class PpoSettings:
     """The run's training settings and its ppo section, with PPO's batch arithmetic checked."""
 
     training: TrainingSettings
     ppo: PpoSection
 
     @classmethod
-    def of(cls, ctx: Context) -> Settings:
+    def of(cls, ctx: Context) -> PpoSettings:
         settings = cls(ctx.settings.training, ctx.settings.method)
         settings.check(ctx.plan.trainable.mode)
         return settings
@@ -327,7 +327,7 @@ def _device(model) -> torch.device:
 
 def train(ctx: Context) -> Trained:
     # --- setup ---
-    settings = Settings.of(ctx)
+    settings = PpoSettings.of(ctx)
     torch.manual_seed(settings.training.seed)
     policy, tokenizer = ctx.model, ctx.tokenizer
     reference, value, scorer, stop_id = build(ctx)
@@ -372,7 +372,7 @@ def train(ctx: Context) -> Trained:
 
 
 @torch.no_grad()
-def rollout_batch(policy, reference, value, scorer, tokenizer, prompts: list[str], settings: Settings,
+def rollout_batch(policy, reference, value, scorer, tokenizer, prompts: list[str], settings: PpoSettings,
                   stop_id: int) -> Rollout:
     from transformers import GenerationConfig
 
@@ -432,18 +432,18 @@ def rollout_batch(policy, reference, value, scorer, tokenizer, prompts: list[str
                    generation_s=generation_s)
 
 
-def _chunks(size: int, settings: Settings):
+def _chunks(size: int, settings: PpoSettings):
     step = settings.micro_batch
     return [slice(start, start + step) for start in range(0, size, step)]
 
 
-def _in_chunks(forward, settings: Settings):
+def _in_chunks(forward, settings: PpoSettings):
     size = settings.batch
     parts = [forward(index) for index in _chunks(size, settings)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def optimise(policy, value, optimizer, rollout: Rollout, settings: Settings) -> dict:
+def optimise(policy, value, optimizer, rollout: Rollout, settings: PpoSettings) -> dict:
     policy.train()
     query_length, mask = rollout.query_length, rollout.mask
     totals: dict[str, list[float]] = {}

@@ -24,7 +24,7 @@ CAUSAL_LM, SCORE = "causal_lm", "score"
 """Model heads: next-token logits, or one scalar per sequence (a reward model)."""
 
 SUPERVISED, PAIRS, UNPAIRED, PROMPTS = "supervised", "pairs", "unpaired", "prompts"
-"""How rows become examples (runner/plan/rows.py): tokens with a loss mask; chosen and rejected
+"""How rows become examples (runner/encoding/rows.py): tokens with a loss mask; chosen and rejected
 answers to one prompt; single answers labelled desirable or not; prompts that the policy answers."""
 
 

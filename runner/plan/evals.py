@@ -25,7 +25,7 @@ from runner.fsutil import file_sha256
 from runner.install import pip_install
 from runner.plan.identity import data_identity
 from runner.plan.models import EvalItem, EvalPlan, ModelIdentity, Steps
-from runner.plan.tokens import RowEncoder
+from runner.encoding.tokens import RowEncoder
 from runner.spec.datacheck import SourceReport
 from runner.spec.evals import EvalSet, EvalsSpec, EvalTask
 

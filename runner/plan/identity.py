@@ -16,7 +16,7 @@ from runner.errors import RunnerError
 from runner.fsutil import file_sha256
 from runner.data import sources
 from runner.data.files import DataFileError
-from runner.plan import source
+from runner.model import source
 from runner.plan.models import DataIdentity, FileIdentity, Inputs, Plan
 from runner.spec.check import SpecResult, check_spec
 from runner.spec.datacheck import SourceReport

@@ -7,25 +7,140 @@ rule that chose it, and the inputs are identified by hash so a stale plan is ref
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runner.confine import Confinement
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+"""2: the resolved settings are a typed record (`settings`); 1 held them as a dict of dotted keys
+(`resolved`), which a version-1 plan is read into."""
+
+T = TypeVar("T")
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Resolved(Frozen):
+class Resolved(Frozen, Generic[T]):
     """One setting: its value, and why it has that value."""
 
-    value: Any
+    value: T
     rule: str
     """`spec` when written in the spec, else the rule that resolved `auto`."""
+
+
+class ResolvedHardware(Frozen):
+    device: Resolved[Literal["cpu", "cuda"]]
+    gpus: Resolved[int]
+    """Processes on each node."""
+    nodes: Resolved[int]
+    precision: Resolved[Literal["fp32", "bf16", "fp16"]]
+    strategy: Resolved[Literal["ddp", "fsdp"]]
+    offload: Resolved[bool]
+    """fsdp: the shards live in CPU memory, and the optimizer steps there."""
+    gradient_checkpointing: Resolved[bool]
+    max_memory_gb: Resolved[float] | None = None
+    """The spec's own memory budget, when it set one."""
+
+
+class ResolvedTraining(Frozen):
+    epochs: Resolved[float]
+    max_steps: Resolved[int]
+    learning_rate: Resolved[float]
+    warmup_ratio: Resolved[float]
+    lr_scheduler: Resolved[Literal["cosine", "linear", "constant"]]
+    loss_on: Resolved[Literal["completion", "all"]]
+    weight_decay: Resolved[float]
+    max_grad_norm: Resolved[float | None]
+    seed: Resolved[int]
+    log_every: Resolved[int]
+    batch_size: Resolved[int]
+    micro_batch_size: Resolved[int]
+    gradient_accumulation: Resolved[int]
+    max_length: Resolved[int]
+    eval_every: Resolved[int] | None = None
+    """Set when the spec has eval data."""
+
+
+class ResolvedData(Frozen):
+    chat_template: Resolved[bool]
+    max_rejected: Resolved[float]
+
+
+class ResolvedOutputs(Frozen):
+    dir: Resolved[str]
+    save: Resolved[Literal["adapter", "merged", "full"]]
+    checkpoint_every: Resolved[int]
+    keep_checkpoints: Resolved[int]
+    keep_checkpoints_after_success: Resolved[bool]
+
+
+class ResolvedLora(Frozen):
+    alpha: Resolved[float]
+
+
+class ResolvedQuantize(Frozen):
+    compute_dtype: Resolved[Literal["fp32", "bf16", "fp16"]]
+
+
+class ResolvedTrainable(Frozen):
+    lora: ResolvedLora | None = None
+    """LoRA training."""
+    quantize: ResolvedQuantize | None = None
+    """A quantized base."""
+
+
+class ResolvedSettings(Frozen):
+    """Every setting the run uses, each with the rule that chose it: the contract between the planner and
+    the executor, read by attribute (`plan.settings.hardware.precision.value`)."""
+
+    hardware: ResolvedHardware
+    training: ResolvedTraining
+    data: ResolvedData
+    outputs: ResolvedOutputs
+    trainable: ResolvedTrainable = ResolvedTrainable()
+    method: dict[str, Resolved[Any]]
+    """The method's section, field by field; the executor reads it into the method's own section model
+    (runner.execute.settings), which types and checks it."""
+
+    @classmethod
+    def of_keys(cls, entries: dict[str, Resolved], method: str) -> ResolvedSettings:
+        """From settings keyed by field path (`training.learning_rate`, `dpo.beta`), as the planner
+        records them and a version-1 plan held them."""
+        nested: dict[str, Any] = {"method": {}}
+        for key, entry in entries.items():
+            first, _, rest = key.partition(".")
+            if first == method:
+                nested["method"][rest] = entry
+                continue
+            node = nested.setdefault(first, {})
+            *parents, last = rest.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = entry
+        return cls.model_validate(nested)
+
+    def by_key(self, method: str) -> dict[str, Resolved]:
+        """Every setting keyed by its field path, in the record's order: for rendering, trackers, the
+        model card and the plan's identity."""
+        flat: dict[str, Resolved] = {}
+
+        def walk(prefix: str, node: BaseModel | dict) -> None:
+            items = node.items() if isinstance(node, dict) else ((name, getattr(node, name))
+                                                                 for name in type(node).model_fields)
+            for name, value in items:
+                if isinstance(value, Resolved):
+                    flat[prefix + name] = value
+                elif value is not None:
+                    walk(f"{prefix}{name}.", value)
+
+        for section in ("hardware", "training", "data", "outputs", "trainable"):
+            walk(f"{section}.", getattr(self, section))
+        walk(f"{method}.", self.method)
+        return flat
 
 
 class DeviceFacts(Frozen):
@@ -372,15 +487,14 @@ class EvalPlan(Frozen):
 
 
 class Plan(Frozen):
-    plan_version: Literal[1] = PLAN_VERSION
+    plan_version: Literal[2] = PLAN_VERSION
     created_at: str
     name: str
     method: str
     """A registered method (runner.methods.registry); the executor refuses any other at start-up."""
     spec: dict
-    """The spec as validated, with its autos unresolved; `resolved` holds the resolutions."""
-    resolved: dict[str, Resolved]
-    """Every setting the run uses, keyed by field path (`training.learning_rate`)."""
+    """The spec as validated, with its autos unresolved; `settings` holds the resolutions."""
+    settings: ResolvedSettings
     device: DeviceFacts
     model: ModelFacts
     trainable: TrainablePlan
@@ -400,8 +514,25 @@ class Plan(Frozen):
     evals: EvalPlan | None = None
     """The spec's evals, planned (None without an evals section)."""
 
-    def value(self, key: str) -> Any:
-        return self.resolved[key].value
+    @model_validator(mode="before")
+    @classmethod
+    def _from_version_1(cls, data: Any) -> Any:
+        """A version-1 plan (a queued job's, a run's to resume) held its settings as dotted keys."""
+        if isinstance(data, dict) and data.get("plan_version") == 1 and isinstance(data.get("resolved"), dict):
+            entries = {key: Resolved.model_validate(entry) for key, entry in data["resolved"].items()}
+            data = {key: value for key, value in data.items() if key != "resolved"}
+            data["plan_version"] = PLAN_VERSION
+            data["settings"] = ResolvedSettings.of_keys(entries, data.get("method", ""))
+        return data
+
+    def packs(self) -> bool:
+        """The method's loop packs rows into blocks (its `packing`, resolved on)."""
+        packing = self.settings.method.get("packing")
+        return bool(packing and packing.value)
+
+    def settings_by_key(self) -> dict[str, Resolved]:
+        """Every setting keyed by its field path (`training.learning_rate`, `dpo.beta`)."""
+        return self.settings.by_key(self.method)
 
     def trainable_policy(self):
         from runner.spec.models import TrainableSpec

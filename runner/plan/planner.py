@@ -21,14 +21,16 @@ from runner.formats import RowError
 from runner.install import pip_install
 from runner.methods import registry
 from runner.methods.registry import Batching, MethodDescriptor
-from runner.plan import disk, identity, memory, source, strategy, table
+from runner.plan import disk, identity, memory, strategy, table
+from runner.model import source
 from runner.plan.evals import plan_evals
 from runner.plan.machine import Machine, detect
-from runner.plan.models import DeviceFacts, LossMaskPreview, Plan, QuantizedBase, Resolved, Steps, TokenStats
-from runner.plan.packing import WORTH_IT, Layouts, keeps_documents_apart, layouts
-from runner.plan.rows import KINDS, mask_rule
-from runner.plan.skeleton import Skeleton, build
-from runner.plan.tokens import RowEncoder
+from runner.plan.models import (DeviceFacts, LossMaskPreview, Plan, QuantizedBase, Resolved, ResolvedSettings, Steps,
+                                TokenStats)
+from runner.encoding.packing import WORTH_IT, Layouts, keeps_documents_apart, layouts
+from runner.encoding.rows import KINDS, mask_rule
+from runner.model.skeleton import Skeleton, build
+from runner.encoding.tokens import RowEncoder
 from runner.spec.check import SpecResult, check_spec
 from runner.spec.datacheck import DataReport
 from runner.spec.models import JobSpec, LoraSpec
@@ -49,8 +51,9 @@ class PlanError(RunnerError):
 
 
 @dataclass
-class Settings:
-    """The resolved settings, each with the rule that chose it."""
+class Resolutions:
+    """The settings resolved so far, keyed by field path, each with the rule that chose it; the plan holds
+    them as a typed record (ResolvedSettings), which refuses a key it does not declare."""
 
     entries: dict[str, Resolved] = field(default_factory=dict)
 
@@ -78,7 +81,7 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
         raise PlanError(f"{spec_path} is invalid", f"run: runner validate {spec_path}", checked)
     spec, folder = checked.spec, (spec_source or spec_path).parent
     method = _Method(spec.descriptor(), spec.method_section())
-    settings = Settings()
+    settings = Resolutions()
     machine = machine or detect()
 
     device = _resolve_device(spec, method, machine, settings)
@@ -122,7 +125,8 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     return Plan(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
-        resolved=settings.entries, device=device, model=skeleton.facts, trainable=trainable_plan,
+        settings=ResolvedSettings.of_keys(settings.entries, method.name), device=device, model=skeleton.facts,
+        trainable=trainable_plan,
         loss_mask=preview, steps=steps, memory=mem, disk=written, inputs=inputs,
         training_path=_training_path(method, settings), objective=method.descriptor.objective, evals=eval_plan,
         confinement=confine.active(),
@@ -158,7 +162,7 @@ def _reward_parameters(location: source.ModelLocation) -> int:
 
 # --- device -------------------------------------------------------------------------------------
 
-def _resolve_device(spec: JobSpec, method: _Method, machine: Machine, settings: Settings) -> DeviceFacts:
+def _resolve_device(spec: JobSpec, method: _Method, machine: Machine, settings: Resolutions) -> DeviceFacts:
     hardware = spec.hardware
     kind = settings.pick("hardware.device", hardware.device, lambda: (
         ("cuda", f"{machine.cuda_devices} GPU(s) visible") if machine.has_cuda else ("cpu", "no GPU visible")))
@@ -191,7 +195,7 @@ def _resolve_device(spec: JobSpec, method: _Method, machine: Machine, settings: 
 
 # --- trainable ----------------------------------------------------------------------------------
 
-def _trainable(spec: JobSpec, method: _Method, skeleton: Skeleton, settings: Settings,
+def _trainable(spec: JobSpec, method: _Method, skeleton: Skeleton, settings: Resolutions,
                location: source.ModelLocation):
     policy = spec.trainable.policy()
     new = method.descriptor.new_heads
@@ -217,7 +221,7 @@ def _trainable(spec: JobSpec, method: _Method, skeleton: Skeleton, settings: Set
                        quantized=quantized)
 
 
-def _quantized_base(spec: JobSpec, skeleton: Skeleton, settings: Settings,
+def _quantized_base(spec: JobSpec, skeleton: Skeleton, settings: Resolutions,
                     location: source.ModelLocation) -> QuantizedBase | None:
     wanted = spec.trainable.quantize
     if wanted is None:
@@ -355,7 +359,7 @@ def _loss_mask_preview(encoder: RowEncoder, spec: JobSpec, method: _Method, term
 
 # --- steps --------------------------------------------------------------------------------------
 
-def _steps(spec: JobSpec, method: _Method, settings: Settings, device: DeviceFacts, rows: int,
+def _steps(spec: JobSpec, method: _Method, settings: Resolutions, device: DeviceFacts, rows: int,
            stats: TokenStats, mode: str, has_eval: bool) -> Steps:
     """`rows`: the training rows of one epoch (every source's, by weight)."""
     training = spec.training
@@ -433,7 +437,7 @@ def _padded(method: _Method, tokens: TokenStats, packing: Layouts | None, terms:
     return not (method.descriptor.runner_loop and full_length and packing is None and not terms.generated_tokens)
 
 
-def _saved(settings: Settings, trainable_plan, total: int) -> tuple[int, int]:
+def _saved(settings: Resolutions, trainable_plan, total: int) -> tuple[int, int]:
     """(parameters, bytes each) the final save writes."""
     form = settings.entries["outputs.save"].value
     if form == "adapter":
@@ -443,7 +447,7 @@ def _saved(settings: Settings, trainable_plan, total: int) -> tuple[int, int]:
     return total, 4
 
 
-def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, settings: Settings, device: DeviceFacts,
+def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, settings: Resolutions, device: DeviceFacts,
             skeleton: Skeleton, trainable_plan, steps: Steps, max_length: int, packing: Layouts | None,
             reward_parameters: int, kept: _Kept):
     precision = settings.entries["hardware.precision"].value
@@ -549,7 +553,7 @@ def _more_devices(method: _Method, skeleton: Skeleton, work: memory.Workload, bu
 
 # --- outputs and method settings ----------------------------------------------------------------
 
-def _resolve_outputs(spec: JobSpec, settings: Settings, steps: Steps) -> int:
+def _resolve_outputs(spec: JobSpec, settings: Resolutions, steps: Steps) -> int:
     outputs = spec.outputs
     settings.given("outputs.dir", outputs.dir)
     settings.pick("outputs.save", outputs.save, lambda: (
@@ -565,7 +569,7 @@ def _resolve_outputs(spec: JobSpec, settings: Settings, steps: Steps) -> int:
     return every
 
 
-def _resolve_packing(spec: JobSpec, method: _Method, settings: Settings, lengths: list[int], steps: Steps,
+def _resolve_packing(spec: JobSpec, method: _Method, settings: Resolutions, lengths: list[int], steps: Steps,
                      max_length: int, config) -> Layouts | None:
     """For a method whose loop packs (SFT's): pack rows into blocks when that fills clearly more of each
     forward pass, and the model keeps packed documents apart."""
@@ -595,7 +599,7 @@ def _resolve_packing(spec: JobSpec, method: _Method, settings: Settings, lengths
     return measured
 
 
-def _record_method_settings(spec: JobSpec, method: _Method, settings: Settings) -> None:
+def _record_method_settings(spec: JobSpec, method: _Method, settings: Resolutions) -> None:
     """Every field of the method's section: as given, or (for `auto`) resolved by the descriptor."""
     resolved = method.descriptor.resolve(method.section, spec.trainable.mode)
     for key, value in method.section.model_dump(mode="json").items():
@@ -608,7 +612,7 @@ def _record_method_settings(spec: JobSpec, method: _Method, settings: Settings) 
             settings.given(path, value)
 
 
-def _training_path(method: _Method, settings: Settings) -> str:
+def _training_path(method: _Method, settings: Resolutions) -> str:
     path = method.descriptor.training_path
     if not method.descriptor.packing:
         return path

@@ -8,16 +8,9 @@ from runner.methods import registry
 from runner.plan.evals import DECODE_COST
 from runner.plan.models import EvalPlan, MaskedExample, Plan
 from runner.spec.check import display_path
-from runner.terminal import printable
+from runner.terminal import human, printable
 
 GIB = 1024**3
-
-
-def human(count: float) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(count) >= size:
-            return f"{count / size:.1f}{unit}"
-    return str(int(count))
 
 
 def gib(size: int) -> str:
@@ -36,7 +29,7 @@ def _header(plan: Plan) -> str:
     location = model.location if model.kind in ("local", "gguf", "offline_copy") else model.reference
     kind = {"offline_copy": f"offline copy of {model.reference} (GGUF, dequantised)", "hub": "hub cache",
             "job": f"output of {model.reference}", "local": "local folder", "gguf": "GGUF, dequantised"}[model.kind]
-    precision = plan.value("hardware.precision")
+    precision = plan.settings.hardware.precision.value
     layout = _layout(plan)
     return "\n".join([
         f"Plan for {plan.name}: {plan.method}, {plan.trainable.mode} training",
@@ -52,11 +45,10 @@ def _header(plan: Plan) -> str:
 
 
 def _layout(plan: Plan) -> str:
-    entry = plan.resolved.get("hardware.strategy")
-    if entry is None or (entry.value == "ddp" and plan.device.count == 1):
+    hardware = plan.settings.hardware
+    if hardware.strategy.value == "ddp" and plan.device.count == 1:
         return ""
-    offload = plan.resolved.get("hardware.offload")
-    return f", {entry.value}" + (" with CPU offload" if offload is not None and offload.value else "")
+    return f", {hardware.strategy.value}" + (" with CPU offload" if hardware.offload.value else "")
 
 
 def _trainable(plan: Plan) -> str:
@@ -156,10 +148,10 @@ def _steps(plan: Plan) -> str:
         f"{evaluation}); checkpoint every {s.checkpoint_every}",
         f"  batch {s.batch_size} rows = {s.devices} device(s) x "
         + (f"about {s.gradient_accumulation} passes of {s.micro_batch_size} packed block(s)"
-           if plan.resolved.get("sft.packing") and plan.value("sft.packing")
+           if plan.packs()
            else f"micro-batch {s.micro_batch_size} x {s.gradient_accumulation} accumulation") + f"; {s.rows} rows",
         f"  tokens per row: mean {tokens.mean_tokens:g}, max {tokens.max_tokens} (max_length "
-        f"{plan.value('training.max_length')}); {tokens.truncated_rows} of {tokens.rows_measured} measured rows "
+        f"{plan.settings.training.max_length.value}); {tokens.truncated_rows} of {tokens.rows_measured} measured rows "
         f"truncated, {tokens.unusable_rows} unusable",
     ])
 
@@ -230,10 +222,11 @@ def _disk(plan: Plan) -> str:
 
 def _settings(plan: Plan) -> str:
     lines = ["Settings (auto resolved, and why):"]
-    for key, entry in plan.resolved.items():
+    settings = plan.settings_by_key()
+    for key, entry in settings.items():
         if entry.rule != "spec":
             lines.append(f"  {key} = {entry.value}  ({entry.rule.removeprefix('auto: ')})")
-    given = [f"{key}={entry.value}" for key, entry in plan.resolved.items() if entry.rule == "spec"]
+    given = [f"{key}={entry.value}" for key, entry in settings.items() if entry.rule == "spec"]
     lines.append("  from the spec: " + ", ".join(given))
     return "\n".join(lines)
 

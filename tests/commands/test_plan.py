@@ -13,7 +13,7 @@ def test_plan_text_json_and_saved_file(tiny_project, tmp_path, capsys):
     assert "  objective    next-token cross-entropy on the trained tokens" in text
     assert f"runner run --plan {out}" in text
     saved = json.loads(out.read_text())
-    assert saved["name"] == "tiny" and saved["resolved"]["training.batch_size"]["value"] == 8
+    assert saved["name"] == "tiny" and saved["settings"]["training"]["batch_size"]["value"] == 8
     assert main(["plan", str(spec), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["trainable"]["mode"] == "full"
 

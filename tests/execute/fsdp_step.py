@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from runner.execute import loading, sharding  # noqa: E402
 from runner.execute.batches import step_micro_batches  # noqa: E402
 from runner.execute.data import prepare  # noqa: E402
-from runner.execute.settings import Settings  # noqa: E402
+from runner.execute.settings import RunSettings  # noqa: E402
 from runner.methods.sft import accumulate_gradients, prepared  # noqa: E402
 from runner.plan.models import Plan  # noqa: E402
 
@@ -28,13 +28,13 @@ from runner.plan.models import Plan  # noqa: E402
 def one_step(plan: Plan) -> dict[str, torch.Tensor]:
     location = loading.location_of(plan)
     tokenizer = loading.load_tokenizer(location)
-    torch.manual_seed(plan.value("training.seed"))
-    model = prepared(sharding.build(plan, location), Settings.of_plan(plan).training)
+    torch.manual_seed(plan.settings.training.seed.value)
+    model = prepared(sharding.build(plan, location), RunSettings.of_plan(plan).training)
     rank, world = dist.get_rank(), dist.get_world_size()
-    rows = prepare(plan, tokenizer)["train"].examples[:plan.value("training.batch_size")]
+    rows = prepare(plan, tokenizer)["train"].examples[:plan.settings.training.batch_size.value]
     micros, targets, _ = step_micro_batches(
-        rows, micro=plan.value("training.micro_batch_size"), packing=plan.value("sft.packing"),
-        max_length=plan.value("training.max_length"), pad_id=tokenizer.pad_token_id, rank=rank, world=world)
+        rows, micro=plan.settings.training.micro_batch_size.value, packing=plan.settings.method["packing"].value,
+        max_length=plan.settings.training.max_length.value, pad_id=tokenizer.pad_token_id, rank=rank, world=world)
     model.train()
     loss = accumulate_gradients(model, micros, targets, world, torch.device("cpu"))
     dist.all_reduce(loss)

@@ -7,7 +7,7 @@ import torch
 
 from runner.execute.batches import step_micro_batches
 from runner.methods.sft import _loss
-from runner.plan.packing import layouts, pack
+from runner.encoding.packing import layouts, pack
 
 
 def tiny_llama():

@@ -31,7 +31,8 @@ def test_ppo_with_a_reward_function(tiny_project, tmp_path, prompts):
                 "val/eos_rate", "val/response_length", "time/generation_s", "time/training_s", "loss/policy_avg"):
         assert key in records[0], key
     assert records[0]["objective/kl"] == 0.0
-    assert manifest.plan.value("ppo.value_model") == "separate" and manifest.plan.loss_mask.generation_tokens == 6
+    assert manifest.plan.settings.method["value_model"].value == "separate"
+    assert manifest.plan.loss_mask.generation_tokens == 6
     assert set(manifest.parameters.changed) == set(manifest.plan.trainable.trained)
 
 
@@ -69,7 +70,7 @@ def test_sft_reward_ppo_chain_through_job_references(tiny_project, tmp_path, pro
     base, reward_model = plan.inputs.base_model, plan.inputs.reward_model
     assert base.kind == "job" and "stage-sft" in base.job_run and len(base.job_manifest_sha256) == 64
     assert reward_model.kind == "job" and "stage-rm" in reward_model.job_run
-    assert plan.value("ppo.value_model") == "shared"
+    assert plan.settings.method["value_model"].value == "shared"
     from runner.execute.job import run_plan
 
     code, run_dir = run_plan(plan, run_root=tmp_path, console=False)

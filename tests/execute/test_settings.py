@@ -4,7 +4,7 @@ import pytest
 
 from runner.errors import RunnerError
 from runner.execute.job import run_plan
-from runner.execute.settings import Settings
+from runner.execute.settings import RunSettings
 from runner.methods import registry
 from runner.methods.descriptors.ppo import PpoSection
 from runner.spec.fields import RewardSource
@@ -20,7 +20,9 @@ def dpo_plan(tiny_project, tmp_path):
 
 
 def test_a_plan_missing_a_setting_fails_before_the_run_starts(dpo_plan, tmp_path):
-    broken = dpo_plan.model_copy(update={"resolved": {k: v for k, v in dpo_plan.resolved.items() if k != "dpo.beta"}})
+    settings = dpo_plan.settings
+    method = {name: entry for name, entry in settings.method.items() if name != "beta"}
+    broken = dpo_plan.model_copy(update={"settings": settings.model_copy(update={"method": method})})
     with pytest.raises(RunnerError, match="the plan has no setting dpo.beta"):
         run_plan(broken, run_root=tmp_path, console=False)
     assert not (tmp_path / "runs").exists()
@@ -37,8 +39,8 @@ def test_the_method_section_comes_back_typed_with_its_autos_resolved(tiny_projec
     (tmp_path / "scoring.py").write_text("def score(prompts, completions):\n    return [0.0] * len(completions)\n")
     plan = plan_of(tiny_project, "trainable:\n  mode: lora\nppo:\n  reward: {function: 'scoring:score'}\n",
                    **{"method: sft": "method: ppo"})
-    settings = Settings.of(plan, registry.get("ppo"))
+    settings = RunSettings.of(plan, registry.get("ppo"))
     assert isinstance(settings.method, PpoSection) and isinstance(settings.method.reward, RewardSource)
     assert settings.method.value_model == "shared"  # `auto` in the spec, resolved by the descriptor
     assert settings.training.batch_size == plan.steps.batch_size
-    assert settings.training.micro_batch_size == plan.value("training.micro_batch_size")
+    assert settings.training.micro_batch_size == plan.settings.training.micro_batch_size.value

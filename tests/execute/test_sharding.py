@@ -19,7 +19,7 @@ from runner.execute import trainable as trained
 from runner.execute.batches import step_micro_batches
 from runner.execute.data import prepare
 from runner.execute.job import run_plan
-from runner.execute.settings import Settings
+from runner.execute.settings import RunSettings
 from runner.manifest import Manifest
 from runner.methods import registry
 from runner.methods.sft import accumulate_gradients, prepared
@@ -42,14 +42,14 @@ def single_process_step(plan) -> dict[str, torch.Tensor]:
     """The same step as tests/execute/fsdp_step.py, with the executor's unsharded model."""
     location = loading.location_of(plan)
     tokenizer = loading.load_tokenizer(location)
-    torch.manual_seed(plan.value("training.seed"))
-    settings = Settings.of_plan(plan)
+    torch.manual_seed(plan.settings.training.seed.value)
+    settings = RunSettings.of_plan(plan)
     model = prepared(trained.apply(loading.load_model(location, registry.get(plan.method).head,
                                                       loading.weights_dtype(plan)), plan), settings.training)
-    rows = prepare(plan, tokenizer)["train"].examples[:plan.value("training.batch_size")]
+    rows = prepare(plan, tokenizer)["train"].examples[:plan.settings.training.batch_size.value]
     micros, targets, _ = step_micro_batches(
-        rows, micro=plan.value("training.batch_size"), packing=plan.value("sft.packing"),
-        max_length=plan.value("training.max_length"), pad_id=tokenizer.pad_token_id)
+        rows, micro=plan.settings.training.batch_size.value, packing=plan.settings.method["packing"].value,
+        max_length=plan.settings.training.max_length.value, pad_id=tokenizer.pad_token_id)
     model.train()
     loss = accumulate_gradients(model, micros, targets, 1, torch.device("cpu"))
     return {**{name: p.grad for name, p in model.named_parameters() if p.grad is not None}, "loss": loss.reshape(1)}
@@ -64,7 +64,7 @@ def test_one_fsdp_step_equals_the_single_process_step(tiny_project, tmp_path):
              "lora": plan_for(tiny_project, extra + lora, "lora.yaml"),
              "recomputed": plan_for(tiny_project, extra + checkpointing, "recomputed.yaml")}
     for name, plan in plans.items():
-        assert plan.value("hardware.strategy") == "fsdp" and plan.device.count == 2
+        assert plan.settings.hardware.strategy.value == "fsdp" and plan.device.count == 2
         (tmp_path / f"{name}.json").write_text(plan.model_dump_json())
     worker = REPO / "tests" / "execute" / "fsdp_step.py"
     completed = subprocess.run(

@@ -20,7 +20,7 @@ def test_the_plan_previews_desirable_and_undesirable_answers(tiny_project, tmp_p
     assert [e.part for e in examples] == ["desirable", "undesirable", "desirable"]
     trained = [[span.text for span in e.spans if span.trained] for e in examples[:2]]
     assert trained == [["Chatty.<|im_end|>\n"], ["I have no name.<|im_end|>\n"]]
-    assert plan.value("training.micro_batch_size") >= 2
+    assert plan.settings.training.micro_batch_size.value >= 2
     assert "reference model" in {item.name for item in plan.memory.items}  # full training: a frozen copy
 
 

@@ -18,7 +18,7 @@ def test_the_plan_shows_the_objective_and_loads_no_reference(tiny_project, tmp_p
     assert [example.part for example in plan.loss_mask.examples[:2]] == ["chosen", "rejected"]
     names = {item.name for item in plan.memory.items}
     assert "reference model" not in names and plan.trainable.mode == "full"  # DPO would hold a copy here
-    assert plan.value("orpo.beta") == 0.2 and plan.value("training.learning_rate") == 8e-6
+    assert plan.settings.method["beta"].value == 0.2 and plan.settings.training.learning_rate.value == 8e-6
 
 
 def test_orpo_with_lora_trains_the_adapter(tiny_project, tmp_path):

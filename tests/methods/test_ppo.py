@@ -10,9 +10,10 @@ from runner.errors import RunnerError
 from runner.execute.settings import TrainingSettings
 from runner.methods import ppo
 from runner.methods.descriptors.ppo import PpoSection
-from runner.methods.ppo import (Settings, ValueFunction, advantages_and_returns, kl_per_token, masked_mean,
+from runner.methods.ppo import (PpoSettings, ValueFunction, advantages_and_returns, kl_per_token, masked_mean,
                                 masked_whiten, policy_loss, response_logprobs, rollout_batch, token_rewards,
                                 truncate_at_stop, value_loss)
+from runner.plan.models import Resolved
 
 B, T, PAD, STOP = 32, 8, 0, 3
 
@@ -26,7 +27,7 @@ def settings(batch=B, micro_batch=8, learning_rate=1e-3, **changes):
         precision="fp32", gradient_checkpointing=False, strategy="ddp", offload=False)
     section = dict(reward={"function": "scoring:score"}, kl_coef=0.05, num_ppo_epochs=1, response_length=T,
                    temperature=0.7, num_sample_generations=0)
-    return Settings(training, PpoSection.model_validate({**section, **changes}))
+    return PpoSettings(training, PpoSection.model_validate({**section, **changes}))
 
 
 def llama(vocab=300, seed=0):
@@ -298,7 +299,8 @@ def test_the_saved_policy_reloads_with_identical_logits(tmp_path):
     from runner.execute.save import save_final
 
     policy, tokenizer_stub = llama(), SimpleNamespace(save_pretrained=lambda folder: None)
-    plan = SimpleNamespace(value=lambda key: "full", inputs=None)
+    save_full = SimpleNamespace(outputs=SimpleNamespace(save=Resolved(value="full", rule="spec")))
+    plan = SimpleNamespace(settings=save_full, inputs=None)
     run = SimpleNamespace(model=tmp_path / "model", adapter=tmp_path / "adapter")
     folder = save_final(policy, tokenizer_stub, plan, run)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]

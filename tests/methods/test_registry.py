@@ -12,7 +12,7 @@ from runner import formats
 from runner.errors import RunnerError
 from runner.execute.context import Trained
 from runner.methods import descriptors, registry
-from runner.plan.rows import KINDS
+from runner.encoding.rows import KINDS
 from runner.spec.fielddocs import field_docs
 from tests.conftest import REPO
 

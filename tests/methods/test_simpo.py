@@ -12,7 +12,7 @@ def test_the_plan_shows_the_simpo_objective(tiny_project, tmp_path):
     plan = plan_of(tiny_project, **{"method: sft": "method: simpo"})
     assert plan.objective.startswith("SimPO: -log sigmoid(beta x (mean log-prob of chosen")
     assert plan.training_path.startswith("TRL CPOTrainer with loss_type simpo")
-    assert (plan.value("simpo.beta"), plan.value("simpo.gamma"), plan.value("simpo.cpo_alpha")) == (2.0, 1.0, 0.0)
+    assert (plan.settings.method["beta"].value, plan.settings.method["gamma"].value, plan.settings.method["cpo_alpha"].value) == (2.0, 1.0, 0.0)
     assert "reference model" not in {item.name for item in plan.memory.items}
 
 

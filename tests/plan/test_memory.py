@@ -28,7 +28,7 @@ def test_ppo_reward_model_is_fp32_although_the_policy_computes_in_bf16(tiny_proj
     prompts(tmp_path)
     plan = plan_of(tiny_project, "trainable:\n  mode: lora\nhardware:\n  gpus: 1\nppo:\n  reward: {model: ./model}\n"
                                  "  response_length: 8\n", machine=TWO_GPUS, **{"method: sft": "method: ppo"})
-    assert plan.value("hardware.precision") == "bf16"
+    assert plan.settings.hardware.precision.value == "bf16"
     assert items(plan)["reward model"] == (plan.model.total_parameters + SCORE_HEAD) * 4
     assert "value model" not in items(plan)  # LoRA: a second adapter on the shared base
 
@@ -159,7 +159,7 @@ def test_a_mask_keeps_keys_and_values_for_every_head_and_the_mask_in_each_block(
     full = plan_of(tiny_project, training)
     write_jsonl(tmp_path / "data" / "train.jsonl", [{"text": " ".join(["word"] * 200)}] * 3 + [{"text": "short"}])
     padded = plan_of(tiny_project, training)
-    assert full.value("training.max_length") == padded.value("training.max_length") == 32
+    assert full.settings.training.max_length.value == padded.settings.training.max_length.value == 32
     rows, length, blocks, fp32 = 2, 32, 4, 4
     repeated = 2 * (4 - 2) * 8  # keys and values of 4 query heads instead of 2 key/value heads, 8 wide
     per_block = rows * length * repeated + rows * length * length

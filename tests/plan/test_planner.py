@@ -9,6 +9,7 @@ import pytest
 
 from runner.plan import identity
 from runner.plan.machine import Machine
+from runner.plan.models import Plan, Resolved, ResolvedSettings
 from runner.plan.planner import PlanError, make_plan
 from runner.plan.render import render
 from tests.conftest import REPO, TINY_SPEC, write_jsonl
@@ -74,7 +75,7 @@ def test_lora_table_matches_peft(tiny_project, tiny_model_dir):
                                  "  lora: {r: 4}\n")
     lora = plan.trainable.lora
     assert lora.targets == [f"model.layers.{i}.self_attn.{p}_proj" for i in (2, 3) for p in "qkvo"]
-    assert lora.alpha == 8 and plan.resolved["trainable.lora.alpha"].rule == "auto: 2 x r"
+    assert lora.alpha == 8 and plan.settings.trainable.lora.alpha.rule == "auto: 2 x r"
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                            LoraConfig(r=4, lora_alpha=8, target_modules=lora.targets))
     counted = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -98,7 +99,7 @@ def test_loss_mask_of_prompt_completion_covers_the_completion(tiny_project, tiny
     assert context == "<|im_start|>user\nWhat is your name? 0<|im_end|>\n<|im_start|>assistant\n"
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert example.trained_tokens == len(tokenizer(trained_text, add_special_tokens=False).input_ids)
-    assert plan.loss_mask.chat_template and plan.resolved["data.chat_template"].value is True
+    assert plan.loss_mask.chat_template and plan.settings.data.chat_template.value is True
 
 
 def test_loss_mask_without_chat_template_is_raw_text(tiny_project):
@@ -147,22 +148,22 @@ def test_the_plan_says_when_the_trainer_ignores_lora_dropout(tiny_project, tmp_p
 
 def test_autos_on_a_cpu(tiny_project):
     plan = plan_of(tiny_project)
-    value = plan.value
-    assert (value("hardware.device"), value("hardware.gpus"), value("hardware.precision")) == ("cpu", 1, "fp32")
-    assert value("training.batch_size") == 8 and value("training.micro_batch_size") == 8
-    assert value("training.epochs") == 3 and plan.steps.steps_per_epoch == 2 and plan.steps.total_steps == 6
-    assert value("training.learning_rate") == 2e-5
-    assert value("outputs.save") == "full" and value("hardware.gradient_checkpointing") is False
-    assert value("training.max_length") % 8 == 0 and value("training.max_length") >= plan.steps.tokens.max_tokens
-    assert plan.resolved["training.epochs"].rule == "auto: 3 passes for under 1,000 rows"
+    hardware, training = plan.settings.hardware, plan.settings.training
+    assert (hardware.device.value, hardware.gpus.value, hardware.precision.value) == ("cpu", 1, "fp32")
+    assert training.batch_size.value == 8 and training.micro_batch_size.value == 8
+    assert training.epochs.value == 3 and plan.steps.steps_per_epoch == 2 and plan.steps.total_steps == 6
+    assert training.learning_rate.value == 2e-5
+    assert plan.settings.outputs.save.value == "full" and hardware.gradient_checkpointing.value is False
+    assert training.max_length.value % 8 == 0 and training.max_length.value >= plan.steps.tokens.max_tokens
+    assert training.epochs.rule == "auto: 3 passes for under 1,000 rows"
 
 
 def test_autos_on_two_gpus(tiny_project):
     plan = plan_of(tiny_project, "trainable:\n  mode: lora\n", machine=TWO_GPUS)
-    value = plan.value
-    assert (value("hardware.device"), value("hardware.gpus"), value("hardware.precision")) == ("cuda", 2, "bf16")
-    assert value("training.micro_batch_size") == 4 and value("training.gradient_accumulation") == 1
-    assert value("training.learning_rate") == 2e-4 and value("outputs.save") == "adapter"
+    hardware, training = plan.settings.hardware, plan.settings.training
+    assert (hardware.device.value, hardware.gpus.value, hardware.precision.value) == ("cuda", 2, "bf16")
+    assert training.micro_batch_size.value == 4 and training.gradient_accumulation.value == 1
+    assert training.learning_rate.value == 2e-4 and plan.settings.outputs.save.value == "adapter"
     assert plan.device.names == ["H100", "H100"]
 
 
@@ -171,8 +172,8 @@ def test_nodes_multiply_the_devices_that_a_batch_is_spread_over(tiny_project):
 
     plan = plan_of(tiny_project, "trainable:\n  mode: lora\nhardware:\n  nodes: 2\n", machine=TWO_GPUS)
     assert (plan.device.count, plan.device.nodes, plan.device.per_node, plan.steps.devices) == (4, 2, 2, 4)
-    assert plan.value("hardware.nodes") == 2 and plan.resolved["hardware.nodes"].rule == "spec"
-    assert plan.value("training.batch_size") == 8 and plan.value("training.micro_batch_size") == 2
+    assert plan.settings.hardware.nodes.value == 2 and plan.settings.hardware.nodes.rule == "spec"
+    assert plan.settings.training.batch_size.value == 8 and plan.settings.training.micro_batch_size.value == 2
     assert "cuda x4 (H100, H100 on each of 2 nodes)" in render(plan)
     with pytest.raises(PlanError, match="batch_size 6 is not a multiple of the 4 devices"):
         plan_of(tiny_project, "training:\n  batch_size: 6\nhardware:\n  nodes: 2\n", machine=TWO_GPUS)
@@ -188,9 +189,9 @@ def test_processes_on_one_cpu_node_share_its_memory_but_not_another_nodes(tiny_p
 
 def test_spec_values_are_kept_and_marked(tiny_project):
     plan = plan_of(tiny_project, "training:\n  batch_size: 4\n  micro_batch_size: 2\n  max_steps: 5\n")
-    assert plan.resolved["training.batch_size"].rule == "spec"
-    assert plan.value("training.gradient_accumulation") == 2 and plan.steps.total_steps == 5
-    assert plan.resolved["training.epochs"].rule == "auto: follows from max_steps"
+    assert plan.settings.training.batch_size.rule == "spec"
+    assert plan.settings.training.gradient_accumulation.value == 2 and plan.steps.total_steps == 5
+    assert plan.settings.training.epochs.rule == "auto: follows from max_steps"
 
 
 def test_memory_that_does_not_fit_fails_with_advice(tiny_project):
@@ -215,6 +216,20 @@ def test_plan_json_matches_its_schema(tiny_project):
     plan = plan_of(tiny_project)
     schema = json.loads((REPO / "schemas" / "plan.schema.json").read_text())
     jsonschema.validate(json.loads(plan.model_dump_json()), schema)
+
+
+def test_the_settings_are_a_declared_record_and_a_version_1_plan_reads_into_it(tiny_project):
+    plan = plan_of(tiny_project, "trainable:\n  mode: lora\n")
+    assert plan.settings.hardware.precision.value == "fp32" and plan.settings.trainable.lora.alpha.rule == "auto: 2 x r"
+    assert plan.settings.method["packing"].value in (True, False) and plan.settings.trainable.quantize is None
+    by_key = plan.settings_by_key()
+    assert by_key["training.learning_rate"] is plan.settings.training.learning_rate and "sft.packing" in by_key
+    with pytest.raises(ValueError, match="not_declared"):  # a key the record does not declare is refused
+        ResolvedSettings.of_keys({**by_key, "hardware.not_declared": Resolved(value=1, rule="spec")}, "sft")
+    version_1 = plan.model_dump(mode="json", exclude={"settings"}) | {
+        "plan_version": 1, "resolved": {key: entry.model_dump(mode="json") for key, entry in by_key.items()}}
+    read = Plan.model_validate(version_1)
+    assert read == plan  # so it hashes as the run it planned, and that run resumes
 
 
 def test_a_fresh_plan_passes_and_changes_make_it_stale(tiny_project, tmp_path):
@@ -264,15 +279,15 @@ def test_packing_is_chosen_when_rows_vary_in_length(tiny_project, tmp_path):
     rows = [{"text": " ".join(["word"] * (3 if i % 4 else 60))} for i in range(16)]
     write_jsonl(tmp_path / "data" / "train.jsonl", rows)
     plan = plan_of(tiny_project, "training:\n  batch_size: 8\n  max_length: 128\n")
-    assert plan.value("sft.packing") is True
-    assert "documents stay apart (checked" in plan.resolved["sft.packing"].rule
+    assert plan.settings.method["packing"].value is True
+    assert "documents stay apart (checked" in plan.settings.method["packing"].rule
     assert "packed blocks" in plan.training_path
-    assert plan.value("training.micro_batch_size") <= plan.value("training.batch_size")
+    assert plan.settings.training.micro_batch_size.value <= plan.settings.training.batch_size.value
 
 
 def test_packing_stays_off_for_rows_of_one_length(tiny_project):
     plan = plan_of(tiny_project)
-    assert plan.value("sft.packing") is False and plan.resolved["sft.packing"].rule.startswith("auto: off")
+    assert plan.settings.method["packing"].value is False and plan.settings.method["packing"].rule.startswith("auto: off")
     assert "padded micro-batches" in plan.training_path
 
 

@@ -46,8 +46,8 @@ def test_8b_full_fine_tuning_shards_over_eight_80gb_gpus(llama_8b):
     spec = llama_8b(LLAMA_8B_SPEC)
     plan = make_plan(spec, run_root=spec.parent, machine=what_if("gpus=8,gpu_gb=80,ram_gb=1000"))
     assert plan.device.count == 8 and plan.device.what_if and plan.memory.fits
-    assert plan.value("hardware.strategy") == "fsdp" and plan.value("hardware.offload") is False
-    rule = plan.resolved["hardware.strategy"].rule
+    assert plan.settings.hardware.strategy.value == "fsdp" and plan.settings.hardware.offload.value is False
+    rule = plan.settings.hardware.strategy.rule
     assert rule.startswith("auto: fsdp: sharded over 8 device(s)") and "ddp needs" in rule
     items = {item.name: item.bytes for item in plan.memory.items}
     parameters = plan.model.total_parameters
@@ -58,8 +58,8 @@ def test_8b_full_fine_tuning_shards_over_eight_80gb_gpus(llama_8b):
 def test_8b_on_one_80gb_gpu_offloads_to_cpu_memory(llama_8b):
     spec = llama_8b(LLAMA_8B_SPEC)
     plan = make_plan(spec, run_root=spec.parent, machine=what_if("gpus=1,gpu_gb=80,ram_gb=256"))
-    assert plan.value("hardware.strategy") == "fsdp" and plan.value("hardware.offload") is True
-    rule = plan.resolved["hardware.strategy"].rule
+    assert plan.settings.hardware.strategy.value == "fsdp" and plan.settings.hardware.offload.value is True
+    rule = plan.settings.hardware.strategy.rule
     assert "the shards in CPU memory, 120 GiB a machine" in rule and "ddp + checkpointing needs" in rule
     assert {item.name for item in plan.memory.items if item.bytes} == {"all-gathered", "activations", "logits",
                                                                        "runtime"}
@@ -87,10 +87,10 @@ def test_methods_that_do_not_shard_say_so(llama_8b, tiny_project, tmp_path):
 
 def test_ddp_when_a_full_copy_fits_and_fsdp_on_request(tiny_project):
     plan = plan_of(tiny_project, machine=TWO_GPUS)
-    assert plan.value("hardware.strategy") == "ddp" and plan.value("hardware.offload") is False
-    assert plan.resolved["hardware.strategy"].rule == "auto: ddp: a full copy fits on each of the 2 devices"
+    assert plan.settings.hardware.strategy.value == "ddp" and plan.settings.hardware.offload.value is False
+    assert plan.settings.hardware.strategy.rule == "auto: ddp: a full copy fits on each of the 2 devices"
     sharded = plan_of(tiny_project, "hardware:\n  strategy: fsdp\n", machine=TWO_GPUS)
-    assert sharded.value("hardware.strategy") == "fsdp" and sharded.resolved["hardware.strategy"].rule == "spec"
+    assert sharded.settings.hardware.strategy.value == "fsdp" and sharded.settings.hardware.strategy.rule == "spec"
     assert "all-gathered" in {item.name for item in sharded.memory.items}
 
 
@@ -177,7 +177,7 @@ def test_8b_qlora_fits_one_24gb_gpu_and_what_lora_and_full_training_need(llama_8
     assert qlora.memory.fits and qlora.trainable.quantized.compute_dtype == "bf16"
     assert 3.3 * 2**30 < qlora.trainable.quantized.stored_bytes < 3.5 * 2**30 and weights < 6 * 2**30
     lora = plan(spec + "trainable:\n  mode: lora\n")
-    assert lora.memory.fits and lora.value("training.micro_batch_size") < qlora.value("training.micro_batch_size")
+    assert lora.memory.fits and lora.settings.training.micro_batch_size.value < qlora.settings.training.micro_batch_size.value
     with pytest.raises(PlanError) as raised:
         plan(spec)
     assert "does not fit GPU memory" in raised.value.message and "9 devices of 22.3 GiB" in raised.value.hint

@@ -58,7 +58,7 @@ def keeps_documents_apart(config) -> bool:
     import torch
 
     from runner.methods.registry import CAUSAL_LM
-    from runner.plan.skeleton import model_class
+    from runner.model.skeleton import model_class
 
     small = copy.deepcopy(config)
     text = small.get_text_config() if hasattr(small, "get_text_config") else small

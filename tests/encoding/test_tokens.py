@@ -7,7 +7,7 @@ import time
 import pytest
 
 from runner.errors import RunnerError
-from runner.plan.tokens import TEMPLATE_SECONDS, RowEncoder
+from runner.encoding.tokens import TEMPLATE_SECONDS, RowEncoder
 from tests.tiny import make_tokenizer
 
 NESTED_LOOPS = ("{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}"

@@ -8,7 +8,7 @@ import pytest
 
 from runner.errors import RunnerError
 from runner.fsutil import file_sha256
-from runner.plan.source import latest_succeeded_run, locate
+from runner.model.source import latest_succeeded_run, locate
 from runner.spec.models import ModelSource
 
 SPEC = "version: 1\nname: g02\nmethod: sft\nbase_model: ./model\ndata: {train: d.jsonl}\n"
@@ -72,7 +72,7 @@ def test_a_hub_model_that_is_nowhere_says_how_to_download_it(tmp_path, monkeypat
 
 def test_a_sparse_terabyte_tokenizer_is_refused_before_it_is_read(tmp_path):
     """A 1 GB sparse tokenizer.json was read whole by plan (5.4 GB, a traceback)."""
-    from runner.plan.source import load_tokenizer
+    from runner.model.source import load_tokenizer
 
     model = tmp_path / "model"
     model.mkdir()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from runner.methods.registry import PAIRS, PROMPTS, SUPERVISED, UNPAIRED, MethodDescriptor
 from runner.plan.models import MaskedExample, TokenSpan
-from runner.plan.tokens import Encoded, RowEncoder
+from runner.encoding.tokens import Encoded, RowEncoder
 
 
 @dataclass(frozen=True)
