@@ -47,7 +47,8 @@ class ResolvedHardware(Frozen):
 
 
 class ResolvedTraining(Frozen):
-    epochs: Resolved[float]
+    epochs: Resolved[int | float]
+    """Whole passes when `auto` chose them: kept an int, as the plan's identity hashed it before this record."""
     max_steps: Resolved[int]
     learning_rate: Resolved[float]
     warmup_ratio: Resolved[float]

@@ -230,6 +230,7 @@ def test_the_settings_are_a_declared_record_and_a_version_1_plan_reads_into_it(t
         "plan_version": 1, "resolved": {key: entry.model_dump(mode="json") for key, entry in by_key.items()}}
     read = Plan.model_validate(version_1)
     assert read == plan  # so it hashes as the run it planned, and that run resumes
+    assert type(plan.settings.training.epochs.value) is int  # as resolved: 3 and 3.0 hash apart
 
 
 def test_a_fresh_plan_passes_and_changes_make_it_stale(tiny_project, tmp_path):
