@@ -5,8 +5,6 @@ RUN is a run folder, or a spec file, spec name or folder of runs, whose latest s
 
 from __future__ import annotations
 
-import sys
-
 from runner.box import run_root
 from runner.errors import ExitCode, RunnerError
 from runner.terminal import printable

@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import traceback
 from datetime import datetime
@@ -39,20 +37,14 @@ from runner.execute.stopping import StopRequest, on_signals
 from runner.execute.trackers import open_sinks
 from runner.fsutil import file_sha256, write_atomically
 from runner.launch import records
-from runner.launch.local import (FAILURE_GRACE_S, JOIN_TIMEOUT_S, NODE_RANK_ENV, SHUTDOWN_TIMEOUT_S, WORKER_RUN_DIR,
-                                 Placement, die_with_parent, supervise, torchrun_command)
+from runner.launch.local import (JOIN_TIMEOUT_S, WORKER_RUN_DIR, Placement, die_with_parent, report_worker_failure,
+                                 run_workers)
 from runner.manifest import (Artifact, Attempt, DataRecord, Environment, GitRecord, Manifest, Metrics, RunError,
                              Sample, Timings)
 from runner.methods import registry
 from runner.plan.identity import versions
 from runner.plan.models import Plan
 from runner.rundir import RunDirectory, new_run, now, plan_sha256, process_alive, resumable_run, runs_folder
-
-SETTLE_TIMEOUT_S = SHUTDOWN_TIMEOUT_S + FAILURE_GRACE_S + 30
-"""How long node 0 waits for the other nodes to say how their workers ended, after its own ended."""
-_PEER_GONE = re.compile(r"connection (closed|reset) by peer|broken pipe|remote process exited|"
-                        r"communicator was aborted|socket closed", re.IGNORECASE)
-
 
 def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, console: bool = True,
              json_events: bool | None = None, place: Placement = Placement()) -> tuple[int, Path]:
@@ -85,7 +77,7 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     events.event("run_started", run_dir=str(run.path), attempt=manifest.attempts[-1].number, plan=plan.name,
                  method=plan.method, resumed_from_step=manifest.attempts[-1].resumed_from_step)
     state = "failed"
-    peer_gone = False
+    unexpected: Exception | None = None
     try:
         if rank == 0:
             metrics.sinks = open_sinks(plan, run, run_root, manifest.trackers)
@@ -111,12 +103,14 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     except Exception as error:  # the manifest must record any failure; the traceback says where
         tail = "".join(traceback.format_exception(error)[-6:])
         state = _fail(manifest, "runtime", f"{type(error).__name__}: {error}", None, tail)
-        peer_gone = _peer_gone(error)
+        unexpected = error
     finally:
         restore()
     metrics.close(state)
     if worker_of and state == "failed":  # node 0's launcher tells the first failure from its consequences
-        _report_failure(run, manifest, rank, peer_gone)
+        error = manifest.error
+        report_worker_failure(run.path, manifest.attempts[-1].number, rank, error.kind, error.message, error.hint,
+                              error.traceback, unexpected)
     _finish(run, manifest, state)
     if state == "succeeded" and rank == 0 and not settings.training.keep_checkpoints_after_success:
         _remove_checkpoints(run, manifest, events)
@@ -189,36 +183,17 @@ def _join(plan: Plan, run_root: Path, place: Placement) -> tuple[int, Path]:
 
 
 def _launch_workers(plan: Plan, run: RunDirectory, run_root: Path, place: Placement, attempt: int) -> int:
-    """Data-parallel training: this node's processes under torchrun, sharing the run directory. Node 0
-    then records the outcome of the whole launch: the first failure on any node, if there was one."""
-    reports = records.Reports(run.path, attempt)
-    command = torchrun_command(sys.executable, plan.device.per_node, place,
-                               ["run", "--plan", str(run.plan), "--runs-dir", str(run_root)])
-    code = supervise(command, {**os.environ, **place.environment(), WORKER_RUN_DIR: str(run.path)}, reports, place)
+    """This node's workers (runner.launch.local); node 0 then records the outcome of the whole launch: the
+    first failure on any node, if there was one."""
+    ended = run_workers(run.plan, run.path, run_root, plan.device.per_node, place, attempt)
     if not place.leads:
-        return code
+        return ended.exit_code
     manifest = run.read_manifest()
-    cause = reports.outcome(place.nodes, SETTLE_TIMEOUT_S)
-    state, error = records.verdict(manifest.state, cause, reports.signalled(), code)
+    state, error = records.verdict(manifest.state, ended.cause, ended.signalled, ended.exit_code)
     if error is not None:
         _fail(manifest, error.kind, error.summary, error.hint, error.traceback)
         _finish(run, manifest, state)
     return run_exit_code(manifest.state)
-
-
-def _report_failure(run: RunDirectory, manifest: Manifest, rank: int, peer_gone: bool) -> None:
-    error = manifest.error
-    records.Reports(run.path, manifest.attempts[-1].number).rank_failed(records.Failure(
-        node=int(os.environ.get(NODE_RANK_ENV, "0")), host=socket.gethostname(), kind=error.kind,
-        message=error.message, at=time.time(), rank=rank, hint=error.hint, traceback=error.traceback,
-        secondary=peer_gone))
-
-
-def _peer_gone(error: BaseException) -> bool:
-    """Whether a collective operation failed because another process of the run went away."""
-    import torch.distributed as dist
-
-    return isinstance(error, dist.DistNetworkError) or bool(_PEER_GONE.search(str(error)))
 
 
 def _remove_checkpoints(run: RunDirectory, manifest: Manifest, events: EventLog) -> None:

@@ -12,13 +12,15 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from runner.errors import UsageError
-from runner.launch.records import Reports
+from runner.launch.records import Failure, Reports
 
 WORKER_RUN_DIR = "RUNNER_RUN_DIR"
 """Set for the worker processes of a multi-process run: the run directory they share."""
@@ -90,6 +92,53 @@ def placement(nodes: int, *, rendezvous: str | None = None, node_rank: int | Non
     if not rank_text.isdigit() or int(rank_text) >= nodes:
         raise UsageError(f"node rank {rank_text!r} is not one of 0..{nodes - 1}", "node 0 hosts the rendezvous")
     return Placement(nodes=nodes, node_rank=int(rank_text), rendezvous=rendezvous, launch_id=launch_id)
+
+
+SETTLE_TIMEOUT_S = SHUTDOWN_TIMEOUT_S + FAILURE_GRACE_S + 30
+"""How long node 0 waits for the other nodes to say how their workers ended, after its own ended."""
+_PEER_GONE = re.compile(r"connection (closed|reset) by peer|broken pipe|remote process exited|"
+                        r"communicator was aborted|socket closed", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class WorkersEnded:
+    """How this node's workers ended, and on node 0 what the whole launch reported."""
+
+    exit_code: int
+    """torchrun's, on this node."""
+    cause: Failure | None = None
+    """Node 0: the first failure on any node (records.first_cause), if there was one."""
+    signalled: bool = False
+    """Node 0: some node's workers were stopped by a stop signal."""
+
+
+def run_workers(plan_file: Path, run_dir: Path, run_root: Path, per_node: int, place: Placement,
+                attempt: int) -> WorkersEnded:
+    """Data-parallel training: this node's `per_node` worker processes under torchrun, each running the plan in
+    the shared run directory. Node 0 then waits for every node's report of how its workers ended."""
+    reports = Reports(run_dir, attempt)
+    command = torchrun_command(sys.executable, per_node, place,
+                               ["run", "--plan", str(plan_file), "--runs-dir", str(run_root)])
+    code = supervise(command, {**os.environ, **place.environment(), WORKER_RUN_DIR: str(run_dir)}, reports, place)
+    if not place.leads:
+        return WorkersEnded(code)
+    return WorkersEnded(code, reports.outcome(place.nodes, SETTLE_TIMEOUT_S), reports.signalled())
+
+
+def report_worker_failure(run_dir: Path, attempt: int, rank: int, kind: str, message: str, hint: str | None,
+                          traceback: str | None, error: BaseException | None) -> None:
+    """A worker's failure, for node 0's launcher to tell the first failure of the launch from its consequences:
+    `error` raised because another process went away is marked secondary."""
+    Reports(run_dir, attempt).rank_failed(Failure(
+        node=int(os.environ.get(NODE_RANK_ENV, "0")), host=socket.gethostname(), kind=kind, message=message,
+        at=time.time(), rank=rank, hint=hint, traceback=traceback, secondary=error is not None and _peer_gone(error)))
+
+
+def _peer_gone(error: BaseException) -> bool:
+    """Whether a collective operation failed because another process of the run went away."""
+    import torch.distributed as dist
+
+    return isinstance(error, dist.DistNetworkError) or bool(_PEER_GONE.search(str(error)))
 
 
 def torchrun_command(python: str, per_node: int, place: Placement, runner_arguments: list[str]) -> list[str]:

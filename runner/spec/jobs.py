@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError
-from runner.readers import read_regular
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 MAX_SPEC_BYTES = 1024 * 1024

@@ -513,7 +513,7 @@ def test_a_run_s_page_in_a_real_browser_with_another_run_to_compare(scenario, br
     loss = shown["charts"][0]
     assert loss["series"].split("|") == ["loss", f"loss, long {long.split('/')[-1]}", "eval_loss",
                                          f"eval_loss, long {long.split('/')[-1]}"]
-    assert f'data-points="4"' in shown["html"] and "succeeded" in shown["text"]
+    assert 'data-points="4"' in shown["html"] and "succeeded" in shown["text"]
     assert "<td>trained</td>" in shown["html"] or "<td>lora</td>" in shown["html"]  # the plan's trainable table
     text = shown["text"]
     assert "peak memory bytes\t1.50 GiB" in text and "train loss\t0.8192" in text
