@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import spec_writer, write_jsonl
+from tests.helpers import spec_writer, write_jsonl
 
 TASK = """
 task: tiny_mc

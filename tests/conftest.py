@@ -1,59 +1,16 @@
-"""Shared fixtures: spec files, data files and model folders written by the tests themselves."""
+"""The tests' fixtures: model folders, data and spec writers, a Slurm cluster when one is up. Everything else they
+share is in tests/helpers.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import struct
-import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
-    return path
-
-
-def finished_checkpoints(runs: Path) -> list[Path]:
-    """The checkpoints under a run root's run folders that are complete: written and renamed into place (a
-    `checkpoint-N.partial` folder holds its done-file for a moment before it is renamed)."""
-    return [done.parent for done in runs.glob("*/checkpoints/checkpoint-*/trainer_state.json")
-            if not done.parent.name.endswith(".partial")]
-
-
-def write_safetensors_header(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
-    """A safetensors file whose header names these tensors (the data is never read by validate)."""
-    header, offset = {}, 0
-    for name, shape in shapes.items():
-        size = 4
-        for dim in shape:
-            size *= dim
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    blob = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * offset)
-
-
-def llama_shapes(layers: int = 4, hidden: int = 8, vocab: int = 32, tied: bool = True) -> dict:
-    shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
-    for i in range(layers):
-        prefix = f"model.layers.{i}."
-        shapes.update({
-            prefix + "input_layernorm.weight": (hidden,), prefix + "post_attention_layernorm.weight": (hidden,),
-            **{prefix + f"self_attn.{p}_proj.weight": (hidden, hidden) for p in "qkvo"},
-            **{prefix + f"mlp.{p}_proj.weight": (2 * hidden, hidden) for p in ("gate", "up")},
-            prefix + "mlp.down_proj.weight": (hidden, 2 * hidden),
-        })
-    if not tied:
-        shapes["lm_head.weight"] = (vocab, hidden)
-    return shapes
+from tests.helpers import (REWARDS, fake_run, llama_shapes, slurm_missing, spec_writer, write_jsonl,
+                           write_safetensors_header)
 
 
 @pytest.fixture
@@ -67,33 +24,12 @@ def model_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def spec_writer(folder: Path):
-    """A helper that writes a spec (dedented) into `folder` and returns its path."""
-
-    def write_spec(text: str, name: str = "job.yaml") -> Path:
-        path = folder / name
-        path.write_text(textwrap.dedent(text).lstrip("\n"))
-        return path
-
-    return write_spec
-
-
 @pytest.fixture
 def project(tmp_path: Path, model_dir: Path):
     """A folder with prompt/completion data and a helper that writes a spec into it."""
     write_jsonl(tmp_path / "data" / "train.jsonl",
                 [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(8)])
     return spec_writer(tmp_path)
-
-
-BASE_SPEC = """
-version: 1
-name: tiny
-method: sft
-base_model: ./tiny-model
-data:
-  train: data/train.jsonl
-"""
 
 
 @pytest.fixture(scope="session")
@@ -113,16 +49,6 @@ def tiny_project(tmp_path: Path, tiny_model_dir: Path):
     return spec_writer(tmp_path)
 
 
-TINY_SPEC = """
-version: 1
-name: tiny
-method: sft
-base_model: ./model
-data:
-  train: data/train.jsonl
-"""
-
-
 @pytest.fixture(scope="session")
 def cluster():
     """A Slurm cluster that is up on this machine (scripts/slurm-up starts a one-node one; CI runs it before
@@ -136,20 +62,20 @@ def cluster():
         pytest.skip(f"{reason} (sudo bash scripts/slurm-up starts a one-node cluster on this machine)")
 
 
-def slurm_missing() -> str | None:
-    """Why no Slurm cluster can take jobs here, or None when one can: sbatch is on the PATH and a node is
-    ready (scripts/slurm-up's test of the same)."""
-    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
-        return "no Slurm cluster: sbatch and sinfo are not installed"
-    try:
-        listed = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return "no Slurm cluster: sinfo did not answer within 30 s"
-    states = listed.stdout.split()
-    if listed.returncode != 0 or not any(state in READY_NODE_STATES for state in states):
-        return f"no Slurm cluster: no node is ready (sinfo: {(listed.stdout + listed.stderr).strip()[:300]!r})"
-    return None
+@pytest.fixture
+def prompts(tmp_path):
+    write_jsonl(tmp_path / "data" / "prompts.jsonl", [{"prompt": f"What is your name? {i}"} for i in range(8)])
+    (tmp_path / "scoring.py").write_text(REWARDS)
 
 
-READY_NODE_STATES = {"idle", "mixed", "allocated", "completing"}
-"""sinfo's node states that take jobs (a trailing * or ~ means the node does not answer or is off)."""
+@pytest.fixture
+def root(tmp_path):
+    fake_run(tmp_path, "tiny", "20260101-000001-aaaa", "succeeded", finished="2026-01-01T00:05:00+00:00")
+    fake_run(tmp_path, "tiny", "20260101-000002-bbbb", "succeeded", finished="2026-01-01T00:09:00+00:00")
+    fake_run(tmp_path, "tiny", "20260101-000003-cccc", "failed")
+    fake_run(tmp_path, "other", "20260101-000004-dddd", "running")
+    (tmp_path / ".venv" / "x" / "y").mkdir(parents=True)
+    (tmp_path / ".venv" / "x" / "y" / "manifest.json").write_text('{"name": "hidden"}')
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "manifest.json").write_text("{half")
+    return tmp_path

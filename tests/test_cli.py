@@ -5,7 +5,7 @@ import yaml
 
 from runner.cli import build_parser
 from runner.spec.models import JobSpec
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_every_command_has_a_description_in_its_help():

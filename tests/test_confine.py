@@ -12,7 +12,7 @@ from runner import confine
 from runner.confine import Confinement, Refused
 from runner.readers import open_regular, read_regular
 from runner.spec.check import check_spec
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 
 SECRET = "hf_s3cr3tT0k3n"
 NOBODY = 65534
@@ -162,7 +162,7 @@ def test_a_model_link_out_of_the_folder_is_refused(box, tiny_model_dir):
 def test_a_plan_records_its_confinement_and_a_swapped_input_is_refused_at_run(box, tiny_model_dir):
     from runner.plan.identity import StalePlanError, check_fresh
     from runner.plan.planner import make_plan
-    from tests.plan.test_planner import CPU
+    from tests.helpers import CPU
 
     watched, granted, home = box
     (watched / "model").symlink_to(tiny_model_dir)

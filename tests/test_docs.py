@@ -20,7 +20,7 @@ import pytest
 
 from runner.cli import parser_for
 from runner.errors import UsageError
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 EXPECTED_PAGES = {"lora-and-memory.md", "evals.md", "rl.md"}

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from runner.install import install_command, pip_install
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_a_git_install_adds_extras_from_the_same_commit():

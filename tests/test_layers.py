@@ -6,7 +6,7 @@ or the executor's code."""
 import ast
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 FORBIDDEN = {
     "runner.daemon": ("runner.cli", "runner.commands", "runner.execute"),

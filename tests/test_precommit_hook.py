@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from tests.conftest import REPO
-from tests.spec.test_lockfile import hub_cache
+from tests.helpers import REPO, hub_cache
 
 SPEC = """version: 1
 name: job

@@ -1,39 +1,11 @@
 """Finding runs under a run root: by folder, spec file or spec name; the newest, or newest succeeded."""
 
-import json
 
 import pytest
 
 from runner.errors import RunnerError
 from runner.runs import find_run, runs_under
-from tests.conftest import BASE_SPEC
-
-
-def fake_run(root, name, run_id, state, *, steps=4, loss=0.5, finished="2026-01-01T00:10:00+00:00"):
-    """A run folder with the manifest fields that finding and listing read (a real run writes more)."""
-    folder = root / "runs" / name / run_id
-    (folder / "checkpoints" / "checkpoint-2").mkdir(parents=True)
-    (folder / "checkpoints" / "checkpoint-2" / "manifest.json").write_text("{}")  # never taken for a run
-    (folder / "manifest.json").write_text(json.dumps({
-        "name": name, "run_id": run_id, "method": "sft", "state": state,
-        "metrics": {"steps": steps, "train_loss": loss}, "timings": {"started_at": f"2026-01-01T00:0{run_id[-1]}:00+00:00"},
-        "finished_at": finished if state != "running" else None,
-        "error": {"message": "boom"} if state == "failed" else None}))
-    (folder / "model.bin").write_bytes(b"x" * 1000)
-    return folder
-
-
-@pytest.fixture
-def root(tmp_path):
-    fake_run(tmp_path, "tiny", "20260101-000001-aaaa", "succeeded", finished="2026-01-01T00:05:00+00:00")
-    fake_run(tmp_path, "tiny", "20260101-000002-bbbb", "succeeded", finished="2026-01-01T00:09:00+00:00")
-    fake_run(tmp_path, "tiny", "20260101-000003-cccc", "failed")
-    fake_run(tmp_path, "other", "20260101-000004-dddd", "running")
-    (tmp_path / ".venv" / "x" / "y").mkdir(parents=True)
-    (tmp_path / ".venv" / "x" / "y" / "manifest.json").write_text('{"name": "hidden"}')
-    (tmp_path / "runs" / "broken").mkdir()
-    (tmp_path / "runs" / "broken" / "manifest.json").write_text("{half")
-    return tmp_path
+from tests.helpers import BASE_SPEC
 
 
 def test_every_run_is_found_once_oldest_first(root):

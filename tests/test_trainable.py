@@ -2,7 +2,7 @@ import pytest
 
 from runner import trainable
 from runner.trainable import SelectionError, TrainablePolicy, parse_layers, select
-from tests.conftest import llama_shapes
+from tests.helpers import llama_shapes
 
 SHAPES = llama_shapes(layers=4, tied=False)
 

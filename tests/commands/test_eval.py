@@ -53,7 +53,7 @@ def test_the_torch_free_eval_modules_import_neither_torch_nor_lm_eval():
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     code = ("import sys\n"
             "import runner.commands.eval, runner.plan.evals, runner.spec.evalcheck, runner.evals.cache\n"

@@ -1,7 +1,7 @@
 import json
 
 from runner.cli import main
-from tests.conftest import TINY_SPEC
+from tests.helpers import TINY_SPEC
 
 
 def test_plan_text_json_and_saved_file(tiny_project, tmp_path, capsys):

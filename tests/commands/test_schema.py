@@ -5,7 +5,7 @@ import yaml
 
 from runner.cli import main
 from runner.commands.schema import generated, spec_reference
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_committed_schemas_and_spec_reference_are_fresh():

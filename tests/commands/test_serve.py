@@ -10,7 +10,7 @@ import urllib.request
 
 from runner.daemon.store import Store
 from runner.daemon.states import CHECKING
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_it_serves_the_store_read_only_and_stops_on_sigterm(tmp_path):

@@ -8,7 +8,7 @@ from runner.cli import main
 from runner.commands.validate import find_specs
 from runner.install import pip_install
 from runner.methods import registry
-from tests.conftest import BASE_SPEC, REPO
+from tests.helpers import BASE_SPEC, REPO
 from tests.datasets import save_to_disk, write_parquet
 
 

@@ -8,8 +8,8 @@ from tests.daemon.harness import fake_daemon, spec_text
 @pytest.fixture(scope="session")
 def plan_template(tmp_path_factory, tiny_model_dir):
     from runner.plan.planner import make_plan
-    from tests.conftest import write_jsonl
-    from tests.plan.test_planner import CPU
+    from tests.helpers import write_jsonl
+    from tests.helpers import CPU
 
     folder = tmp_path_factory.mktemp("template")
     (folder / "model").symlink_to(tiny_model_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from runner.daemon.store import Store
 from runner.errors import RunnerError
-from tests.conftest import REPO, TINY_SPEC
+from tests.helpers import REPO, TINY_SPEC
 
 FAKE = [sys.executable, str(REPO / "tests" / "daemon" / "fake_runner.py")]
 
@@ -140,3 +141,16 @@ def wait_until(condition, timeout: float = 60, what: str = ""):
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def get(port: int, path: str, host: str = "127.0.0.1", headers: dict | None = None) -> tuple[int, dict | str]:
+    """GET a raw path (http.client sends it as it is: no `..` folding as a browser or urllib would)."""
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        body = response.read().decode()
+        kind = response.getheader("Content-Type", "")
+    finally:
+        connection.close()
+    return response.status, json.loads(body) if kind.startswith("application/json") else body

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from runner.daemon.admission import Allowances, verdict
 from runner.daemon.states import State
-from tests.conftest import write_safetensors_header
+from tests.helpers import write_safetensors_header
 from tests.daemon.harness import spec_text, wait_until
 
 VALID = {"valid": True, "name": "job", "depends_on": ["base"], "runs_code": []}

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from runner.daemon.states import State, Step
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 from tests.daemon.harness import Daemon
-from tests.daemon.test_web import get
+from tests.daemon.harness import get
 
 PARENT = """version: 1
 name: parent

@@ -16,7 +16,7 @@ from runner.daemon import states
 from runner.daemon.store import Store, StoreUnreadable, lock_folders
 from runner.errors import RunnerError
 from runner.plan.models import Plan
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 @pytest.mark.parametrize("command", [["status"], ["cancel", "x"], ["retry", "x"], ["logs", "x"]])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runner.daemon.states import State
-from tests.conftest import REPO
+from tests.helpers import REPO
 from tests.daemon.harness import Daemon, handle, ledger, spec_text, wait_until
 
 def test_valid_invalid_half_written_and_duplicate_specs(daemon, tmp_path):

@@ -25,28 +25,15 @@ from hypothesis import strategies as st
 from runner.daemon.store import Store
 from runner.daemon.web import Limits, Page
 from runner.errors import UsageError
-from tests.conftest import REPO
+from tests.helpers import REPO
 from tests.daemon.browser import Browser
-from tests.daemon.harness import fake_daemon, spec_text, wait_until
+from tests.daemon.harness import fake_daemon, get, spec_text, wait_until
 
 SCRIPT = "<script>alert(1)</script>"
 HOSTILE_FILE = "<img src=x onerror=alert(1)>.yaml"
 ARTIFACTS = REPO / ".artifacts"
 ANSWER = ("I am a helpful assistant trained by a community of volunteers; my answers wrap between words "
           "wherever the column ends, and none of them is ever broken in the middle, however narrow it is.")
-
-
-def get(port: int, path: str, host: str = "127.0.0.1", headers: dict | None = None) -> tuple[int, dict | str]:
-    """GET a raw path (http.client sends it as it is: no `..` folding as a browser or urllib would)."""
-    connection = http.client.HTTPConnection(host, port, timeout=10)
-    try:
-        connection.request("GET", path, headers=headers or {})
-        response = connection.getresponse()
-        body = response.read().decode()
-        kind = response.getheader("Content-Type", "")
-    finally:
-        connection.close()
-    return response.status, json.loads(body) if kind.startswith("application/json") else body
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from runner.daemon.worker import Reply, Worker
-from tests.conftest import REPO
+from tests.helpers import REPO
 from tests.daemon.harness import FAKE, spec_text
 
 

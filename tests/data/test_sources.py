@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from runner.data.files import DataFileError
 from runner.data.sources import Glob, resolve
 from runner.spec.models import DataSource
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 from tests.datasets import hub_dataset, parquet_bytes, save_to_disk, write_parquet
 
 PAIRS = [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(4)]
@@ -103,7 +103,7 @@ def test_readme_configs_choose_the_files(tmp_path, hub):
 
 
 def test_columns_map_other_names_to_row_keys(tmp_path):
-    path = write_parquet(tmp_path / "qa.parquet", [{"question": "q", "answer": "a", "id": 7}])
+    write_parquet(tmp_path / "qa.parquet", [{"question": "q", "answer": "a", "id": 7}])
     mapped = resolve(source(path="qa.parquet", columns={"prompt": "question", "completion": "answer"}), tmp_path,
                      "train")
     assert [row for _, row, _ in rows_of(mapped)] == [{"prompt": "q", "completion": "a"}]

@@ -13,7 +13,7 @@ from runner.plan.models import EvalPlan
 from runner.plan.planner import make_plan
 from runner.rundir import RunDirectory
 from runner.spec.evals import EvalsSpec
-from tests.plan.test_planner import CPU
+from tests.helpers import CPU
 
 NAMES = """
 every: 10

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from runner.execute import checkpoints
-from tests.conftest import write_jsonl
-from tests.execute.test_job import run_spec, sigterm_at_sft_step
+from tests.helpers import run_spec, sigterm_at_sft_step, write_jsonl
 
 
 def training(seed: int) -> checkpoints.Training:

@@ -14,8 +14,7 @@ import pytest
 from runner.cli import main
 from runner.execute import library_output
 from runner.execute.events import Console, EventLog, guard_console
-from tests.conftest import TINY_SPEC
-from tests.execute.test_job import FAST
+from tests.helpers import FAST, TINY_SPEC
 
 
 def read_all(fd) -> str:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from runner.cli import main
-from tests.execute.test_job import FAST, run_spec
+from tests.helpers import FAST, run_spec
 
 QLORA = (FAST + "trainable:\n  mode: lora\n  quantize: {bits: 4, type: nf4, double_quant: true}\n"
          "  lora: {r: 4, dora: true}\n")

@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -14,27 +13,9 @@ from runner.execute.job import run_plan
 from runner.manifest import Manifest
 from runner.plan.planner import make_plan
 from runner.rundir import RunDirectory
-from tests.conftest import REPO, TINY_SPEC, finished_checkpoints, write_jsonl
+from tests.helpers import (CPU, FAST, REPO, TINY_SPEC, finished_checkpoints, layers_of, run_spec,
+                           sigterm_at_sft_step, write_jsonl)
 from tests.datasets import hub_dataset, parquet_bytes, save_to_disk, write_arrow, write_csv, write_parquet
-from tests.plan.test_planner import CPU
-
-FAST = "training:\n  max_steps: 4\n  batch_size: 4\n  learning_rate: 1.0e-3\n"
-
-
-def run_spec(write_spec, extra="", *, machine=CPU, **replacements):
-    text = TINY_SPEC
-    for old, new in replacements.items():
-        text = text.replace(old, new)
-    path = write_spec(text + extra)
-    plan = make_plan(path, run_root=path.parent, machine=machine)
-    code, run_dir = run_plan(plan, run_root=path.parent, spec_text=path.read_text(), console=False)
-    run = RunDirectory(run_dir)
-    return code, run, run.read_manifest()
-
-
-def layers_of(names):
-    return {name.split(".")[2] for name in names if name.startswith("model.layers.")}
-
 
 def test_sft_full_writes_a_complete_run(tiny_project):
     code, run, manifest = run_spec(tiny_project, FAST + "samples: [What is your name?]\n")
@@ -180,22 +161,6 @@ def test_a_frozen_parameter_that_changes_fails_the_run(tiny_project, monkeypatch
     assert not run.model.exists()
 
 
-def sigterm_at_sft_step(monkeypatch, step: int):
-    """SIGTERM to this process as the SFT loop starts `step`; returns the undo."""
-    from runner.methods import sft
-
-    original, calls = sft.step_micro_batches, []
-
-    def signalling(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == step:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(sft, "step_micro_batches", signalling)
-    return lambda: monkeypatch.setattr(sft, "step_micro_batches", original)
-
-
 def test_sigterm_checkpoints_and_the_same_plan_resumes(tiny_project, monkeypatch):
     undo = sigterm_at_sft_step(monkeypatch, 3)
     extra = "training:\n  max_steps: 6\n  batch_size: 4\n  learning_rate: 1.0e-3\noutputs:\n  checkpoint_every: 2\n"
@@ -288,7 +253,7 @@ def test_an_adapter_of_a_hub_model_names_the_hub_id_and_loads_elsewhere(tiny_pro
                                                                         monkeypatch, capsys):
     import shutil
 
-    from tests.spec.test_lockfile import hub_cache
+    from tests.helpers import hub_cache
 
     monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache(tmp_path / "training-box", tiny_model_dir)))
     code, run, manifest = run_spec(tiny_project, FAST + "trainable:\n  mode: lora\n",

@@ -6,23 +6,11 @@ import pytest
 
 from runner.errors import RunnerError
 from runner.plan.planner import make_plan
-from tests.conftest import TINY_SPEC, write_jsonl
-from tests.execute.test_job import run_spec
-from tests.plan.test_planner import CPU
-
-REWARDS = "def score(prompts, completions):\n    return [float(len(c)) / 10 for c in completions]\n"
-QUICK = "training:\n  max_steps: 2\n  batch_size: 8\n  learning_rate: 1.0e-3\n"
-
-
-@pytest.fixture
-def prompts(tmp_path):
-    write_jsonl(tmp_path / "data" / "prompts.jsonl", [{"prompt": f"What is your name? {i}"} for i in range(8)])
-    (tmp_path / "scoring.py").write_text(REWARDS)
-
+from tests.helpers import CPU, QUICK_RL, TINY_SPEC, run_spec, write_jsonl
 
 def test_ppo_with_a_reward_function(tiny_project, tmp_path, prompts):
     code, run, manifest = run_spec(
-        tiny_project, QUICK + "ppo:\n  reward: {function: 'scoring:score'}\n  response_length: 6\n",
+        tiny_project, QUICK_RL + "ppo:\n  reward: {function: 'scoring:score'}\n  response_length: 6\n",
         **{"method: sft": "method: ppo", "data/train.jsonl": "data/prompts.jsonl"})
     assert code == 0, manifest.error
     records = [json.loads(line) for line in run.metrics.read_text().splitlines()]
@@ -38,7 +26,7 @@ def test_ppo_with_a_reward_function(tiny_project, tmp_path, prompts):
 
 def test_grpo_with_a_reward_function(tiny_project, tmp_path, prompts):
     code, _, manifest = run_spec(
-        tiny_project, QUICK + "trainable:\n  mode: lora\ngrpo:\n  reward: {function: 'scoring:score'}\n"
+        tiny_project, QUICK_RL + "trainable:\n  mode: lora\ngrpo:\n  reward: {function: 'scoring:score'}\n"
                               "  num_generations: 4\n  max_completion_length: 6\n",
         **{"method: sft": "method: grpo", "data/train.jsonl": "data/prompts.jsonl"})
     assert code == 0, manifest.error
@@ -48,14 +36,14 @@ def test_grpo_with_a_reward_function(tiny_project, tmp_path, prompts):
 def test_sft_reward_ppo_chain_through_job_references(tiny_project, tmp_path, prompts):
     write_jsonl(tmp_path / "data" / "pairs.jsonl",
                 [{"prompt": f"Name {i}?", "chosen": "Chatty.", "rejected": "No name."} for i in range(8)])
-    sft = TINY_SPEC.replace("name: tiny", "name: stage-sft") + QUICK
+    sft = TINY_SPEC.replace("name: tiny", "name: stage-sft") + QUICK_RL
     tiny_project(sft, name="sft.yaml")
     reward = (TINY_SPEC.replace("name: tiny", "name: stage-rm").replace("method: sft", "method: reward")
-              .replace("data/train.jsonl", "data/pairs.jsonl") + QUICK)
+              .replace("data/train.jsonl", "data/pairs.jsonl") + QUICK_RL)
     tiny_project(reward, name="rm.yaml")
     ppo = (TINY_SPEC.replace("name: tiny", "name: stage-ppo").replace("method: sft", "method: ppo")
            .replace("./model", "{job: stage-sft}").replace("data/train.jsonl", "data/prompts.jsonl")
-           + QUICK + "trainable:\n  mode: lora\nppo:\n  reward: {model: {job: stage-rm}}\n  response_length: 6\n")
+           + QUICK_RL + "trainable:\n  mode: lora\nppo:\n  reward: {model: {job: stage-rm}}\n  response_length: 6\n")
     ppo_path = tiny_project(ppo, name="ppo.yaml")
     with pytest.raises(RunnerError, match="'stage-sft' has no succeeded run"):
         make_plan(ppo_path, run_root=tmp_path, machine=CPU)

@@ -8,8 +8,7 @@ from runner.execute.settings import RunSettings
 from runner.methods import registry
 from runner.methods.descriptors.ppo import PpoSection
 from runner.spec.fields import RewardSource
-from tests.conftest import write_jsonl
-from tests.plan.test_planner import plan_of
+from tests.helpers import plan_of, write_jsonl
 
 
 @pytest.fixture

@@ -25,8 +25,7 @@ from runner.methods import registry
 from runner.methods.sft import accumulate_gradients, prepared
 from runner.plan.planner import make_plan
 from runner.rundir import RunDirectory
-from tests.conftest import REPO, TINY_SPEC, finished_checkpoints
-from tests.plan.test_planner import CPU
+from tests.helpers import CPU, REPO, TINY_SPEC, finished_checkpoints
 
 TWO_PROCESSES = "hardware:\n  device: cpu\n  gpus: 2\n  strategy: fsdp\n"
 STEP_TOLERANCE = dict(rtol=1e-5, atol=1e-7)

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from runner.execute.events import EventLog
 from runner.execute.stopping import AgreedStop, StopRequest, on_signals
 from runner.rundir import RunDirectory
-from tests.conftest import REPO, TINY_SPEC, write_jsonl
+from tests.helpers import REPO, TINY_SPEC, write_jsonl
 
 
 def stopping_events(path):

@@ -9,9 +9,7 @@ import pytest
 
 from runner import trackers
 from runner.install import pip_install
-from tests.conftest import write_jsonl
-from tests.execute.test_job import FAST, run_spec
-from tests.execute.test_rl import QUICK, prompts  # noqa: F401  (a fixture)
+from tests.helpers import FAST, QUICK_RL, run_spec, write_jsonl
 
 REPORT = "outputs:\n  report_to: [tensorboard, mlflow]\n"
 
@@ -96,9 +94,9 @@ def test_dpo_through_the_trl_callback_and_a_tracking_uri_the_user_set(tiny_proje
 
 
 @pytest.mark.slow
-def test_ppo_metrics_reach_the_trackers(tiny_project, prompts):  # noqa: F811
+def test_ppo_metrics_reach_the_trackers(tiny_project, prompts):
     code, run, manifest = run_spec(
-        tiny_project, QUICK + "ppo:\n  reward: {function: 'scoring:score'}\n  response_length: 6\n" + REPORT,
+        tiny_project, QUICK_RL + "ppo:\n  reward: {function: 'scoring:score'}\n  response_length: 6\n" + REPORT,
         **{"method: sft": "method: ppo", "data/train.jsonl": "data/prompts.jsonl"})
     assert code == 0, manifest.error
     assert_trackers_hold(run, manifest)

@@ -6,7 +6,7 @@ import torch
 
 from runner.execute import loading, trainable
 from runner.methods import registry
-from tests.plan.test_planner import plan_of
+from tests.helpers import plan_of
 
 
 def adapted(tiny_project, lora: str, extra: str = ""):

@@ -16,7 +16,7 @@ from runner.cli import main
 from runner.errors import UsageError
 from runner.launch.local import Placement, placement, torchrun_command
 from runner.manifest import Manifest
-from tests.conftest import TINY_SPEC
+from tests.helpers import TINY_SPEC
 
 ONE_STEP = ("training:\n  max_steps: 1\n  batch_size: 8\n  learning_rate: 1.0e-2\ntrainable:\n  mode: full\n"
             "outputs:\n  save: full\nhardware:\n  device: cpu\n")

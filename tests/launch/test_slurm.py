@@ -14,7 +14,7 @@ from runner.errors import RunnerError
 from runner.launch import slurm
 from runner.manifest import Manifest
 from runner.plan.planner import make_plan
-from tests.conftest import REPO, TINY_SPEC
+from tests.helpers import REPO, TINY_SPEC
 
 TINY_RUN = "training:\n  max_steps: 2\n  batch_size: 4\n  learning_rate: 1.0e-3\nhardware:\n  device: cpu\n"
 LONG_RUN = ("training:\n  max_steps: 100000\n  batch_size: 2\n  learning_rate: 1.0e-4\n"

@@ -4,9 +4,7 @@ import json
 import shutil
 
 from runner.spec.check import check_spec
-from tests.conftest import write_jsonl
-from tests.execute.test_job import FAST, run_spec
-from tests.plan.test_planner import plan_of
+from tests.helpers import FAST, plan_of, run_spec, write_jsonl
 
 ROWS = [row for i in range(8) for row in ({"prompt": f"Name {i}?", "completion": "Chatty.", "label": True},
                                           {"prompt": f"Name {i}?", "completion": "I have no name.", "label": False})]

@@ -2,9 +2,7 @@
 
 import json
 
-from tests.conftest import write_jsonl
-from tests.execute.test_job import FAST, run_spec
-from tests.plan.test_planner import plan_of
+from tests.helpers import FAST, plan_of, run_spec, write_jsonl
 
 PAIRS = [{"prompt": f"Name {i}?", "chosen": "Chatty.", "rejected": "I have no name."} for i in range(8)]
 

@@ -14,7 +14,7 @@ from runner.execute.context import Trained
 from runner.methods import descriptors, registry
 from runner.encoding.rows import KINDS
 from runner.spec.fielddocs import field_docs
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 RUNNER = REPO / "runner"
 MODES = ("full", "freeze", "lora")

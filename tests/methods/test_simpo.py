@@ -1,8 +1,6 @@
 """SimPO (TRL's CPO trainer with the SimPO loss) on the tiny Llama: its settings reach the trainer."""
 
-from tests.conftest import write_jsonl
-from tests.execute.test_job import FAST, layers_of, run_spec
-from tests.plan.test_planner import plan_of
+from tests.helpers import FAST, layers_of, plan_of, run_spec, write_jsonl
 
 PAIRS = [{"prompt": f"Name {i}?", "chosen": "Chatty.", "rejected": "I have no name."} for i in range(8)]
 

@@ -8,7 +8,7 @@ from runner.plan.planner import make_plan
 from runner.plan.render import render
 from runner.rundir import plan_sha256
 from tests.chatty import chatty, own_cache  # noqa: F401  (fixtures)
-from tests.plan.test_planner import CPU
+from tests.helpers import CPU
 
 EVALS = """
 every: 5

@@ -9,8 +9,7 @@ import pytest
 
 from runner.plan.identity import StalePlanError, check_fresh
 from runner.plan.planner import make_plan
-from tests.conftest import TINY_SPEC
-from tests.plan.test_planner import CPU
+from tests.helpers import CPU, TINY_SPEC
 
 
 @pytest.mark.parametrize("replacement", ["fifo", "/dev/zero"])

@@ -1,8 +1,7 @@
 """The memory estimate's method terms, each read from the method's descriptor (issue 12's drift fixes)."""
 
-from tests.conftest import write_jsonl
+from tests.helpers import CPU, TWO_GPUS, plan_of, write_jsonl
 from runner.plan.render import render
-from tests.plan.test_planner import CPU, TWO_GPUS, plan_of
 
 SCORE_HEAD = 32
 """Parameters a scalar head adds to the tiny model (hidden size 32, one output)."""

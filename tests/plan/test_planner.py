@@ -8,25 +8,11 @@ import jsonschema
 import pytest
 
 from runner.plan import identity
-from runner.plan.machine import Machine
 from runner.plan.models import Plan, Resolved, ResolvedSettings
-from runner.plan.planner import PlanError, make_plan
+from runner.plan.planner import PlanError
 from runner.plan.render import render
-from tests.conftest import REPO, TINY_SPEC, write_jsonl
+from tests.helpers import CPU, REPO, TWO_GPUS, plan_of, write_jsonl
 from tests.datasets import hub_dataset, parquet_bytes, save_to_disk, write_parquet
-
-CPU = Machine(cuda_devices=0, cuda_names=(), cuda_memory_bytes=0, cuda_bf16=False, ram_available_bytes=16 << 30)
-TWO_GPUS = Machine(cuda_devices=2, cuda_names=("H100", "H100"), cuda_memory_bytes=80 << 30, cuda_bf16=True,
-                   ram_available_bytes=64 << 30)
-
-
-def plan_of(write_spec, extra: str = "", machine=CPU, **replacements):
-    text = TINY_SPEC
-    for old, new in replacements.items():
-        text = text.replace(old, new)
-    path = write_spec(text + extra)
-    return make_plan(path, run_root=path.parent, machine=machine)
-
 
 def rows_by(plan, status):
     return [(row.layers, row.family) for row in plan.trainable.table if row.status == status]

@@ -12,8 +12,7 @@ from runner.plan import memory
 from runner.plan.machine import what_if
 from runner.plan.planner import PlanError, make_plan
 from runner.rundir import plan_sha256
-from tests.conftest import TINY_SPEC, spec_writer, write_jsonl
-from tests.plan.test_planner import TWO_GPUS, plan_of
+from tests.helpers import TINY_SPEC, TWO_GPUS, plan_of, spec_writer, write_jsonl
 from tests.shapes import SHAPES, make_shape_only
 
 LLAMA_8B_SPEC = """

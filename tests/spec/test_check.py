@@ -3,7 +3,7 @@
 import dataclasses
 
 from runner.spec.check import check_spec
-from tests.conftest import BASE_SPEC, write_jsonl
+from tests.helpers import BASE_SPEC, write_jsonl
 
 
 def diagnostics_of(path):

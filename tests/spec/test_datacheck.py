@@ -8,7 +8,7 @@ from runner.data.sources import resolve
 from runner.spec.check import check_spec
 from runner.spec.datacheck import SourceReport, check_source
 from runner.spec.models import DataSource
-from tests.conftest import BASE_SPEC, write_jsonl
+from tests.helpers import BASE_SPEC, write_jsonl
 from tests.datasets import write_csv, write_parquet
 
 

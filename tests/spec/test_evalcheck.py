@@ -4,7 +4,7 @@ import textwrap
 
 from runner.spec.check import check_spec
 from tests.chatty import TASK as CHATTY_TASK
-from tests.conftest import BASE_SPEC, write_jsonl
+from tests.helpers import BASE_SPEC, write_jsonl
 
 TASK = CHATTY_TASK.replace("metric_list:", "process_docs: !function utils.process_docs\nmetric_list:")
 """The chatty task, with a `!function` tag as lm-eval's own tasks use them (read as text, never run)."""

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from runner.spec.check import check_spec
 from runner.spec.yamlpos import load_yaml
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 EXAMPLE = (REPO / "specs" / "examples" / "chatty-sft.yaml").read_text()
 FRAGMENTS = ["version: 1\n", "name: x\n", "method: sft\n", "training:\n", "  epochs: ", "[", "]", "{", "}", ", ",

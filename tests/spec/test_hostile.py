@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, llama_shapes, write_jsonl, write_safetensors_header
+from tests.helpers import REPO, llama_shapes, write_jsonl, write_safetensors_header
 
 ADDRESS_SPACE = 1 << 30
 """The child may map at most 1 GiB: an unbounded read or a materialised range fails under it."""

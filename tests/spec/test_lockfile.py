@@ -9,19 +9,9 @@ from runner.cli import main
 from runner.spec import lockfile
 from runner.spec.check import check_spec
 from runner.spec.modelinfo import local_directory
-from tests.conftest import BASE_SPEC, llama_shapes, write_safetensors_header
+from tests.helpers import BASE_SPEC, hub_cache, llama_shapes, write_safetensors_header
 
 HUB_SPEC = BASE_SPEC.replace("./tiny-model", "someorg/some-model")
-
-
-def hub_cache(root, model_dir, commit="abc123"):
-    """A hub cache holding `model_dir` as someorg/some-model at `commit`."""
-    repo = root / "models--someorg--some-model"
-    (repo / "snapshots").mkdir(parents=True, exist_ok=True)
-    shutil.copytree(model_dir, repo / "snapshots" / commit)
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return root
 
 
 def test_per_layer_repetition_is_one_line_and_expands_back():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from runner.spec import modelinfo
-from tests.conftest import llama_shapes, write_safetensors_header
+from tests.helpers import llama_shapes, write_safetensors_header
 
 
 def test_names_and_shapes_from_safetensors_headers(model_dir):

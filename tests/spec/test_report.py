@@ -7,7 +7,7 @@ from runner.cli import main
 from runner.daemon.admission import Allowances, verdict
 from runner.spec.check import check_spec
 from runner.spec.report import ValidationReport
-from tests.conftest import BASE_SPEC
+from tests.helpers import BASE_SPEC
 
 GRPO = BASE_SPEC.replace("method: sft", "method: grpo").replace("name: tiny", "name: scored") + (
     "grpo: {reward: {function: 'rewards:score'}}\n")
