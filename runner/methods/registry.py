@@ -20,12 +20,18 @@ from typing import Any, Literal
 
 from runner.errors import RunnerError
 
-CAUSAL_LM, SCORE = "causal_lm", "score"
+Head = Literal["causal_lm", "score"]
 """Model heads: next-token logits, or one scalar per sequence (a reward model)."""
+CAUSAL_LM: Head = "causal_lm"
+SCORE: Head = "score"
 
-SUPERVISED, PAIRS, UNPAIRED, PROMPTS = "supervised", "pairs", "unpaired", "prompts"
+RowKind = Literal["supervised", "pairs", "unpaired", "prompts"]
 """How rows become examples (runner/encoding/rows.py): tokens with a loss mask; chosen and rejected
 answers to one prompt; single answers labelled desirable or not; prompts that the policy answers."""
+SUPERVISED: RowKind = "supervised"
+PAIRS: RowKind = "pairs"
+UNPAIRED: RowKind = "unpaired"
+PROMPTS: RowKind = "prompts"
 
 
 @dataclass(frozen=True)
@@ -114,8 +120,8 @@ class MethodDescriptor:
     """The spec section's model (a `runner.spec.fields.Section`), named after the method."""
     formats: tuple[str, ...]
     """Data formats it trains on (runner.formats)."""
-    rows: str
-    """How a row becomes an example: SUPERVISED, PAIRS, UNPAIRED or PROMPTS."""
+    rows: RowKind
+    """How a row becomes an example."""
     example_row: Mapping[str, Any]
     """One row of its data, for hints and documentation."""
     objective: str
@@ -129,7 +135,7 @@ class MethodDescriptor:
     """Which implementation runs it, as the plan shows it."""
     recipe: str
     """Dotted module path of the recipe (`train(ctx)`), imported when a run starts."""
-    head: str = CAUSAL_LM
+    head: Head = CAUSAL_LM
     new_heads: tuple[str, ...] = ()
     """Parameters the head adds to the base model; they start untrained, so they are always trained."""
     memory: Callable[[Any, str], MemoryTerms] = no_extra_memory

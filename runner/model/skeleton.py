@@ -6,7 +6,7 @@ import copy
 import math
 from dataclasses import dataclass
 
-from runner.methods.registry import CAUSAL_LM, SCORE
+from runner.methods.registry import CAUSAL_LM, SCORE, Head
 from runner.plan.models import ModelFacts
 
 
@@ -21,7 +21,7 @@ class Skeleton:
     bitsandbytes integration converts (not the output head, nor what is tied to it)."""
 
 
-def model_class(head: str):
+def model_class(head: Head):
     """The transformers class of a model head (runner.methods.registry): a causal LM, or a model with one
     scalar score per sequence."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -29,7 +29,7 @@ def model_class(head: str):
     return {CAUSAL_LM: AutoModelForCausalLM, SCORE: AutoModelForSequenceClassification}[head]
 
 
-def build(config, head: str) -> Skeleton:
+def build(config, head: Head) -> Skeleton:
     import torch
 
     if head == SCORE:
