@@ -83,6 +83,28 @@ Check = Callable[[Any, Batching], Iterator[Finding]]
 """A method's own rule: (its section, the batching) -> what is wrong."""
 
 
+@dataclass(frozen=True)
+class Option:
+    """A method option as the plan lists it: its value, its documented default, and where the value comes
+    from (the paper that introduced it)."""
+
+    name: str
+    value: Any
+    default: Any
+    origin: str
+
+
+def no_options(section: Any) -> list[Option]:
+    return []
+
+
+def options_of(section: Any, origins: Mapping[str, str]) -> list[Option]:
+    """The options named in `origins` ({field: origin}), with the section's values and the model's defaults."""
+    fields = type(section).model_fields
+    return [Option(name, getattr(section, name), fields[name].get_default(call_default_factory=True), origin)
+            for name, origin in origins.items()]
+
+
 def no_extra_memory(section: Any, mode: str) -> MemoryTerms:
     return MemoryTerms()
 
@@ -146,6 +168,8 @@ class MethodDescriptor:
     """(section, trainable mode) -> {field: (value, rule)} for the section's `auto` fields."""
     section_hint: str | None = None
     """How to write the section, for a spec whose method needs one and lacks it."""
+    options: Callable[[Any], list[Option]] = no_options
+    """(section) -> the options the plan lists with their defaults and the papers they come from."""
     min_micro_batch: int = 1
     """Rows a micro-batch needs at least (KTO compares rows within one)."""
     single_device: bool = False

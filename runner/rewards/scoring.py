@@ -53,7 +53,7 @@ def score_check(check: Any, completion: Completion, row: Mapping[str, Any]) -> f
         return float(expected is not None
                      and text.normalize(answer, check.normalize) == text.normalize(expected, check.normalize))
     if isinstance(check, NumericCheck):
-        expected, got = _number_in(row.get(check.column)), text.last_number(answer)
+        expected, got = text.expected_number(row.get(check.column)), text.last_number(answer)
         return float(expected is not None and got is not None and abs(got - expected) <= check.tolerance)
     if isinstance(check, JsonCheck):
         parsed, value = jsonvalue.parse(_unfenced(answer))
@@ -133,16 +133,6 @@ def _cell(row: Mapping[str, Any], column: str) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _number_in(value: Any) -> float | None:
-    """The right answer of a numeric check: a number, or the last number written in a text (as in GSM8K's
-    '... #### 72')."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return text.number(repr(value))
-    return text.last_number(text.clean(value)) if isinstance(value, str) else None
 
 
 def _unfenced(answer: str) -> str:

@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from runner.rewards import jsonvalue
 from runner.rewards import pattern as patterns
-from runner.rewards.text import NORMALIZE_STEPS
+from runner.rewards.text import NORMALIZE_STEPS, expected_number
 from runner.spec.fields import FUNCTION_PATTERN, ModelSource, Section
 
 MAX_TERMS = 16
@@ -333,6 +333,16 @@ class DeclaredReward(RootModel[Annotated[list[RewardTerm], Field(min_length=1, m
 
     def columns(self) -> list[str]:
         return sorted({column for term in self.root for column in term.columns()})
+
+    def row_problem(self, row: dict) -> tuple[int, str] | None:
+        """(index of the term, why) when a data row lacks what a term reads, else None."""
+        for index, term in enumerate(self.root):
+            for column in term.columns():
+                if row.get(column) is None:
+                    return index, f"has no '{column}' (the {term.kind} check reads it)"
+                if term.numeric is not None and expected_number(row[column]) is None:
+                    return index, f"'{column}' holds no number (the numeric check compares with it): {row[column]!r:.60}"
+        return None
 
     def patterns(self) -> list[tuple[int, str, str]]:
         """(index of the term, its kind, pattern) for every regular expression the reward holds."""

@@ -90,6 +90,16 @@ def last_number(text: str) -> float | None:
     return number(last) if last is not None else None
 
 
+def expected_number(value: Any) -> float | None:
+    """The right answer of a numeric check, from a row: a number, or the last number written in a text
+    (as in GSM8K's '... #### 72'); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return number(repr(value))
+    return last_number(clean(value)) if isinstance(value, str) else None
+
+
 def normalize(text: str, steps: Iterable[str]) -> str:
     for step in steps:
         if step == "strip":

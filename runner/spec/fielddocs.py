@@ -14,13 +14,14 @@ import inspect
 
 @functools.cache
 def field_docs() -> dict[str, dict[str, str]]:
-    """{model class name: {field name: docstring}} for the spec models, the shared field types and each
-    method's section (in its descriptor module)."""
+    """{model class name: {field name: docstring}} for the spec models, the shared field types, the declared
+    rewards and each method's section (in its descriptor module)."""
     from runner.methods import registry
+    from runner.rewards import spec as rewards
     from runner.spec import fields, models
 
     docs: dict[str, dict[str, str]] = {}
-    for module in (fields, models, *registry.descriptor_modules()):
+    for module in (fields, models, rewards, *registry.descriptor_modules()):
         for node in ast.parse(inspect.getsource(module)).body:
             if isinstance(node, ast.ClassDef):
                 docs[node.name] = _class_docs(node)

@@ -7,7 +7,6 @@ Both import from here, never from each other, so a descriptor's section model ca
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, field_validator, model_validator
@@ -118,36 +117,3 @@ class ModelSource(Section):
         if self.hub:
             return self.hub + (f"@{self.revision}" if self.revision else "")
         return self.path if self.path else f"job:{self.job}"
-
-
-class RewardSource(Section):
-    """A reward model, or a Python function named explicitly (which runs as code)."""
-
-    model: ModelSource | None = None
-    """A reward model: {job: name} of a `reward` spec, {path: dir}, or a hub id."""
-    function: str | None = None
-    """`module:function`, imported and called with (prompts, completions) -> list of floats.
-    This executes code from your environment."""
-
-    @field_validator("function")
-    @classmethod
-    def _function(cls, value: str | None) -> str | None:
-        if value is not None and not FUNCTION_PATTERN.match(value):
-            raise PydanticCustomError("reward_function", "'{value}' is not 'module:function'", {"value": value})
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> RewardSource:
-        if (self.model is None) == (self.function is None):
-            raise PydanticCustomError("reward_source", "give exactly one of model or function")
-        return self
-
-    def function_file(self, spec_folder: Path) -> Path | None:
-        """The module file beside the spec that `function` names (`pkg.mod:f` is pkg/mod.py or
-        pkg/mod/__init__.py), or None: then the module must be installed."""
-        module = self.function.split(":")[0]
-        relative = Path(*module.split("."))
-        for candidate in ((spec_folder / relative).with_suffix(".py"), spec_folder / relative / "__init__.py"):
-            if candidate.is_file():
-                return candidate
-        return None

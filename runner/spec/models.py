@@ -47,7 +47,8 @@ class DataSource(Section):
     """The split to read (train, validation, test, ...); default: the only one, or `train` for data.train."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Row keys taken from columns of other names, {key: column}, e.g. {prompt: question, completion:
-    answer}; when given, rows hold these keys only."""
+    answer}; when given, rows hold these keys only (keep another column, such as one a reward check reads,
+    by naming it: {prompt: question, answer: answer})."""
     weight: Annotated[float, Field(gt=0, le=100)] = 1.0
     """Times each usable row of this source is used per epoch (data.train only): 2 uses every row twice,
     0.5 half of them (chosen from training.seed). An epoch is every source's rows taken so, shuffled
@@ -80,12 +81,11 @@ class DataSource(Section):
     @classmethod
     def _row_keys(cls, value: dict[str, str]) -> dict[str, str]:
         for key, column in value.items():
-            if key not in formats.KNOWN_KEYS:
-                close = difflib.get_close_matches(key, formats.KNOWN_KEYS, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(key, formats.KNOWN_KEYS, n=1, cutoff=0.8)  # as formats.detect
+            if key not in formats.KNOWN_KEYS and close:  # a typo; other keys are extra columns (a reward reads them)
                 raise PydanticCustomError(
-                    "columns", "'{key}' is not a row key{hint} (row keys: {keys})",
-                    {"key": key, "hint": f"; did you mean '{close[0]}'?" if close else "",
-                     "keys": ", ".join(sorted(formats.KNOWN_KEYS))})
+                    "columns", "'{key}' is not a row key; did you mean '{close}'? (row keys: {keys})",
+                    {"key": key, "close": close[0], "keys": ", ".join(sorted(formats.KNOWN_KEYS))})
             if not column:
                 raise PydanticCustomError("columns", "columns.{key} names no column", {"key": key})
         return value
