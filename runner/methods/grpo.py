@@ -9,6 +9,7 @@ Every option of the section reaches GRPOConfig under TRL's name for it.
 from __future__ import annotations
 
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer import grpo_trainer
 
 from runner.execute import arguments
 from runner.execute.context import Context, Trained
@@ -42,13 +43,15 @@ def train(ctx: Context) -> Trained:
     grpo: GrpoSection = ctx.settings.method
     reward = load_reward(ctx.plan, grpo.reward, ctx.tokenizer, next(ctx.model.parameters()).device)
     functions, tokenizers, weights = reward.trl_reward_functions()
-    trainer = GRPOTrainer(
-        model=ctx.model,
-        reward_funcs=functions,
-        args=config(ctx, weights),
-        train_dataset=ctx.dataset("train"),
-        processing_class=ctx.tokenizer,
-        reward_processing_classes=tokenizers,
-    )
+    with ctx.reference_for(grpo_trainer):
+        trainer = GRPOTrainer(
+            model=ctx.model,
+            reward_funcs=functions,
+            args=config(ctx, weights),
+            train_dataset=ctx.dataset("train"),
+            eval_dataset=ctx.dataset("eval"),
+            processing_class=ctx.tokenizer,
+            reward_processing_classes=tokenizers,
+        )
     # --- train ---
     return ctx.train_with(trainer)

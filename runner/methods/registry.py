@@ -33,8 +33,8 @@ class ExtraModel:
     """A model a method holds in memory beside the policy."""
 
     name: str
-    parameters_of: Literal["policy", "reward_model"]
-    """Whose size it has: the policy's, or the reward model's."""
+    parameters_of: Literal["policy", "reward_model", "teacher"]
+    """Whose size it has: the policy's, the reward model's or the teacher's."""
     trained: bool = False
     """Frozen: fp32 weights. Trained: fp32 weights, gradients and two AdamW states."""
     note: str = ""
@@ -43,6 +43,7 @@ class ExtraModel:
 REFERENCE = ExtraModel("reference model", "policy", note="frozen fp32 copy of the base")
 VALUE = ExtraModel("value model", "policy", trained=True, note="weights, gradients and AdamW states")
 REWARD = ExtraModel("reward model", "reward_model", note="frozen, fp32 (as the recipes load it)")
+TEACHER = ExtraModel("teacher model", "teacher", note="frozen, fp32 (as the distillation recipe loads it)")
 
 
 @dataclass(frozen=True)

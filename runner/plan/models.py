@@ -121,6 +121,7 @@ class Inputs(Frozen):
     data: list[DataIdentity]
     base_model: ModelIdentity
     reward_model: ModelIdentity | None = None
+    teacher_model: ModelIdentity | None = None
     versions: dict[str, str]
     """runner, python and library versions at planning time."""
 
@@ -253,6 +254,30 @@ class MemoryEstimate(Frozen):
     advice: list[str] = Field(default_factory=list)
 
 
+class RewardTermPlan(Frozen):
+    name: str
+    """The term's name in metrics (rewards/NAME/mean)."""
+    weight: float
+    what: str
+    """What it scores, in words."""
+
+
+class RewardPlan(Frozen):
+    """The reward of an RL method, as a formula over its named terms."""
+
+    formula: str
+    terms: list[RewardTermPlan]
+
+
+class MethodOption(Frozen):
+    """A method option with its documented default and where it comes from."""
+
+    name: str
+    value: Any
+    default: Any
+    origin: str
+
+
 class Plan(Frozen):
     plan_version: Literal[1] = PLAN_VERSION
     created_at: str
@@ -274,6 +299,10 @@ class Plan(Frozen):
     """Which implementation runs the method (e.g. TRL DPOTrainer), and how."""
     objective: str = ""
     """The loss the method minimises, in words."""
+    reward: RewardPlan | None = None
+    """For methods trained against a reward: what a completion scores."""
+    options: list[MethodOption] = Field(default_factory=list)
+    """The method's options that the plan lists with their defaults and origins (the GRPO family's)."""
 
     def value(self, key: str) -> Any:
         return self.resolved[key].value

@@ -22,7 +22,8 @@ from runner.methods import registry
 from runner.methods.registry import Batching, MethodDescriptor
 from runner.plan import identity, memory, source, strategy, table
 from runner.plan.machine import Machine, detect
-from runner.plan.models import DeviceFacts, LossMaskPreview, Plan, Resolved, Steps, TokenStats
+from runner.plan.models import (DeviceFacts, LossMaskPreview, MethodOption, Plan, Resolved, RewardPlan, RewardTermPlan,
+                                Steps, TokenStats)
 from runner.plan.packing import WORTH_IT, Layouts, keeps_documents_apart, layouts
 from runner.plan.rows import KINDS, mask_rule
 from runner.plan.skeleton import Skeleton, build
@@ -82,6 +83,7 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     device = _resolve_device(spec, method, machine, settings)
     location = source.locate(spec.base_model, folder, run_root)
     reward_location = _reward_location(spec, folder, run_root)
+    teacher_location = source.locate(spec.teacher_source(), folder, run_root) if spec.teacher_source() else None
     config = source.load_config(location)
     tokenizer = source.load_tokenizer(location)
     skeleton = build(config, method.descriptor.head)
@@ -102,23 +104,38 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     steps = _steps(spec, method, settings, device, sum(epoch_rows), stats, trainable_plan.mode,
                    "eval" in checked.data)
     packing = _resolve_packing(spec, method, settings, lengths, steps, max_length, config)
-    reward_parameters = _reward_parameters(reward_location) if reward_location else 0
-    mem = _memory(spec, method, terms, settings, device, skeleton, trainable_plan, steps, max_length, packing,
-                  reward_parameters)
+    teacher = build(source.load_config(teacher_location), registry.CAUSAL_LM).facts if teacher_location else None
+    if teacher is not None and teacher.vocab_size != skeleton.facts.vocab_size:
+        raise PlanError(f"the teacher has a vocabulary of {teacher.vocab_size:,} tokens, the student "
+                        f"{skeleton.facts.vocab_size:,}: it cannot score the student's tokens",
+                        "distil from a teacher of the same model family (the same tokenizer)")
+    sizes = {"policy": skeleton.facts.total_parameters, "teacher": teacher.total_parameters if teacher else 0,
+             "reward_model": _reward_parameters(reward_location) if reward_location else 0}
+    mem = _memory(spec, method, terms, settings, device, skeleton, trainable_plan, steps, max_length, packing, sizes)
     checkpoint_every = _resolve_outputs(spec, settings, steps)
     steps = steps.model_copy(update={"micro_batch_size": settings.entries["training.micro_batch_size"].value,
                                      "gradient_accumulation": settings.entries["training.gradient_accumulation"].value,
                                      "checkpoint_every": checkpoint_every})
     _record_method_settings(spec, method, settings)
 
-    inputs = identity.inputs(spec_path, checked, location, reward_location, epoch_rows)
+    inputs = identity.inputs(spec_path, checked, location, reward_location, epoch_rows, teacher_location)
     return Plan(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
         resolved=settings.entries, device=device, model=skeleton.facts, trainable=trainable_plan,
         loss_mask=preview, steps=steps, memory=mem, inputs=inputs, training_path=_training_path(method, settings),
-        objective=method.descriptor.objective,
+        objective=method.descriptor.objective, reward=_reward_plan(spec),
+        options=[MethodOption(**vars(option)) for option in method.descriptor.options(method.section)],
     )
+
+
+def _reward_plan(spec: JobSpec) -> RewardPlan | None:
+    reward = spec.reward_source()
+    if reward is None:
+        return None
+    return RewardPlan(formula=reward.formula(), terms=[RewardTermPlan(name=name, weight=term.weight,
+                                                                      what=term.describe())
+                                                       for name, term in reward.named()])
 
 
 @dataclass(frozen=True)
@@ -374,7 +391,8 @@ def _steps(spec: JobSpec, method: _Method, settings: Settings, device: DeviceFac
 
 def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, settings: Settings, device: DeviceFacts,
             skeleton: Skeleton, trainable_plan, steps: Steps, max_length: int, packing: Layouts | None,
-            reward_parameters: int):
+            sizes: dict[str, int]):
+    """`sizes`: the parameters of the policy and of the other models a method holds (ExtraModel.parameters_of)."""
     precision = settings.entries["hardware.precision"].value
     # A forward pass holds rows, or packed blocks; a step needs the per-device share of either.
     per_device = math.ceil(packing.blocks_per_step / device.count) if packing else steps.batch_size // device.count
@@ -388,7 +406,6 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
     seq_len = max_length if packing else min(max_length, _round_up(max(steps.tokens.max_tokens, 1), 8))
     lora = trainable_plan.mode == "lora"
     adapted = trainable_plan.lora.targets if lora else []
-    sizes = {"policy": skeleton.facts.total_parameters, "reward_model": reward_parameters}
     base = memory.Workload(
         mode=trainable_plan.mode, precision=precision, device=device.type, micro_batch=per_device,
         seq_len=seq_len, checkpointing=False, trainable_parameters=trainable_plan.trainable_parameters,

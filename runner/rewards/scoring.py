@@ -88,9 +88,11 @@ class RewardScorer:
         return {name: self.score(term, completions, rows) for name, term in self.checks}
 
     def total(self, scores: Mapping[str, Sequence[float]]) -> list[float]:
-        """The reward of each completion: sum of weight x score over the terms (`scores` holds every term's)."""
+        """The reward of each completion: the sum of weight x score over the terms in `scores` (every term's
+        for the reward itself; the checks' alone for what the checks say)."""
         count = len(next(iter(scores.values()))) if scores else 0
-        return [sum(term.weight * scores[name][i] for name, term in self.named) for i in range(count)]
+        return [sum(term.weight * scores[name][i] for name, term in self.named if name in scores)
+                for i in range(count)]
 
 
 def _length(check: LengthCheck, completion: Completion, written: str) -> float:

@@ -54,8 +54,8 @@ class _Answer(Section):
 
     def place(self) -> str:
         if self.tag is not None:
-            return f"<{self.tag}>"
-        return f"after '{self.after}'" if self.after is not None else "the completion"
+            return f"<{self.tag}>...</{self.tag}>"
+        return f"the line after '{self.after}'" if self.after is not None else "the completion"
 
 
 class ExactCheck(_Answer):

@@ -120,6 +120,12 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
     if check_inputs and reward is not None:
         with _unexpected(report, (view.method, "reward")):
             _check_reward(report, result, folder, view.method, reward)
+    teacher = getattr(view.sections.get(view.method or ""), "teacher", None)
+    if check_inputs and teacher is not None and teacher.job is not None:
+        try:
+            jobs.find_job_spec(folder, teacher.job)
+        except RunnerError as error:
+            report.add("error", (view.method, "teacher", "job"), error.message, error.hint)
 
     result.diagnostics.sort(key=lambda d: (d.file != document.file, sort_key(d)))  # the spec's own first
     result.spec = spec if not result.errors else None
@@ -151,6 +157,8 @@ def _code_uses(spec: JobSpec, document: YamlDocument) -> list[CodeUse]:
     for index, term in enumerate(reward.terms if reward is not None else ()):
         if term.model is not None:
             sources.append((_reward_place(document, spec.method, index, "model"), term.model))
+    if spec.teacher_source() is not None:
+        sources.append(((spec.method, "teacher"), spec.teacher_source()))
     for where, model in sources:
         if model.trust_remote_code:
             where = (*where, "trust_remote_code")

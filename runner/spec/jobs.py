@@ -44,9 +44,7 @@ def find_job_spec(folder: Path, name: str) -> Path:
 
 
 def jobs_named(spec) -> list[str]:
-    """The other specs a (valid) spec builds on: `{job: NAME}` as its base model or reward model."""
-    named = [spec.base_model.job] if spec.base_model.job else []
-    reward = getattr(spec.method_section(), "reward", None)
-    if reward is not None and reward.model is not None and reward.model.job:
-        named.append(reward.model.job)
-    return named
+    """The other specs a (valid) spec builds on: `{job: NAME}` as its base model, reward model or teacher."""
+    reward = spec.reward_source()
+    models = [spec.base_model, reward.model if reward is not None else None, spec.teacher_source()]
+    return [model.job for model in models if model is not None and model.job]

@@ -311,8 +311,12 @@ class JobFields(Section):
         return getattr(self, self.method) or self.descriptor().default_section()
 
     def reward_source(self):
-        """The reward model or function of a method trained against a reward, else None."""
+        """The declared reward (runner.rewards.spec.DeclaredReward) of a method trained against one, else None."""
         return getattr(self.method_section(), "reward", None)
+
+    def teacher_source(self) -> ModelSource | None:
+        """The teacher model of a method that distils one, else None."""
+        return getattr(self.method_section(), "teacher", None)
 
 
 def _job_spec() -> type[JobFields]:

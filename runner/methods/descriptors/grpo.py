@@ -8,8 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from runner.methods import rl_options
-from runner.methods.registry import (PROMPTS, REFERENCE, REWARD, Batching, Finding, MemoryTerms, MethodDescriptor,
-                                     Option, options_of)
+from runner.methods.registry import PROMPTS, Batching, Finding, MethodDescriptor, Option, options_of
 from runner.rewards.spec import DeclaredReward
 from runner.spec.fields import Count, Section
 
@@ -56,20 +55,6 @@ LOSSES = {
 }
 
 
-def memory(section: GrpoSection, mode: str) -> MemoryTerms:
-    models = (REFERENCE,) if section.beta > 0 and mode != "lora" else ()
-    if section.reward.model is not None:
-        models += (REWARD,)
-    return MemoryTerms(generated_tokens=section.max_completion_length, models=models)
-
-
-def whole_groups(section: GrpoSection, batching: Batching) -> Iterator[Finding]:
-    if batching.batch != "auto" and batching.batch % section.num_generations:
-        yield Finding(("grpo", "num_generations"),
-                      f"num_generations {section.num_generations} does not divide batch_size {batching.batch}",
-                      "a batch holds whole groups of completions of one prompt")
-
-
 def sequence_sampling_needs_its_loss(section: GrpoSection, batching: Batching) -> Iterator[Finding]:
     if section.importance_sampling == "sequence" and section.loss != "grpo":
         yield Finding(("grpo", "importance_sampling"),
@@ -102,8 +87,8 @@ DESCRIPTOR = MethodDescriptor(
     learning_rates={"full": 1e-6, "freeze": 5e-6, "lora": 1e-5},
     training_path="TRL GRPOTrainer",
     recipe="runner.methods.grpo",
-    memory=memory,
-    checks=(whole_groups, rl_options.clipping_acts, sequence_sampling_needs_its_loss),
+    memory=rl_options.memory,
+    checks=(rl_options.whole_groups, rl_options.clipping_acts, sequence_sampling_needs_its_loss),
     completions_per_prompt=lambda section: section.num_generations,
     section_hint="add  grpo: {reward: [{numeric: {column: answer}}]}  (declared checks), or a reward model "
                  "{model: {job: my-reward-model}}, or a function {function: my_module:score}",
