@@ -1,6 +1,6 @@
 """Distillation: TRL's GKD trainer (generalised knowledge distillation). The student learns the teacher's
-next-token distributions over an answer's tokens: the data's answer on most steps, or, on a share
-`on_policy` of them, a completion the student samples itself (the teacher scores it token by token).
+next-token distributions over an answer's tokens: the data's answer, or, on a share
+`on_policy` of the steps, a completion the student samples itself (the teacher scores it token by token).
 
 The rows are runner's own supervised encoding: the answer's tokens are those the loss covers, and
 everything before the first of them is the prompt the student completes on on-policy steps.
@@ -8,14 +8,19 @@ everything before the first of them is the prompt the student completes on on-po
 
 from __future__ import annotations
 
+import warnings
+
 import torch
-from trl.experimental.gkd import GKDConfig, GKDTrainer
 
 from runner.errors import RunnerError
 from runner.execute import arguments, loading
 from runner.execute.context import Context, Trained
 from runner.methods.descriptors.distill import DistillSection
 from runner.methods.registry import CAUSAL_LM
+
+with warnings.catch_warnings():  # importing trl.experimental warns that it is experimental; the plan says whose code runs
+    warnings.simplefilter("ignore")
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
 
 IGNORED = -100
 
