@@ -15,7 +15,8 @@ from runner.rewards.pattern import EngineMissing
 from runner.rewards.scoring import Completion, RewardScorer
 
 MAX_PROMPTS = 64
-"""Eval prompts answered by each model (greedy, one at a time, as the samples)."""
+"""Eval prompts answered by each model (greedy, as the samples)."""
+BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class RewardCheck:
 
     def score(self, model, tokenizer, *, templated: bool) -> RewardScores:
         answers = generate(model, tokenizer, [row["prompt"] for row in self.rows], templated=templated,
-                           max_new_tokens=self.max_new_tokens)
+                           max_new_tokens=self.max_new_tokens, batch=BATCH)
         completions = [Completion(answer, len(tokenizer(answer, add_special_tokens=False)["input_ids"]))
                        for answer in answers]
         scores = self.scorer.scores(completions, self.rows)
