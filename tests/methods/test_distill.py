@@ -33,6 +33,7 @@ def test_distill_options_reach_the_trainer_s_arguments(tiny_project, teacher, bu
     assert "teacher model" in memory and manifest.plan.loss_mask.generation_tokens == 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("on_policy", [0.0, 1.0])
 def test_distillation_on_and_off_policy_trains_the_student(tiny_project, teacher, on_policy):
     code, _, manifest = distill(tiny_project, f"  teacher: ./teacher\n  on_policy: {on_policy}\n"
@@ -50,6 +51,7 @@ def test_a_teacher_with_another_vocabulary_is_refused_by_the_plan(tiny_project, 
         make_plan(spec, run_root=tmp_path, machine=CPU)
 
 
+@pytest.mark.slow
 def test_a_teacher_may_be_another_spec_s_run(tiny_project, tmp_path):
     text = ("version: 1\nname: student\nmethod: distill\nbase_model: ./model\ndata:\n  train: data/train.jsonl\n"
             "distill:\n  teacher: {job: big-teacher}\n")

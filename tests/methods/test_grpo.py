@@ -42,6 +42,7 @@ def grpo(tiny_project, options: str):
                     **{"method: sft": "method: grpo"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options, expected", [
     ("", dict(loss_type="dapo", scale_rewards="group", beta=0.0, num_iterations=1, epsilon=0.2, epsilon_high=None,
               importance_sampling_level="token", mask_truncated_completions=False)),
@@ -103,6 +104,7 @@ def test_the_plan_shows_the_reward_as_a_formula_and_each_option_with_its_paper(t
     assert "Reward: has_a + 0.5 x numeric" in text and "loss                        dr_grpo" in text
 
 
+@pytest.mark.slow
 def test_grpo_trains_on_declared_checks_and_compares_them_before_and_after(tiny_project, tmp_path, prompts):
     write_jsonl(tmp_path / "data" / "eval.jsonl", PROMPTS[:4])
     code, run, manifest = run_spec(

@@ -22,6 +22,7 @@ def rloo(tiny_project, options: str, mode: str = "lora"):
                     + "  num_generations: 4\n  max_completion_length: 6\n" + options, **{"method: sft": "method: rloo"})
 
 
+@pytest.mark.slow
 def test_rloo_options_reach_the_trainer_s_arguments(tiny_project, prompts, built):
     code, _, manifest = rloo(tiny_project, "  beta: 0.1\n  normalize_advantages: true\n  num_iterations: 2\n"
                                            "  epsilon: 0.1\n  epsilon_high: 0.25\n  mask_truncated_completions: true\n",
@@ -45,6 +46,7 @@ def test_clipping_without_a_second_pass_is_refused(tiny_project, prompts):
         ("rloo.epsilon_high", "epsilon_high has no effect with num_iterations 1")]
 
 
+@pytest.mark.slow
 def test_rloo_trains_a_tiny_model(tiny_project, prompts):
     code, run, manifest = rloo(tiny_project, "")
     assert code == 0, manifest.error
