@@ -27,6 +27,28 @@ from runner.rewards.spec import DeclaredReward, RewardTerm
 SCORE_BATCH = 16
 
 
+def sampling_options(section) -> dict:
+    """The options TRL's GRPO and RLOO configs share, from their sections (same names in both): the group,
+    the sampling, the KL weight and the clipped ratio."""
+    return dict(num_generations=section.num_generations, max_completion_length=section.max_completion_length,
+                temperature=section.temperature, top_p=1.0, top_k=0, beta=section.beta,
+                num_iterations=section.num_iterations, epsilon=section.epsilon, epsilon_high=section.epsilon_high,
+                mask_truncated_completions=section.mask_truncated_completions)
+
+
+def train_against_reward(ctx, trainer_class, trainer_module, make_config) -> object:
+    """Train with one of TRL's group trainers (GRPO, RLOO): the section's reward as one reward function per
+    term with the spec's weights (`make_config(weights)` is the trainer's config), and, when beta > 0 in
+    full training, runner's frozen reference (Context.reference_for)."""
+    reward = load_reward(ctx.plan, ctx.settings.method.reward, ctx.tokenizer, next(ctx.model.parameters()).device)
+    functions, tokenizers, weights = reward.trl_reward_functions()
+    with ctx.reference_for(trainer_module):
+        trainer = trainer_class(model=ctx.model, reward_funcs=functions, args=make_config(weights),
+                                train_dataset=ctx.dataset("train"), eval_dataset=ctx.dataset("eval"),
+                                processing_class=ctx.tokenizer, reward_processing_classes=tokenizers)
+    return ctx.train_with(trainer)
+
+
 @dataclass(frozen=True)
 class Reward:
     """A declared reward, ready: its scorer (every term by name), the reward model of its `model` term

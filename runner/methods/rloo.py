@@ -12,7 +12,7 @@ from trl.trainer import rloo_trainer
 
 from runner.execute import arguments
 from runner.execute.context import Context, Trained
-from runner.execute.rewards import load_reward
+from runner.execute.rewards import sampling_options, train_against_reward
 from runner.methods.descriptors.rloo import RlooSection
 
 
@@ -20,35 +20,11 @@ def config(ctx: Context, weights: list[float]) -> RLOOConfig:
     rloo: RlooSection = ctx.settings.method
     return RLOOConfig(
         **arguments.common(ctx.settings.training, ctx.run),
-        num_generations=rloo.num_generations,
-        max_completion_length=rloo.max_completion_length,
-        temperature=rloo.temperature,
-        top_p=1.0,
-        top_k=0,
-        beta=rloo.beta,
+        **sampling_options(rloo),
         normalize_advantages=rloo.normalize_advantages,
-        num_iterations=rloo.num_iterations,
-        epsilon=rloo.epsilon,
-        epsilon_high=rloo.epsilon_high,
-        mask_truncated_completions=rloo.mask_truncated_completions,
         reward_weights=weights,
     )
 
 
 def train(ctx: Context) -> Trained:
-    # --- setup ---
-    rloo: RlooSection = ctx.settings.method
-    reward = load_reward(ctx.plan, rloo.reward, ctx.tokenizer, next(ctx.model.parameters()).device)
-    functions, tokenizers, weights = reward.trl_reward_functions()
-    with ctx.reference_for(rloo_trainer):
-        trainer = RLOOTrainer(
-            model=ctx.model,
-            reward_funcs=functions,
-            args=config(ctx, weights),
-            train_dataset=ctx.dataset("train"),
-            eval_dataset=ctx.dataset("eval"),
-            processing_class=ctx.tokenizer,
-            reward_processing_classes=tokenizers,
-        )
-    # --- train ---
-    return ctx.train_with(trainer)
+    return train_against_reward(ctx, RLOOTrainer, rloo_trainer, lambda weights: config(ctx, weights))
