@@ -11,7 +11,7 @@ from tests.conftest import write_jsonl
 from tests.execute.test_job import run_spec
 from tests.plan.test_planner import plan_of
 
-PROMPTS = [{"prompt": f"What is {i} + 1?", "answer": i + 1} for i in range(8)]
+PROMPTS = [{"prompt": f"What is {i} + 1?", "answer": i + 1, "space": " "} for i in range(8)]
 QUICK = "training:\n  max_steps: 2\n  batch_size: 8\n  learning_rate: 1.0e-2\n"
 # A random tiny model writes random tokens: some completions hold the letter 'a', some do not, so a group's
 # rewards differ and the advantages are not all 0.
@@ -107,17 +107,21 @@ def test_the_plan_shows_the_reward_as_a_formula_and_each_option_with_its_paper(t
 @pytest.mark.slow
 def test_grpo_trains_on_declared_checks_and_compares_them_before_and_after(tiny_project, tmp_path, prompts):
     write_jsonl(tmp_path / "data" / "eval.jsonl", PROMPTS[:4])
+    columns = "    - contains: {column: space}\n      name: has_space\n"  # reads the row: reaches TRL's functions
     code, run, manifest = run_spec(
-        tiny_project, QUICK + "trainable:\n  mode: lora\ngrpo:\n" + REWARD,
+        tiny_project, QUICK + "trainable:\n  mode: lora\ngrpo:\n" + REWARD.replace("  num_generations", columns
+                                                                                    + "  num_generations"),
         **{"method: sft": "method: grpo", "train: data/train.jsonl": "train: data/train.jsonl\n  eval: data/eval.jsonl"})
     assert code == 0, manifest.error
     assert manifest.parameters.adapters_changed > 0
     logged = [json.loads(line) for line in run.metrics.read_text().splitlines()]
     steps = [r for r in logged if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2] and all("rewards/has_a/mean" in r for r in steps)
+    assert any(r["rewards/has_space/mean"] > 0 for r in steps)  # the row's column reached the check
     assert "rewards/numeric/mean" in manifest.metrics.method  # each check's mean, in the manifest too
     comparison = manifest.reward
-    assert comparison.prompts == 4 and set(comparison.base.checks) == {"has_a", "numeric"}
-    assert set(comparison.trained.checks) == {"has_a", "numeric"}
-    assert comparison.base.total == pytest.approx(comparison.base.checks["has_a"]
-                                                  + 0.5 * comparison.base.checks["numeric"], abs=1e-3)
+    assert comparison.prompts == 4 and set(comparison.base.checks) == {"has_a", "numeric", "has_space"}
+    assert set(comparison.trained.checks) == {"has_a", "numeric", "has_space"}
+    assert comparison.base.checks["has_space"] > 0 or comparison.trained.checks["has_space"] > 0
+    base = comparison.base.checks
+    assert comparison.base.total == pytest.approx(base["has_a"] + 0.5 * base["numeric"] + base["has_space"], abs=1e-3)
