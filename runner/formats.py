@@ -18,6 +18,8 @@ import difflib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from runner.confine import quoted
+
 FORMATS = ("messages", "prompt_completion", "text", "preference", "unpaired", "prompt_only")
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -45,7 +47,7 @@ def detect(row: Any) -> str:
     for key in sorted(keys - KNOWN_KEYS):
         close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.8)
         if close and close[0] not in keys:
-            raise RowError(f'unexpected key "{key}": did you mean "{close[0]}"?')
+            raise RowError(f'unexpected key {quoted(_quote(key))}: did you mean "{close[0]}"?')
     if "messages" in keys:
         return "messages"
     if {"input", "preferred_output", "non_preferred_output"} <= keys:
@@ -60,7 +62,7 @@ def detect(row: Any) -> str:
         return "text"
     if "prompt" in keys:
         return "prompt_only"
-    shown = ", ".join(sorted(keys)[:8]) or "none"
+    shown = quoted(", ".join(sorted(keys)[:8])) if keys else "none"
     raise RowError(
         f"no known row shape (keys: {shown}); expected messages, prompt+completion, text, "
         "prompt+chosen+rejected, input+preferred_output+non_preferred_output, prompt+completion+label, or prompt")
@@ -88,13 +90,18 @@ def detect_as(row: Any, expected: str) -> None:
         problems.append(f"missing {_keys(missing)} ({expected} rows have {_keys(list(needed))})")
         for key in sorted(keys - KNOWN_KEYS):
             close = difflib.get_close_matches(key, missing, n=1, cutoff=0.6)
-            problems.append(f'unexpected "{key}"' + (f': did you mean "{close[0]}"?' if close else ""))
+            problems.append(f'unexpected {quoted(_quote(key))}' + (f': did you mean "{close[0]}"?' if close else ""))
     raise RowError("; ".join(problems))
 
 
 def _keys(names: list[str]) -> str:
-    quoted = [f'"{name}"' for name in names]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+    """Known keys (runner's own words, never the file's), quoted and listed."""
+    shown = [_quote(name) for name in names]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def _quote(name: str) -> str:
+    return f'"{name}"'
 
 
 def variant(row: dict) -> str:
@@ -221,7 +228,7 @@ def _messages(value: Any, key: str) -> list[dict]:
             raise RowError(f"{where} must be an object with role and content")
         role = message.get("role")
         if role not in ROLES:
-            raise RowError(f"{where}.role is {role!r}; expected one of {', '.join(ROLES)}")
+            raise RowError(f"{where}.role is {quoted(repr(role))}; expected one of {', '.join(ROLES)}")
         content = message.get("content")
         if content is None and not (role == "assistant" and message.get("tool_calls")):
             raise RowError(f"{where} has no content")
@@ -231,7 +238,7 @@ def _messages(value: Any, key: str) -> list[dict]:
             if role != "assistant":
                 raise RowError(f"{where} has a weight; only assistant messages take one")
             if message["weight"] not in (0, 1) or isinstance(message["weight"], bool):
-                raise RowError(f"{where}.weight is {message['weight']!r}; it must be 0 or 1")
+                raise RowError(f"{where}.weight is {quoted(repr(message['weight']))}; it must be 0 or 1")
     return value
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+
+from runner.readers import open_regular
 
 HASH_CACHE_MIN_BYTES = 16 * 1024 * 1024
 _UMASK = os.umask(0)
@@ -18,6 +18,8 @@ os.umask(_UMASK)
 def write_atomically(path: Path, data: str | bytes) -> None:
     """Replace `path` with `data` in one step; readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # here: runner validate, which imports this module, writes nothing
+
     payload = data.encode("utf-8") if isinstance(data, str) else data
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -57,6 +59,8 @@ def cache_directory() -> Path:
 
 def stat_key(path: Path, *extra: object) -> str:
     """A key that changes whenever the file does (path, size, mtime)."""
+    import hashlib  # here: OpenSSL's start is a cost runner validate need not pay unless it hashes
+
     stat = path.stat()
     text = "|".join(map(str, (path.resolve(), stat.st_size, stat.st_mtime_ns, *extra)))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -84,8 +88,41 @@ def file_sha256(path: Path) -> str:
 
 
 def _sha256(path: Path) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:  # a FIFO or a device (a data file swapped for one) is refused
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+MAX_FOLDER_DEPTH = 32
+"""Levels of folders below a searched folder that are entered (specs are a level or two down)."""
+
+
+def walk(root: Path, keep: Callable[[str], bool], max_depth: int = MAX_FOLDER_DEPTH):
+    """(folder, its file names), top-down and sorted, of `root` and the folders below it whose names
+    `keep` accepts, at most `max_depth` levels down. Iterative: os.walk (before Python 3.12) recurses, and
+    a tree a thousand levels deep in a watched folder raised RecursionError in every scan. Links to
+    folders are not followed; unreadable folders are passed over."""
+    pending = [(str(root), 0)]
+    while pending:
+        folder, depth = pending.pop()
+        try:
+            with os.scandir(folder) as entries:
+                listed = sorted(entries, key=lambda entry: entry.name)
+        except OSError:
+            continue
+        files, below = [], []
+        for entry in listed:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if depth < max_depth and keep(entry.name):
+                        below.append((entry.path, depth + 1))
+                else:
+                    files.append(entry.name)
+            except OSError:
+                continue
+        yield folder, files
+        pending.extend(reversed(below))

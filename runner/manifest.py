@@ -10,11 +10,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runner.failures import FAILURE_KINDS
 from runner.plan.models import ModelIdentity, Plan
 
 MANIFEST_VERSION = 1
 RunState = Literal["running", "succeeded", "failed", "interrupted"]
-FailureKind = Literal["plan", "stale", "data", "oom", "runtime", "diverged", "interrupted", "integrity", "killed"]
+FailureKind = Literal[FAILURE_KINDS]  # runner.failures: one vocabulary, each kind documented there
 
 
 class Record(BaseModel):
@@ -23,10 +24,8 @@ class Record(BaseModel):
 
 class RunError(Record):
     kind: FailureKind
-    """plan / stale: refused before training; data: too many unusable rows; oom: out of memory;
-    runtime: an exception; diverged: a loss became infinite or NaN; interrupted: SIGINT/SIGTERM;
-    integrity: parameters outside the plan changed; killed: worker processes ended without recording why
-    (killed, out of memory, a lost node)."""
+    """How it failed: one of runner.failures.Failure (plan, stale, data, oom, runtime, diverged, interrupted,
+    integrity, killed, timeout, gate); a gate's run keeps its weights."""
     message: str
     hint: str | None = None
     traceback: str | None = None
@@ -92,6 +91,8 @@ class Timings(Record):
     duration_s: float | None = None
     load_s: float | None = None
     train_s: float | None = None
+    eval_s: float | None = None
+    """Evaluating the base (unless cached), while training, and the result."""
 
 
 class Metrics(Record):
@@ -167,6 +168,64 @@ class WeightsOrigin(Record):
     """The cached folder of the dequantised fp32 copy."""
 
 
+class EvalScore(Record):
+    base: float | None = None
+    """The base model's score (None: not evaluated, e.g. `runner eval` of a model without --base)."""
+    trained: float | None = None
+    delta: float | None = None
+    """trained - base."""
+
+
+class EvalResult(Record):
+    """One eval of the base and the result, side by side."""
+
+    name: str
+    kind: Literal["set", "task"]
+    content_sha256: str = ""
+    """The plan's hash of what is evaluated: an attempt that finds another one evaluates again."""
+    rows: int
+    """Rows (documents, for a task) evaluated."""
+    scores: dict[str, EvalScore]
+    """Per metric: the mean over the rows (an lm-eval metric as its results name it)."""
+    base_rows: str | None = None
+    """The base's per-row results, relative to the run directory (evals/NAME.base.jsonl)."""
+    trained_rows: str | None = None
+    base_cached: bool = False
+    """The base's results were read from runner's cache (the same base and eval content before)."""
+    seconds: dict[str, float] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    """What a reader must know: rows whose regex match ran out of time, and the like."""
+
+
+class GateOutcome(Record):
+    condition: str
+    passed: bool
+    value: float | None = None
+    """The result's score."""
+    threshold: float | None = None
+    """What it had to reach (with `base`, the base's score plus the offset)."""
+    reason: str | None = None
+    """Why it could not be decided (a missing score), when it could not."""
+
+
+class BestModel(Record):
+    """The model that scored best on evals.keep_best among the evaluations while training and at the end."""
+
+    metric: str
+    step: int
+    value: float
+    path: str
+    """Relative to the run directory: best (a copy taken while training) or the final model's folder."""
+
+
+class EvalsRecord(Record):
+    results: list[EvalResult] = Field(default_factory=list)
+    gates: list[GateOutcome] = Field(default_factory=list)
+    passed: bool | None = None
+    """Whether every gate passed; None without gates (or before the result is evaluated)."""
+    best: BestModel | None = None
+
+
 class Manifest(Record):
     manifest_version: Literal[1] = MANIFEST_VERSION
     run_id: str
@@ -193,6 +252,8 @@ class Manifest(Record):
     reward: RewardComparison | None = None
     """For a method with a declared reward and eval data: its checks, base model against trained model."""
     artifacts: list[Artifact] = Field(default_factory=list)
+    evals: EvalsRecord | None = None
+    """The spec's evals: base and result side by side, per-row files under evals/, and the gates."""
     trackers: dict[str, dict[str, str]] = Field(default_factory=dict)
     """Where each experiment tracker of outputs.report_to got the metrics (TensorBoard log dir, MLflow
     tracking URI and run id, W&B run id); a resumed run continues there."""

@@ -15,10 +15,13 @@ import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from runner import confine
+
 MAX_JSON_DEPTH = 64
 """Nesting of a data row or a model header; real ones stay under 10."""
 
 _JSON_STRUCTURE = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class UnreadableFile(OSError):
@@ -45,12 +48,14 @@ def describe_kind(mode: int) -> str:
 def open_regular(path: Path) -> BinaryIO:
     """Open a regular file for reading. The open itself never blocks (O_NONBLOCK: a FIFO with no
     writer would), and anything that is not a regular file once opened (FIFO, device, socket,
-    directory; symbolic links are followed) is refused before a byte is read."""
+    directory; symbolic links are followed) is refused before a byte is read, as is a file the
+    active confinement (runner.confine: the watch daemon's) does not let a spec read."""
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         mode = os.fstat(descriptor).st_mode
         if not stat.S_ISREG(mode):
             raise UnreadableFile(f"{path} is {describe_kind(mode)}, not a regular file")
+        confine.check_descriptor(descriptor, path)
         os.set_blocking(descriptor, True)
         return os.fdopen(descriptor, "rb")
     except BaseException:
@@ -92,7 +97,30 @@ def nested_deeper_than(raw: bytes, limit: int) -> bool:
 
 
 def loads_bounded(raw: bytes, limit: int = MAX_JSON_DEPTH) -> Any:
-    """`json.loads`, refusing text nested more than `limit` levels (a ValueError, like bad JSON)."""
+    """`json.loads`, refusing text nested more than `limit` levels and strings that are not text (an
+    escaped lone surrogate such as "\\ud800": no UTF-8 can hold it, and a tokenizer fails on it later),
+    each a ValueError, like bad JSON."""
     if nested_deeper_than(raw, limit):
         raise ValueError(f"nested more than {limit} levels deep")
-    return json.loads(raw)
+    value = json.loads(raw)
+    if _SURROGATE_ESCAPE.search(raw):  # rare: only then are the strings looked at
+        _refuse_lone_surrogates(value)
+    return value
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as error:
+                code = ord(item[error.start])
+                raise ValueError(f"a string holds a lone surrogate \\u{code:04x} (half of a UTF-16 pair), "
+                                 "which is not text") from None

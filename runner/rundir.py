@@ -50,6 +50,8 @@ def plan_sha256(plan: Plan) -> str:
     steps and the inputs. Not when it was made, nor the memory free at that moment, nor library
     versions, nor how the steps are spread over devices, nor the spec's queue priority, so that
     running the same spec again after an interruption resumes it, on as many devices as there are now.
+    Nor the evals measured after training and the gates on them: a run that missed a gate, run again
+    with a changed gate or eval, resumes at its eval stage instead of training again.
     The spec file is part of the inputs (its path): the watch daemon plans a snapshot named by the
     spec's content, so two daemon jobs never share a plan hash, even when they differ only in layout."""
     record = plan.model_dump(mode="json", include={"name", "method", "spec", "resolved", "trainable", "steps",
@@ -58,6 +60,10 @@ def plan_sha256(plan: Plan) -> str:
         record["inputs"].pop(key)
     record["spec"].pop("hardware")  # what it resolves to is in `resolved`
     record["spec"].pop("priority", None)  # when it runs, not what it trains
+    evals = record["spec"].pop("evals", None)  # what is measured after training, and the gates on it, ...
+    if evals and (evals.get("every") or evals.get("keep_best")):  # ... but not what happens while training
+        record["spec"]["evals"] = {key: evals.get(key) for key in ("every", "keep_best")} | {
+            "during": [item["name"] for item in evals.get("sets") or [] if item.get("during", True)]}
     record["spec"]["training"].pop("micro_batch_size")
     if isinstance(record["spec"].get(plan.method), dict):  # packing is how rows fill a pass, not which rows
         record["spec"][plan.method].pop("packing", None)

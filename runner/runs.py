@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.box import where_set
 from runner.errors import RunnerError
 from runner.readers import loads_bounded, read_regular
 
@@ -37,6 +38,8 @@ class RunRecord:
     spec_source: str | None
     """The spec file the run was made from (the original of a daemon's snapshot)."""
     spec_sha256: str | None
+    evals: dict | None = None
+    """The manifest's evals record, as written (base and result side by side, the gates)."""
 
     @classmethod
     def read(cls, folder: Path) -> RunRecord | None:
@@ -49,7 +52,7 @@ class RunRecord:
                        str(record["state"]), int(metrics.get("steps") or 0), metrics.get("train_loss"),
                        str((record.get("timings") or {}).get("started_at", "")), record.get("finished_at"),
                        error.get("message"), inputs.get("spec_source") or inputs.get("spec_path"),
-                       inputs.get("spec_sha256"))
+                       inputs.get("spec_sha256"), record.get("evals") if isinstance(record.get("evals"), dict) else None)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -135,8 +138,8 @@ def find_run(target: str, run_root: Path, *, succeeded: bool) -> RunRecord:
         return chosen
     if not runs:
         raise RunnerError(f"no runs of '{name}' under {where}",
-                          "give a run folder, a spec file or a spec name; --runs-dir (or $RUNNER_RUNS_DIR) "
-                          "sets the run root; `runner runs` lists the runs")
+                          f"give a run folder, a spec file or a spec name; the run root is set by {where_set()}; "
+                          "`runner runs` lists the runs")
     newest = latest(runs, succeeded=False)
     raise RunnerError(f"'{name}' has no succeeded run yet: its latest, {newest.run_id}, is {newest.state}",
                       f"see: runner logs {newest.path}")

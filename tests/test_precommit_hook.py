@@ -115,3 +115,37 @@ def test_the_hook_s_default_files_cover_specs_their_data_and_lockfiles():
         assert files.search(path), path
     for path in ("src/job.yaml", "specs/notes.txt", "specs/old.lock", ".pre-commit-config.yaml"):
         assert not files.search(path), path
+
+
+def test_the_documented_local_hook_works_exactly_as_written(tmp_path, model_dir, monkeypatch):
+    """docs/validate.md's `repo: local` config, copied as it is, with runner on the PATH (this environment's)."""
+    import re
+
+    for key, value in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+                       "GIT_COMMITTER_EMAIL": "t@example.com"}.items():
+        monkeypatch.setenv(key, value)
+    page = (REPO / "docs" / "validate.md").read_text()
+    section = page[page.index("## As a pre-commit hook"):]
+    config = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    assert "repo: local" in config
+    project = tmp_path / "project"
+    (project / "specs" / "data").mkdir(parents=True)
+    git(project, "init", "-q")
+    (project / ".pre-commit-config.yaml").write_text(config)
+    (project / "specs" / "data" / "train.jsonl").write_text('{"prompt": "q", "completion": "a"}\n')
+    spec = project / "specs" / "job.yaml"
+    spec.write_text(SPEC.replace("someorg/some-model", str(model_dir)).replace(
+        "[data/train.jsonl, data/extra.csv]", "data/train.jsonl"))
+    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pc"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # where `runner` is installed
+    subprocess.run([sys.executable, "-m", "pre_commit", "install"], cwd=project, env=env, check=True,
+                   capture_output=True)
+    git(project, "add", "-A")
+    first = git(project, "commit", "-m", "a spec", env=env)
+    assert first.returncode == 0 and "runner validate" in first.stdout + first.stderr, first.stdout + first.stderr
+    spec.write_text(spec.read_text().replace("last:2", "last:40"))
+    git(project, "add", "-A")
+    refused = git(project, "commit", "-m", "too many layers", env=env)
+    assert refused.returncode != 0
+    assert "specs/job.yaml:9:11: error: trainable.layers: last:40 asks for 40 layers; the model has 4 (0-3)" \
+        in refused.stdout + refused.stderr

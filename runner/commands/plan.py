@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from runner.box import run_root
 from runner.errors import ExitCode, UsageError
 from runner.fsutil import write_atomically
 
@@ -36,11 +37,6 @@ def plan(spec: str, out: str | None, output_format: str, runs_dir: str | None, s
         if out:
             print(f"Saved to {out}; run exactly this plan with: runner run --plan {out}")
     return ExitCode.OK
-
-
-def run_root(runs_dir: str | None) -> Path:
-    """Runs are written below this folder: --runs-dir, $RUNNER_RUNS_DIR, or the current folder."""
-    return Path(runs_dir or os.environ.get("RUNNER_RUNS_DIR") or ".").resolve()
 
 
 def plan_spec(spec: str | None, root: Path, machine=None, spec_source: Path | None = None):

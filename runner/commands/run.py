@@ -7,8 +7,13 @@ import os
 import sys
 from pathlib import Path
 
-from runner.commands.plan import plan_spec, run_root
+from runner import confine
+from runner.box import run_root
+from runner.commands.plan import plan_spec
 from runner.errors import ExitCode, UsageError
+from runner.readers import read_regular
+from runner.spec.jobs import MAX_SPEC_BYTES
+from runner.terminal import printable
 
 
 def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bool = False,
@@ -17,9 +22,11 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
     """`events`: JSON event lines on stdout even on a terminal. `rendezvous`, `node_rank`, `launch_id`:
     this node's part of a plan on several nodes (else from the environment; see
     runner.launch.local.placement)."""
+    from runner.execute.events import guard_console
     from runner.execute.library_output import quiet_libraries
     from runner.plan.render import render
 
+    guard_console()  # a console that cannot be written (a full disk, a closed pipe) loses lines, never the run
     quiet_libraries()
     root = run_root(runs_dir)
     json_lines = events or not sys.stdout.isatty()
@@ -29,16 +36,23 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
         if plan.device.what_if:
             raise UsageError(f"{plan_file} was planned for a described machine (--machine), not this one",
                              f"make a plan here: runner plan {plan.inputs.spec_path} --out {plan_file}")
+        with confine.applied(plan.confinement):
+            return _run(plan, plan_file, spec, root, json_lines, human, rendezvous, node_rank, launch_id)
+    plan = plan_spec(spec, root)
+    if plan is None:
+        return ExitCode.INVALID
+    if not quiet:
+        print(render(plan, colour=human.isatty() and "NO_COLOR" not in os.environ), file=human)
+    return _run(plan, plan_file, spec, root, json_lines, human, rendezvous, node_rank, launch_id)
+
+
+def _run(plan, plan_file: str | None, spec: str | None, root: Path, json_lines: bool, human, rendezvous: str | None,
+         node_rank: int | None, launch_id: str | None) -> int:
+    if plan_file:
         from runner.plan.identity import check_fresh
 
-        check_fresh(plan, root)
-    else:
-        plan = plan_spec(spec, root)
-        if plan is None:
-            return ExitCode.INVALID
-        if not quiet:
-            print(render(plan, colour=human.isatty() and "NO_COLOR" not in os.environ), file=human)
-    spec_text = Path(plan.inputs.spec_path).read_text(encoding="utf-8")
+        check_fresh(plan, root)  # under the plan's confinement: a changed input is read only where it may be
+    spec_text = read_regular(Path(plan.inputs.spec_path), MAX_SPEC_BYTES).decode("utf-8")
 
     from runner.launch.local import WORKER_RUN_DIR, Placement, placement
 
@@ -56,7 +70,7 @@ def run(spec: str | None, plan_file: str | None, runs_dir: str | None, quiet: bo
     if worker:
         return code
     if place.leads:  # node 0 reports the whole run
-        print(summary(RunDirectory(run_dir)), file=human)
+        print(printable(summary(RunDirectory(run_dir))), file=human)  # samples are the model's text
     else:
         print(f"node {place.node_rank}: its workers ended with exit code {code}; node 0 records the run in "
               f"{run_dir}", file=human)
@@ -99,7 +113,8 @@ def summary(run) -> str:
     scores = [value for key, value in manifest.metrics.method.items() if key == "objective/scores"]
     if scores:
         lines.append(f"  mean score of the last iteration: {scores[0]:.4f} ({metrics.steps} iterations)")
-    rewards = [r["reward"] for r in _metric_records(run) if isinstance(r.get("reward"), (int, float))]
+    logged = (record.get("reward") for record in _metric_records(run))  # TRL's key: the mean reward of a step
+    rewards = [value for value in logged if isinstance(value, (int, float))]
     if rewards:
         lines.append(f"  mean reward per step: {rewards[0]:.3f} at the first, {rewards[-1]:.3f} at the last "
                      f"({len(rewards)} steps logged)")
@@ -114,7 +129,16 @@ def summary(run) -> str:
         lines.append(f"  changed parameters: {len(p.changed)} of the base's{adapters}; outside the plan: "
                      f"{len(p.unexpected)}")
     for sample in manifest.samples:
-        lines += [f"  Q: {sample.prompt}", f"     before: {sample.before}", f"     after:  {sample.after}"]
+        lines += [f"  Q: {sample.prompt}", f"     before: {sample.before}"]
+        if sample.after is not None:  # a run that stopped early has no trained answer
+            lines.append(f"     after:  {sample.after}")
+    if manifest.evals is not None:
+        from runner.evals.render import table
+
+        timings = manifest.timings
+        lines += table(manifest.evals)
+        lines.append(f"  evals took {timings.eval_s or 0:.0f} s" + (f" (training {timings.train_s:.0f} s)"
+                     if timings.train_s else "") + f"; per-row results in {run.path / 'evals'}")
     if manifest.timings.duration_s:
         lines.append(f"  took {manifest.timings.duration_s:.0f} s; manifest: {run.manifest_file}")
     return "\n".join(lines)

@@ -6,9 +6,10 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from runner.commands.plan import run_root
+from runner.box import run_root, where_set
 from runner.errors import ExitCode
 from runner.runs import RunRecord, runs_under, spec_runs_folder
+from runner.terminal import printable
 
 
 def runs(target: str | None, runs_dir: str | None, output_format: str) -> int:
@@ -24,31 +25,46 @@ def runs(target: str | None, runs_dir: str | None, output_format: str) -> int:
         print(json.dumps({"run_root": str(root), "runs": [_json(run) for run in found]}, indent=2))
         return ExitCode.OK
     if not found:
-        print(f"no runs{f' of {target!r}' if target else ''} under {root}")
+        print(f"no runs{f' of {target!r}' if target else ''} under {root} (the run root is set by {where_set()})")
         return ExitCode.OK
-    print(render(found, root))
+    print(printable(render(found, root)))
     return ExitCode.OK
 
 
 def _json(run: RunRecord) -> dict:
     return {"name": run.name, "run_id": run.run_id, "method": run.method, "state": run.state, "steps": run.steps,
             "final_loss": run.final_loss, "started_at": run.started_at, "finished_at": run.finished_at,
-            "size_bytes": run.size(), "path": str(run.path), "error": run.error}
+            "size_bytes": run.size(), "path": str(run.path), "error": run.error, "evals": run.evals}
 
 
 def render(found: list[RunRecord], root: Path) -> str:
-    header = ("name", "run id", "state", "steps", "loss", "when", "size", "folder")
+    header = ("name", "run id", "state", "steps", "loss", "evals", "when", "size", "folder")
     rows = [header] + [(run.name, run.run_id, run.state, str(run.steps),
-                        f"{run.final_loss:.4f}" if run.final_loss is not None else "-", _when(run.when),
+                        f"{run.final_loss:.4f}" if run.final_loss is not None else "-", _evals(run), _when(run.when),
                         human_bytes(run.size()), _relative(run.path, root)) for run in found]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    right = {3, 4, 6}  # numbers line up on the right
+    right = {3, 4, 7}  # numbers line up on the right
     lines = []
     for row in rows:
         cells = [cell.rjust(width) if i in right else cell.ljust(width) for i, (cell, width) in
                  enumerate(zip(row, widths))]
         lines.append("  ".join(cells + [row[-1]]))
     return "\n".join(lines)
+
+
+def _evals(run: RunRecord) -> str:
+    """The gates' verdict, else the first score base -> result; - without evals."""
+    if run.evals is None:
+        return "-"
+    from pydantic import ValidationError
+
+    from runner.evals.render import headline
+    from runner.manifest import EvalsRecord
+
+    try:
+        return headline(EvalsRecord.model_validate(run.evals))
+    except ValidationError:
+        return "?"
 
 
 def _when(stamp: str) -> str:

@@ -8,7 +8,7 @@ from runner.errors import ExitCode
 
 
 def serve(state_dir: str | None, address: str) -> int:
-    from runner.daemon.paths import state_directory
+    from runner.box import state_directory
     from runner.daemon.report import runs_directory
     from runner.daemon.store import Store
     from runner.daemon.web import Page

@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 
 from runner.errors import ExitCode
+from runner.terminal import printable
 
 
 def status(state_dir: str | None, output_format: str) -> int:
-    from runner.daemon.paths import disk_full, state_directory
+    from runner.box import state_directory
+    from runner.daemon.paths import disk_full
     from runner.daemon.report import overview, runs_directory
     from runner.daemon.store import Store
 
@@ -23,7 +25,7 @@ def status(state_dir: str | None, output_format: str) -> int:
     paused = disk_full(state)
     if paused:
         print(f"Admission paused: {paused}\n")
-    print(render(jobs))
+    print(printable(render(jobs)))  # names, paths and reasons come from the folder's files
     return ExitCode.OK
 
 
@@ -53,9 +55,13 @@ def render(jobs) -> str:
     lines = ["Running:"]
     for job in running:
         shown = progress(job.run_dir)
-        step = f"step {shown['step']}/{shown['total_steps']}" if shown else job.reason
-        lines.append(f"  #{job.id} {job.name:<24} {job.state.value:<10} {step}  pid {job.pid or '-'}  "
-                     f"gpus {job.gpus or '-'}  attempt {job.attempts}  started {age(job.started_at)}")
+        # the reason says more than the state only when it is not the state's own word ("running")
+        step = f"step {shown['step']}/{shown['total_steps']}" if shown else \
+            job.reason if job.reason and job.reason != job.state.value else "starting"
+        attempt = (shown or {}).get("attempt") or job.attempts
+        pid = job.running_execution.handle.get("pid") if job.running_execution else None  # a local run's
+        lines.append(f"  #{job.id} {job.name:<24} {job.state.value:<10} {step}  pid {pid or '-'}  "
+                     f"gpus {job.gpus or '-'}  attempt {attempt}  started {age(job.started_at)}")
     sections.append("\n".join(lines if running else ["Running: none"]))
     lines = ["Queued:"] + [f"  #{job.id} {job.name:<24} {job.reason}" for job in queued]
     sections.append("\n".join(lines if queued else ["Queued: none"]))

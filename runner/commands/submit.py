@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from runner.commands.plan import plan_spec, run_root
+from runner.box import run_root
+from runner.commands.plan import plan_spec
 from runner.errors import ExitCode, RunnerError, run_exit_code
 
 POLL_S = 1.0
@@ -98,7 +99,7 @@ def follow(job_id: str, submission) -> int:
 
 
 def _describe(job) -> str:
-    text = job.state + (f" ({job.reason})" if job.reason not in ("", "None") else "")
+    text = job.state + (f" ({job.reason})" if job.reason else "")
     if job.state == "RUNNING":
         text += f" on {job.nodes}"
     if job.finished and job.state != "COMPLETED":
@@ -119,6 +120,7 @@ def _outcome(job_id: str, submission, output: Path, offset: int) -> int:
         if (manifest is not None and manifest.state != "running") or time.monotonic() > deadline:
             break
         time.sleep(POLL_S)
+    _print_new(output, offset, everything=True)
     if manifest is None:
         print(f"job {job_id} ended before runner started a run; its output: {output}")
         return ExitCode.INVALID
@@ -133,15 +135,21 @@ def _outcome(job_id: str, submission, output: Path, offset: int) -> int:
     return run_exit_code(manifest.state)
 
 
-def _print_new(output: Path, offset: int) -> int:
+def _print_new(output: Path, offset: int, everything: bool = False) -> int:
+    """Print the job's new complete lines (all of it with `everything`), its JSON events rendered for a
+    person (runner.logview); returns the offset after what was printed."""
+    from runner.logview import render_text
+
     try:
         with open(output, "rb") as stream:
             stream.seek(offset)
             chunk = stream.read()
     except OSError:  # not created yet (a pending job), or not yet visible here
         return offset
+    if not everything:
+        chunk = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for its end
     if chunk:
-        sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+        sys.stdout.write(render_text(chunk.decode("utf-8", errors="replace")) + "\n")
         sys.stdout.flush()
     return offset + len(chunk)
 

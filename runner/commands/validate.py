@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 from runner.errors import ExitCode, UsageError
+from runner.fsutil import MAX_FOLDER_DEPTH, walk
 from runner.readers import open_regular
 from runner.spec.check import SpecResult, check_spec, display_path
-from runner.spec.jobs import SPEC_SUFFIXES, jobs_named, looks_like_spec
+from runner.spec.jobs import SPEC_SUFFIXES, looks_like_spec
 from runner.spec.lockfile import LOCK_NAME
 from runner.spec.yamlpos import load_yaml
+from runner.terminal import printable
 
 _SKIPPED_FOLDERS = {"runs", "node_modules", "__pycache__", "site-packages"}
 
@@ -34,14 +36,15 @@ def validate(paths: list[str], output_format: str = "text", source: str | None =
             specs.append(spec)
     results = [check_spec(path, source=Path(source) if source else None) for path in specs]
     if output_format == "json":
-        report = json_report(results)
-        report["data_files"] = [{"file": display_path(data), "specs": [display_path(s) for s in using]}
-                                for data, using in users.items()]
-        print(json.dumps(report, indent=2))
+        from runner.spec.report import DataFileUse, ValidationReport  # its models are built only for JSON
+
+        used = [DataFileUse(file=display_path(data), specs=[display_path(spec) for spec in using])
+                for data, using in users.items()]
+        print(json.dumps(ValidationReport.of(results, used).to_json(), indent=2))
     else:
         for data, using in users.items():
             print(f"{display_path(data)}: " + (f"checked through {', '.join(map(display_path, using))}" if using
-                                               else f"no spec under {display_path(search_root(data))} uses it"))
+                                               else f"no spec under {display_path(search_root(data)[0])} uses it"))
         if results or not users:
             print(text_report(results))
     return ExitCode.INVALID if any(result.errors for result in results) else ExitCode.OK
@@ -51,14 +54,21 @@ def _is_data_file(path: Path) -> bool:
     return path.is_file() and path.suffix not in SPEC_SUFFIXES and path.name != LOCK_NAME
 
 
-def search_root(data_file: Path) -> Path:
-    """Where the specs that may use a data file are looked for: its git repository (the nearest folder
-    above it with .git); without one, the folder above the file's own (specs/x.yaml with specs/data/)."""
+OUTSIDE_REPOSITORY_DEPTH = 3
+"""Outside a git repository, folders searched below the search root for specs that use a data file."""
+
+
+def search_root(data_file: Path) -> tuple[Path, int]:
+    """Where the specs that may use a data file are looked for, and how deep: its git repository (the
+    nearest folder above it with .git), all of it; without one, the folder above the file's own
+    (specs/x.yaml with specs/data/), a few levels down, and never the whole filesystem (a file in /tmp
+    searched from /)."""
     folder = data_file.resolve().parent
     for candidate in (folder, *folder.parents):
         if (candidate / ".git").exists():
-            return candidate
-    return folder.parent
+            return candidate, MAX_FOLDER_DEPTH
+    above = folder.parent
+    return (folder if above == Path(above.anchor) else above), OUTSIDE_REPOSITORY_DEPTH
 
 
 def specs_using(data_files: list[Path]) -> dict[Path, list[Path]]:
@@ -67,9 +77,9 @@ def specs_using(data_files: list[Path]) -> dict[Path, list[Path]]:
     named_by: dict[Path, list[tuple[Path, set[Path]]]] = {}  # search root -> (spec, the paths it names)
     users = {}
     for data_file in data_files:
-        root = search_root(data_file)
+        root, depth = search_root(data_file)
         if root not in named_by:
-            named_by[root] = [(spec, _data_named_by(spec)) for spec in _specs_under(root)]
+            named_by[root] = [(spec, _data_named_by(spec)) for spec in _specs_under(root, depth)]
         resolved = data_file.resolve()
         within = {resolved, *resolved.parents}
         users[data_file] = [spec for spec, named in named_by[root] if named & within]
@@ -97,7 +107,8 @@ def _paths(value) -> list[str]:
 
 
 def find_specs(paths: list[str]) -> list[Path]:
-    """Files as given; folders searched recursively for YAML files that look like specs."""
+    """Files as given; folders searched recursively for YAML files that look like specs. A spec named twice
+    (a file and the folder holding it, `./job.yaml` and `job.yaml`) is checked, and counted, once."""
     found: list[Path] = []
     for given in paths:
         path = Path(given)
@@ -112,14 +123,16 @@ def find_specs(paths: list[str]) -> list[Path]:
     if not found:
         raise UsageError(f"no spec files under {', '.join(paths)}",
                          hint="specs are .yaml or .yml files with version: and method: keys")
-    return found
+    once = {}
+    for path in found:
+        once.setdefault(path.resolve(), path)
+    return list(once.values())
 
 
-def _specs_under(folder: Path) -> list[Path]:
+def _specs_under(folder: Path, depth: int = MAX_FOLDER_DEPTH) -> list[Path]:
     specs = []
-    for root, folders, files in os.walk(folder):
-        folders[:] = sorted(f for f in folders if not f.startswith(".") and f not in _SKIPPED_FOLDERS)
-        for name in sorted(files):
+    for root, files in walk(folder, lambda name: not name.startswith(".") and name not in _SKIPPED_FOLDERS, depth):
+        for name in files:
             path = Path(root) / name
             if path.suffix in SPEC_SUFFIXES and looks_like_spec(_head(path)):
                 specs.append(path)
@@ -139,7 +152,7 @@ def text_report(results: list[SpecResult]) -> str:
     lines = []
     for result in results:
         for diagnostic in result.diagnostics:
-            text = diagnostic.format_text()
+            text = printable(diagnostic.format_text())  # file names and quoted cells may hold escapes
             if colour:
                 code = "31" if diagnostic.is_error else "33"
                 text = text.replace(f": {diagnostic.severity}:", f": \033[1;{code}m{diagnostic.severity}\033[0m:", 1)
@@ -152,31 +165,3 @@ def text_report(results: list[SpecResult]) -> str:
     if errors or warnings:
         summary += f" ({errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)})"
     return "\n".join(lines + [summary])
-
-
-def json_report(results: list[SpecResult]) -> dict:
-    """Shaped like `terraform validate -json`, with a record per file."""
-    diagnostics = [d for result in results for d in result.diagnostics]
-    return {
-        "format_version": "1.0",
-        "valid": not any(d.is_error for d in diagnostics),
-        "error_count": sum(d.is_error for d in diagnostics),
-        "warning_count": sum(not d.is_error for d in diagnostics),
-        "diagnostics": [d.to_json() for d in diagnostics],
-        "files": [_file_record(result) for result in results],
-    }
-
-
-def _file_record(result: SpecResult) -> dict:
-    record = {"file": display_path(result.source or result.path), "valid": not result.errors}
-    if result.spec is not None:
-        record.update(name=result.spec.name, method=result.spec.method, depends_on=jobs_named(result.spec),
-                      runs_code=[use.to_json() for use in result.runs_code], priority=result.spec.priority)
-    record["data"] = {role: {"rows": report.rows, "usable_rows": report.usable, "format": report.format,
-                             "variant": report.variant, "checked": report.checked,
-                             "sources": [{"source": part.source.label, "kind": part.source.kind, "rows": part.rows,
-                                          "usable_rows": part.usable, "format": part.format, "variant": part.variant,
-                                          "weight": part.source.weight, "unchecked": part.unchecked}
-                                         for part in report.sources]}
-                      for role, report in result.data.items()}
-    return record

@@ -13,35 +13,44 @@ from runner.errors import UsageError
 
 def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: float, invalid_grace: float,
           rescan: float, poll: bool, max_attempts: int, job_timeout: float | None, runner_command: str | None,
-          allow_reward_functions: bool = False, allow_remote_code: bool = False, plan_timeout: float = 1800.0,
+          allow_reward_functions: bool = False, allow_remote_code: bool = False, allow_read: list[str] = (),
+          plan_timeout: float = 300.0, stall_seconds: float = 60.0,
           max_jobs: int | None = None, http: str | None = None, executor: str = "local",
-          slurm_settings: dict | None = None) -> int:
-    """`executor`: where jobs run, "local" (children of the daemon) or "slurm" (Slurm jobs; `slurm_settings`:
-    partition, account, time and config_file, as `runner submit` takes them)."""
+          executor_options: dict | None = None) -> int:
+    """`executor`: where jobs run, a name of runner.daemon.executor.EXECUTORS; `executor_options`: the options
+    of every executor by their `dest` (those of another executor than this one must not be given)."""
+    from runner.box import daemon_run_root, state_directory
+    from runner.daemon import children
     from runner.daemon.admission import Allowances
-    from runner.daemon.paths import runs_directory, state_directory
-    from runner.daemon.store import Store, lock_state_directory
+    from runner.daemon.config import DaemonConfig
+    from runner.daemon.store import Store, lock_folders
     from runner.daemon.supervisor import Supervisor
 
     watched = Path(folder)
     if not watched.is_dir():
         raise UsageError(f"{folder}: not a folder")
-    running, devices = cluster(executor, slurm_settings or {})
+    for granted in allow_read:
+        if not Path(granted).is_dir():
+            raise UsageError(f"--allow-read {granted}: not a folder")
+    command = shlex.split(runner_command) if runner_command else children.runner_command()
+    running = configured_executor(executor, executor_options or {}, command)
     state = state_directory(state_dir)
     if state.exists() and not state.is_dir():
         raise UsageError(f"--state-dir {state} is not a folder")
     state.mkdir(parents=True, exist_ok=True)
-    lock = lock_state_directory(state)  # held (open) for the daemon's life
-    log_file = _Tee(open(state / "daemon.jsonl", "a", buffering=1), sys.stdout)
+    runs = daemon_run_root(runs_dir, state)
+    runs.mkdir(parents=True, exist_ok=True)
+    locks = lock_folders({"state dir": state, "watched folder": watched, "run root": runs})  # held for its life
+    log_file = _Tee(open(state / "daemon.jsonl", "a", buffering=1),
+                    _Rendered(sys.stdout) if sys.stdout.isatty() else sys.stdout)
     store, moved = Store.for_daemon(state)
-    runs = runs_directory(runs_dir, state)
     server = page(state, runs, http) if http else None  # bound before the loop: a taken port is an error now
-    supervisor = Supervisor(watched, store, state, runs, settle=settle, invalid_grace=invalid_grace, rescan=rescan,
-                            poll=poll, max_attempts=max_attempts, job_timeout=job_timeout, plan_timeout=plan_timeout,
-                            max_jobs=max_jobs, command=shlex.split(runner_command) if runner_command else None,
-                            allow=Allowances(allow_reward_functions, allow_remote_code), executor=running,
-                            devices=devices,
-                            http=server.url if server else None, log_file=log_file)
+    config = DaemonConfig(watched.resolve(), state, runs, running, tuple(command), settle=settle,
+                          invalid_grace=invalid_grace, rescan=rescan, poll=poll, max_attempts=max_attempts,
+                          job_timeout=job_timeout, plan_timeout=plan_timeout, stall=stall_seconds, max_jobs=max_jobs,
+                          allow=Allowances(allow_reward_functions, allow_remote_code, tuple(allow_read)),
+                          http=server.url if server else None)
+    supervisor = Supervisor(config, store, log_file)
     if moved:
         print(f"runner watch: {moved}; the store is rebuilt from the run directories", file=sys.stderr)
         supervisor.log.msg("store_moved_aside", detail=moved)
@@ -53,25 +62,21 @@ def watch(folder: str, state_dir: str | None, runs_dir: str | None, *, settle: f
         if server:
             server.stop()
         store.close()
-        os.close(lock)
+        for lock in locks:
+            os.close(lock)
 
 
-def cluster(executor: str, settings: dict):
-    """(executor, devices) for the supervisor: (None, None) runs jobs as the daemon's children on its GPUs."""
-    flags = {"partition": "--partition", "account": "--account", "time": "--time", "config_file": "--slurm-config"}
-    given = [flags[name] for name, value in settings.items() if value]
-    if executor == "local":
-        if given:
-            raise UsageError(f"{', '.join(given)}: for --executor slurm only", "add --executor slurm, or leave them out")
-        return None, None
-    from runner.daemon.slurm_executor import ClusterDevices, Slurm
-    from runner.launch import slurm
+def configured_executor(name: str, options: dict, command: list[str]):
+    """The executor of that name in the table, configured with its options; options of another executor are
+    refused (they would be ignored)."""
+    from runner.daemon.executor import EXECUTORS
 
-    config_file = settings.get("config_file")
-    config = slurm.load_config(slurm.config_path(config_file), required=bool(config_file),
-                               partition=settings.get("partition"), account=settings.get("account"),
-                               time=settings.get("time"))
-    return Slurm(config), ClusterDevices(config)
+    for other in EXECUTORS.values():
+        given = [option.flag for option in other.options if options.get(option.dest)]
+        if other.name != name and given:
+            raise UsageError(f"{', '.join(given)}: for --executor {other.name} only",
+                             f"add --executor {other.name}, or leave them out")
+    return EXECUTORS[name].configured(options, command)
 
 
 def page(state: Path, runs: Path, address: str):
@@ -79,6 +84,24 @@ def page(state: Path, runs: Path, address: str):
     from runner.daemon.web import Page
 
     return Page.bind(address, state, runs)
+
+
+class _Rendered:
+    """A person at the daemon's terminal reads its events as sentences (runner.logview); daemon.jsonl, and
+    stdout when it is not a terminal (journald), keep the JSON lines."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.pending = stream, ""
+
+    def write(self, text: str) -> None:
+        from runner.logview import render
+
+        *complete, self.pending = (self.pending + text).split("\n")
+        for line in complete:
+            self.stream.write(render(line) + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 class _Tee:

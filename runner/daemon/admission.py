@@ -1,17 +1,19 @@
 """Admission: is a spec the daemon found a job it may run?
 
-Everything a spec controls is read outside the daemon's process: the planning worker
+Everything a spec controls is read outside the daemon's process: the checking worker
 (runner.daemon.worker, a child with a memory limit and a deadline per request) makes the report of
 `runner validate --format json --source SPEC SNAPSHOT` on the snapshot of the bytes the daemon
 hashed. Whatever the spec, its data files or its model files hold (a FIFO, a sparse terabyte, a
 crafted header), the worst a spec can do is fail its own check. The daemon reads back only the
-bounded report, and decides here, in plain code over that report:
+bounded report, as the typed record validate wrote (runner.spec.report), and decides here, in plain
+code over it:
 
 - invalid specs stay invalid, with validate's diagnostics;
 - code the spec would run (a reward function, a model's `trust_remote_code`) is refused unless the
   daemon was started with the option that allows it, and the diagnostic names that option.
 
-`verdict` is a pure function of the report: total over any JSON value.
+`verdict` is a pure function of the report: total over any JSON value (what does not read as a
+report is an invalid spec with the reason).
 """
 
 from __future__ import annotations
@@ -20,16 +22,23 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from runner.daemon.children import one_line
+from runner.spec.report import CodeUse, DiagnosticRecord, Place, Position, ValidationReport
+
 SHOWN_ERRORS = 20
-MAX_PRIORITY = 100
 
 
 @dataclass(frozen=True)
 class Allowances:
-    """Code the daemon may run for a spec that asks for it (`runner watch --allow-...`)."""
+    """What the operator lets every spec do beyond the defaults (`runner watch --allow-...`): run code
+    it asks for, and read folders outside the watched one (runner.confine)."""
 
     reward_functions: bool = False
     remote_code: bool = False
+    read: tuple[str, ...] = ()
+    """Folders any spec may read (besides the watched folder, the hub cache and the run root)."""
 
 
 REFUSALS = {
@@ -52,35 +61,42 @@ class Verdict:
 
 
 def verdict(report, failure: str, allow: Allowances) -> Verdict:
-    """What the daemon makes of a check: its report (`runner validate --format json` of one spec), or
-    why there is none. Total: a missing or malformed report is an invalid spec whose reason is the
-    failure, never an exception."""
-    try:
-        files = report["files"]
-        record = files[0] if isinstance(files, list) and len(files) == 1 and isinstance(files[0], dict) else None
-        diagnostics = [d for d in report["diagnostics"] if isinstance(d, dict)]
-    except (KeyError, TypeError, IndexError):
-        record, diagnostics = None, []
-    if record is None:
-        return Verdict(False, reason=f"the check of this spec failed: {failure or 'it made no report'}")
-    if not record.get("valid"):
-        errors = [d for d in diagnostics if d.get("severity") == "error"]
-        first = _where(errors[0]) if errors else "see runner validate"
-        hint = errors[0].get("hint") if errors and isinstance(errors[0].get("hint"), str) else None
-        return Verdict(False, diagnostics=errors[:SHOWN_ERRORS], reason=f"{len(errors)} error(s), the first: {first}",
-                       hint=hint)
-    name = record.get("name") if isinstance(record.get("name"), str) else None
-    refused = [_refusal(use, str(record.get("file", ""))) for use in _list(record.get("runs_code"))
-               if isinstance(use, dict) and not getattr(allow, REFUSALS.get(str(use.get("kind")), ("", ""))[0], False)]
+    """What the daemon makes of a check: its report (`runner validate --format json` of one spec, as JSON), or
+    why there is none. Total: a missing report, or one that is not a validation report of one file, is an
+    invalid spec whose reason says so, never an exception."""
+    parsed = _parsed(report)
+    if isinstance(parsed, str) or len(parsed.files) != 1:
+        why = failure or (parsed if isinstance(parsed, str) else "it made no report")
+        return Verdict(False, reason=f"the check of this spec failed: {why}")
+    record = parsed.files[0]
+    if not record.valid:
+        errors = [d for d in parsed.diagnostics if d.is_error]
+        first = errors[0].where() if errors else "see runner validate"
+        return Verdict(False, diagnostics=[d.to_json() for d in errors[:SHOWN_ERRORS]],
+                       reason=f"{len(errors)} error(s), the first: {first}", hint=errors[0].hint if errors else None)
+    refused = [_refusal(use, record.file) for use in record.runs_code
+               if not getattr(allow, REFUSALS.get(use.kind, ("", "", ""))[0], False)]
     if refused:
         first = refused[0]
-        return Verdict(False, name=name, diagnostics=refused,
+        return Verdict(False, name=record.name, diagnostics=refused,
                        reason=f"{first['path']}: {first['summary']} ({first['hint']})", hint=first["hint"])
-    if name is None:
+    if record.name is None:
         return Verdict(False, reason="the check of this spec failed: its report names no job")
-    priority = record.get("priority")
-    return Verdict(True, name=name, depends_on=[job for job in _list(record.get("depends_on")) if isinstance(job, str)],
-                   priority=priority if type(priority) is int and abs(priority) <= MAX_PRIORITY else 0)
+    return Verdict(True, name=record.name, depends_on=record.depends_on, priority=record.priority)
+
+
+def _parsed(report) -> ValidationReport | str:
+    """The report read as a validation report, or why it is not one (None: there is none)."""
+    if report is None:
+        return "it made no report"
+    try:
+        return ValidationReport.model_validate(report)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(map(str, problem["loc"])) or "the report"
+        return one_line(f"its report could not be read ({where}: {problem['msg']})")
+    except (ValueError, RecursionError) as error:  # anything else a value may raise: still no report
+        return f"its report could not be read ({type(error).__name__})"
 
 
 def name_taken(name: str, path: str, owner_path: str, owner_id: int, folder: Path) -> Verdict:
@@ -93,28 +109,13 @@ def name_taken(name: str, path: str, owner_path: str, owner_id: int, folder: Pat
                    reason=f"{summary}; {hint}", hint=hint)
 
 
-def _list(value) -> list:
-    return value if isinstance(value, list) else []
-
-
-def _refusal(use: dict, file: str) -> dict:
-    kind = str(use.get("kind"))
-    _, option, what = REFUSALS.get(kind, ("", "--allow-" + kind, "runs code"))
-    summary = f"'{use.get('what')}' {what}; this daemon refuses it"
-    return diagnostic(file, str(use.get("path") or ""), use.get("line"), summary,
-                       f"start runner watch with {option} to allow it")
+def _refusal(use: CodeUse, file: str) -> dict:
+    _, option, what = REFUSALS.get(use.kind, ("", "--allow-" + use.kind, "runs code"))
+    return diagnostic(file, use.path, use.line, f"'{use.what}' {what}; this daemon refuses it",
+                      f"start runner watch with {option} to allow it")
 
 
 def diagnostic(file: str, path: str, line: int | None, summary: str, hint: str) -> dict:
     """A diagnostic as `runner validate --format json` writes it, for what the daemon itself refuses."""
-    place = {"start": {"line": line, "column": 1}} if isinstance(line, int) else {}
-    return {"severity": "error", "summary": summary, "detail": "", "hint": hint, "path": path,
-            "range": {"filename": file, **place}}
-
-
-def _where(diagnostic: dict) -> str:
-    place = diagnostic.get("range") if isinstance(diagnostic.get("range"), dict) else {}
-    start = place.get("start") if isinstance(place.get("start"), dict) else {}
-    line = f":{start['line']}" if "line" in start else ""
-    field_path = f" {diagnostic['path']}:" if diagnostic.get("path") else ""
-    return f"{place.get('filename', '')}{line}:{field_path} {diagnostic.get('summary', '')}"
+    place = Place(filename=file) if line is None else Place(filename=file, start=Position(line=line, column=1))
+    return DiagnosticRecord(severity="error", summary=summary, detail="", hint=hint, path=path, range=place).to_json()

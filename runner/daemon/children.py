@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.daemon import ledger
-from runner.daemon.states import Failure, State
+from runner.daemon.states import State
+from runner.failures import Failure
 from runner.manifest import Manifest
 from runner.readers import open_regular
 
@@ -30,7 +31,7 @@ def runner_command() -> list[str]:
 
 @dataclass
 class Child:
-    """A job's run as a local process group (runner.daemon.executor.Local)."""
+    """A job's run as a local process group (a Run of runner.daemon.local_executor.Local)."""
 
     job_id: int
     pid: int
@@ -39,7 +40,8 @@ class Child:
     started: float = field(default_factory=time.monotonic)
     log_path: Path | None = None
     stop_sent: float | None = None
-    run_dir_known: bool = False
+
+    detail = None  # "running" says it all
 
     def exit_code(self) -> int | None:
         """The exit status once it ended; for an adopted child, -1 (unknown) once it is gone."""

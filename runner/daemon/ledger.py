@@ -15,10 +15,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runner.daemon.states import Failure, State
+from runner.daemon.states import State
+from runner.failures import Failure
 from runner.manifest import Manifest
-from runner.rundir import RunDirectory
+from runner.rundir import RunDirectory, plan_sha256, read_plan, runs_folder, runs_of
+
+if TYPE_CHECKING:
+    from runner.daemon.store import Job
+    from runner.plan.models import Plan
 
 MAX_DEPTH = 16
 """Folders below the run root searched for run directories (outputs.dir may nest a few levels)."""
@@ -31,6 +37,7 @@ FINISHED = ("succeeded", "failed")
 class Outcome:
     state: State
     failure: str | None
+    """The kind its manifest recorded, as it recorded it (runner.failures)."""
     reason: str
 
 
@@ -39,10 +46,9 @@ def outcome(manifest: Manifest) -> Outcome | None:
     if manifest.state == "succeeded":
         return Outcome(State.SUCCEEDED, None, "succeeded")
     if manifest.state == "failed":
-        kind = manifest.error.kind if manifest.error else "runtime"
-        failure = {"oom": Failure.OOM, "plan": Failure.PLAN, "stale": Failure.PLAN,
-                   "diverged": Failure.DIVERGED}.get(kind, Failure.RUNTIME)
-        return Outcome(State.FAILED, failure.value, manifest.error.message if manifest.error else "failed")
+        if manifest.error is None:  # a run records why it failed; one that did not ended with an error
+            return Outcome(State.FAILED, Failure.RUNTIME.value, "failed")
+        return Outcome(State.FAILED, Failure(manifest.error.kind).value, manifest.error.message)
     return None
 
 
@@ -77,3 +83,25 @@ def daemon_runs(runs_dir: Path, state_dir: Path) -> Iterator[tuple[RunDirectory,
             continue
         folders[:] = sorted(name for name in folders if depth < MAX_DEPTH and not name.startswith(".")
                             and here / name not in own)
+
+
+class JobRuns:
+    """The run directory of each job: the newest run of its plan hash and its spec content (two jobs never
+    share a run, even where their plans would hash alike). Where its plan's runs are is read from its plan
+    file once."""
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.runs_dir = runs_dir
+        self._where: dict[int, tuple[Path, str]] = {}
+        """job id -> (runs folder, plan hash)"""
+
+    def planned(self, job_id: int, plan: Plan) -> None:
+        self._where[job_id] = (runs_folder(self.runs_dir, plan), plan_sha256(plan))
+
+    def of(self, job: Job) -> RunDirectory | None:
+        if job.id not in self._where:
+            if not job.plan_path or not Path(job.plan_path).is_file():
+                return None
+            self.planned(job.id, read_plan(Path(job.plan_path)))
+        runs = [run for run, manifest in runs_of(*self._where[job.id]) if manifest.spec_sha256 == job.sha256]
+        return runs[-1] if runs else None

@@ -1,23 +1,12 @@
-"""Where the daemon keeps its state, shared by `runner watch` and the commands that read it."""
+"""What the daemon keeps in its state dir, shared by `runner watch` and the commands that read it (where the
+state dir is: runner.box)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
 from pathlib import Path
-
-
-def state_directory(given: str | None) -> Path:
-    """--state-dir, $RUNNER_STATE_DIR, or $XDG_STATE_HOME/runner (~/.local/state/runner)."""
-    if given or os.environ.get("RUNNER_STATE_DIR"):
-        return Path(given or os.environ["RUNNER_STATE_DIR"]).resolve()
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base, "runner").resolve()
-
-
-def runs_directory(given: str | None, state_dir: Path) -> Path:
-    """The run root of the daemon's jobs: --runs-dir, $RUNNER_RUNS_DIR, or the state dir (so runs land in
-    <state dir>/<outputs.dir>/<name>/, that is <state dir>/runs/<name>/ by default)."""
-    return Path(given or os.environ.get("RUNNER_RUNS_DIR") or state_dir).resolve()
 
 
 DAEMON_FILE = "daemon.json"
@@ -39,3 +28,10 @@ def disk_full(state_dir: Path) -> str | None:
         return None
     return (f"the disk of {state_dir} has {free / 2**20:.1f} MiB free (at least {MIN_FREE_BYTES // 2**20} MiB "
             "are needed): no new job is admitted, planned or started until there is room")
+
+
+def disk_full_error(error: BaseException) -> bool:
+    """Whether an error says the disk is full: admission pauses, and no job is blamed for it."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    return isinstance(error, sqlite3.Error) and "full" in str(error)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from runner.daemon.children import log_tail
+from runner.logview import render_tail
 from runner.daemon.paths import DAEMON_FILE, disk_full
 from runner.daemon.scheduling import queue_order
 from runner.daemon.states import State
@@ -23,7 +24,11 @@ RECENT = 20
 """Finished jobs shown."""
 LOG_LINES = 20
 MAX_POINTS = 2000
-"""Points of a loss curve; a longer run's metrics are thinned to this many (the last one always kept)."""
+"""Points of a curve; a longer run's metrics are thinned to this many (the last one always kept)."""
+MAX_SERIES = 24
+"""Curves of one run at most (a method may log many metrics; the page charts the ones it knows first)."""
+NOT_CURVES = {"step", "epoch", "elapsed_s", "tokens_seen"}
+"""Numbers in metrics.jsonl that are not curves over steps."""
 METRICS_TAIL_BYTES = 8 * 2**20
 """The end of a metrics.jsonl that is read (a long run's file grows without bound)."""
 
@@ -47,29 +52,42 @@ def overview(store: Store, state_dir: Path, runs_dir: Path) -> dict:
 
 def job_record(job: Job, runs_dir: Path, log_path: Path | None = None) -> dict:
     """A job as the store has it, with its progress while it runs, the name of its run folder (for the
-    run's page) and, when asked (a log path given), its log's last lines."""
+    run's page) and, when asked (a log path given), its log's last lines as a person reads them (JSON
+    events rendered by runner.logview)."""
     record = job.to_json()
     record["waits_for"] = job.step.value if job.state == State.QUEUED and job.step else None
     record["progress"] = progress(job.run_dir) if job.state in (State.RUNNING, State.RECOVERING) else None
     record["run"] = run_name(job.run_dir, runs_dir)
+    record["evals"] = evals_outcome(job.run_dir) if job.state.terminal else None
     if log_path is not None:
-        record["log_tail"] = log_tail(log_path, LOG_LINES)
+        record["log_tail"] = render_tail(log_tail(log_path, LOG_LINES * 20), LOG_LINES)
     return record
 
 
-def job_detail(store: Store, state_dir: Path, runs_dir: Path, job_id: int) -> dict | None:
-    row = store.connection.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    if row is None:
+def evals_outcome(run_dir: str | None) -> dict | None:
+    """A finished run's evals, from its evals/results.json: whether the gates passed, each gate, and each
+    score of the base and the result (None without evals)."""
+    record = _json_file(Path(run_dir) / "evals" / "results.json") if run_dir else None
+    if record is None:
         return None
-    return job_record(Job.of(row), runs_dir, state_dir / "logs" / f"{job_id}.log")
+    return {"passed": record.get("passed"), "gates": record.get("gates") or [],
+            "scores": {f"{result.get('name')}.{metric}": score for result in record.get("results") or []
+                       if isinstance(result, dict) for metric, score in (result.get("scores") or {}).items()}}
+
+
+def job_detail(store: Store, state_dir: Path, runs_dir: Path, job_id: int) -> dict | None:
+    job = store.get(job_id)
+    return None if job is None else job_record(job, runs_dir, state_dir / "logs" / f"{job_id}.log")
 
 
 def progress(run_dir: str | None) -> dict | None:
-    """Step, total, tokens per second, loss and ETA of a running job, from its run directory."""
+    """Step, total, tokens per second, loss and ETA of a running job, from its run directory, and which
+    attempt of the run this is (the manifest counts every start: a recovery, a `runner retry`)."""
     if not run_dir:
         return None
     folder = Path(run_dir)
-    plan = _json_file(folder / "plan.json") or (_json_file(folder / "manifest.json") or {}).get("plan")
+    manifest = _json_file(folder / "manifest.json") or {}
+    plan = _json_file(folder / "plan.json") or manifest.get("plan")
     try:
         total = plan["steps"]["total_steps"]
         last = _metrics_tail(folder / "metrics.jsonl", 65536)[-1:]
@@ -78,8 +96,10 @@ def progress(run_dir: str | None) -> dict | None:
     record = last[0] if last else {}
     step, elapsed = record.get("step") or 0, record.get("elapsed_s")
     eta = round(elapsed / step * max(0, total - step), 1) if step and isinstance(elapsed, (int, float)) else None
+    attempts = manifest.get("attempts")
     return {"step": step, "total_steps": total, "loss": record.get("loss"),
-            "tokens_per_second": record.get("tokens_per_second"), "eta_s": eta}
+            "tokens_per_second": record.get("tokens_per_second"), "eta_s": eta,
+            "attempt": len(attempts) if isinstance(attempts, list) and attempts else None}
 
 
 def run_name(run_dir: str | None, runs_dir: Path) -> str | None:
@@ -115,19 +135,35 @@ def run_detail(folder: Path) -> dict:
 
 
 def run_metrics(folder: Path) -> dict:
-    """The points of a run's loss curve (step, loss), thinned to at most MAX_POINTS, and how many lines
-    its metrics.jsonl has with a loss."""
+    """A run's curves from its metrics.jsonl: `series`, every numeric metric (loss, learning_rate, grad_norm,
+    tokens_per_second, eval_loss and other eval metrics, a method's own) as [step, value] points, each thinned
+    to at most MAX_POINTS (the last one always kept), at most MAX_SERIES of them; `points` is the loss curve
+    alone, and `lines` how many lines have a loss."""
     try:
         records = _metrics_tail(folder / "metrics.jsonl", METRICS_TAIL_BYTES)
     except (OSError, ValueError):
         records = []
-    points = [[r["step"], r["loss"]] for r in records
-              if isinstance(r.get("step"), int) and isinstance(r.get("loss"), (int, float))]
+    series: dict[str, list] = {}
+    for record in records:
+        step = record.get("step")
+        if not isinstance(step, int) or isinstance(step, bool):
+            continue
+        for key, value in record.items():
+            if key in NOT_CURVES or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            if key in series or len(series) < MAX_SERIES:
+                series.setdefault(key, []).append([step, value])
+    count = len(series.get("loss", []))
+    series = {key: _thinned(points) for key, points in series.items()}
+    return {"lines": count, "points": series.get("loss", []), "series": series}
+
+
+def _thinned(points: list) -> list:
     count = len(points)
-    if count > MAX_POINTS:
-        stride = -(-count // MAX_POINTS)
-        points = points[::stride] + ([points[-1]] if (count - 1) % stride else [])
-    return {"lines": count, "points": points}
+    if count <= MAX_POINTS:
+        return points
+    stride = -(-count // MAX_POINTS)
+    return points[::stride] + ([points[-1]] if (count - 1) % stride else [])
 
 
 def _metrics_tail(path: Path, limit: int) -> list[dict]:

@@ -1,9 +1,9 @@
 """`runner watch DIR --executor slurm`: the daemon's jobs run as Slurm jobs instead of its children.
 
 A job's start is `runner submit`'s: its plan and sbatch script are written beside its runs
-(runner.launch.slurm.prepare) and sbatch'ed; the Slurm job id is the job's identity in the store
-(`slurm_job`), so a daemon that restarts adopts the jobs Slurm still knows instead of submitting
-them again, and records from the manifest the end of those it has forgotten. Its state is read
+(runner.launch.slurm.prepare) and sbatch'ed; the Slurm job id is the handle of the job's execution in
+the store (`{"slurm_job": ID}`), so a daemon that restarts adopts the jobs Slurm still knows instead of
+submitting them again, and records from the manifest the end of those it has forgotten. Its state is read
 with scontrol (sacct needs accounting storage, which a minimal cluster lacks), at most every
 POLL_SECONDS per job; Slurm's output is copied into the daemon's log of the job, so `runner logs`
 and the failure reasons read it as they do a local child's.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ RESUMABLE = {"TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVO
 
 @dataclass
 class SlurmRun:
-    """A job's run as a Slurm job (an Execution of runner.daemon.executor)."""
+    """A job's run as a Slurm job (a Run of runner.daemon.executor)."""
 
     job_id: int
     slurm_job: str
@@ -91,7 +92,7 @@ class SlurmRun:
         if self.status is None:
             return f"submitted as Slurm job {self.slurm_job}"
         if self.status.state == "PENDING":
-            return f"queued in Slurm as job {self.slurm_job} ({self.status.reason})"
+            return f"queued in Slurm as job {self.slurm_job}" + (f" ({self.status.reason})" if self.status.reason else "")
         return f"running as Slurm job {self.slurm_job} on {self.status.nodes}"
 
     def _read(self) -> None:
@@ -144,8 +145,23 @@ def exit_status(status: slurm.JobStatus) -> int:
 class Slurm:
     """Runs the daemon's jobs as Slurm jobs (runner.daemon.executor.Executor)."""
 
+    name = "slurm"
+
     def __init__(self, config: slurm.SlurmConfig) -> None:
         self.config = config
+
+    @classmethod
+    def configured(cls, options: Mapping[str, object], command: list[str]) -> Slurm:
+        """From `runner watch --executor slurm`'s options, as `runner submit` reads them (the settings file,
+        then the options over it). `command` is not used: the batch script runs runner with the settings'
+        python (else this one), as `runner submit`'s does."""
+        config_file = options.get("config_file")
+        return cls(slurm.load_config(slurm.config_path(config_file), required=bool(config_file),
+                                     partition=options.get("partition"), account=options.get("account"),
+                                     time=options.get("time_limit")))
+
+    def devices(self) -> Devices:
+        return ClusterDevices(self.config)
 
     def start(self, job: Job, plan_path: Path, runs_dir: Path, gpus: list[int], log_path: Path) -> SlurmRun:
         plan = read_plan(plan_path)
@@ -178,28 +194,29 @@ class Slurm:
                 return slurm_job, submission
         return None
 
-    def identity(self, execution: SlurmRun) -> dict:
-        return {"slurm_job": execution.slurm_job, "pid": None, "pid_start": None}
+    def handle(self, run: SlurmRun) -> dict:
+        return {"slurm_job": run.slurm_job}
 
     def refusal(self, plan: Plan) -> tuple[str, str] | None:
         return None  # several nodes included: Slurm allocates them (and sbatch says when it cannot)
 
-    def adopt(self, job: Job, log_path: Path) -> SlurmRun | None:
-        """The job's Slurm job while Slurm knows it (still queued, running, or ended: its end is read
-        as for any other); None once Slurm has forgotten it (then its manifest tells)."""
-        if not job.slurm_job:
+    def adopt(self, job: Job, handle: dict, log_path: Path) -> SlurmRun | None:
+        """The Slurm job a handle names while Slurm knows it (still queued, running, or ended: its end is
+        read as for any other); None once Slurm has forgotten it (then its manifest tells)."""
+        slurm_job = handle.get("slurm_job")
+        if not isinstance(slurm_job, str) or not slurm_job:
             return None
         try:
-            status = slurm.status(job.slurm_job)
+            status = slurm.status(slurm_job)
         except RunnerError:  # slurmctld not answering now: adopt it and ask again at the next poll
-            return SlurmRun(job.id, job.slurm_job, None, log_path)
+            return SlurmRun(job.id, slurm_job, None, log_path)
         if status is None:
             return None
         submission = slurm.submission_of(status)
-        output = submission.output(job.slurm_job) if submission else None
-        run = SlurmRun(job.id, job.slurm_job, output, log_path, status=status, read_at=time.monotonic())
+        output = submission.output(slurm_job) if submission else None
+        run = SlurmRun(job.id, slurm_job, output, log_path, status=status, read_at=time.monotonic())
         if output is not None:
-            run.copied = _copied(log_path, job.slurm_job, output)
+            run.copied = _copied(log_path, slurm_job, output)
         return run
 
 

@@ -10,7 +10,8 @@ A job is in one State. A queued job is also at one Step on its way to starting, 
 
 Every change of state goes through `Store.move` (a compare-and-set on the state as read) and must
 be an edge of TRANSITIONS; any other is refused, whoever asks (the daemon, `runner cancel`,
-`runner retry`). Changes of other fields (the reason, progress facts) are not transitions.
+`runner retry`). Changes of other fields (the reason, progress facts) are not transitions. A failed
+job's kind is one of runner.failures.Failure, as its run recorded it.
 """
 
 from __future__ import annotations
@@ -44,15 +45,6 @@ class Step(str, Enum):
     """Waiting to be planned, or being planned (the plan's estimate picks its devices)."""
     RESOURCES = "resources"
     """Planned; waiting for its devices (GPUs with enough free memory), a job slot, or its turn."""
-
-
-class Failure(str, Enum):
-    PLAN = "plan"
-    OOM = "oom"
-    RUNTIME = "runtime"
-    DIVERGED = "diverged"
-    TIMEOUT = "timeout"
-    KILLED = "killed"
 
 
 class Status(NamedTuple):

@@ -1,6 +1,8 @@
 """The daemon's actual state: one SQLite row per spec content (its sha256; the content names
 the job, so the same content is one job wherever it lies). The row keeps the path it was last
-seen at.
+seen at. Each start of a job's run is a row of `executions` (as rq's executions): its attempt, the
+executor that ran it and that executor's handle on it (JSON: a pid and its start time, a Slurm job
+id), when it started and ended, its exit status and outcome. A new executor needs no new column.
 
 WAL mode, so `runner status`, `cancel`, `retry` and `logs` read and write safely while the
 daemon runs. Every state change is one short transaction. The store is a record that can be
@@ -17,23 +19,25 @@ import os
 import sqlite3
 import time
 import urllib.parse
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from runner.daemon import states
-from runner.daemon.states import Failure, State, Status, Step
+from runner.daemon.states import State, Status, Step
 from runner.errors import RunnerError
 
-__all__ = ["Failure", "Job", "State", "Status", "Step", "Store"]
+__all__ = ["Job", "State", "Status", "Step", "Store"]
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     path TEXT NOT NULL,
     sha256 TEXT NOT NULL,
+    author INTEGER,
     name TEXT,
     state TEXT NOT NULL,
     step TEXT,
@@ -49,9 +53,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     devices INTEGER,
     device_type TEXT,
     run_dir TEXT,
-    pid INTEGER,
-    pid_start TEXT,
-    slurm_job TEXT,
     gpus TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     withdrawn INTEGER NOT NULL DEFAULT 0,
@@ -64,8 +65,62 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name);
 CREATE INDEX IF NOT EXISTS jobs_path ON jobs (path);
+CREATE TABLE IF NOT EXISTS executions (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL REFERENCES jobs (id),
+    attempt INTEGER NOT NULL,
+    executor TEXT NOT NULL,
+    handle TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    exit INTEGER,
+    outcome TEXT,
+    failure TEXT
+);
+CREATE INDEX IF NOT EXISTS executions_job ON executions (job);
 """
+EXECUTION_COLUMNS = ("id", "attempt", "executor", "handle", "started_at", "ended_at", "exit", "outcome", "failure")
+JOB_QUERY = ("SELECT jobs.*, " + ", ".join(f"executions.{column} AS execution_{column}" for column in EXECUTION_COLUMNS)
+             + " FROM jobs LEFT JOIN executions ON executions.id = (SELECT MAX(id) FROM executions WHERE job = jobs.id)")
+"""A job with its latest execution."""
 STORE_FILE = "runner.db"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One start of a job's run: the n-th (`attempt`, counted over all its starts, retries included), by an
+    executor of runner.daemon.executor, with what finds that run again (`handle`)."""
+
+    id: int
+    attempt: int
+    executor: str
+    """Its name in runner.daemon.executor.EXECUTORS."""
+    handle: dict
+    """The executor's handle on the run (runner.daemon.executor.Executor.handle)."""
+    started_at: float
+    ended_at: float | None
+    """None while it runs (or until a daemon finds out that it ended)."""
+    exit: int | None
+    """Its exit status as the executor reported it (None: unknown, or it ended while no daemon watched)."""
+    outcome: str | None
+    """The job's state once it ended: succeeded, failed, cancelled, or recovering (it resumes)."""
+    failure: str | None
+    """The failure kind when it failed (runner.failures)."""
+
+    @property
+    def running(self) -> bool:
+        return self.ended_at is None
+
+    @classmethod
+    def of(cls, data: dict) -> Execution | None:
+        """From a job's row (JOB_QUERY): None when it never started."""
+        values = {column: data.pop(f"execution_{column}") for column in EXECUTION_COLUMNS}
+        if values["id"] is None:
+            return None
+        return cls(**{**values, "handle": json.loads(values["handle"])})
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -73,6 +128,8 @@ class Job:
     id: int
     path: str
     sha256: str
+    author: int | None
+    """The uid that owned the spec file when its content was found (runner.confine)."""
     name: str | None
     state: State
     step: Step | None
@@ -87,15 +144,13 @@ class Job:
     diagnostics: list | None
     depends_on: list[str]
     attempts: int
+    """Starts since it was queued (runner retry queues it again): what --max-attempts bounds. Each start is
+    also an execution; a job recorded from its run directory counts the manifest's attempts."""
     plan_path: str | None
     estimate_bytes: int | None
     devices: int | None
     device_type: str | None
     run_dir: str | None
-    pid: int | None
-    pid_start: str | None
-    slurm_job: str | None
-    """The Slurm job id of its latest start, under `runner watch --executor slurm`."""
     gpus: str | None
     cancel_requested: bool
     withdrawn: bool
@@ -105,10 +160,13 @@ class Job:
     started_at: float | None
     finished_at: float | None
     updated_at: float
+    execution: Execution | None
+    """Its latest start (None before its first)."""
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> Job:
         data = dict(row)
+        data["execution"] = Execution.of(data)
         data["state"] = State(data["state"])
         data["step"] = Step(data["step"]) if data["step"] else None
         data["diagnostics"] = json.loads(data["diagnostics"]) if data["diagnostics"] else None
@@ -121,7 +179,13 @@ class Job:
         record = dict(self.__dict__)
         record["state"] = self.state.value
         record["step"] = self.step.value if self.step else None
+        record["execution"] = self.execution.to_json() if self.execution else None
         return record
+
+    @property
+    def running_execution(self) -> Execution | None:
+        """The start of its run that has not ended (a job running, or left running by a daemon that died)."""
+        return self.execution if self.execution is not None and self.execution.running else None
 
     @property
     def status(self) -> Status:
@@ -238,44 +302,46 @@ class Store:
 
     def jobs(self, *states: State) -> list[Job]:
         if states:
-            marks = ",".join("?" * len(states))
-            rows = self.connection.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id",
-                                           [s.value for s in states])
-        else:
-            rows = self.connection.execute("SELECT * FROM jobs ORDER BY id")
-        return [Job.of(row) for row in rows]
+            return self._select(f"jobs.state IN ({','.join('?' * len(states))}) ORDER BY jobs.id",
+                                [state.value for state in states])
+        return self._select("1 ORDER BY jobs.id", [])
 
-    def get(self, job_id: int) -> Job:
-        return Job.of(self.connection.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+    def get(self, job_id: int) -> Job | None:
+        """The job of this id (None when there is none: a row forgotten, or an id from a URL)."""
+        return next(iter(self._select("jobs.id = ?", [job_id])), None)
 
     def find(self, sha256: str) -> Job | None:
         """The job of this spec content, wherever it was seen."""
-        row = self.connection.execute("SELECT * FROM jobs WHERE sha256 = ?", (sha256,)).fetchone()
-        return Job.of(row) if row else None
+        return next(iter(self._select("jobs.sha256 = ?", [sha256])), None)
 
     def latest(self, name_or_path: str) -> Job | None:
         """The newest row of a spec, by its name or by its path."""
         for column, value in (("name", name_or_path), ("path", str(Path(name_or_path).resolve()))):
-            row = self.connection.execute(f"SELECT * FROM jobs WHERE {column} = ? ORDER BY id DESC LIMIT 1",
-                                          (value,)).fetchone()
-            if row:
-                return Job.of(row)
+            found = self._select(f"jobs.{column} = ? ORDER BY jobs.id DESC LIMIT 1", [value])
+            if found:
+                return found[0]
         return None
 
     def latest_succeeded(self, name: str, folder: str) -> Job | None:
         """The newest succeeded job of the spec called `name` in exactly this folder (a spec of the same
         name in a subfolder is another spec)."""
-        rows = self.connection.execute("SELECT * FROM jobs WHERE name = ? AND state = 'succeeded' ORDER BY id DESC",
-                                       (name,))
-        return next((Job.of(row) for row in rows if os.path.dirname(row["path"]) == folder), None)
+        jobs = self._select("jobs.name = ? AND jobs.state = 'succeeded' ORDER BY jobs.id DESC", [name])
+        return next((job for job in jobs if os.path.dirname(job.path) == folder), None)
 
     def newest_at(self, path: str) -> Job | None:
-        row = self.connection.execute("SELECT * FROM jobs WHERE path = ? ORDER BY id DESC LIMIT 1", (path,)).fetchone()
-        return Job.of(row) if row else None
+        return next(iter(self._select("jobs.path = ? ORDER BY jobs.id DESC LIMIT 1", [path])), None)
 
     def named(self, name: str) -> list[Job]:
-        return [Job.of(row) for row in self.connection.execute("SELECT * FROM jobs WHERE name = ? ORDER BY id",
-                                                               (name,))]
+        return self._select("jobs.name = ? ORDER BY jobs.id", [name])
+
+    def executions(self, job_id: int) -> list[Execution]:
+        """Every start of a job's run, the first first."""
+        columns = ", ".join(f"{column} AS execution_{column}" for column in EXECUTION_COLUMNS)
+        rows = self.connection.execute(f"SELECT {columns} FROM executions WHERE job = ? ORDER BY id", (job_id,))
+        return [Execution.of(dict(row)) for row in rows]
+
+    def _select(self, where: str, parameters: list) -> list[Job]:
+        return [Job.of(row) for row in self.connection.execute(f"{JOB_QUERY} WHERE {where}", parameters)]
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -295,12 +361,34 @@ class Store:
             self.update(cursor.lastrowid, **fields)
         return self.get(cursor.lastrowid)
 
-    def move(self, job: Job, to: State | Status, **fields) -> bool:
+    def move(self, job: Job, to: State | Status, *, exit_code: int | None = None, **fields) -> bool:
         """Change a job's state: only along an edge of the table (runner.daemon.states), and only if the
-        row is still in the state `job` was read in (compare-and-set). False when it had moved meanwhile."""
+        row is still in the state `job` was read in (compare-and-set). False when it had moved meanwhile.
+        A job that leaves `running` ends its execution with it (`exit_code`: its exit status, when known)."""
         after = to if isinstance(to, Status) else Status(to)
         states.check(job.status, after)
-        return self._set(job, state=after.state, step=after.step, **fields)
+        with self._transaction():
+            moved = self._set(job, state=after.state, step=after.step, **fields)
+            if moved and job.state == State.RUNNING:
+                self.connection.execute(
+                    "UPDATE executions SET ended_at = ?, exit = ?, outcome = ?, failure = ? WHERE job = ? AND "
+                    "ended_at IS NULL", (time.time(), exit_code, after.state.value, fields.get("failure"), job.id))
+        return moved
+
+    def start(self, job: Job, executor: str, handle: dict, **fields) -> bool:
+        """Move a job to `running` as a new start of its run, recorded as an execution of `executor` with its
+        handle, in one transaction: a daemon that dies in between leaves neither. False when the job had
+        moved meanwhile (a person cancelled it)."""
+        states.check(job.status, states.RUNNING)
+        now = time.time()
+        with self._transaction():
+            moved = self._set(job, state=State.RUNNING, step=None, attempts=job.attempts + 1, started_at=now, **fields)
+            if moved:
+                self.connection.execute(
+                    "INSERT INTO executions (job, attempt, executor, handle, started_at) "
+                    "SELECT ?, COUNT(*) + 1, ?, ?, ? FROM executions WHERE job = ?",
+                    (job.id, executor, json.dumps(handle), now, job.id))
+        return moved
 
     def forget(self, job: Job) -> bool:
         """Delete a row (an edge to no row): content never admitted, or an invalid spec to check again."""
@@ -325,6 +413,16 @@ class Store:
         parameters += [job.state.value, job.step.value if job.step else None]
         return self.connection.execute(query, parameters).rowcount == 1
 
+    @contextmanager
+    def _transaction(self):
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+
     @staticmethod
     def _assignments(job_id: int, fields: dict) -> tuple[str, list]:
         fields["updated_at"] = time.time()
@@ -342,18 +440,31 @@ class Store:
                 [job.id, job.state.value, job.step.value if job.step else None])
 
 
-def lock_state_directory(state_dir: Path) -> int:
-    """An exclusive OS lock (flock) on the state folder itself, held while the daemon lives: no file
-    whose deletion would admit a second daemon. The descriptor is not inherited by children, so a
-    job that outlives its daemon never keeps the next one out. Returns the descriptor to keep."""
-    descriptor = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def lock_folders(folders: dict[str, Path]) -> list[int]:
+    """Exclusive OS locks (flock) on the daemon's folders themselves ({role: folder}: the state dir, the
+    watched folder, the run root), held while the daemon lives: two daemons with their own state dirs on
+    one folder or one run root would each run every spec. A lock is no file whose deletion would admit a
+    second daemon, and its descriptor is not inherited by children, so a job that outlives its daemon
+    never keeps the next one out. Returns the descriptors to keep."""
+    held: dict[str, int] = {}
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        raise RunnerError(f"another runner watch already uses {state_dir}",
-                          "stop it first, or give this one its own --state-dir") from None
-    return descriptor
+        for role, folder in folders.items():
+            resolved = os.path.realpath(folder)
+            if resolved in held:  # one folder in two roles (the run root is the state dir by default)
+                continue
+            descriptor = os.open(resolved, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            held[resolved] = descriptor
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunnerError(f"another runner watch already uses {folder} (this one's {role})",
+                                  "stop it first; two daemons need their own state dir, watched folder and run "
+                                  "root") from None
+    except BaseException:
+        for descriptor in held.values():
+            os.close(descriptor)
+        raise
+    return list(held.values())
 
 
 def _check(connection: sqlite3.Connection, *, empty_is_readable: bool, upgradable: bool = False) -> None:
@@ -376,6 +487,32 @@ def _check(connection: sqlite3.Connection, *, empty_is_readable: bool, upgradabl
         raise StoreUnreadable("it is empty")
 
 
+def _executions(connection: sqlite3.Connection) -> None:
+    """Layout 5 -> 6: the executor's handle moves from the jobs' columns (pid, pid_start, slurm_job) to an
+    execution per job that had one: open for a job still `running` (the next daemon adopts it through it),
+    ended with the job's state for the others. A local job that ended had already lost its pid: it keeps its
+    attempts and times, and no execution. SQLite before 3.35 cannot drop a column: the table is rebuilt."""
+    old = connection.execute("SELECT id, state, failure, attempts, pid, pid_start, slurm_job, started_at, finished_at,"
+                             " updated_at FROM jobs WHERE pid IS NOT NULL OR slurm_job IS NOT NULL").fetchall()
+    connection.execute("ALTER TABLE jobs RENAME TO jobs_layout_5")
+    for index in ("jobs_state", "jobs_name", "jobs_path"):
+        connection.execute(f"DROP INDEX {index}")
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            connection.execute(statement)
+    columns = ", ".join(row[1] for row in connection.execute("PRAGMA table_info(jobs)"))
+    connection.execute(f"INSERT INTO jobs ({columns}) SELECT {columns} FROM jobs_layout_5")
+    connection.execute("DROP TABLE jobs_layout_5")
+    for job, state, failure, attempts, pid, pid_start, slurm_job, started_at, finished_at, updated_at in old:
+        executor, handle = ("slurm", {"slurm_job": slurm_job}) if slurm_job else (
+            "local", {"pid": pid, "pid_start": pid_start})
+        ended = None if state == State.RUNNING.value else finished_at or updated_at
+        connection.execute("INSERT INTO executions (job, attempt, executor, handle, started_at, ended_at, outcome, "
+                           "failure) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (job, max(attempts, 1), executor, json.dumps(handle), started_at or updated_at, ended,
+                            None if ended is None else state, failure))
+
+
 UPGRADES = {
     2: ["ALTER TABLE jobs ADD COLUMN step TEXT",
         "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
@@ -384,9 +521,12 @@ UPGRADES = {
         "UPDATE jobs SET step = CASE WHEN estimate_bytes IS NULL THEN 'planning' ELSE 'resources' END,"
         " plan_path = CASE WHEN estimate_bytes IS NULL THEN NULL ELSE plan_path END WHERE state = 'queued'"],
     3: ["ALTER TABLE jobs ADD COLUMN slurm_job TEXT"],
+    4: ["ALTER TABLE jobs ADD COLUMN author INTEGER"],  # jobs found before: planned as the daemon itself
+    5: [_executions],
 }
-"""Layout -> the statements that bring it to the next layout: a daemon upgrade keeps its store (a job a
-person cancelled stays cancelled)."""
+"""Layout -> the statements (or a function of the connection) that bring it to the next layout, in one
+transaction: a daemon upgrade keeps its store (a job a person cancelled stays cancelled, a running job is
+adopted)."""
 
 
 def _upgrade(connection: sqlite3.Connection) -> None:
@@ -394,7 +534,10 @@ def _upgrade(connection: sqlite3.Connection) -> None:
     while version in UPGRADES:
         connection.execute("BEGIN IMMEDIATE")
         for statement in UPGRADES[version]:
-            connection.execute(statement)
+            if callable(statement):
+                statement(connection)
+            else:
+                connection.execute(statement)
         version += 1
         connection.execute(f"PRAGMA user_version={version}")
         connection.execute("COMMIT")

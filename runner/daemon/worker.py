@@ -19,7 +19,8 @@ works for a job, its own stdout and stderr (fds 1 and 2: Python's, the libraries
 that job's log, so `runner logs` shows the planning output and the reason can quote it.
 
     check: {"id", "kind": "check", "snapshot", "source"} -> {"id", "ok", "report"}
-           the report is `runner validate --format json` of the snapshot (runner.daemon.admission)
+           the report is `runner validate --format json` of the snapshot (runner.spec.report), read back by
+           runner.daemon.admission
     plan:  {"id", "kind": "plan", "snapshot", "source", "out", "runs_dir", "log"} -> {"id", "ok"}
            the plan is written to `out`; a failure: {"id", "ok": false, "reason", "hint"}
 """
@@ -39,15 +40,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner import confine
+from runner.confine import Confinement
 from runner.daemon import children
 from runner.readers import MAX_JSON_DEPTH, loads_bounded
 
 WORKER_MEMORY_BYTES = 4 * 2**30
 """Address space a request may add to the worker's imports: planning reads a tokenizer and up to
 20,000 rows; validate streams its inputs in bounded memory."""
-CHECK_TIMEOUT_SECONDS = 300.0
-"""Reading large data files takes time (about a second per 100 MB of JSONL); a hung read does not end."""
+CHECK_TIMEOUT_SECONDS = 3600.0
+"""At most, for a check that keeps working: validate reads every row (about 4 MB/s of tiny JSONL rows,
+100 MB/s of large ones), and checks have a worker of their own, so a long one holds only other checks."""
+STALL_SECONDS = 60.0
+"""A worker that used no CPU for this long while answering is stalled (stopped, or blocked on a hung
+filesystem): it is killed, and the request tried again later (Stalls)."""
+MAX_STALLS = 3
+"""Stalled checks or plans of one job (a hung filesystem) before it is given up on; the n-th is tried
+again after n times the stall window."""
 MAX_REPLY_BYTES = 8 * 2**20
+ROLE_VARIABLE = "RUNNER_WORKER_ROLE"
+"""check | plan: a checking worker imports only what validate needs."""
 MACHINE_VARIABLE = "RUNNER_WORKER_MACHINE"
 """The daemon's description of this box's GPUs (JSON), so that the worker never initialises CUDA."""
 
@@ -73,11 +85,11 @@ def serve(planner: Planner) -> int:
     """The worker's loop: answer requests from stdin until it closes."""
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # from now on fd 1 is the worker's log: nothing but replies goes down the pipe
-    warm_up()
+    warm_up(os.environ.get(ROLE_VARIABLE, "plan"))
     _limit_memory(WORKER_MEMORY_BYTES)
     for line in sys.stdin:
         request = json.loads(line)
-        with _output_to(request.get("log")):
+        with _output_to(request.get("log")), _inside(request.get("cwd")):
             reply = _answer(request, planner)
         replies.write(json.dumps(reply) + "\n")
         if reply.get("restart"):
@@ -98,11 +110,14 @@ def plan_job(request: PlanRequest):
         raise
 
 
-def warm_up() -> None:
-    """What checking and planning import, imported before the first request (and before the memory
+def warm_up(role: str) -> None:
+    """What checking (or planning) imports, imported before the first request (and before the memory
     limit). Without the training extra installed, checks still work and plans fail with the reason."""
-    import runner.commands.validate  # noqa: F401
+    import runner.spec.check  # noqa: F401
+    import runner.spec.report  # noqa: F401
 
+    if role == "check":
+        return
     with contextlib.suppress(ImportError):
         import torch  # noqa: F401
         import transformers  # noqa: F401
@@ -115,17 +130,18 @@ def _answer(request: dict, planner: Planner) -> dict:
 
     answer: dict = {"id": request.get("id")}
     try:
-        if request["kind"] == "check":
-            answer.update(ok=True, report=_check(request))
-        else:
-            made = planner(PlanRequest(Path(request["snapshot"]), Path(request["source"]), Path(request["out"]),
-                                       Path(request["runs_dir"]), _machine()))
-            if made is not None:
-                from runner.fsutil import write_atomically
+        with confine.applied(_confinement(request)):
+            if request["kind"] == "check":
+                answer.update(ok=True, report=_check(request))
+            else:
+                made = planner(PlanRequest(Path(request["snapshot"]), Path(request["source"]), Path(request["out"]),
+                                           Path(request["runs_dir"]), _machine()))
+                if made is not None:
+                    from runner.fsutil import write_atomically
 
-                write_atomically(Path(request["out"]), made.model_dump_json(indent=2) + "\n")
-                answer["restart"] = _ran_spec_code(made)
-            answer["ok"] = True
+                    write_atomically(Path(request["out"]), made.model_dump_json(indent=2) + "\n")
+                    answer["restart"] = _ran_spec_code(made)
+                answer["ok"] = True
     except RunnerError as error:
         answer.update(ok=False, reason=children.one_line(error.message), hint=error.hint)
     except MemoryError:
@@ -137,11 +153,16 @@ def _answer(request: dict, planner: Planner) -> dict:
     return answer
 
 
-def _check(request: dict) -> dict:
-    from runner.commands.validate import json_report
-    from runner.spec.check import check_spec
+def _confinement(request: dict) -> Confinement | None:
+    """What the request's spec may read: the daemon always says (a request without it is from a test)."""
+    return Confinement.from_json(json.loads(request["confine"])) if request.get("confine") else None
 
-    return json_report([check_spec(Path(request["snapshot"]), source=Path(request["source"]))])
+
+def _check(request: dict) -> dict:
+    from runner.spec.check import check_spec
+    from runner.spec.report import ValidationReport
+
+    return ValidationReport.of([check_spec(Path(request["snapshot"]), source=Path(request["source"]))]).to_json()
 
 
 def _ran_spec_code(plan) -> bool:
@@ -169,6 +190,20 @@ def _limit_memory(extra: int) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = mapped + extra
     resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+
+
+@contextlib.contextmanager
+def _inside(folder: str | None):
+    """Work in the watched folder for one request (diagnostics name files relative to it), entered afresh
+    each time: a folder replaced by a redeploy leaves a worker that stayed in it in a deleted folder."""
+    if folder:
+        with contextlib.suppress(OSError):  # gone: the request's own reads say what is missing
+            os.chdir(folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.chdir("/")
 
 
 @contextlib.contextmanager
@@ -209,6 +244,10 @@ class Request:
     sent: float = 0.0
     abandoned: bool = False
     """Its job was withdrawn meanwhile: the reply is dropped."""
+    busy_at: float = 0.0
+    """When the worker was last seen using CPU for it."""
+    cpu: int | None = None
+    """The worker's CPU ticks then."""
 
 
 @dataclass
@@ -219,6 +258,8 @@ class Reply:
     reason: str = ""
     hint: str | None = None
     timed_out: bool = False
+    stalled: bool = False
+    """The worker used no CPU for STALL_SECONDS: nothing about the spec is known; ask again later."""
 
 
 @dataclass
@@ -228,9 +269,11 @@ class Worker:
     Never blocks: replies are read from a non-blocking pipe whose descriptor the loop's select() watches."""
 
     command: list[str]
-    cwd: Path
+    role: str
+    """check | plan"""
     log_path: Path
     machine: list[dict]
+    stall_seconds: float = STALL_SECONDS
     process: subprocess.Popen | None = None
     current: Request | None = None
     started: float = 0.0
@@ -252,12 +295,12 @@ class Worker:
         """Start it, unless it runs, or keeps dying and must wait (ready_in)."""
         if self.process is not None or self.ready_in():
             return
-        env = {**os.environ, MACHINE_VARIABLE: json.dumps(self.machine), "CUDA_VISIBLE_DEVICES": "",
-               "MALLOC_ARENA_MAX": "2", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, MACHINE_VARIABLE: json.dumps(self.machine), ROLE_VARIABLE: self.role,
+               "CUDA_VISIBLE_DEVICES": "", "MALLOC_ARENA_MAX": "2", "TOKENIZERS_PARALLELISM": "false"}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([*self.command, "worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=log, start_new_session=True, env=env, cwd=self.cwd)
+                                            stderr=log, start_new_session=True, env=env, cwd="/")
         os.set_blocking(self.process.stdout.fileno(), False)
         self.started = time.monotonic()
         self._buffer.clear()
@@ -265,8 +308,9 @@ class Worker:
     def send(self, kind: str, key: str | int, timeout: float, **body) -> Request:
         self.start()
         self._next_id += 1
+        now = time.monotonic()
         request = Request(kind, key, {"id": self._next_id, "kind": kind, **{k: str(v) for k, v in body.items()}},
-                          timeout, time.monotonic())
+                          timeout, now, busy_at=now, cpu=_cpu_ticks(self.process.pid))
         self.current = request
         try:
             self.process.stdin.write((json.dumps(request.body) + "\n").encode())
@@ -287,10 +331,20 @@ class Worker:
         if code is not None:
             return self._died(code)
         request = self.current
-        if request is not None and time.monotonic() - request.sent > request.timeout:
+        if request is None:
+            return None
+        now = time.monotonic()
+        if now - request.sent > request.timeout:
             self.stop()
             self.current = None
             return Reply(request, False, timed_out=True)
+        cpu = _cpu_ticks(self.process.pid)
+        if cpu is None or cpu != request.cpu:
+            request.busy_at, request.cpu = now, cpu
+        elif now - request.busy_at > self.stall_seconds:
+            self.stop()
+            self.current = None
+            return Reply(request, False, stalled=True, reason=f"the worker used no CPU for {self.stall_seconds:g} s")
         return None
 
     def stop(self) -> None:
@@ -347,3 +401,70 @@ class Worker:
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         words = children.last_words(Path(request.body.get("log") or self.log_path))
         return Reply(request, False, reason=f"the planning worker {how}" + (f": {words}" if words else ""))
+
+
+@dataclass
+class Workers:
+    """The daemon's two workers: checks and plans each have one, so a plan that takes long never holds a
+    check back."""
+
+    checker: Worker
+    planner: Worker
+
+    @classmethod
+    def for_daemon(cls, command: list[str], logs: Path, machine: list[dict], stall_seconds: float) -> Workers:
+        return cls(*(Worker(command, role, logs / f"worker-{role}.log", machine, stall_seconds)
+                     for role in ("check", "plan")))
+
+    def replies(self) -> list[Reply]:
+        """The replies that came, the check's first."""
+        return [reply for reply in (self.checker.poll(), self.planner.poll()) if reply is not None]
+
+    def abandon(self, job) -> None:
+        """Their answer for this job (a runner.daemon.store.Job) no longer matters: it was withdrawn, moved or
+        failed."""
+        for worker in (self.checker, self.planner):
+            if worker.current is not None and worker.current.key in (job.id, job.sha256):
+                worker.current.abandoned = True
+
+    def start(self) -> None:
+        self.checker.start()
+        self.planner.start()
+
+    def stop(self) -> None:
+        self.checker.stop()
+        self.planner.stop()
+
+    def filenos(self) -> list[int | None]:
+        return [self.checker.fileno(), self.planner.fileno()]
+
+    def ready_in(self) -> list[float]:
+        return [self.checker.ready_in(), self.planner.ready_in()]
+
+
+@dataclass
+class Stalls:
+    """Stalled requests of each job (its check, or its plan): counted, and tried again after as many stall
+    windows as it stalled, up to MAX_STALLS."""
+
+    window: float
+    counts: dict[str | int, int] = field(default_factory=dict)
+    """A spec's sha256 (its check) or a job id (its plan) -> its stalls so far."""
+
+    def again_in(self, key: str | int) -> float | None:
+        """Count a stall: the seconds after which it is tried again, or None when it stalled too often."""
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.window * self.counts[key] if self.counts[key] < MAX_STALLS else None
+
+    def clear(self, key: str | int) -> None:
+        self.counts.pop(key, None)
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """CPU time (user + system, in clock ticks) a process has used; None where /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])  # utime and stime: fields 14 and 15 of the line

@@ -21,12 +21,14 @@ and arrow rows; without it those rows cannot be checked (`pyarrow_missing` says 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+from runner.confine import quoted
 from runner.errors import RunnerError
 from runner.readers import MAX_JSON_DEPTH, loads_bounded, open_regular
 
@@ -37,7 +39,6 @@ MAX_FOOTER_BYTES = 64 * 2**20
 MAX_ROW_GROUP_BYTES = 512 * 2**20
 """A parquet row group is decoded whole; the datasets library writes them at about 100 MB."""
 BATCH_ROWS = 1024
-PYARROW_INSTALL = "pip install pyarrow (or: pip install 'runner-finetune[data]')"
 
 
 class DataFileError(RunnerError):
@@ -97,8 +98,9 @@ class FileKind(NamedTuple):
                 handle.seek(size - 4)
                 tail = handle.read(4)
         if not any(head.startswith(magic) for magic in self.magic) or (self.name == "parquet" and tail != b"PAR1"):
-            raise DataFileError(f"{path} is not {_article(self.name)} {self.name} file (its first bytes are "
-                                f"{head[:8]!r})")
+            where = "start and end" if self.name == "parquet" else "start"
+            raise DataFileError(f"{path} is not {_article(self.name)} {self.name} file (it lacks the marker "
+                                f"{self.name} files {where} with)")
 
 
 def _article(name: str) -> str:
@@ -107,6 +109,13 @@ def _article(name: str) -> str:
 
 def kind_of(path: Path) -> FileKind | None:
     return next((kind for kind in KINDS if path.suffix.lower() in kind.suffixes), None)
+
+
+def pyarrow_install() -> str:
+    """The command that installs pyarrow alone (runner's `data` extra; `train` brings it too)."""
+    from runner.install import pip_install
+
+    return pip_install("data")
 
 
 def pyarrow_missing() -> str | None:
@@ -124,7 +133,7 @@ def read_jsonl(path: Path, columns: list[str] | None = None) -> Iterator[RawRow]
     """Every non-blank line; a row longer than MAX_ROW_BYTES or nested deeper than MAX_JSON_DEPTH is
     a bad row, not a crash."""
     with open_regular(path) as handle:
-        for line, raw in enumerate(_lines(handle), start=1):
+        for line, raw in enumerate(_lines(handle, path), start=1):
             if raw is None:
                 yield RawRow(RowAt(path, line), problem=_too_long())
                 continue
@@ -133,21 +142,37 @@ def read_jsonl(path: Path, columns: list[str] | None = None) -> Iterator[RawRow]
             try:
                 yield RawRow(RowAt(path, line), loads_bounded(raw))
             except ValueError as error:
-                yield RawRow(RowAt(path, line), problem=f"not valid JSON: {error}")
+                yield RawRow(RowAt(path, line), problem=_json_problem(raw, error))
+
+
+def _json_problem(raw: bytes, error: ValueError) -> str:
+    """What is wrong with a JSON Lines row, placed in the row itself: json's own "line 2 column 1 (char 16)"
+    counts from the row's start and past its newline, which misleads next to the file's line number."""
+    if not isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON: {error}"
+    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+    if error.pos >= len(text):
+        return f"not valid JSON: the row ends before its value does ({error.msg})"
+    return f"not valid JSON at column {error.colno}: {error.msg}"
 
 
 def _too_long() -> str:
     return f"the row is longer than {MAX_ROW_BYTES // 2**20} MiB"
 
 
-def _lines(handle: BinaryIO) -> Iterator[bytes | None]:
-    """Each line of a file, or None for one longer than MAX_ROW_BYTES (skipped, never held whole)."""
+def _lines(handle: BinaryIO, path: Path) -> Iterator[bytes | None]:
+    """Each line of a file, or None for one longer than MAX_ROW_BYTES (skipped, never held whole). A NUL
+    byte ends the file's reading with a DataFileError: text never holds one, and a binary or sparse file
+    (a terabyte of zeros reads for many minutes) is no data file."""
     while True:
+        start = handle.tell()
         raw = handle.readline(MAX_ROW_BYTES + 1)
         if not raw:
             return
+        _refuse_nul(raw, start, path)
         if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
             while chunk := handle.read(1 << 20):  # the rest of the line, a megabyte at a time
+                _refuse_nul(chunk, handle.tell() - len(chunk), path)
                 newline = chunk.find(b"\n")
                 if newline >= 0:
                     handle.seek(newline + 1 - len(chunk), os.SEEK_CUR)
@@ -155,6 +180,13 @@ def _lines(handle: BinaryIO) -> Iterator[bytes | None]:
             yield None
             continue
         yield raw
+
+
+def _refuse_nul(data: bytes, offset: int, path: Path) -> None:
+    at = data.find(b"\0")
+    if at >= 0:
+        raise DataFileError(f"{path} holds a NUL byte at offset {offset + at:,}: it is not text (a binary or "
+                            "sparse file?)", "JSON Lines and CSV files are UTF-8 text")
 
 
 # --- CSV --------------------------------------------------------------------------------------------
@@ -168,8 +200,8 @@ class _LineFeed:
     _LongLine, after which a new reader goes on at the next line (the feed is not a generator, which
     an exception would end)."""
 
-    def __init__(self, handle: BinaryIO) -> None:
-        self.lines, self.count = _lines(handle), 0
+    def __init__(self, handle: BinaryIO, path: Path) -> None:
+        self.lines, self.count = _lines(handle, path), 0
 
     def __iter__(self) -> _LineFeed:
         return self
@@ -189,7 +221,7 @@ def read_csv(path: Path, columns: list[str] | None = None) -> Iterator[RawRow]:
     the csv module cannot parse, is a bad row, and reading goes on at the next line."""
     csv.field_size_limit(MAX_ROW_BYTES)
     with open_regular(path) as handle:
-        feed = _LineFeed(handle)
+        feed = _LineFeed(handle, path)
         reader = csv.reader(feed)
         try:
             header = next(reader)
@@ -228,7 +260,8 @@ def _require_columns(path: Path, present: list[str], wanted: list[str] | None) -
     missing = [column for column in wanted or () if column not in present]
     if missing:
         shown = ", ".join(present[:20]) + (", ..." if len(present) > 20 else "")
-        raise DataFileError(f"{path} has no column {', '.join(repr(c) for c in missing)} (its columns: {shown})")
+        raise DataFileError(f"{path} has no column {', '.join(repr(c) for c in missing)} "
+                            f"(its columns: {quoted(shown)})")
 
 
 # --- parquet and arrow (pyarrow) ----------------------------------------------------------------------

@@ -19,7 +19,6 @@ when there is one, else a name or folder that says train / validation / test (`d
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -27,13 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from runner import formats, hubcache
-from runner.data.files import SUFFIXES, DataFileError, FileKind, RawRow, RowAt, kind_of, pyarrow_missing, \
-    PYARROW_INSTALL
+from runner import confine, formats, hubcache
+from runner.data.files import SUFFIXES, DataFileError, FileKind, RawRow, RowAt, kind_of, pyarrow_install, \
+    pyarrow_missing
 from runner.fsutil import file_sha256
 from runner.readers import loads_bounded, read_regular
+from runner.spec.yamlpos import parse_yaml
 
 if TYPE_CHECKING:
     from runner.spec.models import DataSource
@@ -103,7 +101,7 @@ class RowSource:
         """Why this source's rows cannot be read on this machine (pyarrow missing), with the fix."""
         tabular = [kind.name for kind in self.file_kinds if kind.needs_pyarrow]
         reason = pyarrow_missing() if tabular else None
-        return f"{reason}, so its {' and '.join(tabular)} rows could not be read ({PYARROW_INSTALL})" if reason else None
+        return f"{reason}, so its {' and '.join(tabular)} rows could not be read ({pyarrow_install()})" if reason else None
 
     def fingerprint(self) -> tuple[str, list[tuple[str, str, int]]]:
         """(sha256 of the source, [(file, sha256, size)]): a single file's own sha256; for several, the
@@ -112,6 +110,8 @@ class RowSource:
         files = [(str(path), file_sha256(path), path.stat().st_size) for path in self.files]
         if self.kind == "file":
             return files[0][1], files
+        import hashlib  # here, as the file hashes: validate hashes nothing
+
         listing = "".join(f"{_relative(Path(path), self.root)}\t{sha}\n" for path, sha, _ in files)
         return hashlib.sha256(listing.encode()).hexdigest(), files
 
@@ -155,9 +155,7 @@ def _resolve(source: DataSource, folder: Path, role: str) -> RowSource:
         config, split, files = _split_of_files(snapshot, source, role, source.describe())
         return RowSource(_label(f"hub:{source.hub}", config, split), "hub", snapshot, files, split, config,
                          snapshot.name, **common)
-    location = folder / Path(source.path).expanduser()
-    if not location.exists():
-        raise DataFileError(f"{source.path} does not exist")
+    location = confine.named_path(folder, source.path)
     if not location.is_dir():
         kind = kind_of(location)
         if kind is None:
@@ -317,10 +315,13 @@ def _readme_configs(root: Path) -> tuple[dict[str, dict[str, list[str]]], str | 
     if not text.startswith("---"):
         return {}, None
     front, _, _ = text[3:].partition("\n---")
-    try:
-        header = yaml.safe_load(front)
-    except (yaml.YAMLError, RecursionError) as error:
-        raise DataFileError(f"{readme}: its front matter is not valid YAML: {str(error).splitlines()[0]}") from None
+    document, diagnostics = parse_yaml(front, str(readme))  # the spec's own bounds: aliases, depth, size, tags
+    errors = [diagnostic for diagnostic in diagnostics if diagnostic.is_error]
+    if document is None or errors:
+        first = errors[0]
+        where = f" (line {first.span.line + 1})" if first.span else ""
+        raise DataFileError(f"{readme}: its front matter cannot be read{where}: {first.summary}")
+    header = document.data
     entries = header.get("configs") if isinstance(header, dict) else None
     if not isinstance(entries, list):
         return {}, None
@@ -367,26 +368,84 @@ def _choose_config(configs: dict[str, Any], default: str | None, wanted: str | N
 
 
 def _matching(names: list[str], patterns: list[str]) -> list[str]:
-    expressions = [_glob(pattern) for pattern in patterns]
-    return [name for name in names if any(expression.match(name) for expression in expressions)]
+    globs = [Glob(pattern) for pattern in patterns]
+    return [name for name in names if any(glob.matches(name) for glob in globs)]
 
 
-def _glob(pattern: str) -> re.Pattern:
-    """A hub data_files pattern: `**` any folders, `*` and `?` within one name, `[...]` a class."""
-    out, i = "", 0
-    pattern = pattern.removeprefix("./")
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        elif pattern[i] == "*":
-            out, i = out + "[^/]*", i + 1
-        elif pattern[i] == "?":
-            out, i = out + "[^/]", i + 1
-        elif pattern[i] == "[" and "]" in pattern[i + 1:]:
-            end = pattern.index("]", i + 1)
-            out, i = out + "[" + re.escape(pattern[i + 1:end]).replace("\\-", "-") + "]", end + 1
+class Glob:
+    """A hub data_files pattern: `**/` any folders (or none), `**` anything, `*` and `?` within one name,
+    `[...]` a class. Matched by stepping every place the pattern can be at once (a Thompson NFA), so a
+    README's pattern costs at most len(name) x len(pattern) steps: a regex built from `*a*a*a*a*b`
+    backtracks exponentially, and a dataset README is anyone's."""
+
+    LITERAL, ONE, CLASS, STAR, ANYTHING, FOLDERS = range(6)
+
+    def __init__(self, pattern: str) -> None:
+        self.tokens: list[tuple[int, str]] = []
+        pattern, i = pattern.removeprefix("./"), 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                token, i = (self.FOLDERS, ""), i + 3
+            elif pattern.startswith("**", i):
+                token, i = (self.ANYTHING, ""), i + 2
+            elif pattern[i] == "*":
+                token, i = (self.STAR, ""), i + 1
+            elif pattern[i] == "?":
+                token, i = (self.ONE, ""), i + 1
+            elif pattern[i] == "[" and "]" in pattern[i + 1:]:
+                end = pattern.index("]", i + 1)
+                token, i = (self.CLASS, _class_members(pattern[i + 1:end])), end + 1
+            else:
+                token, i = (self.LITERAL, pattern[i]), i + 1
+            self.tokens.append(token)
+
+    def matches(self, name: str) -> bool:
+        places = self._closure({(0, False)})
+        for character in name:
+            places = self._closure({after for place in places for after in self._step(place, character)})
+            if not places:
+                return False
+        return (len(self.tokens), False) in places
+
+    def _step(self, place: tuple[int, bool], character: str) -> list[tuple[int, bool]]:
+        """Where the pattern can be after `character`, from `place` ((token index, inside a `**/`))."""
+        index, inside = place
+        if index == len(self.tokens):
+            return []
+        kind, value = self.tokens[index]
+        if kind == self.FOLDERS:  # (?:.*/)?: anything up to and including a slash
+            return [(index, True)] + ([(index + 1, False)] if character == "/" else [])
+        if kind == self.ANYTHING:
+            return [place]
+        if kind == self.STAR:
+            return [place] if character != "/" else []
+        if kind == self.ONE:
+            return [(index + 1, False)] if character != "/" else []
+        if kind == self.CLASS:
+            return [(index + 1, False)] if character in value else []
+        return [(index + 1, False)] if character == value else []
+
+    def _closure(self, places: set[tuple[int, bool]]) -> set[tuple[int, bool]]:
+        """`places` and where each can go without reading anything (past a `*`, `**`, or an empty `**/`)."""
+        found, todo = set(places), list(places)
+        while todo:
+            index, inside = todo.pop()
+            if index < len(self.tokens) and not inside and self.tokens[index][0] in (
+                    self.STAR, self.ANYTHING, self.FOLDERS) and (index + 1, False) not in found:
+                found.add((index + 1, False))
+                todo.append((index + 1, False))
+        return found
+
+
+def _class_members(text: str) -> str:
+    """The characters of a `[...]` class (ranges like a-z expanded; at most a few hundred)."""
+    members, i = set(), 0
+    while i < len(text):
+        if i + 2 < len(text) and text[i + 1] == "-":
+            low, high = ord(text[i]), ord(text[i + 2])
+            members.update(chr(code) for code in range(low, min(high, low + 512) + 1))
+            i += 3
         else:
-            out, i = out + re.escape(pattern[i]), i + 1
-    return re.compile(out + r"\Z")
+            members.add(text[i])
+            i += 1
+    return "".join(sorted(members))

@@ -11,8 +11,11 @@ from runner.execute.stopping import AgreedStop, StopRequest
 
 
 class RunCallback(TrainerCallback):
-    def __init__(self, events: EventLog, metrics: MetricsLog, stop: StopRequest, total_steps: int) -> None:
+    def __init__(self, events: EventLog, metrics: MetricsLog, stop: StopRequest, total_steps: int,
+                 evaluate=None) -> None:
         self.events, self.metrics, self.stop, self.total_steps = events, metrics, stop, total_steps
+        self.evaluate = evaluate
+        """The job's evals while training: (model, step), after each step."""
         self.stopping: AgreedStop | None = None
         self.started = time.monotonic()
         self.last_time, self.last_tokens = self.started, 0
@@ -46,7 +49,9 @@ class RunCallback(TrainerCallback):
         self.events.progress(state.global_step, self.total_steps, self.last_loss, self.tokens_per_second,
                              self.started)
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.evaluate is not None and model is not None and state.is_world_process_zero:
+            self.evaluate(model, state.global_step)
         if self.stopping.after_step():
             control.should_save = True
             control.should_training_stop = True

@@ -57,6 +57,12 @@ def write_card(folder: Path, manifest: Manifest) -> None:
           if value is not None],
         *[f"- {key}: {value:.4g}" for key, value in manifest.metrics.method.items()],
     ]
+    if manifest.evals and manifest.evals.results:
+        lines += ["", "## Evaluation (base / this model)", "", "| eval | metric | base | this model |",
+                  "|---|---|---|---|"]
+        lines += [f"| {result.name} | {metric} | {_score(score.base)} | {_score(score.trained)} |"
+                  for result in manifest.evals.results for metric, score in result.scores.items()]
+        lines += [f"- gate `{gate.condition}`: {'passed' if gate.passed else 'MISSED'}" for gate in manifest.evals.gates]
     if manifest.samples:
         lines += ["", "## Samples (greedy)", "", "| prompt | before | after |", "|---|---|---|"]
         lines += [f"| {_cell(s.prompt)} | {_cell(s.before)} | {_cell(s.after or '')} |" for s in manifest.samples]
@@ -70,6 +76,10 @@ def _weights_note(manifest: Manifest) -> list[str]:
         return []
     return ["", f"The base weights were read from `{Path(weights.path).name}` (sha256 `{weights.sha256[:16]}`, "
                 f"{weights.quantization}), dequantised to fp32."]
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _cell(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,14 @@ class Context:
     says when, on every rank alike)."""
     resume_from: Path | None
     """A checkpoint to resume from, or None for a fresh start."""
+    during: Callable[[object, int], None] | None = None
+    """The evals while training (the job's): called with the model after every optimizer step; it evaluates
+    on the plan's schedule (evals.every) and does nothing otherwise."""
+
+    def evaluate(self, model, step: int) -> None:
+        """For every recipe, after each optimizer step (its own loop, or the trainer's callback)."""
+        if self.during is not None:
+            self.during(model, step)
 
     def attach(self, trainer) -> None:
         """For the TRL recipes: the run's callback (metrics, progress, stop at a signal) replaces the
@@ -55,7 +64,8 @@ class Context:
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(RunCallback(self.events, self.metrics, self.stop, self.settings.training.total_steps))
+        trainer.add_callback(RunCallback(self.events, self.metrics, self.stop, self.settings.training.total_steps,
+                                         self.evaluate))
 
     def reference(self):
         """The frozen reference of the methods that pull towards the base: a copy of the model as training

@@ -101,6 +101,8 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
                       "or use trainable.mode: lora")
     except Diverged as error:
         state = _fail(manifest, "diverged", error.message, error.hint)
+    except GateMissed as error:
+        state = _fail(manifest, "gate", error.message, error.hint)
     except KeyboardInterrupt:
         state = _fail(manifest, "interrupted", "stopped by a second signal before a checkpoint was written",
                       "run the same plan again to resume from the last checkpoint", state="interrupted")
@@ -155,9 +157,12 @@ def _start(plan: Plan, run_root: Path, spec_text: str | None, place: Placement) 
             base_model=plan.inputs.base_model, environment=_environment(),
             git=_git(Path(plan.inputs.spec_source or plan.inputs.spec_path)),
             timings=Timings(started_at=now()))
-    else:  # resumed: the same run, and this attempt runs this plan (its layout may differ: another device count)
+    else:  # resumed: the same run, and this attempt runs this plan (its layout may differ: another device count;
+        # its evals may differ: they are not what makes the run)
         write_atomically(run.plan, plan.model_dump_json(indent=2) + "\n")
-        manifest.plan = plan
+        if spec_text is not None:
+            write_atomically(run.spec, spec_text)
+        manifest.plan, manifest.spec_sha256 = plan, plan.inputs.spec_sha256
     strategy = plan.resolved.get("hardware.strategy")
     manifest.attempts.append(Attempt(number=len(manifest.attempts) + 1, started_at=now(),
                                      resumed_from_step=resumed_from, pid=os.getpid(), host=socket.gethostname(),
@@ -244,6 +249,10 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
     torch.manual_seed(settings.training.seed)
     started = time.monotonic()
     location = loading.location_of(plan)
+    evals = stage_of(plan, run, manifest, events) if _is_rank_zero() else None
+    if trained_before(run, manifest):  # an earlier attempt trained and saved it, then failed in its evals
+        return _evaluate_saved(plan, run, manifest, evals, location, events, metrics) if _is_rank_zero() \
+            else "succeeded"
     events.status(f"loading {location.describe()}")
     tokenizer = loading.load_tokenizer(location)
     sharded = settings.training.strategy == "fsdp"
@@ -277,6 +286,8 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
         manifest.reward = RewardComparison(prompts=len(reward_check.rows),
                                            base=reward_check.score(model, tokenizer, templated=encoder.use_chat_template))
 
+    if evals is not None and plan.device.count == 1 and not sharded:  # the base, while in memory (else: after)
+        _evaluate_base(evals, manifest, metrics, lambda: (model, tokenizer))
     before = trained.fingerprints(model)
     if not sharded:
         model = trained.apply(model, plan)
@@ -286,8 +297,10 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
     training_started = time.monotonic()
     stop.requested()  # a signal while loading is reported now; the first step ends the run
     events.status("training")
+    during = _during(plan, run, manifest, evals, tokenizer, metrics) if evals is not None and plan.evals.every \
+        else None
     result = recipe.train(Context(plan, settings, run, model, tokenizer, splits, events, metrics, stop,
-                                  run.latest_checkpoint()))
+                                  run.latest_checkpoint(), during))
     events.keep_line()
     manifest.timings.train_s = round(time.monotonic() - training_started, 2)
     records = metrics.read()
@@ -326,13 +339,143 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
         sample.after = answer
         events.event("sample", prompt=sample.prompt, before=sample.before, after=sample.after)
 
+    failed = None
+    if evals is not None:  # before saving (a merged LoRA is folded while saved); the weights are saved anyway
+        try:
+            _evaluate_base(evals, manifest, metrics, lambda: _load_base(plan, location, descriptor))
+            _evaluate_result(evals, manifest, metrics, model, tokenizer, plan)
+        except Exception as error:  # noqa: BLE001 (re-raised once the weights are saved)
+            failed = error
     events.status("saving")
     folder = save_final(model, tokenizer, plan, run)
     card.loss_plot(run.loss_plot, records, f"{plan.name} ({plan.method})")
-    manifest.state = "succeeded"
+    return _conclude(run, manifest, folder, failed)
+
+
+def _conclude(run: RunDirectory, manifest: Manifest, folder: Path, failed: BaseException | None) -> str:
+    """The result is saved: decide the gates, write the card and the artifacts, and end the run."""
+    missed = [gate for gate in manifest.evals.gates if not gate.passed] if manifest.evals and not failed else []
+    manifest.state = "succeeded" if not (failed or missed) else "failed"
     card.write_card(folder, manifest)
     manifest.artifacts = _artifacts(run, folder)
+    if failed is not None:
+        if isinstance(failed, RunnerError) and not failed.hint:
+            failed.hint = RETRY_EVALS
+        raise failed
+    if missed:
+        shown = "; ".join(f"{gate.condition} (scored {_value(gate.value)}" + (f": {gate.reason}" if gate.reason else "")
+                          + ")" for gate in missed)
+        raise GateMissed(f"the result missed {len(missed)} of {len(manifest.evals.gates)} gate(s): {shown}",
+                         f"its weights are kept in {folder.name}/, and a spec built on it ({{job: {manifest.name}}}) "
+                         "will not start; change the spec's evals.require and run it again: only the evals run again")
     return "succeeded"
+
+
+class GateMissed(RunnerError):
+    """The result missed a condition of evals.require."""
+
+
+RETRY_EVALS = ("the model is trained and saved: run the same spec again (or `runner retry NAME` in the daemon) "
+               "and only the evals run again")
+
+
+def stage_of(plan: Plan, run: RunDirectory, manifest: Manifest, events: EventLog):
+    """The eval stage of a run (None when its spec has no evals)."""
+    if plan.evals is None:
+        return None
+    from runner.evals.stage import Stage, evals_spec
+
+    return Stage(evals_spec(plan.spec), plan.evals, plan.inputs.spec_folder, run.path / "evals",
+                 seed=plan.value("training.seed"), base=plan.inputs.base_model, record=manifest.evals,
+                 say=events.status)
+
+
+def trained_before(run: RunDirectory, manifest: Manifest) -> bool:
+    """Whether an earlier attempt trained and saved the model (then failed in its evals, or missed a gate):
+    running the plan again resumes at the evals."""
+    return bool(manifest.parameters and manifest.artifacts and (run.model.is_dir() or run.adapter.is_dir()))
+
+
+def _evaluate_saved(plan: Plan, run: RunDirectory, manifest: Manifest, evals, location, events: EventLog,
+                    metrics: MetricsLog) -> str:
+    """A run whose model an earlier attempt trained and saved, and that failed in its evals or missed a gate:
+    run again (with its evals changed, or the cause of the failure fixed), it evaluates and decides again."""
+    events.event("evals_resumed", detail="the model was trained and saved by an earlier attempt: evaluating it")
+    descriptor = registry.get(plan.method)
+    failed, manifest.evals = None, manifest.evals if evals is not None else None
+    try:
+        if evals is not None:
+            _evaluate_base(evals, manifest, metrics, lambda: _load_base(plan, location, descriptor))
+            model, tokenizer = loading.load_result(run, plan)
+            _evaluate_result(evals, manifest, metrics, model.to(_device_of(plan)), tokenizer, plan)
+    except Exception as error:  # noqa: BLE001 (the weights are saved: reported as the run's failure)
+        failed = error
+    folder = run.adapter if run.adapter.is_dir() and not run.model.is_dir() else run.model
+    return _conclude(run, manifest, folder, failed)
+
+
+def _load_base(plan: Plan, location, descriptor):
+    """The base model for its evals, when it is not in memory (a run on several processes, a resumed run)."""
+    tokenizer = loading.load_tokenizer(location)
+    model = loading.load_model(location, descriptor.head, torch.float32, pad_token_id=tokenizer.pad_token_id)
+    return model.to(_device_of(plan)), tokenizer
+
+
+def _device_of(plan: Plan) -> str:
+    return "cuda" if plan.device.type == "cuda" else "cpu"
+
+
+def _evaluate_base(evals, manifest: Manifest, metrics: MetricsLog, load) -> None:
+    """The base's results: from this run or the cache, else evaluated (`load()` gives the base and its
+    tokenizer, only when needed); written at step 0 of metrics.jsonl, so a curve starts from the base."""
+    fresh = manifest.evals is None
+    started = time.monotonic()
+    if evals.base_pending():
+        model, tokenizer = load()
+        evals.evaluate_base(model, tokenizer)
+    manifest.evals = evals.record()
+    _add_eval_time(manifest, started)
+    if fresh and evals.scores_at("base"):
+        metrics.write({"step": 0, **evals.scores_at("base")})
+
+
+def _evaluate_result(evals, manifest: Manifest, metrics: MetricsLog, model, tokenizer, plan: Plan) -> None:
+    started = time.monotonic()
+    evals.evaluate_result(model, tokenizer)
+    step = plan.steps.total_steps
+    final = "adapter" if plan.value("outputs.save") == "adapter" else "model"
+    evals.keep_best(evals.scores_at("trained"), step, lambda: final, final=True)
+    manifest.evals = evals.record()
+    _add_eval_time(manifest, started)
+    metrics.write({"step": step, **evals.scores_at("trained")})
+
+
+def _during(plan: Plan, run: RunDirectory, manifest: Manifest, evals, tokenizer, metrics: MetricsLog):
+    """The evals while training: the `during` sets every evals.every steps (not at the last: the result is
+    evaluated then), into metrics.jsonl; the best model by evals.keep_best kept in best/."""
+    every, total = plan.evals.every, plan.steps.total_steps
+
+    def during(model, step: int) -> None:
+        if step % every or step >= total:
+            return
+        started = time.monotonic()
+        found = evals.during(model, tokenizer)
+        if found:
+            metrics.write({"step": step, **found})
+        evals.keep_best(found, step, lambda: save_final(model, tokenizer, plan, run, into=run.path / "best").name)
+        manifest.evals = evals.record()
+        _add_eval_time(manifest, started)
+        run.write_manifest(manifest)
+
+    return during
+
+
+def _add_eval_time(manifest: Manifest, started: float) -> None:
+    manifest.timings.eval_s = round((manifest.timings.eval_s or 0) + time.monotonic() - started, 2)
+
+
+def _value(value: float | None) -> str:
+    return "no score" if value is None else f"{value:.4g}"
 
 
 def _record_data(plan: Plan, run: RunDirectory, manifest: Manifest, splits) -> None:

@@ -9,10 +9,12 @@ config, and saved as safetensors beside the cached config and tokenizer.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 
+from runner.errors import RunnerError
 from runner.fsutil import cache_directory, cached_record, file_sha256, stat_key
 from runner.manifest import WeightsOrigin
 from runner.methods.registry import SCORE
@@ -117,3 +119,43 @@ def dequantised_gguf(gguf_path: Path) -> Path:
         weights.replace(folder / weights.name)  # same folder: each rename is atomic
     shutil.rmtree(staging)
     return folder
+
+
+def load_result(run, plan):
+    """The trained model of a run: its saved folder, or the base with the saved adapter."""
+    from runner.methods import registry
+
+    saved = run.model.is_dir()
+    location = ModelLocation("local", str(run.model), run.model) if saved else base_location(plan)
+    tokenizer = load_tokenizer(location)
+    model = load_model(location, registry.get(plan.method).head, torch.float32)
+    if saved:
+        return model, tokenizer
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, run.adapter), tokenizer
+
+
+def base_location(plan):
+    """The base model of an adapter run on this machine: where it was trained from if that is still
+    here; else the same hub model found again (the cache at the trained revision, then any revision,
+    then the hub or an offline copy)."""
+    from runner.plan.source import locate
+    from runner.spec.models import ModelSource
+
+    trained = location_of(plan)
+    if trained.path is None or trained.path.exists():
+        return trained
+    if trained.hub_id is None:
+        raise RunnerError(f"the base model of this run, {plan.inputs.base_model.reference} ({trained.path}), "
+                          "is not on this machine", "copy it to the same place, or sample on the training machine")
+    revision = plan.inputs.base_model.revision if trained.kind == "hub" else None
+    try:
+        found = locate(ModelSource(hub=trained.hub_id, revision=revision), trained.path.parent, trained.path.parent)
+    except RunnerError:
+        if revision is None:
+            raise
+        found = locate(ModelSource(hub=trained.hub_id), trained.path.parent, trained.path.parent)
+    if (found.kind, found.revision) != (trained.kind, trained.revision):
+        print(f"note: trained on {trained.describe()}; loading {found.describe()}", file=sys.stderr)
+    return found

@@ -16,9 +16,13 @@ from runner.plan.models import ModelIdentity, Plan
 from runner.rundir import RunDirectory
 
 
-def save_final(model, tokenizer, plan: Plan, run: RunDirectory) -> Path:
+def save_final(model, tokenizer, plan: Plan, run: RunDirectory, into: Path | None = None) -> Path:
+    """The model as outputs.save says, into the run's model/ (or adapter/) folder; `into` another folder (the
+    best model while training: a LoRA model is saved as its adapter there, never folded while it trains)."""
     form = plan.value("outputs.save")
-    target = run.adapter if form == "adapter" else run.model
+    if into is not None and form == "merged":
+        form = "adapter"
+    target = into or (run.adapter if form == "adapter" else run.model)
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     if form == "merged":

@@ -1,5 +1,6 @@
 """Experiment trackers as sinks behind the run's metrics writer: each metrics.jsonl record, as written,
-goes to TensorBoard, MLflow and W&B when the spec names them (`outputs.report_to`).
+goes to TensorBoard, MLflow and W&B when the spec names them (`outputs.report_to`). Each sink has the
+shape of `runner.trackers.Sink` and is found through `runner.trackers.TRACKERS`.
 
 Each tracker's package is imported only here, only when named. A run that names a tracker that is not
 installed fails at its start, before the model loads. Where each tracker's data went is recorded in
@@ -16,16 +17,16 @@ from pathlib import Path
 from runner.errors import RunnerError
 from runner.plan.models import Plan
 from runner.rundir import RunDirectory
-from runner.trackers import TRACKERS
+from runner.trackers import TRACKERS, Sink, SinkOpening
 
 
 class TensorBoardSink:
     """Event files in <run dir>/tensorboard (tensorboardX: TensorBoard's format without TensorBoard)."""
 
-    def __init__(self, run: RunDirectory) -> None:
+    def __init__(self, opening: SinkOpening) -> None:
         from tensorboardX import SummaryWriter
 
-        self.folder = run.path / "tensorboard"
+        self.folder = opening.run.path / "tensorboard"
         self.writer = SummaryWriter(logdir=str(self.folder))
 
     def record(self) -> dict[str, str]:
@@ -48,13 +49,14 @@ class MlflowSink:
 
     STATES = {"succeeded": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 
-    def __init__(self, plan: Plan, run: RunDirectory, run_root: Path, previous: dict[str, str] | None) -> None:
+    def __init__(self, opening: SinkOpening) -> None:
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
         for name in ("mlflow", "alembic"):  # their INFO lines (database set-up) are not the user's business
             logging.getLogger(name).setLevel(logging.WARNING)
 
+        plan, run, run_root, previous = opening.plan, opening.run, opening.run_root, opening.previous
         own_store = not os.environ.get("MLFLOW_TRACKING_URI")
         self.uri = f"sqlite:///{run_root / 'mlflow.db'}" if own_store else os.environ["MLFLOW_TRACKING_URI"]
         self.client = MlflowClient(tracking_uri=self.uri)
@@ -88,9 +90,10 @@ class WandbSink:
     """A W&B run with the runner run's id (so a resumed run continues it), its files in the run folder.
     Offline unless $WANDB_MODE says otherwise: `wandb sync` uploads it later."""
 
-    def __init__(self, plan: Plan, run: RunDirectory) -> None:
+    def __init__(self, opening: SinkOpening) -> None:
         import wandb
 
+        plan, run = opening.plan, opening.run
         self.run = wandb.init(
             project=os.environ.get("WANDB_PROJECT", "runner"), name=f"{plan.name}/{run.run_id}",
             id=run.run_id, resume="allow", dir=str(run.path), mode=os.environ.get("WANDB_MODE", "offline"),
@@ -107,19 +110,16 @@ class WandbSink:
         self.run.finish(exit_code=0 if state == "succeeded" else 1)
 
 
-def open_sinks(plan: Plan, run: RunDirectory, run_root: Path, previous: dict[str, dict[str, str]]) -> dict:
-    """The spec's trackers, opened; a tracker that is not installed stops the run here, with the fix."""
+def open_sinks(plan: Plan, run: RunDirectory, run_root: Path, previous: dict[str, dict[str, str]]) -> dict[str, Sink]:
+    """The spec's trackers, opened; a tracker that is not installed (or that this runner does not know: a
+    plan from another version) stops the run here, with the fix."""
     names = plan.spec.get("outputs", {}).get("report_to", [])
+    unknown = [name for name in names if name not in TRACKERS]
+    if unknown:
+        raise RunnerError(f"outputs.report_to names {', '.join(unknown)}, which this runner does not know "
+                          f"(it knows {', '.join(TRACKERS)})", "make a new plan with this runner: runner plan")
     missing = [TRACKERS[name] for name in names if not TRACKERS[name].installed()]
     if missing:
         raise RunnerError(f"outputs.report_to names {', '.join(t.name for t in missing)}, not installed here",
                           "; ".join(t.install for t in missing))
-    opened = {}
-    for name in names:
-        if name == "tensorboard":
-            opened[name] = TensorBoardSink(run)
-        elif name == "mlflow":
-            opened[name] = MlflowSink(plan, run, run_root, previous.get(name))
-        else:
-            opened[name] = WandbSink(plan, run)
-    return opened
+    return {name: TRACKERS[name].open(SinkOpening(plan, run, run_root, previous.get(name))) for name in names}

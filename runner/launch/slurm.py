@@ -203,6 +203,7 @@ class JobStatus:
     state: str
     """Slurm's job state: PENDING, RUNNING, COMPLETING, COMPLETED, FAILED, CANCELLED, TIMEOUT, ..."""
     reason: str
+    """Why a pending job waits (Priority, Resources, ...); empty when Slurm gives none (it writes "None")."""
     exit_code: str
     """The batch script's exit code and the signal that ended it, as `code:signal`."""
     nodes: str
@@ -232,9 +233,13 @@ def status(job_id: str) -> JobStatus | None:
             return None
         raise RunnerError(f"scontrol show job {job_id} failed: {completed.stderr.strip()}")
     fields = dict(re.findall(r"(\w+)=(\S*)", completed.stdout))
-    return JobStatus(job_id=job_id, state=fields.get("JobState", "UNKNOWN"), reason=fields.get("Reason", ""),
+    return JobStatus(job_id=job_id, state=fields.get("JobState", "UNKNOWN"), reason=_reason(fields.get("Reason", "")),
                      exit_code=fields.get("ExitCode", ""), nodes=fields.get("NodeList", ""),
                      script=fields.get("Command") or None)
+
+
+def _reason(text: str) -> str:
+    return "" if text == "None" else text
 
 
 def cancel(job_id: str, signal: str | None = None) -> None:

@@ -366,6 +366,7 @@ def train(ctx: Context) -> Trained:
                   "eps": round(iteration * settings.batch / (time.monotonic() - began), 3)}
         metrics.write(record)
         events.progress(iteration, settings.iterations, record["objective/scores"], None, began)
+        ctx.evaluate(policy, iteration)
         if settings.ppo.num_sample_generations and iteration % sample_every == 0:
             events.event("ppo_samples", step=iteration, samples=_samples(tokenizer, batch, rollout)[:2])
         stopped = stopping.after_step()

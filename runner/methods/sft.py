@@ -95,6 +95,9 @@ def train(ctx: Context) -> Trained:
             if rank == 0:
                 metrics.write(record)
                 events.progress(step, total, record["loss"], record["tokens_per_second"], began)
+        paused = time.monotonic()
+        ctx.evaluate(model, step)
+        last_log += time.monotonic() - paused  # the speed is training's, without the evals between
         stopped = stopping.after_step()
         if step % checkpoint_every == 0 or stopped:  # every process writes its part
             save_checkpoint(ctx, step, optimizer, schedule, model=model)

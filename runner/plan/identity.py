@@ -47,7 +47,7 @@ def inputs(spec_path: Path, checked: SpecResult, location: source.ModelLocation,
     for role, report in checked.data.items():
         for position, (written, read) in enumerate(zip(checked.spec.data.sources(role), report.sources)):
             epoch = epoch_rows[position] if role == "train" and epoch_rows is not None else None
-            data.append(_data_identity(role, written, read, epoch))
+            data.append(data_identity(role, written, read, epoch))
     return Inputs(spec_path=str(spec_path.resolve()), spec_sha256=file_sha256(spec_path), data=data,
                   spec_source=str(checked.source.resolve()) if checked.source else None,
                   base_model=source.identity(location),
@@ -55,7 +55,8 @@ def inputs(spec_path: Path, checked: SpecResult, location: source.ModelLocation,
                   teacher_model=source.identity(teacher_location) if teacher_location else None, versions=versions())
 
 
-def _data_identity(role: str, written: DataSource, report: SourceReport, epoch_rows: int | None) -> DataIdentity:
+def data_identity(role: str, written, report: SourceReport, epoch_rows: int | None = None) -> DataIdentity:
+    """A source as read (`written`: its spec entry, a DataSource or a test set's EvalSource)."""
     rows = report.source
     sha256, files = rows.fingerprint()
     return DataIdentity(

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runner.confine import Confinement
+
 PLAN_VERSION = 1
 
 
@@ -278,6 +280,61 @@ class MethodOption(Frozen):
     origin: str
 
 
+class EvalItem(Frozen):
+    """One evaluation as planned: what it reads, what it asks of the model, and what identifies it."""
+
+    name: str
+    kind: Literal["set", "task"]
+    """set: a test set of the spec's own; task: an lm-eval-harness task."""
+    data: DataIdentity | None = None
+    """A set's rows, exactly the files read (role `eval`, format `prompt_reference`)."""
+    task: str | None = None
+    task_file: str | None = None
+    """The task YAML that declares it (None: found by lm-eval among its own)."""
+    output_type: str | None = None
+    """The task's kind of request: multiple_choice, generate_until, loglikelihood, ..."""
+    dataset: str | None = None
+    """The hub dataset a task reads (from the datasets cache), or None for local files."""
+    metrics: list[str]
+    """A set's metrics; a task's metric_list (empty when the task does not list them)."""
+    rows: int | None
+    """Rows (documents, for a task) evaluated; None when unknown before running (a hub task without limit)."""
+    generates: bool
+    max_new_tokens: int
+    """Tokens an answer may have."""
+    prompt_tokens: int | None
+    """Prompt tokens of all rows together (and reference tokens, for loglikelihood), as the model reads them."""
+    new_tokens: int | None
+    """Tokens generated at most: rows x max_new_tokens."""
+    during: bool = False
+    """Evaluated every evals.every steps while training, too."""
+    content_sha256: str
+    """What is evaluated, hashed (rows, settings, schema and task files, the library versions that score):
+    with the base model's identity, the key of the base's cached results."""
+
+
+class EvalPlan(Frozen):
+    """The evals of a run: what runs on which model, and about what it costs next to training."""
+
+    items: list[EvalItem]
+    chat_template: bool
+    """Whether the test sets' prompts go through the chat template (as the training data does, by default)."""
+    every: int | None
+    """Steps between evaluations of the `during` sets while training."""
+    during_evaluations: int
+    """How often the `during` sets are evaluated while training (besides before and after)."""
+    keep_best: str | None = None
+    require: list[str] = Field(default_factory=list)
+    base_cached: list[str] = Field(default_factory=list)
+    """Evals whose base results are in runner's cache already (the base is not evaluated again)."""
+    token_work: dict[str, int] = Field(default_factory=dict)
+    """Tokens through the model, as forward-pass equivalents: training (x3 for the backward pass), and the
+    evals on the base, while training and on the result (a generated token counts DECODE_COST)."""
+    share_of_training: float | None = None
+    """Estimated eval time over training time (from token_work; None when a task's size is unknown)."""
+    notes: list[str] = Field(default_factory=list)
+
+
 class Plan(Frozen):
     plan_version: Literal[1] = PLAN_VERSION
     created_at: str
@@ -303,6 +360,11 @@ class Plan(Frozen):
     """For methods trained against a reward: what a completion scores."""
     options: list[MethodOption] = Field(default_factory=list)
     """The method's options that the plan lists with their defaults and origins (the GRPO family's)."""
+    confinement: Confinement | None = None
+    """What the run may read for the spec (runner.confine): set when the plan was made under one (by
+    the watch daemon), and enforced by `runner run --plan` wherever it runs."""
+    evals: EvalPlan | None = None
+    """The spec's evals, planned (None without an evals section)."""
 
     def value(self, key: str) -> Any:
         return self.resolved[key].value

@@ -13,14 +13,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runner import trainable
+from runner import confine, trainable
 from runner.data import mixing
 from runner.data.files import RowAt
 from runner.errors import RunnerError
 from runner.formats import RowError
+from runner.install import pip_install
 from runner.methods import registry
 from runner.methods.registry import Batching, MethodDescriptor
 from runner.plan import identity, memory, source, strategy, table
+from runner.plan.evals import plan_evals
 from runner.plan.machine import Machine, detect
 from runner.plan.models import (DeviceFacts, LossMaskPreview, MethodOption, Plan, Resolved, RewardPlan, RewardTermPlan,
                                 Steps, TokenStats)
@@ -119,6 +121,8 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     _record_method_settings(spec, method, settings)
 
     inputs = identity.inputs(spec_path, checked, location, reward_location, epoch_rows, teacher_location)
+    eval_plan = plan_evals(spec.evals, folder, tokenizer, use_chat, inputs.base_model, steps, spec.training.seed,
+                           device.count) if spec.evals is not None and spec.evals.any() else None
     return Plan(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
@@ -126,6 +130,7 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
         loss_mask=preview, steps=steps, memory=mem, inputs=inputs, training_path=_training_path(method, settings),
         objective=method.descriptor.objective, reward=_reward_plan(spec),
         options=[MethodOption(**vars(option)) for option in method.descriptor.options(method.section)],
+        evals=eval_plan, confinement=confine.active(),
     )
 
 
@@ -240,7 +245,7 @@ def _require_rows_read(checked: SpecResult) -> None:
         for source_report in report.sources:
             if source_report.unchecked:
                 raise PlanError(f"{source_report.source.label}: {source_report.unchecked}",
-                                "install it where plans are made: it comes with runner-finetune[train]")
+                                f"install it where plans are made: {pip_install('train')}")
 
 
 def _read_rows(train: DataReport, limit: int) -> list[_Row]:

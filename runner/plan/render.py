@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from runner.methods import registry
-from runner.plan.models import MaskedExample, Plan
+from runner.plan.evals import DECODE_COST
+from runner.plan.models import EvalPlan, MaskedExample, Plan
+from runner.spec.check import display_path
+from runner.terminal import printable
 
 GIB = 1024**3
 
@@ -21,7 +26,8 @@ def gib(size: int) -> str:
 
 def render(plan: Plan, *, colour: bool = False) -> str:
     sections = [_header(plan), _trainable(plan), _loss_mask(plan, colour), _reward(plan), _options(plan), _data(plan),
-                _steps(plan), _memory(plan), _settings(plan), _inputs(plan)]
+                _steps(plan), render_evals(plan.evals) if plan.evals else "", _memory(plan), _settings(plan),
+                _inputs(plan)]
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
@@ -92,12 +98,13 @@ def _place(example: MaskedExample) -> str:
 def _spans(example: MaskedExample, colour: bool) -> str:
     parts = []
     for span in example.spans:
+        text = printable(span.text)  # a row's text, shown on the operator's terminal
         if not span.trained:
-            parts.append(span.text)
+            parts.append(text)
         elif colour:
-            parts.append(f"\033[1;42;30m{span.text}\033[0m")
+            parts.append(f"\033[1;42;30m{text}\033[0m")
         else:
-            parts.append(f"[[{span.text}]]")
+            parts.append(f"[[{text}]]")
     return "".join(parts)
 
 
@@ -156,6 +163,44 @@ def _steps(plan: Plan) -> str:
         f"{plan.value('training.max_length')}); {tokens.truncated_rows} of {tokens.rows_measured} measured rows "
         f"truncated, {tokens.unusable_rows} unusable",
     ])
+
+
+def render_evals(evals: EvalPlan) -> str:
+    """What is evaluated, on which model, and about what it costs next to training."""
+    sets = sum(item.kind == "set" for item in evals.items)
+    counted = ", ".join(part for part in (f"{sets} test set{'s' if sets != 1 else ''}" if sets else "",
+                                          f"{len(evals.items) - sets} lm-eval task"
+                                          f"{'s' if len(evals.items) - sets != 1 else ''}"
+                                          if len(evals.items) > sets else "") if part)
+    cached = f" (cached: {', '.join(evals.base_cached)})" if evals.base_cached else ""
+    lines = [f"Evals: {counted}, on the base{cached} and the result"
+             + ("; prompts through the chat template" if evals.chat_template else "")]
+    width = max(len(item.name) for item in evals.items)
+    for item in evals.items:
+        if item.kind == "set":
+            what = f"{item.data.source}  {item.rows} rows"
+        else:
+            where = display_path(Path(item.task_file)) if item.task_file else f"lm-eval's {item.task}"
+            what = f"{where}  {item.rows if item.rows is not None else '?'} documents, {item.output_type}"
+        generated = f"; up to {item.max_new_tokens} new tokens each ({human(item.new_tokens)} at most)" \
+            if item.generates and item.new_tokens else ""
+        if item.prompt_tokens is not None and item.kind == "set":
+            generated += f"; prompts {human(item.prompt_tokens)} tokens"
+        scored = ", ".join(item.metrics) or "the task's metrics"
+        lines.append(f"  {item.kind:<4} {item.name:<{width}}  {what}{generated}; {scored}")
+    if evals.every:
+        during = ", ".join(item.name for item in evals.items if item.during)
+        lines.append(f"  while training: {during} every {evals.every} steps ({evals.during_evaluations} times)"
+                     + (f"; the best by {evals.keep_best} kept in best/" if evals.keep_best else ""))
+    if evals.share_of_training is not None:
+        work = evals.token_work
+        share = evals.share_of_training
+        lines.append(f"  cost: about {f'{share:.0%} of' if share < 2 else f'{share:.1f}x'} the training's time (estimate: "
+                     f"{human(work['base'] + work['during'] + work['result'])} token passes against training's "
+                     f"{human(work['training'])}; a generated token counts {DECODE_COST})")
+    lines += [f"  require: {gate}" for gate in evals.require]
+    lines += [f"  note: {note}" for note in evals.notes]
+    return "\n".join(lines)
 
 
 def _memory(plan: Plan) -> str:

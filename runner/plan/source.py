@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import hubcache
+from runner import confine, hubcache
 from runner.errors import RunnerError
 from runner.fsutil import cache_directory, file_sha256, stat_key
 from runner.plan.models import FileIdentity, ModelIdentity
@@ -56,9 +56,12 @@ def locate(source: ModelSource, spec_folder: Path, run_root: Path) -> ModelLocat
         run = latest_succeeded_run(spec_folder, source.job, run_root)
         return ModelLocation("job", f"job:{source.job}", run / "model", trust_remote_code=trust, job_run=run)
     if source.path is not None:
-        path = (spec_folder / Path(source.path).expanduser()).resolve()
-        if not path.exists():
-            raise RunnerError(f"base model {source.path} does not exist", "paths are relative to the spec file")
+        try:
+            path = confine.named_path(spec_folder, source.path).resolve()
+            if path.is_dir():
+                confine.check_tree(path, source.path)  # transformers reads the folder's files itself
+        except OSError as error:
+            raise RunnerError(f"base model {error}", "paths are relative to the spec file") from None
         return ModelLocation("gguf" if path.is_file() else "local", source.path, path, trust_remote_code=trust)
     snapshot = hubcache.snapshot(source.hub, source.revision)
     if snapshot is not None:
@@ -142,10 +145,28 @@ def pretrained_source(location: ModelLocation) -> tuple[str, dict]:
     """
     kwargs = {"trust_remote_code": location.trust_remote_code}
     if location.is_gguf:
+        if location.kind == "gguf":
+            confine.check(location.path, location.reference)
         return str(gguf_companion(location.path)), kwargs
     if location.path is not None:
+        confine.check_tree(location.path, location.reference)  # the library opens its files itself
+        _check_metadata_sizes(location.path)
         return str(location.path), kwargs
     return location.hub_id, {**kwargs, "revision": location.revision}
+
+
+MAX_METADATA_BYTES = 256 * 2**20
+"""A model folder's config and tokenizer files, at most: transformers reads each whole (a real
+tokenizer.json is under 40 MB; a sparse terabyte one would be read into memory)."""
+METADATA_SUFFIXES = (".json", ".txt", ".jinja", ".model", ".tiktoken")
+
+
+def _check_metadata_sizes(folder: Path) -> None:
+    for entry in os.scandir(folder):
+        if entry.name.endswith(METADATA_SUFFIXES) and entry.is_file() and entry.stat().st_size > MAX_METADATA_BYTES:
+            raise RunnerError(f"{folder / entry.name} is {entry.stat().st_size:,} bytes; a model's config and "
+                              f"tokenizer files are read whole, and at most {MAX_METADATA_BYTES:,} are",
+                              "is it the file it should be? (a tokenizer.json is tens of megabytes)")
 
 
 GGUF_COMPANION_LAYOUT = 2

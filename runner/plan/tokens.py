@@ -13,8 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runner import timelimit
+from runner.errors import RunnerError
 from runner.formats import RowError
 
+TEMPLATE_SECONDS = 5.0
+"""One row's rendering through the model's chat template, at most."""
 Message = dict
 Span = tuple[int, int]
 
@@ -112,8 +116,14 @@ class RowEncoder:
 
     def _render(self, messages: list[Message], *, generation_prompt: bool) -> str:
         try:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                      add_generation_prompt=generation_prompt)
+            with timelimit.limited(TEMPLATE_SECONDS):
+                return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                          add_generation_prompt=generation_prompt)
+        except timelimit.OverTime:
+            raise RunnerError(f"the model's chat template took more than {TEMPLATE_SECONDS:g} s to render one row "
+                              "(templates render in milliseconds)",
+                              "check the template's loops (tokenizer_config.json or chat_template.jinja), or set "
+                              "data.chat_template: false") from None
         except Exception as error:  # templates raise anything (jinja errors, their own exceptions)
             raise RowError(f"the chat template failed on this row: {error}") from None
 

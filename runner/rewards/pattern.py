@@ -16,7 +16,13 @@ MAX_PATTERN = 1000
 """Characters of a pattern."""
 MAX_PROGRAM_BYTES = 8 << 20
 """Memory RE2 may use to compile a pattern (its default); a larger one is an error, not a bigger program."""
-INSTALL = "pip install 'runner-finetune[rewards]'"
+
+
+def re2_install() -> str:
+    """The command that installs RE2 (runner's `rewards` extra; `train` brings it too)."""
+    from runner.install import pip_install
+
+    return pip_install("rewards")
 
 
 class PatternError(ValueError):
@@ -57,5 +63,5 @@ def _re2():
     try:
         import re2
     except ImportError:
-        raise EngineMissing(f"regex checks run on RE2, which is not installed here: {INSTALL}") from None
+        raise EngineMissing(f"regex checks run on RE2, which is not installed here: {re2_install()}") from None
     return re2

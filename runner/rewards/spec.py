@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, RootModel, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from runner import confine
 from runner.rewards import jsonvalue
 from runner.rewards import pattern as patterns
 from runner.rewards.text import NORMALIZE_STEPS, expected_number
@@ -270,7 +271,7 @@ class RewardTerm(Section):
         relative = Path(*module.split("."))
         for candidate in ((spec_folder / relative).with_suffix(".py"), spec_folder / relative / "__init__.py"):
             if candidate.is_file():
-                return candidate
+                return confine.check(candidate, self.function)  # a link out of the folder is refused
         return None
 
 

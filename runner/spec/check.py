@@ -15,12 +15,14 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from runner import trainable
+from runner import confine, trainable
 from runner.errors import RunnerError
 from runner.methods import registry
 from runner.data import sources
 from runner.data.files import DataFileError
+from runner.evals import rows
 from runner.spec import datacheck, jobs, lockfile, modelinfo, rules
+from runner.spec.evalcheck import check_evals
 from runner.spec.diagnostics import Diagnostic, Span, sort_key
 from runner.spec.explain import explain
 from runner.rewards import pattern as patterns
@@ -103,35 +105,70 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
         report.add(problem.severity, problem.path, problem.message, problem.hint, at_key=problem.at_key)
 
     folder = where.parent
+    evals = view.sections.get("evals")
+    training = rows.TrainingPrompts() if check_inputs and evals is not None and evals.sets else None
     if check_inputs:
         data = view.sections.get("data")
         if data is not None:
             with _unexpected(report, ("data",)):
-                _check_data(report, result, folder, data, view.method)
+                _check_data(report, result, folder, data, view.method, training)
         model_source = view.sections.get("base_model")
         if model_source is not None:
             with _unexpected(report, ("base_model",)):
                 result.model = _check_model(report, folder, model_source, view.sections.get("trainable"),
                                             view.method)
 
+    if check_inputs:
+        with _unexpected(report, ()):
+            _check_job_references(report, folder, document.data)
+    if evals is not None and evals.any() and view.method and not registry.get(view.method).generates:
+        report.add("error", ("evals",), f"a {view.method} model scores text; evals ask a model for answers",
+                   "evaluate a policy trained with this model instead (its spec's evals)", at_key=True)
+    if check_inputs and evals is not None:
+        with _unexpected(report, ("evals",)):
+            check_evals(report, folder, evals, training, similar_file)
     if check_inputs and view.sections.get("outputs") is not None:
         _check_trackers(report, view.sections["outputs"].report_to)
     reward = getattr(view.sections.get(view.method or ""), "reward", None)
     if check_inputs and reward is not None:
         with _unexpected(report, (view.method, "reward")):
             _check_reward(report, result, folder, view.method, reward)
-    teacher = getattr(view.sections.get(view.method or ""), "teacher", None)
-    if check_inputs and teacher is not None and teacher.job is not None:
-        try:
-            jobs.find_job_spec(folder, teacher.job)
-        except RunnerError as error:
-            report.add("error", (view.method, "teacher", "job"), error.message, error.hint)
 
     result.diagnostics.sort(key=lambda d: (d.file != document.file, sort_key(d)))  # the spec's own first
     result.spec = spec if not result.errors else None
     if result.spec is not None:
         result.runs_code = _code_uses(result.spec, document)
     return result
+
+
+def check_evals_file(path: Path):
+    """An evals file of `runner eval --evals`: YAML with one key, `evals`, checked as a spec's section is
+    (every mistake with its place). Returns (the EvalsSpec or None, the diagnostics)."""
+    from runner.spec.evals import EvalsSpec
+
+    document, diagnostics = load_yaml(path, display_path(path))
+    if document is None:
+        return None, diagnostics
+    report = _Reporter(document, diagnostics)
+    data = document.data if isinstance(document.data, dict) else {}
+    for key in data:
+        if key != "evals":
+            report.add("error", (key,), f"unknown key '{key}'", "an evals file holds one key, evals:", at_key=True)
+    if "evals" not in data:
+        report.add("error", (), "no evals: section", "write the evals as in a spec: evals: {sets: [...]}")
+        return None, diagnostics
+    evals = None
+    try:
+        evals = EvalsSpec.model_validate(data["evals"])
+    except ValidationError as error:
+        for item in error.errors(include_url=False):
+            item["loc"] = ("evals", *item["loc"])
+            diagnostics.append(explain(item, document))
+    if evals is not None:
+        with _unexpected(report, ("evals",)):
+            check_evals(report, path.parent, evals, None, similar_file)
+    diagnostics.sort(key=sort_key)
+    return (evals if not any(d.is_error for d in diagnostics) else None), diagnostics
 
 
 @contextmanager
@@ -176,7 +213,8 @@ class _Reporter:
                                            self.document.locate(path, key=at_key), detail, hint))
 
 
-def _check_data(report: _Reporter, result: SpecResult, folder: Path, data: DataSpec, method: str | None) -> None:
+def _check_data(report: _Reporter, result: SpecResult, folder: Path, data: DataSpec, method: str | None,
+                training: rows.TrainingPrompts | None = None) -> None:
     for role in ("train", "eval"):
         checked = datacheck.DataReport(role)
         places: list[FieldPath] = []
@@ -184,12 +222,13 @@ def _check_data(report: _Reporter, result: SpecResult, folder: Path, data: DataS
             place = _source_place(report.document, role, index)
             try:
                 resolved = sources.resolve(source, folder, role)
-                checked.sources.append(datacheck.check_source(resolved, data.format, method))
+                checked.sources.append(datacheck.check_source(resolved, data.format, method,
+                                                              training.add if training and role == "train" else None))
             except DataFileError as error:
                 message = error.message
                 if source.path is not None:
                     message = message.replace(str(folder / source.path), source.path)
-                hint = error.hint or (_similar_file(folder / source.path, source.path) if source.path else None)
+                hint = error.hint or (similar_file(folder / source.path, source.path) if source.path else None)
                 report.add("error", place, message, hint)
                 continue
             places.append(place)
@@ -240,12 +279,13 @@ def _reward_place(document: YamlDocument, method: str, index: int, *rest: str) -
     return (method, "reward", *((index,) if listed else ()), *rest)
 
 
-def _similar_file(path: Path, relative: str) -> str | None:
+def similar_file(path: Path, relative: str) -> str | None:
     """For a missing file: a file beside it with a close name, written as the spec would write it; or,
     for what looks like a hub id, how to name a hub dataset."""
     try:
         if path.exists():
             return None
+        confine.check(path.parent, folder=True)  # no listing of a folder the spec may not read
         names = sorted(entry.name for entry in path.parent.iterdir() if entry.is_file()) if path.parent.is_dir() else []
     except OSError:  # a name too long for the filesystem, a folder we may not list: no suggestion
         return None
@@ -285,11 +325,7 @@ def _report_bad_rows(report: _Reporter, checked: datacheck.DataReport, max_rejec
 def _check_model(report: _Reporter, folder: Path, source: ModelSource, trainable_spec: TrainableSpec | None,
                  method: str | None) -> modelinfo.ModelFacts | None:
     if source.job is not None:
-        try:
-            jobs.find_job_spec(folder, source.job)
-        except RunnerError as error:
-            report.add("error", ("base_model", "job"), error.message, error.hint)
-        return None
+        return None  # the spec it names is checked with every {job:} reference (_check_job_references)
     if source.hub is not None and (folder / source.hub).is_dir():
         report.add("warning", ("base_model",),
                    f"'{source.hub}' is read as a hub id, but a local folder of that name exists",
@@ -338,6 +374,27 @@ def _model_facts(report: _Reporter, folder: Path, source: ModelSource) -> modeli
     return facts
 
 
+def _check_job_references(report: _Reporter, folder: Path, data) -> None:
+    """Each `{job: NAME}` names one spec beside this one, and no chain of them leads back here (it would
+    wait for itself forever)."""
+    own = data.get("name") if isinstance(data, dict) else None
+    for path, name in jobs.job_references(data):
+        where = (*path, "job")
+        if name == own:
+            report.add("error", where, f"'{name}' is this spec: a job cannot build on its own result",
+                       "name the spec whose result this one starts from")
+            continue
+        try:
+            jobs.find_job_spec(folder, name)
+        except RunnerError as error:
+            report.add("error", where, error.message, error.hint)
+            continue
+        cycle = jobs.cycle_through(folder, own, name) if isinstance(own, str) else None
+        if cycle:
+            report.add("error", where, f"{{job: {name}}} makes a cycle: {' -> '.join(cycle)}; none of them could "
+                       "ever start", "a chain of {job:} references must end at a spec with a model of its own")
+
+
 def _check_trackers(report: _Reporter, names: list[str]) -> None:
     """A warning, not an error: validate often runs where jobs do not (a pre-commit hook, CI); a run
     without the package fails at its start, before loading anything."""
@@ -350,15 +407,10 @@ def _check_trackers(report: _Reporter, names: list[str]) -> None:
 
 
 def _check_reward(report: _Reporter, result: SpecResult, folder: Path, method: str, reward: DeclaredReward) -> None:
-    """What a reward names outside the spec: the reward model's job, the functions' modules, the columns its
-    checks read in every data row, and whether its patterns could be checked here."""
+    """What a reward names outside the spec (a reward model's `{job:}` is checked with every other one): the
+    functions' modules, the columns its checks read in every data row, and whether its patterns could be
+    checked here."""
     for index, term in enumerate(reward.terms):
-        if term.model is not None and term.model.job is not None:
-            try:
-                jobs.find_job_spec(folder, term.model.job)
-            except RunnerError as error:
-                report.add("error", _reward_place(report.document, method, index, "model", "job"), error.message,
-                           error.hint)
         if term.function is not None and term.function_file(folder) is None:
             module = term.function.split(":")[0]
             if importlib.util.find_spec(module.split(".")[0]) is None:
@@ -369,7 +421,7 @@ def _check_reward(report: _Reporter, result: SpecResult, folder: Path, method: s
         for index, kind, _ in reward.patterns():
             report.add("warning", _reward_place(report.document, method, index, kind),
                        "google-re2 is not installed here: this pattern was not checked, and a run on this machine "
-                       "would fail at its start", f"where jobs run: {patterns.INSTALL}")
+                       "would fail at its start", f"where jobs run: {patterns.re2_install()}")
     if reward.columns():
         _check_reward_columns(report, result, method, reward)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runner import formats
@@ -62,9 +63,11 @@ class DataReport:
         return all(report.unchecked is None for report in self.sources)
 
 
-def check_source(source: RowSource, declared_format: str, method: str | None) -> SourceReport:
+def check_source(source: RowSource, declared_format: str, method: str | None,
+                 visit: Callable[[dict], None] | None = None) -> SourceReport:
     """Read a source row by row. Its rows must share one format: the declared one, or the first row's.
-    Without pyarrow, parquet and arrow rows are not read, and the report says why."""
+    Without pyarrow, parquet and arrow rows are not read, and the report says why. `visit` sees every
+    usable row (the evals' overlap check hashes the training prompts in the same pass)."""
     report = SourceReport(source)
     report.unchecked = source.unreadable_here()
     if report.unchecked:
@@ -75,8 +78,11 @@ def check_source(source: RowSource, declared_format: str, method: str | None) ->
             report.bad_count += 1
             if len(report.bad_rows) < SHOWN_BAD_ROWS:
                 report.bad_rows.append((at, problem))
-        elif report.format is None:
-            report.format, report.variant = formats.detect(row), formats.variant(row)
+        else:
+            if report.format is None:
+                report.format, report.variant = formats.detect(row), formats.variant(row)
+            if visit is not None:
+                visit(row)
     if report.rows == 0:
         raise DataFileError(f"{source.label} has no rows")
     accepted = registry.get(method).formats if method else ()

@@ -45,17 +45,6 @@ class Diagnostic:
             text += f"\n  hint: {self.hint}"
         return text
 
-    def to_json(self) -> dict:
-        """The shape of one diagnostic of `terraform validate -json`, plus `path` and `hint`."""
-        record: dict = {"severity": self.severity, "summary": self.summary, "detail": self.detail}
-        record["range"] = {"filename": self.file}
-        if self.span:
-            record["range"]["start"] = {"line": self.span.line, "column": self.span.column}
-            record["range"]["end"] = {"line": self.span.end_line, "column": self.span.end_column}
-        record["path"] = self.path
-        record["hint"] = self.hint
-        return record
-
 
 def sort_key(diagnostic: Diagnostic) -> tuple:
     span = diagnostic.span

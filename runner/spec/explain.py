@@ -49,6 +49,25 @@ def _did_you_mean(word: Any, choices: list[str]) -> str | None:
     return f"did you mean '{close[0]}'?" if close else None
 
 
+def _flattened(parent: type[BaseModel] | None, key: Any, value: Any) -> str | None:
+    """`lora_r: 8` for `lora: {r: 8}`: a key of a section written beside it with the section's name in
+    front (as other tools' flat options are), said as the nesting it needs."""
+    if parent is None or not isinstance(key, str):
+        return None
+    for section, field in parent.model_fields.items():
+        inner = _model_in(field.annotation)
+        rest = key.removeprefix(section).lstrip("_.")
+        if inner is not None and rest != key and rest in inner.model_fields:
+            return f"'{rest}' is a key of '{section}': write {section}: {{{rest}: {_yaml_value(value)}}}"
+    return None
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, (int, float)) else "..."
+
+
 def _same_but_case(word: Any, choices: list[str]) -> str | None:
     """`SFT` for `sft`: difflib scores case differences as typos, and may suggest nothing."""
     same = [choice for choice in choices if choice.lower() == str(word).lower()]
@@ -65,7 +84,8 @@ def explain(error: dict, document: YamlDocument) -> Diagnostic:
         parent = model_at(JobSpec, loc[:-1])
         known = list(parent.model_fields) if parent else []
         summary, at_key = f"unknown key '{loc[-1]}'", True
-        hint = _did_you_mean(loc[-1], known) or (f"keys allowed here: {', '.join(known)}" if known else None)
+        hint = _flattened(parent, loc[-1], value) or _did_you_mean(loc[-1], known) or (
+            f"keys allowed here: {', '.join(known)}" if known else None)
     elif kind == "missing":
         parent = model_at(JobSpec, loc[:-1])
         doc = field_docs().get(parent.__name__, {}).get(str(loc[-1]), "") if parent else ""

@@ -6,8 +6,9 @@ Both import from here, never from each other, so a descriptor's section model ca
 
 from __future__ import annotations
 
+import difflib
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -18,7 +19,7 @@ FUNCTION_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 def or_auto(expected: str) -> WrapValidator:
@@ -59,6 +60,64 @@ def exactly_one(source: Any, keys: tuple[str, ...], error: str, things: str) -> 
     if source.revision is not None and source.hub is None:
         raise PydanticCustomError(error, "revision applies to hub {things} only", {"things": things})
     return source
+
+
+def not_one_of(error: str, template: str, word: str, choices) -> PydanticCustomError:
+    """The error for a word that is not one of `choices`; `template` places {word}, {hint} (a did-you-mean)
+    and {choices}."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return PydanticCustomError(error, template, {"word": word, "hint": f"; did you mean '{close[0]}'?" if close else "",
+                                                 "choices": ", ".join(choices)})
+
+
+class SourceOfRows(Section):
+    """What a source of rows checks, whatever reads it (data.train and data.eval, a test set of evals): exactly
+    one of `path` or `hub` (a plain string is a path), a hub id, `columns` mapping the row keys of ROW_KEYS.
+    Each subclass declares the fields (path, hub, revision, config, split, columns) with its own docs."""
+
+    ROW_KEYS: ClassVar[tuple[str, ...]] = ()
+    EXTRA_COLUMNS: ClassVar[bool] = False
+    """Whether `columns` may keep another column under its own name (one a reward check reads); a key close
+    to a row key is a typo all the same."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
+        shorthand = {"type": "string", "description": "a file or folder, relative to the spec file"}
+        return {"anyOf": [shorthand, handler(core_schema)]}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"path": value}
+        if not isinstance(value, dict):
+            raise PydanticCustomError("data_source", "expected a path, or a mapping with path or hub")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SourceOfRows:
+        return exactly_one(self, ("path", "hub"), "data_source", "datasets")
+
+    @field_validator("hub", check_fields=False)
+    @classmethod
+    def _hub_id(cls, value: str | None) -> str | None:
+        return hub_id(value)
+
+    @field_validator("columns", check_fields=False)
+    @classmethod
+    def _row_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, column in value.items():
+            typo = difflib.get_close_matches(key, cls.ROW_KEYS, n=1, cutoff=0.8)  # as formats.detect
+            if key not in cls.ROW_KEYS and (typo or not cls.EXTRA_COLUMNS):
+                raise not_one_of("columns", "'{word}' is not a row key{hint} (row keys: {choices})", key, cls.ROW_KEYS)
+            if not column:
+                raise PydanticCustomError("columns", "columns.{key} names no column", {"key": key})
+        return value
+
+    def describe(self) -> str:
+        if self.hub is not None:
+            return self.hub + (f"@{self.revision}" if self.revision else "")
+        return self.path
 
 
 class ModelSource(Section):

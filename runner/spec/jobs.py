@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from runner.errors import RunnerError
 from runner.readers import read_regular
@@ -11,7 +12,6 @@ from runner.readers import read_regular
 SPEC_SUFFIXES = (".yaml", ".yml")
 MAX_SPEC_BYTES = 1024 * 1024
 _LOOKS_LIKE_SPEC = re.compile(r"^(version|method)\s*:", re.MULTILINE)
-_NAME_LINE = re.compile(r"""^name:\s*["']?([a-z0-9][a-z0-9-]*)["']?\s*(?:#.*)?$""", re.MULTILINE)
 
 
 def looks_like_spec(text: str) -> bool:
@@ -20,13 +20,20 @@ def looks_like_spec(text: str) -> bool:
 
 
 def spec_name(path: Path) -> str | None:
-    """The `name:` of a spec file, read without parsing the whole file (a FIFO, a device or an
-    oversized file beside the spec is not a spec: it has no name)."""
-    try:
-        match = _NAME_LINE.search(read_regular(path, MAX_SPEC_BYTES).decode("utf-8", errors="replace"))
-    except OSError:
-        return None
-    return match.group(1) if match else None
+    """The `name:` of a spec file: a YAML mapping with `version` and `method` (parsed by the spec's own
+    bounded loader: a CI file's `name:` line is no spec's name, and a FIFO, a device or an oversized file
+    beside the spec has none)."""
+    data = _spec_data(path)
+    name = data.get("name") if data is not None else None
+    return name if isinstance(name, str) else None
+
+
+def _spec_data(path: Path) -> dict | None:
+    from runner.spec.yamlpos import load_yaml  # yamlpos reads MAX_SPEC_BYTES from here
+
+    document, _ = load_yaml(path)
+    data = document.data if document is not None else None
+    return data if isinstance(data, dict) and "version" in data and "method" in data else None
 
 
 def find_job_spec(folder: Path, name: str) -> Path:
@@ -43,8 +50,51 @@ def find_job_spec(folder: Path, name: str) -> Path:
     return found[0]
 
 
+def job_references(data: Any) -> list[tuple[tuple, str]]:
+    """Every `{job: NAME}` in a spec's plain data (its base model, a reward model, a teacher, ...), with
+    where it is: ((field path), NAME). Whatever section a model source is in, it is found."""
+    found, stack = [], [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            if isinstance(value.get("job"), str):
+                found.append((path, value["job"]))
+            stack.extend(((*path, key), item) for key, item in value.items() if isinstance(item, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend(((*path, index), item) for index, item in enumerate(value))
+    return sorted(found)
+
+
 def jobs_named(spec) -> list[str]:
-    """The other specs a (valid) spec builds on: `{job: NAME}` as its base model, reward model or teacher."""
-    reward = spec.reward_source()
-    models = [spec.base_model, reward.model if reward is not None else None, spec.teacher_source()]
-    return [model.job for model in models if model is not None and model.job]
+    """The other specs a (valid) spec builds on."""
+    return list(dict.fromkeys(name for _, name in job_references(spec.model_dump(mode="json"))))
+
+
+def cycle_through(folder: Path, name: str, first: str) -> list[str] | None:
+    """The chain of `{job:}` references from the spec called `name` through `first` back to `name`, if
+    there is one (each spec in `folder` read once): `a -> b -> a` would wait for itself forever."""
+    parents: dict[str, str] = {first: name}
+    pending = [first]
+    while pending:
+        current = pending.pop()
+        if current == name:
+            return _chain(parents, name)
+        try:
+            data = _spec_data(find_job_spec(folder, current))
+        except RunnerError:  # missing or ambiguous: said where it is named
+            continue
+        for _, referenced in job_references(data or {}):
+            if referenced not in parents:
+                parents[referenced] = current
+                pending.append(referenced)
+    return None
+
+
+def _chain(parents: dict[str, str], name: str) -> list[str]:
+    """name -> ... -> name, from each spec's referrer back to the start."""
+    chain, current = [name], name
+    while True:
+        current = parents[current]
+        chain.append(current)
+        if current == name:
+            return list(reversed(chain))

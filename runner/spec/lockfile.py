@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from runner.fsutil import file_sha256
+from runner.readers import loads_bounded, read_regular
 from runner.spec.modelinfo import ModelFacts
 from runner.trainable import split_at_layer
 
 LOCK_NAME = "runner.lock"
 LOCK_VERSION = 1
+MAX_LOCK_BYTES = 16 * 2**20
+"""A lockfile is about 40 lines per model."""
 COMMENT = ("Written by `runner lock`: facts about the models the specs in this folder train, so that "
            "`runner validate` checks them where the model is not. Commit it; refresh it with `runner lock`.")
 CONFIG_KEYS = ("model_type", "architectures", "num_hidden_layers", "n_layer", "num_layers", "n_layers", "hidden_size",
@@ -60,8 +63,8 @@ def read_lock(folder: Path) -> dict[str, LockedModel]:
     if not path.is_file():
         return {}
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        record = loads_bounded(read_regular(path, MAX_LOCK_BYTES))
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON, nested too deep
         raise LockfileError(f"cannot be read: {error}") from None
     if not isinstance(record, dict) or not isinstance(record.get("models"), dict):
         raise LockfileError("is not a runner lockfile (no 'models')")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runner import hubcache
+from runner import confine, hubcache
 from runner.fsutil import cache_directory, cached_record, stat_key
 from runner.readers import MAX_JSON_DEPTH, loads_bounded, open_regular, read_regular
 from runner.trainable import MAX_LAYERS, count_layers, layer_of
@@ -346,9 +346,10 @@ def offline_copy(hub_id: str) -> Path | None:
 def read_facts(source, folder: Path) -> ModelFacts | None:
     """Facts about a `ModelSource` with a path or a hub id; None for a hub model not on this machine."""
     if source.path is not None:
-        location = folder / Path(source.path).expanduser()
-        if not location.exists():
-            raise ModelFileError(f"{source.path} does not exist")
+        try:
+            location = confine.named_path(folder, source.path)
+        except OSError as error:  # missing, or not the spec's to read
+            raise ModelFileError(str(error)) from None
         if location.is_dir():
             return local_directory(location)
         return gguf_file(location)

@@ -11,25 +11,28 @@ resolves it and records the rule it used.
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, WrapValidator, create_model, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WrapValidator, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
 from runner import formats, trainable
 from runner.methods import registry
+from runner.spec.evals import EvalsSpec
 from runner.spec.fields import (NAME_PATTERN, Auto, Count, CountOrAuto, ModelSource, PositiveOrAuto, Section,
-                                SwitchOrAuto, exactly_one, hub_id, or_auto)
+                                SourceOfRows, SwitchOrAuto, or_auto)
 from runner.trackers import TRACKER_NAMES
 
 DataFormat = Literal[("auto", *formats.FORMATS)]  # type: ignore[valid-type]
 MAX_OUTPUTS_DIR = 120
 
 
-class DataSource(Section):
+class DataSource(SourceOfRows):
     """One source of rows: exactly one of `path` or `hub`. A plain string is a path."""
+
+    ROW_KEYS = tuple(sorted(formats.KNOWN_KEYS))
+    EXTRA_COLUMNS = True
 
     path: str | None = None
     """A .jsonl, .csv, .parquet or .arrow file, a `save_to_disk` folder, or a folder of such files
@@ -53,47 +56,6 @@ class DataSource(Section):
     """Times each usable row of this source is used per epoch (data.train only): 2 uses every row twice,
     0.5 half of them (chosen from training.seed). An epoch is every source's rows taken so, shuffled
     together; the plan shows each source's rows and share."""
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
-        shorthand = {"type": "string", "description": "a file or folder, relative to the spec file"}
-        return {"anyOf": [shorthand, handler(core_schema)]}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return {"path": value}
-        if not isinstance(value, dict):
-            raise PydanticCustomError("data_source", "expected a path, or a mapping with path or hub")
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> DataSource:
-        return exactly_one(self, ("path", "hub"), "data_source", "datasets")
-
-    @field_validator("hub")
-    @classmethod
-    def _hub_id(cls, value: str | None) -> str | None:
-        return hub_id(value)
-
-    @field_validator("columns")
-    @classmethod
-    def _row_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, column in value.items():
-            close = difflib.get_close_matches(key, formats.KNOWN_KEYS, n=1, cutoff=0.8)  # as formats.detect
-            if key not in formats.KNOWN_KEYS and close:  # a typo; other keys are extra columns (a reward reads them)
-                raise PydanticCustomError(
-                    "columns", "'{key}' is not a row key; did you mean '{close}'? (row keys: {keys})",
-                    {"key": key, "close": close[0], "keys": ", ".join(sorted(formats.KNOWN_KEYS))})
-            if not column:
-                raise PydanticCustomError("columns", "columns.{key} names no column", {"key": key})
-        return value
-
-    def describe(self) -> str:
-        if self.hub is not None:
-            return self.hub + (f"@{self.revision}" if self.revision else "")
-        return self.path
 
 
 def _as_list(value: Any) -> Any:
@@ -249,7 +211,8 @@ class OutputsSpec(Section):
     report_to: list[Literal[TRACKER_NAMES]] = Field(default_factory=list)
     """Experiment trackers that get every metric of metrics.jsonl: tensorboard (event files in the run
     folder), mlflow ($MLFLOW_TRACKING_URI, else sqlite:///<run root>/mlflow.db), wandb (offline unless
-    $WANDB_MODE says otherwise). Each is an extra: pip install 'runner-finetune[tensorboard]'."""
+    $WANDB_MODE says otherwise). Each is an extra of runner-finetune: `runner validate` prints the command
+    that installs it."""
 
     @field_validator("report_to")
     @classmethod
@@ -302,6 +265,8 @@ class JobFields(Section):
     """Where and how it runs."""
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     """What is written, and where."""
+    evals: EvalsSpec | None = None
+    """Evaluations of the base model and the result, side by side, and gates the result must pass (docs/evals.md)."""
 
     def descriptor(self) -> registry.MethodDescriptor:
         return registry.get(self.method)
@@ -334,5 +299,5 @@ JobSpec = _job_spec()
 SECTION_MODELS: dict[str, type[Section]] = {d.name: d.section for d in registry.descriptors()}
 SECTIONS: dict[str, type[Section]] = {
     "base_model": ModelSource, "data": DataSpec, "trainable": TrainableSpec, "training": TrainingSpec,
-    "hardware": HardwareSpec, "outputs": OutputsSpec, **SECTION_MODELS,
+    "hardware": HardwareSpec, "outputs": OutputsSpec, "evals": EvalsSpec, **SECTION_MODELS,
 }

@@ -25,6 +25,9 @@ from runner.spec.jobs import MAX_SPEC_BYTES
 MAX_FILE_BYTES = MAX_SPEC_BYTES
 MAX_VALUES = 20_000
 """Values built from one file, aliases expanded; far above any real spec."""
+MAX_TEXT = 2 * MAX_FILE_BYTES
+"""Characters of text (keys and scalars) built from one file, aliases expanded: an alias repeats a
+value without its bytes being in the file, and what is built is copied again by every later stage."""
 MAX_DEPTH = 32
 """Levels of nesting, aliases expanded; a spec has about four."""
 MAX_INTEGER = 2**63 - 1
@@ -115,7 +118,15 @@ def load_yaml(path: Path, display_name: str | None = None) -> tuple[YamlDocument
         column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
         return fail(f"not valid UTF-8 (byte 0x{raw[error.start]:02x} at offset {error.start})",
                     Span(line, column, line, column + 1), hint="save the file as UTF-8")
-    text = text.removeprefix("\ufeff")
+    return parse_yaml(text.removeprefix("\ufeff"), name)
+
+
+def parse_yaml(text: str, name: str) -> tuple[YamlDocument | None, list[Diagnostic]]:
+    """YAML text (a spec's, or another mapping a spec leads runner to read, such as a dataset README's
+    front matter) within the same bounds: its document, or the diagnostics that say why there is none."""
+
+    def fail(summary: str, span: Span | None = None, hint: str | None = None, detail: str = ""):
+        return None, [Diagnostic("error", summary, name, span=span, hint=hint, detail=detail)]
 
     document = YamlDocument(name, None)
     builder = _Builder(document)
@@ -143,6 +154,8 @@ class _Anchored:
     size: int
     """Values in it, itself included."""
     depth: int
+    text: int
+    """Characters of its keys and scalars."""
 
 
 @dataclass
@@ -157,6 +170,8 @@ class _Open:
     """Where its contents start in the builder's span log."""
     discarded: bool
     """Inside the value of a duplicate key: built, but neither kept nor located."""
+    text_start: int = 0
+    """The builder's text count when it opened: what it holds is the count at its end, less this."""
     key: str | None = None
     """A mapping's key whose value comes next."""
     key_discarded: bool = False
@@ -180,6 +195,7 @@ class _Builder:
     def __init__(self, document: YamlDocument) -> None:
         self.document = document
         self.values_built = 0
+        self.text_built = 0
         self.diagnostics: list[Diagnostic] = []
         self.anchors: dict[str, _Anchored] = {}
         self.spans: list[tuple[bool, FieldPath, Span, bool]] = []
@@ -226,14 +242,18 @@ class _Builder:
                 (self.document.key_spans if is_key else self.document.value_spans)[path] = span
         return root
 
-    def _count(self, values: int, event: yaml.Event, aliased: bool) -> None:
+    def _count(self, values: int, text: int, event: yaml.Event, aliased: bool) -> None:
+        """Add what is built (values, and characters of text) and refuse a file past either bound."""
         self.values_built += values
-        if self.values_built > MAX_VALUES:
-            if aliased:
-                raise _Problem(f"aliases expand to more than {MAX_VALUES:,} values", _event_span(event),
-                               hint="a spec needs no deep alias chains; write the values out")
-            raise _Problem(f"the file holds more than {MAX_VALUES:,} values", _event_span(event),
-                           hint="a spec names its data files; it does not contain the data")
+        self.text_built += text
+        for built, limit, what in ((self.values_built, MAX_VALUES, "values"),
+                                   (self.text_built, MAX_TEXT, "characters of text")):
+            if built > limit:
+                if aliased:
+                    raise _Problem(f"aliases expand to more than {limit:,} {what}", _event_span(event),
+                                   hint="an alias repeats a value without its bytes; write the values out once")
+                raise _Problem(f"the file holds more than {limit:,} {what}", _event_span(event),
+                               hint="a spec names its data files; it does not contain the data")
 
     def _open(self, event: yaml.CollectionStartEvent, path: FieldPath, discarded: bool) -> _Open:
         if len(path) >= MAX_DEPTH:
@@ -243,8 +263,9 @@ class _Builder:
         expected = _TAG + ("map" if mapping else "seq")
         if event.tag not in (None, "!", expected):
             raise self._tag_problem(event.tag, event)
-        self._count(1, event, aliased=False)
-        return _Open({} if mapping else [], path, event.start_mark, event.anchor, len(self.spans), discarded)
+        self._count(1, 0, event, aliased=False)
+        return _Open({} if mapping else [], path, event.start_mark, event.anchor, len(self.spans), discarded,
+                      self.text_built)
 
     def _close(self, frame: _Open, event: yaml.Event) -> dict | list:
         self.spans.append((False, frame.path, _span(frame.start, event.end_mark), frame.discarded))
@@ -254,7 +275,7 @@ class _Builder:
             self.anchors[frame.anchor] = _Anchored(
                 frame.value, [(is_key, path[base:], span) for is_key, path, span, _ in inner],
                 size=sum(1 for is_key, *_ in inner if not is_key),
-                depth=max(len(path) - base for _, path, _, _ in inner))
+                depth=max(len(path) - base for _, path, _, _ in inner), text=self.text_built - frame.text_start)
         return frame.value
 
     def _place(self, frame: _Open, value: Any) -> None:
@@ -275,6 +296,7 @@ class _Builder:
         key = self._scalar(tag, event)
         if not isinstance(key, str):
             raise _Problem("keys must be plain names", _event_span(event))
+        self._count(0, len(key), event, aliased=False)
         child = frame.path + (key,)
         if key in frame.value:
             first = self.key_seen[child]
@@ -299,17 +321,17 @@ class _Builder:
         if len(path) + anchored.depth >= MAX_DEPTH:
             raise _Problem(f"values are nested more than {MAX_DEPTH} levels deep (aliases expanded)",
                            _event_span(event), hint="a spec is a few levels of mappings and lists")
-        self._count(anchored.size, event, aliased=True)
+        self._count(anchored.size, anchored.text, event, aliased=True)
         self.spans.extend((is_key, path + relative, span, discarded) for is_key, relative, span in anchored.spans)
         return _copy(anchored.value)
 
     def _scalar_value(self, event: yaml.ScalarEvent, path: FieldPath, discarded: bool) -> Any:
-        self._count(1, event, aliased=False)
+        self._count(1, len(event.value), event, aliased=False)
         value = self._scalar(self._resolve(event), event)
         span = _event_span(event)
         self.spans.append((False, path, span, discarded))
         if event.anchor is not None:
-            self.anchors[event.anchor] = _Anchored(value, [(False, (), span)], size=1, depth=0)
+            self.anchors[event.anchor] = _Anchored(value, [(False, (), span)], size=1, depth=0, text=len(event.value))
         return value
 
     @staticmethod

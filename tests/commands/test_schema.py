@@ -4,20 +4,33 @@ import jsonschema
 import yaml
 
 from runner.cli import main
-from runner.commands.schema import render, schemas
+from runner.commands.schema import generated, spec_reference
 from tests.conftest import REPO
 
 
-def test_committed_schemas_are_fresh():
-    for name, schema in schemas().items():
-        committed = (REPO / "schemas" / name).read_text()
-        assert committed == render(schema), f"schemas/{name} is stale: run `runner schema` and commit it"
+def test_committed_schemas_and_spec_reference_are_fresh():
+    for path, text in generated(str(REPO / "schemas"), str(REPO / "docs")).items():
+        assert path.read_text() == text, f"{path.relative_to(REPO)} is stale: run `runner schema` and commit it"
 
 
-def test_check_mode_reports_stale_schemas(tmp_path, capsys):
-    assert main(["schema", "--dir", str(tmp_path), "--check"]) == 1
-    assert main(["schema", "--dir", str(tmp_path)]) == 0
-    assert main(["schema", "--dir", str(tmp_path), "--check"]) == 0
+def test_check_mode_reports_stale_files(tmp_path, capsys):
+    arguments = ["schema", "--dir", str(tmp_path / "schemas"), "--docs", str(tmp_path / "docs")]
+    assert main([*arguments, "--check"]) == 1
+    assert main(arguments) == 0
+    assert main([*arguments, "--check"]) == 0
+    (tmp_path / "docs" / "spec.md").write_text("# edited by hand\n")
+    assert main([*arguments, "--check"]) == 1 and "spec.md: stale" in capsys.readouterr().out
+
+
+def test_the_spec_reference_has_every_key_of_every_section():
+    schema = json.loads((REPO / "schemas" / "job.schema.json").read_text())
+    reference = spec_reference(schema)
+    for name, definition in [("JobSpec", schema), *schema["$defs"].items()]:
+        target = next((part for part in definition.get("anyOf", []) if "properties" in part), definition)
+        for field in target.get("properties", {}):
+            assert f"| `{field}` |" in reference, f"{name}.{field}"
+    assert "| `learning_rate` | number (> 0) or `auto` | `auto` | Peak learning rate;" in reference
+    assert "## `trainable.lora` (LoraSpec)" in reference and "| `method` | `distill` \\| `dpo` \\| `grpo`" in reference
 
 
 def test_example_specs_satisfy_the_schema():

@@ -6,6 +6,7 @@ import pytest
 
 from runner.cli import main
 from runner.commands.validate import find_specs
+from runner.install import pip_install
 from runner.methods import registry
 from tests.conftest import BASE_SPEC, REPO
 from tests.datasets import save_to_disk, write_parquet
@@ -118,7 +119,7 @@ def test_validate_never_imports_the_training_stack():
         "from runner.cli import main\n"
         f"main(['validate', {str(REPO / 'specs')!r}])\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'accelerate', 'datasets', 'tensorboardX',\n"
-        "                     'mlflow', 'wandb', 'pyarrow') if m in sys.modules]\n"
+        "                     'mlflow', 'wandb', 'pyarrow', 'lm_eval') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -171,9 +172,50 @@ def test_without_pyarrow_validate_warns_what_it_could_not_check(project, tmp_pat
                                text=True, cwd=tmp_path)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert ("warning: data.train[1]: data/extra.parquet: pyarrow is not installed, so its parquet rows could not be "
-            "read (pip install pyarrow (or: pip install 'runner-finetune[data]'))") in completed.stdout
+            f"read ({pip_install('data')})") in completed.stdout
     assert "1 valid, 0 invalid (0 errors, 1 warning)" in completed.stdout
     (tmp_path / "data" / "extra.parquet").write_text('{"prompt": "p"}\n')  # what can be checked still is
     completed = subprocess.run([sys.executable, "-c", BLOCK_PYARROW, "validate", str(path)], capture_output=True,
                                text=True, cwd=tmp_path)
     assert completed.returncode == 1 and "data/extra.parquet is not a parquet file" in completed.stdout
+
+
+def test_escape_sequences_in_file_names_and_cells_are_printed_as_text(project, capsys):
+    """A data file's name (in a folder the spec names) and a CSV header cell holding ESC sequences (window
+    title, clear screen) reach the terminal as visible escapes (issue 20)."""
+    path = project(BASE_SPEC)
+    rows = path.parent / "data" / "rows"
+    rows.mkdir()
+    (rows / "t\x1b]0;x\x07.jsonl").write_text('{"prompt": 1, "completion": "a"}\n')
+    path.write_text(path.read_text().replace("train: data/train.jsonl", "train: data/rows"))
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "t\\x1b]0;x\\x07.jsonl" in out and "\x1b" not in out and "\x07" not in out, out
+    (path.parent / "data" / "cells.csv").write_text("q\x1b[2J,a\n1,2\n")
+    path.write_text(path.read_text().replace("train: data/rows",
+                                             "train: {path: data/cells.csv, columns: {prompt: question}}"))
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "has no column 'question'" in out and "q\\x1b[2J" in out and "\x1b" not in out, out
+
+
+def test_a_data_file_outside_any_repository_is_not_searched_for_from_the_root(tmp_path):
+    """`runner validate /tmp/x.jsonl` searched the whole filesystem for specs using it (issue 20)."""
+    from pathlib import Path
+
+    from runner.commands.validate import OUTSIDE_REPOSITORY_DEPTH, search_root
+
+    top = Path("/" + tmp_path.parts[1])  # a folder right below the root, outside any repository
+    assert search_root(top / "x.jsonl") == (top, OUTSIDE_REPOSITORY_DEPTH)
+    nested = tmp_path / "specs" / "data" / "x.jsonl"
+    assert search_root(nested) == (tmp_path / "specs", OUTSIDE_REPOSITORY_DEPTH)
+    (tmp_path / ".git").mkdir()
+    assert search_root(nested)[0] == tmp_path
+
+
+def test_a_spec_named_twice_is_checked_and_counted_once(project, tmp_path, capsys, monkeypatch):
+    spec = project(BASE_SPEC)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(spec), "job.yaml", "./job.yaml", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("1 spec checked: 1 valid, 0 invalid"), out

@@ -1,7 +1,5 @@
 """Fixtures of the daemon tests: a plan template for the fake runner, and a daemon on a temporary folder."""
 
-import signal
-
 import pytest
 
 from tests.daemon.harness import fake_daemon, spec_text
@@ -26,4 +24,4 @@ def plan_template(tmp_path_factory, tiny_model_dir):
 def daemon(tmp_path, plan_template, tiny_model_dir):
     created = fake_daemon(tmp_path, plan_template, tiny_model_dir)
     yield created
-    created.stop(signal.SIGKILL)
+    created.close()

@@ -10,7 +10,8 @@ exactly-once checks. Comments in the spec steer it:
     # fake-metrics: N          metrics lines it writes over that time (one per 0.1 s by default)
     # fake-hold: N             seconds it goes on running after writing all its metrics (0)
     # fake-log: TEXT           a line it prints to its log
-    # fake-run: crash|oom
+    # fake-run: crash|oom|print-last   print-last: a plain print after the run, before its end is recorded
+    # fake-run: failed-KIND    the run fails with this failure kind (runner.failures) in its manifest
     # fake-plan-seconds: N     how long planning takes
     # fake-plan: fail|garbage|crash|hog
     # fake-device: cuda, # fake-gpus: N, # fake-estimate-gib: X    what the plan asks for
@@ -103,28 +104,40 @@ def run(arguments: list[str]) -> int:
     written = 0
     while time.monotonic() < deadline and not stop:
         due = lines if seconds <= 0 else min(lines, int(lines * (time.monotonic() - started) / seconds) + 1)
-        written = _metrics(run_dir, written, due, started)
+        written = _metrics(run_dir, written, due, started, lines)
         time.sleep(0.05)
     if not stop:
-        _metrics(run_dir, written, lines, started)
+        _metrics(run_dir, written, lines, started, lines)
     held = time.monotonic() + float(directive(text, "hold", "0"))
     while time.monotonic() < held and not stop:
         time.sleep(0.05)
     if stop:
         return finish("interrupted", 130, RunError(kind="interrupted", message="stopped by a signal"))
+    if directive(text, "run") == "print-last":  # as runner printed before issue 20: a full disk's ENOSPC ends it
+        print(f"fake run of {made.name} ends", flush=True)
     if directive(text, "run") == "crash":
         os.kill(os.getpid(), signal.SIGSEGV)
     if directive(text, "run") == "oom":
         return finish("failed", 1, RunError(kind="oom", message="out of memory: CUDA out of memory"))
+    if directive(text, "run").startswith("failed-"):
+        kind = directive(text, "run").removeprefix("failed-")
+        return finish("failed", 1, RunError(kind=kind, message=f"the run failed ({kind})"))
     return finish("succeeded", 0)
 
 
-def _metrics(run_dir, written: int, due: int, started: float) -> int:
-    """Append metrics lines up to `due`: a falling loss, tokens per second and the elapsed time."""
+def _metrics(run_dir, written: int, due: int, started: float, total: int) -> int:
+    """Append metrics lines up to `due`: a falling loss, tokens per second and the elapsed time; and print
+    a progress line for each, as the real runner does when its stdout is not a terminal."""
     with open(run_dir.metrics, "a") as handle:
         for step in range(written + 1, due + 1):
-            handle.write(json.dumps({"step": step, "loss": round(3.0 / (1 + 0.3 * step), 4), "tokens_per_second": 1234.5,
-                                     "elapsed_s": round(time.monotonic() - started, 3), "learning_rate": 1e-4}) + "\n")
+            record = {"step": step, "loss": 3.0 / (1 + 0.3 * step), "tokens_per_second": 1234.5,
+                      "elapsed_s": round(time.monotonic() - started, 3),
+                      "learning_rate": 1e-4 * (1 - step / (total + 1)), "grad_norm": 1.5 + 1 / step}
+            if step % 4 == 0:
+                record["eval_loss"] = record["loss"] * 1.1
+            handle.write(json.dumps(record) + "\n")
+            print(json.dumps({"event": "progress", "step": step, "total_steps": total, "loss": record["loss"],
+                              "tokens_per_second": 1234.5, "eta_s": 1.0}), flush=True)
     return max(written, due)
 
 

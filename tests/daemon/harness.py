@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from runner.daemon.store import Store
@@ -28,20 +29,48 @@ class Daemon:
         self.folder.mkdir(exist_ok=True)
         self.command, self.env, self.process = command, env, None
 
-    def start(self, *extra: str) -> None:
-        arguments = [sys.executable, "-m", "runner", "watch", str(self.folder), "--state-dir", str(self.state),
-                     "--settle", "0.3", "--invalid-grace", "2", "--rescan", "2", *extra]
+    def start(self, *extra: str, state_flag: bool = True) -> None:
+        """`state_flag=False`: no --state-dir; the daemon finds its state dir where runner's config says."""
+        self.log = open(self.folder.parent / "daemon.out", "ab")
+        self.process = subprocess.Popen(self.command_line(*extra, state_flag=state_flag), stdout=self.log,
+                                        stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
+
+    def command_line(self, *extra: str, state_flag: bool = True) -> list[str]:
+        """`runner watch` as the tests start it: short timings, the tiny model readable, the fake runner."""
+        arguments = [sys.executable, "-m", "runner", "watch", str(self.folder),
+                     *(["--state-dir", str(self.state)] if state_flag else []),
+                     "--settle", "0.3", "--invalid-grace", "2", "--rescan", "2", *self.grants(), *extra]
         if self.command:
             arguments += ["--runner-command", " ".join(self.command)]
-        self.log = open(self.folder.parent / "daemon.out", "ab")
-        self.process = subprocess.Popen(arguments, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
-                                        cwd=REPO)
+        return arguments
+
+    def grants(self) -> list[str]:
+        """The tiny model is a link to a session fixture outside the watched folder: the daemon is told it may
+        read it, as an operator lets specs read a shared model folder."""
+        model = self.folder / "model"
+        return ["--allow-read", str(model.resolve())] if model.is_symlink() else []
 
     def stop(self, signum=signal.SIGTERM) -> int:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signum)
             return self.process.wait(timeout=60)
         return self.process.returncode if self.process else 0
+
+    def close(self) -> None:
+        """After a test: the daemon stopped warm, so that its runs stop too (killed if it will not stop), and
+        every run it started that still lives (the test may have killed the daemon) killed with its group:
+        a test leaves no process behind."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for job in self.jobs():
+            if handle(job, "pid"):
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(handle(job, "pid"), signal.SIGKILL)
 
     def jobs(self) -> list:
         try:
@@ -76,6 +105,11 @@ class Daemon:
     def all_terminal(self, count: int, timeout: float = 60) -> list:
         return self.wait_for(lambda jobs: len(jobs) == count and all(j.state.terminal for j in jobs), timeout,
                              f"{count} terminal jobs")
+
+
+def handle(job, key: str):
+    """What the job's latest start holds under `key` in its executor's handle (a pid, a Slurm job id), or None."""
+    return job.execution.handle.get(key) if job.execution else None
 
 
 def fake_daemon(root: Path, plan_template: Path, tiny_model_dir: Path) -> Daemon:

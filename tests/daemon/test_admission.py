@@ -6,6 +6,7 @@ import os
 import struct
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,8 +21,11 @@ REMOTE = {"kind": "remote_code", "path": "base_model.trust_remote_code", "what":
 
 
 def report(files, diagnostics=()):
-    """A report as the worker's reply carries it (JSON)."""
-    return json.loads(json.dumps({"files": files, "diagnostics": list(diagnostics)}))
+    """A report as the worker's reply carries it (JSON): `runner validate --format json` of one spec."""
+    errors = sum(d["severity"] == "error" for d in diagnostics)
+    return json.loads(json.dumps({"format_version": "1.0", "valid": not errors, "error_count": errors,
+                                  "warning_count": len(diagnostics) - errors, "diagnostics": list(diagnostics),
+                                  "files": [{"file": "job.yaml", "data": {}, **record} for record in files]}))
 
 
 def test_a_valid_report_admits_with_its_dependencies_and_priority():
@@ -73,6 +77,41 @@ def test_any_report_is_a_verdict(report):
     assert made.valid == (made.reason == "") and "\n" not in made.reason
 
 
+WARNING = {"severity": "warning", "summary": "few rows", "detail": "", "path": "data.train", "hint": None,
+           "range": {"filename": "g.yaml", "start": {"line": 6, "column": 10}, "end": {"line": 6, "column": 26}}}
+FULL = report([{**VALID, "file": "g.yaml", "priority": 3, "runs_code": [REWARD], "data": {"train": {
+    "rows": 4, "usable_rows": 4, "format": "prompt_completion", "variant": None, "checked": True,
+    "sources": [{"source": "data/train.jsonl", "kind": "file", "rows": 4, "usable_rows": 4,
+                 "format": "prompt_completion", "variant": None, "weight": 1.0, "unchecked": None}]}}}], [WARNING])
+
+
+def places(value, path=()):
+    """Every place in a JSON value, as the keys and indexes that lead to it."""
+    yield path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        yield from places(inner, (*path, key))
+
+
+def test_the_full_report_admits():
+    admitted = verdict(FULL, "", Allowances(reward_functions=True))
+    assert admitted.valid and admitted.priority == 3 and admitted.depends_on == ["base"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_report_changed_anywhere_is_still_a_verdict(data):
+    """Totality near the valid reports too: any one place of a full report replaced by any JSON value."""
+    changed = json.loads(json.dumps(FULL))
+    *above, last = data.draw(st.sampled_from(list(places(changed))[1:]))
+    container = changed
+    for key in above:
+        container = container[key]
+    container[last] = data.draw(JSON)
+    made = verdict(changed, "", Allowances(reward_functions=True))
+    assert made.valid == (made.reason == "") and "\n" not in made.reason
+
+
 def poison_folder(folder):
     """Specs that crashed, hung or ran code in the daemon before, each with what its reason must say."""
     (folder / "data" / "pipe.jsonl").parent.mkdir(exist_ok=True)
@@ -89,7 +128,7 @@ def poison_folder(folder):
         "alias.yaml": (spec_text("alias", "x: &a [*a]\n"), "used inside the value it names"),
         "deep.yaml": (spec_text("deep", "x: " + "[" * 500 + "]" * 500 + "\n"), "nested more than"),
         "fifo-data.yaml": (spec_text("fifo-data").replace("train.jsonl", "pipe.jsonl"), "FIFO"),
-        "zero-data.yaml": (spec_text("zero-data").replace("train.jsonl", "zero.jsonl"), "character device"),
+        "zero-data.yaml": (spec_text("zero-data").replace("train.jsonl", "zero.jsonl"), "outside the watched folder"),
         "layers.yaml": (spec_text("layers", "trainable: {mode: freeze, layers: '0-99999999999'}\n"), "does not exist"),
         "nul.yaml": (spec_text("nul", 'outputs: {dir: "runs\\0x"}\n'), "control character"),
         "huge.yaml": (spec_text("huge", "# " + "x" * 2**20 + "\n"), "larger than"),
@@ -133,3 +172,54 @@ def test_allowed_reward_functions_run(daemon, tmp_path):
     (job,) = daemon.all_terminal(1)
     assert job.state == State.SUCCEEDED
     wait_until(lambda: any(e["event"] == "daemon_started" and e["allow_reward_functions"] for e in daemon.events()))
+
+
+def test_a_spec_reads_nothing_outside_its_folder_nor_quotes_what_it_reads(daemon, tmp_path):
+    """The confused deputy (issue 20): data that is a link out of the folder, an absolute path, or `~/...`
+    names a file the daemon can read and the author cannot; the job is invalid without a byte of it shown
+    in `runner status`, the JSON API or the daemon's log. A file inside the folder is checked, not quoted."""
+    home = tmp_path / "home"
+    home.mkdir()
+    secret = "hf_s3cr3tT0k3n"
+    (home / "token.csv").write_text(f"{secret},q\n1,2\n")
+    daemon.env["HOME"] = str(home)
+    (daemon.folder / "data" / "link.csv").symlink_to(home / "token.csv")
+    (daemon.folder / "data" / "mine.csv").write_text(f"{secret},q\n1,2\n")
+    columns = "columns: {prompt: question}}\n"
+    specs = {"link.yaml": "data/link.csv", "absolute.yaml": str(home / "token.csv"), "tilde.yaml": "~/token.csv"}
+    daemon.start()
+    for file, data in specs.items():
+        name = file.removesuffix(".yaml")
+        (daemon.folder / file).write_text(spec_text(name).replace("train: data/train.jsonl",
+                                                                  f"train: {{path: {data}, {columns}"))
+    (daemon.folder / "mine.yaml").write_text(spec_text("mine").replace("train: data/train.jsonl",
+                                                                         f"train: {{path: data/mine.csv, {columns}"))
+    jobs = {os.path.basename(job.path): job for job in daemon.all_terminal(4)}
+    for file in specs:
+        assert jobs[file].state == State.INVALID and "outside the watched folder" in jobs[file].reason, jobs[file]
+    assert jobs["mine.yaml"].state == State.INVALID and "has no column 'question'" in jobs["mine.yaml"].reason
+    code, text = daemon.cli("status", "--format", "json")
+    code_text, human = daemon.cli("status")
+    shown = text + human + (daemon.state / "daemon.jsonl").read_text() + "".join(
+        path.read_text() for path in (daemon.state / "logs").glob("*.log"))
+    assert code == code_text == 0 and "outside the watched folder" in shown and secret not in shown
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a spec of another owner needs root to make")
+def test_a_spec_reads_only_what_its_author_could(daemon):
+    """Inside the folder, a file its author may not read (a colleague's private folder) is refused; the same
+    spec owned by someone who may read it is valid."""
+    private = daemon.folder / "team-a"
+    private.mkdir(mode=0o700)
+    (private / "train.jsonl").write_text('{"prompt": "q", "completion": "a"}\n' * 4)
+    os.chmod(daemon.folder, 0o755)
+    daemon.start()
+    text = spec_text("theirs").replace("data/train.jsonl", "team-a/train.jsonl")
+    (daemon.folder / "theirs.yaml.tmp").write_text(text)
+    os.chown(daemon.folder / "theirs.yaml.tmp", 65534, -1)  # nobody's spec
+    os.rename(daemon.folder / "theirs.yaml.tmp", daemon.folder / "theirs.yaml")
+    (job,) = daemon.all_terminal(1)
+    assert job.state == State.INVALID and "its author (uid 65534) may not read" in job.reason, job.reason
+    (daemon.folder / "own.yaml").write_text(text.replace("name: theirs", "name: own"))  # root's: it may
+    jobs = {os.path.basename(job.path): job for job in daemon.all_terminal(2)}
+    assert jobs["own.yaml"].state == State.SUCCEEDED

@@ -17,7 +17,7 @@ from runner.daemon.states import State
 from runner.daemon.store import Store
 from runner.launch import slurm
 from runner.manifest import Manifest
-from tests.daemon.harness import Daemon, spec_text, wait_until
+from tests.daemon.harness import Daemon, handle, spec_text, wait_until
 
 SHORT = "training: {max_steps: 2, batch_size: 4}\nhardware: {device: cpu}\n"
 LONG = ("training: {max_steps: 100000, batch_size: 2}\noutputs: {checkpoint_every: 100000}\n"
@@ -36,8 +36,8 @@ def slurm_daemon(cluster, tmp_path, tiny_model_dir):
     yield created
     created.stop(signal.SIGKILL)
     for job in created.jobs():
-        if job.slurm_job:
-            slurm.cancel(job.slurm_job)
+        if handle(job, "slurm_job"):
+            slurm.cancel(handle(job, "slurm_job"))
 
 
 def start(daemon: Daemon) -> None:
@@ -65,7 +65,7 @@ def test_a_dropped_spec_runs_as_a_slurm_job_and_succeeds_with_one_manifest(slurm
     (job,) = slurm_daemon.all_terminal(1, timeout=180)
     assert job.state == State.SUCCEEDED, job.reason
     (started,) = slurm_ids(slurm_daemon, "job_started")
-    assert job.slurm_job == started and job.pid is None
+    assert handle(job, "slurm_job") == started and handle(job, "pid") is None
     assert slurm.status(started).state == "COMPLETED" and not queued_in_slurm(started)
     (manifest,) = manifests(slurm_daemon, "short")
     assert manifest.state == "succeeded" and manifest.metrics.steps == 2 and len(manifest.attempts) == 1
@@ -84,23 +84,24 @@ def test_a_killed_daemon_adopts_its_slurm_jobs_and_nothing_runs_twice(slurm_daem
     (slurm_daemon.folder / "adopted.yaml").write_text(spec_text("adopted", SHORT))
     (job,) = slurm_daemon.wait_for(lambda jobs: jobs and jobs[0].state == State.RUNNING, 120, "submitted")
     slurm_daemon.stop(signal.SIGKILL)
-    assert queued_in_slurm(job.slurm_job)  # the job lives on in Slurm
+    assert queued_in_slurm(handle(job, "slurm_job"))  # the job lives on in Slurm
     start(slurm_daemon)
     (job,) = slurm_daemon.all_terminal(1, timeout=180)
     assert job.state == State.SUCCEEDED and job.attempts == 1, job.reason
-    assert slurm_ids(slurm_daemon, "job_started") == [job.slurm_job] == slurm_ids(slurm_daemon, "job_adopted")
+    assert slurm_ids(slurm_daemon, "job_started") == [handle(job, "slurm_job")] == slurm_ids(slurm_daemon,
+                                                                                             "job_adopted")
 
     # It finished while the daemon was down: its end is recorded, never run again.
     (slurm_daemon.folder / "finished.yaml").write_text(spec_text("finished", SHORT))
     jobs = slurm_daemon.wait_for(lambda jobs: any(j.name == "finished" and j.state == State.RUNNING for j in jobs),
                                  120, "submitted")
-    slurm_job = next(j for j in jobs if j.name == "finished").slurm_job
+    slurm_job = handle(next(j for j in jobs if j.name == "finished"), "slurm_job")
     slurm_daemon.stop(signal.SIGKILL)
     wait_until(lambda: not queued_in_slurm(slurm_job), 180, "the Slurm job's end")
     start(slurm_daemon)
     finished = next(j for j in slurm_daemon.all_terminal(2, timeout=60) if j.name == "finished")
     assert finished.state == State.SUCCEEDED and finished.attempts == 1, finished.reason
-    assert slurm_ids(slurm_daemon, "job_started") == [job.slurm_job, slurm_job]
+    assert slurm_ids(slurm_daemon, "job_started") == [handle(job, "slurm_job"), slurm_job]
     for name in ("adopted", "finished"):
         (manifest,) = manifests(slurm_daemon, name)
         assert manifest.state == "succeeded" and len(manifest.attempts) == 1
@@ -115,11 +116,11 @@ def test_a_lost_store_never_submits_a_queued_slurm_job_again(slurm_daemon):
     slurm_daemon.stop(signal.SIGKILL)
     for suffix in ("", "-wal", "-shm"):  # the store is lost; the Slurm job is not
         (slurm_daemon.state / f"{store_module.STORE_FILE}{suffix}").unlink(missing_ok=True)
-    assert queued_in_slurm(job.slurm_job)
+    assert queued_in_slurm(handle(job, "slurm_job"))
     start(slurm_daemon)
     (again,) = slurm_daemon.all_terminal(1, timeout=180)
-    assert again.state == State.SUCCEEDED and again.slurm_job == job.slurm_job, again.reason
-    assert set(slurm_ids(slurm_daemon, "job_started")) == {job.slurm_job}
+    assert again.state == State.SUCCEEDED and handle(again, "slurm_job") == handle(job, "slurm_job"), again.reason
+    assert set(slurm_ids(slurm_daemon, "job_started")) == {handle(job, "slurm_job")}
     (manifest,) = manifests(slurm_daemon, "lost")
     assert manifest.state == "succeeded" and len(manifest.attempts) == 1
     assert len(list((slurm_daemon.state / "runs" / "lost" / "slurm").iterdir())) == 1
@@ -138,7 +139,7 @@ def test_a_warm_stop_checkpoints_the_slurm_job_the_next_start_resumes_it_and_can
                                    180, "training")
     assert slurm_daemon.stop(signal.SIGTERM) == 0
     (job,) = slurm_daemon.jobs()
-    assert job.state == State.RECOVERING and not queued_in_slurm(job.slurm_job)
+    assert job.state == State.RECOVERING and not queued_in_slurm(handle(job, "slurm_job"))
     (checkpoint,) = (Path(job.run_dir) / "checkpoints").glob("checkpoint-*/trainer_state.json")
     stopped_at = int(checkpoint.parent.name.split("-")[1])
 
@@ -150,7 +151,7 @@ def test_a_warm_stop_checkpoints_the_slurm_job_the_next_start_resumes_it_and_can
     (job,) = slurm_daemon.all_terminal(1, timeout=120)
     assert job.state == State.CANCELLED and job.attempts == 2
     first, second = slurm_ids(slurm_daemon, "job_started")
-    assert job.slurm_job == second != first and not queued_in_slurm(second)
+    assert handle(job, "slurm_job") == second != first and not queued_in_slurm(second)
     (manifest,) = manifests(slurm_daemon, "long")
     assert [attempt.state for attempt in manifest.attempts] == ["interrupted", "interrupted"]
     assert manifest.attempts[1].resumed_from_step == stopped_at
@@ -171,7 +172,7 @@ def test_a_plan_on_two_nodes_is_refused_by_the_local_executor_and_submitted_by_t
     try:
         # this one-node cluster never has two nodes: Slurm keeps it pending, the daemon says why
         (job,) = on_slurm.wait_for(lambda jobs: jobs and "queued in Slurm" in (jobs[0].reason or ""), 120, "queued")
-        assert job.state == State.RUNNING and job.reason == f"queued in Slurm as job {job.slurm_job} (PartitionConfig)"
+        assert job.state == State.RUNNING and job.reason == f"queued in Slurm as job {handle(job, 'slurm_job')} (PartitionConfig)"
         (submission,) = (on_slurm.state / "runs" / "wide" / "slurm").iterdir()
         assert "#SBATCH --nodes=2" in (submission / "job.sbatch").read_text().splitlines()
         code, out = on_slurm.cli("cancel", "wide")  # a pending job has nothing to checkpoint: cancelled at once
@@ -180,9 +181,9 @@ def test_a_plan_on_two_nodes_is_refused_by_the_local_executor_and_submitted_by_t
     finally:
         on_slurm.stop(signal.SIGKILL)
         for left in on_slurm.jobs():
-            if left.slurm_job:
-                slurm.cancel(left.slurm_job)
-    assert job.state == State.CANCELLED and slurm.status(job.slurm_job).state == "CANCELLED"
+            if handle(left, "slurm_job"):
+                slurm.cancel(handle(left, "slurm_job"))
+    assert job.state == State.CANCELLED and slurm.status(handle(job, "slurm_job")).state == "CANCELLED"
 
 
 def test_slurm_ends_read_as_exit_statuses():
@@ -202,18 +203,30 @@ def test_slurm_settings_without_the_slurm_executor_are_refused(tmp_path, capsys)
     assert not (tmp_path / "state").exists()
 
 
-def test_a_store_of_layout_3_gains_the_slurm_job_column_and_keeps_its_jobs(tmp_path):
+LAYOUT_3 = """CREATE TABLE jobs (id INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL, name TEXT,
+    state TEXT NOT NULL, step TEXT, priority INTEGER NOT NULL DEFAULT 0, failure TEXT, reason TEXT, hint TEXT,
+    diagnostics TEXT, depends_on TEXT, attempts INTEGER NOT NULL DEFAULT 0, plan_path TEXT, estimate_bytes INTEGER,
+    devices INTEGER, device_type TEXT, run_dir TEXT, pid INTEGER, pid_start TEXT, gpus TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0, withdrawn INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+    started_at REAL, finished_at REAL, updated_at REAL NOT NULL, UNIQUE (sha256));
+CREATE INDEX jobs_state ON jobs (state);
+CREATE INDEX jobs_name ON jobs (name);
+CREATE INDEX jobs_path ON jobs (path);"""
+"""The store's layout 3 (runner d2bc31a), before Slurm jobs had a place in it."""
+
+
+def test_a_store_of_layout_3_records_slurm_jobs_and_keeps_its_jobs(tmp_path):
     connection = sqlite3.connect(tmp_path / store_module.STORE_FILE, isolation_level=None)
-    connection.executescript(store_module.SCHEMA.replace("    slurm_job TEXT,\n", ""))
-    connection.execute("INSERT INTO jobs (path, sha256, state, created_at, updated_at) "
-                       "VALUES ('a.yaml', 'abc', 'cancelled', 0, 0)")
+    connection.executescript(LAYOUT_3)
+    for number, (state, step) in enumerate((("cancelled", None), ("queued", "resources"))):
+        connection.execute("INSERT INTO jobs (path, sha256, state, step, created_at, updated_at) "
+                           "VALUES (?, ?, ?, ?, 0, 0)", (f"{number}.yaml", f"{number}", state, step))
     connection.execute("PRAGMA user_version=3")
     connection.close()
     store, moved = Store.for_daemon(tmp_path)
     try:
-        (job,) = store.jobs()
-        assert moved is None and job.state == State.CANCELLED and job.slurm_job is None
-        assert store.update(job.id, slurm_job="42") and store.get(job.id).slurm_job == "42"
+        cancelled, planned = store.jobs()
+        assert moved is None and cancelled.state == State.CANCELLED and handle(cancelled, "slurm_job") is None
+        assert store.start(planned, "slurm", {"slurm_job": "42"}) and handle(store.get(planned.id), "slurm_job") == "42"
     finally:
         store.close()
-

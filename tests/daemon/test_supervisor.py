@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,7 @@ def test_a_b_a_while_queued_runs_a_once_and_b_never(daemon, tmp_path):
     blocker = spec_text("blocker", "# fake-seconds: 60\n")
     (daemon.folder / "blocker.yaml").write_text(blocker)
     daemon.wait_for(lambda jobs: jobs and jobs[0].state == State.RUNNING, what="the blocker running")
+    wait_until(lambda: ledger(tmp_path), what="the blocker's run started")  # not killed before it began
     path = daemon.folder / "job.yaml"
     a, b = spec_text("job", "# version a\n"), spec_text("job", "# version b\n")
 
@@ -159,6 +161,19 @@ def test_a_second_daemon_on_the_same_state_is_refused(daemon):
     assert second.returncode == 1 and "another runner watch already uses" in second.stderr
 
 
+def fill(disk: Path) -> Path:
+    """Fill the disk completely (every write fails) with one file, returned for deleting."""
+    filler = disk / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 2**20)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     mount = tmp_path / "small"
@@ -174,14 +189,7 @@ def test_a_full_disk_pauses_admission_and_the_daemon_lives_on(daemon, tmp_path, 
     full = Daemon(tmp_path, daemon.command, daemon.env, state=small_disk / "state")
     full.start("--runs-dir", str(tmp_path / "runs"))
     wait_until(lambda: (full.state / "runner.db").exists(), what="the store")
-    filler = small_disk / "filler"
-    with open(filler, "wb") as handle:  # the disk completely full: every write fails
-        try:
-            while True:
-                handle.write(b"\0" * 2**20)
-                handle.flush()
-        except OSError:
-            pass
+    filler = fill(small_disk)
     (full.folder / "job.yaml").write_text(spec_text("job"))
     wait_until(lambda: any(e.get("event") == "admission_paused" for e in _stdout_events(tmp_path)), what="paused")
     code, output = full.cli("status")
@@ -192,6 +200,28 @@ def test_a_full_disk_pauses_admission_and_the_daemon_lives_on(daemon, tmp_path, 
     assert full.stop() == 0
 
 
+
+def test_a_run_that_dies_while_the_disk_is_full_resumes_when_there_is_room(daemon, tmp_path, small_disk):
+    """Its log is on the full disk and its last print fails (ENOSPC): it ends with its manifest `running`.
+    That end is no verdict on the job: it resumes once there is room, instead of failing for good."""
+    full = Daemon(tmp_path, daemon.command, daemon.env, state=small_disk / "state")
+    full.start("--runs-dir", str(tmp_path / "runs"))
+    (full.folder / "job.yaml").write_text(spec_text("job", "# fake-seconds: 5\n# fake-run: print-last\n"))
+    full.wait_for(lambda jobs: jobs and jobs[0].state == State.RUNNING, what="running")
+    filler = fill(small_disk)
+    wait_until(lambda: any(e.get("event") == "admission_paused" for e in _stdout_events(tmp_path)), what="paused")
+    manifest = wait_until(lambda: next((tmp_path / "runs").rglob("manifest.json"), None), what="the manifest")
+    pid = json.loads(manifest.read_text())["attempts"][-1]["pid"]
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), what="the run's end (reaped)")
+    assert json.loads(manifest.read_text())["state"] == "running"  # it could not say how it ended
+    time.sleep(1)  # a few passes of the loop with the disk still full
+    filler.unlink()
+    (job,) = full.all_terminal(1)
+    assert job.state == State.SUCCEEDED and job.attempts == 2, job.reason
+    assert [entry["attempt"] for entry in ledger(tmp_path)] == [1, 2]
+    assert any(e.get("event") == "job_recovering" for e in _stdout_events(tmp_path))
+    assert full.stop() == 0
+
 def _stdout_events(tmp_path: Path) -> list[dict]:
     events = []
     for line in (tmp_path / "daemon.out").read_text().splitlines():
@@ -200,3 +230,14 @@ def _stdout_events(tmp_path: Path) -> list[dict]:
         except ValueError:
             continue
     return events
+
+
+def test_a_second_daemon_on_the_same_folder_or_run_root_is_refused(daemon, tmp_path):
+    """Two daemons with their own state dirs on one folder, or one run root, both ran every spec (issue 20)."""
+    daemon.start("--runs-dir", str(tmp_path / "runs"))
+    wait_until(lambda: (daemon.state / "runner.db").exists(), what="the store")
+    for extra in ([str(daemon.folder)], [str(tmp_path / "elsewhere"), "--runs-dir", str(tmp_path / "runs")]):
+        (tmp_path / "elsewhere").mkdir(exist_ok=True)
+        second = subprocess.run([*daemon.process.args[:4], *extra, "--state-dir", str(tmp_path / "other-state")],
+                                capture_output=True, text=True, env=daemon.env, timeout=60)
+        assert second.returncode == 1 and "another runner watch already uses" in second.stderr, second.stderr

@@ -16,7 +16,7 @@ import pytest
 
 from runner.daemon.states import State
 from tests.conftest import REPO
-from tests.daemon.harness import Daemon, ledger, spec_text
+from tests.daemon.harness import Daemon, handle, ledger, spec_text, wait_until
 
 def test_valid_invalid_half_written_and_duplicate_specs(daemon, tmp_path):
     daemon.start()
@@ -73,6 +73,22 @@ def test_failures_are_classified(daemon):
     assert (jobs["oom"].failure, jobs["oom"].reason) == ("oom", "out of memory: CUDA out of memory")
 
 
+def test_a_failure_kind_a_run_records_is_the_job_s_in_status_and_the_api(daemon):
+    """One vocabulary (runner.failures), no mapping: `data`, `integrity`, `killed`, `stale` and `gate` were all
+    reported as `runtime` (or `plan`) before."""
+    kinds = ("data", "integrity", "killed", "stale", "gate")
+    daemon.start()
+    for kind in kinds:
+        (daemon.folder / f"{kind}.yaml").write_text(spec_text(f"fails-{kind}", f"# fake-run: failed-{kind}\n"))
+    jobs = {job.name: job for job in daemon.all_terminal(len(kinds))}
+    assert {name: (job.state, job.failure) for name, job in jobs.items()} == {
+        f"fails-{kind}": (State.FAILED, kind) for kind in kinds}
+    code, shown = daemon.cli("status")
+    assert code == 0 and all(f"failed ({kind})" in shown for kind in kinds), shown
+    code, text = daemon.cli("status", "--format", "json")
+    assert sorted(record["failure"] for record in json.loads(text)["jobs"]) == sorted(kinds)
+
+
 def test_cancel_retry_status_and_logs(daemon, capsys):
     from runner.cli import main
 
@@ -93,6 +109,78 @@ def test_cancel_retry_status_and_logs(daemon, capsys):
     assert main(["logs", "long", "--state-dir", str(daemon.state)]) == 0
 
 
+def test_retry_acts_at_once_and_status_shows_the_run_s_new_attempt(daemon):
+    daemon.start("--rescan", "60")  # an idle daemon would find the retried job a minute later
+    (daemon.folder / "long.yaml").write_text(spec_text("long", "# fake-seconds: 60\n# fake-metrics: 600\n"))
+    daemon.wait_for(lambda jobs: jobs and jobs[0].state == State.RUNNING and jobs[0].run_dir, what="running")
+    assert daemon.cli("cancel", "long")[0] == 0
+    (job,) = daemon.all_terminal(1)
+    assert job.state == State.CANCELLED
+    time.sleep(1)  # the daemon is idle now, asleep until its rescan
+
+    code, said = daemon.cli("retry", "long")
+    asked = time.monotonic()
+    assert code == 0 and said.strip() == f"#{job.id} long: queued again", said
+    daemon.wait_for(lambda jobs: jobs[0].state == State.RUNNING, timeout=15, what="running again at once")
+    manifest = Path(job.run_dir) / "manifest.json"
+    wait_until(lambda: len(json.loads(manifest.read_text())["attempts"]) == 2, 15, "the second attempt")
+    assert time.monotonic() - asked < 15
+    code, shown = daemon.cli("status")
+    line = next(line for line in shown.splitlines() if " long " in line)
+    assert "attempt 2" in line and "running " in line and "running running" not in line, shown
+    daemon.cli("cancel", "long")
+
+
+def test_logs_follow_shows_a_running_job_s_steps_as_they_come_and_ends_with_it(daemon):
+    daemon.start()
+    (daemon.folder / "steps.yaml").write_text(spec_text("steps", "# fake-seconds: 4\n# fake-metrics: 8\n"))
+    daemon.wait_for(lambda jobs: jobs and jobs[0].state == State.RUNNING, what="running")
+    follower = subprocess.Popen([sys.executable, "-m", "runner", "logs", "steps", "-f", "--state-dir",
+                                 str(daemon.state)], stdout=subprocess.PIPE, text=True, env=daemon.env, cwd=REPO)
+    try:
+        seen = []
+        while not any(line.startswith("step ") for line in seen):
+            seen.append(follower.stdout.readline())
+            assert seen[-1], seen  # the follower must not end before a step is shown
+        assert daemon.jobs()[0].state == State.RUNNING  # shown while the job runs, not after
+        rest, _ = follower.communicate(timeout=60)  # and it ends when the job does
+    finally:
+        follower.kill()
+    shown = "".join(seen) + rest
+    assert follower.returncode == 0
+    assert "step 1/8  loss 2.3077  1,234 tok/s  ETA 0:01" in shown and "step 8/8" in shown, shown
+    assert '"event"' not in shown and "fake run of steps" in shown
+    raw = daemon.cli("logs", "steps", "--format", "json")[1]
+    assert '{"event": "progress", "step": 8, "total_steps": 8' in raw
+
+
+def test_the_daemon_s_terminal_reads_as_sentences_and_its_log_file_keeps_json(daemon):
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(daemon.command_line(), stdout=follower, stderr=follower, env=daemon.env, cwd=REPO)
+    os.close(follower)
+    try:
+        (daemon.folder / "job.yaml").write_text(spec_text("job"))
+        wait_until(lambda: any(e["event"] == "job_finished" for e in daemon.events()), 60, "the job's end")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    shown = screen.decode()
+    assert f"daemon started: watching {daemon.folder.resolve()}" in shown and "job: succeeded" in shown, shown
+    assert '"event"' not in shown
+    assert daemon.events()[0]["event"] == "daemon_started"  # daemon.jsonl: JSON lines, as before
+
+
 def test_killed_daemon_adopts_or_resumes_and_nothing_runs_twice(daemon, tmp_path):
     daemon.start()
     (daemon.folder / "adopted.yaml").write_text(spec_text("adopted", "# fake-seconds: 4\n"))
@@ -106,7 +194,7 @@ def test_killed_daemon_adopts_or_resumes_and_nothing_runs_twice(daemon, tmp_path
     (daemon.folder / "resumed.yaml").write_text(spec_text("resumed", "# fake-seconds: 4\n"))
     jobs = daemon.wait_for(lambda jobs: any(j.name == "resumed" and j.state == State.RUNNING and j.run_dir
                                             for j in jobs), what="running with a run directory")
-    child = next(j for j in jobs if j.name == "resumed").pid
+    child = handle(next(j for j in jobs if j.name == "resumed"), "pid")
     daemon.stop(signal.SIGKILL)
     os.killpg(child, signal.SIGKILL)  # the machine lost both
     daemon.start()
@@ -141,22 +229,69 @@ def test_fifty_specs_at_once_are_each_handled_once(daemon, tmp_path):
     assert len(runs) == 50 and len({entry["spec"] for entry in runs}) == 50
 
 
-def test_a_real_training_job_end_to_end(tmp_path, tiny_model_dir, plan_template):
-    created = Daemon(tmp_path, None, {**os.environ})
+def test_a_real_training_job_end_to_end_found_from_anywhere_through_the_box_s_config(tmp_path, tiny_model_dir):
+    """One config file says where the box keeps its state and runs: the daemon writes there, and a colleague
+    in any folder finds the jobs and the runs with plain `runner status`, `runs`, `logs` and `sample`."""
+    config = tmp_path / "etc" / "config.yaml"
+    config.parent.mkdir()
+    config.write_text("state_dir: ../state\nruns_dir: /" + str(tmp_path / "shared" / "runs").lstrip("/") + "\n")
+    env = {key: value for key, value in os.environ.items() if key not in ("RUNNER_RUNS_DIR", "RUNNER_STATE_DIR")}
+    env["RUNNER_CONFIG"] = str(config)
+    created = Daemon(tmp_path, None, env)
     (created.folder / "model").symlink_to(tiny_model_dir)
     (created.folder / "data").mkdir()
     (created.folder / "data" / "train.jsonl").write_text('{"prompt": "q", "completion": "a"}\n' * 8)
-    created.start()
+    created.start(state_flag=False)
     try:
-        (created.folder / "real.yaml").write_text(spec_text("real", "training: {max_steps: 2, batch_size: 4}\n"))
+        (created.folder / "real.yaml").write_text(spec_text("real", "training: {max_steps: 2, batch_size: 4}\n"
+                                                                    "samples: [q]\n"))
         (job,) = created.all_terminal(1, timeout=120)
         assert job.state == State.SUCCEEDED, job.reason
         manifest = json.loads((Path(job.run_dir) / "manifest.json").read_text())
         assert manifest["state"] == "succeeded" and manifest["metrics"]["steps"] == 2
-        assert Path(job.run_dir).is_relative_to(created.state)
+        assert Path(job.run_dir).is_relative_to(tmp_path / "shared" / "runs" / "runs" / "real")
     finally:
         created.stop()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
 
+    def colleague(*arguments: str) -> str:
+        completed = subprocess.run([sys.executable, "-m", "runner", *arguments], capture_output=True, text=True,
+                                   env=env, cwd=elsewhere, timeout=300)
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        return completed.stdout
+
+    assert "real" in colleague("status") and job.run_dir in colleague("status")
+    listed = colleague("runs")
+    assert listed.splitlines()[1].startswith("real ") and "succeeded" in listed
+    logged = colleague("logs", "real")  # the real child's output: its steps, rendered
+    assert "step 2/2  loss " in logged and "run finished: succeeded" in logged and '"event"' not in logged
+    assert colleague("sample", "real", "q").strip()
+
+
+
+@pytest.mark.slow
+def test_a_real_job_whose_log_cannot_be_written_runs_on(tmp_path, tiny_model_dir):
+    """Issue 20: a job's log is under the daemon's state dir; when that disk was full, the first event line
+    the job printed raised ENOSPC and the job died, its manifest left `running`. /dev/full is that log."""
+    created = Daemon(tmp_path, None, {**os.environ})
+    (created.folder / "model").symlink_to(tiny_model_dir)
+    (created.folder / "data").mkdir()
+    (created.folder / "data" / "train.jsonl").write_text('{"prompt": "q", "completion": "a"}\n' * 8)
+    (created.state / "logs").mkdir(parents=True)
+    (created.state / "logs" / "1.log").symlink_to("/dev/full")  # the log of the first job
+    created.start()
+    try:
+        (created.folder / "full.yaml").write_text(spec_text("full", "training: {max_steps: 2, batch_size: 4}\n"))
+        (job,) = created.all_terminal(1, timeout=180)
+        assert job.id == 1 and job.state == State.SUCCEEDED, job.reason
+        run = Path(job.run_dir)
+        assert json.loads((run / "manifest.json").read_text())["state"] == "succeeded"
+        events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+        assert "stdout" in {event["stream"] for event in events if event["event"] == "console_lost"}
+        assert events[-1]["event"] == "run_finished"
+    finally:
+        created.stop()
 
 @pytest.mark.slow
 def test_declared_rewards_run_without_the_allow_option_and_reward_code_does_not(tmp_path, tiny_model_dir):

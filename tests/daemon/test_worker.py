@@ -18,7 +18,7 @@ from tests.daemon.harness import FAKE, spec_text
 def worker(tmp_path, plan_template, monkeypatch):
     monkeypatch.setenv("FAKE_PLAN_TEMPLATE", str(plan_template))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-    made = Worker(FAKE, tmp_path, tmp_path / "worker.log", [])
+    made = Worker(FAKE, "plan", tmp_path / "worker.log", [])
     yield made
     made.stop()
 

@@ -108,7 +108,7 @@ def test_columns_nested_deeper_than_json_rows_may_be_are_refused(tmp_path):
 
 def test_sniffing_needs_no_pyarrow_and_refuses_a_misnamed_file(tmp_path):
     (tmp_path / "d.parquet").write_text('{"text": "a"}\n')
-    with pytest.raises(DataFileError, match=r"is not a parquet file \(its first bytes are b'\{\"text\":'\)"):
+    with pytest.raises(DataFileError, match=r"is not a parquet file \(it lacks the marker parquet files start and end with\)"):
         kind_of(tmp_path / "d.parquet").sniff(tmp_path / "d.parquet")
     kind_of(tmp_path / "d.parquet").sniff(write_parquet(tmp_path / "ok.parquet", ROWS))
 
@@ -117,3 +117,14 @@ def test_a_fifo_named_like_parquet_is_refused_without_blocking(tmp_path):
     os.mkfifo(tmp_path / "pipe.parquet")
     with pytest.raises(OSError, match="FIFO"):
         read(tmp_path / "pipe.parquet")
+
+
+def test_a_bad_json_row_is_placed_within_its_own_line(tmp_path):
+    """json's "line 2 column 1 (char 16)" counts from the row and past its newline: beside the file's line
+    number it pointed at the wrong line."""
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"prompt": "q", "completion": "a"}\n' * 8 + '{"prompt": "q",\n' + '{"prompt": "q" "c": 1}\n')
+    problems = [(at.line, problem) for at, _, problem in read(path) if problem]
+    assert problems == [
+        (9, "not valid JSON: the row ends before its value does (Expecting property name enclosed in double quotes)"),
+        (10, "not valid JSON at column 16: Expecting ',' delimiter")]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from runner.data.files import DataFileError
-from runner.data.sources import resolve
+from runner.data.sources import Glob, resolve
 from runner.spec.models import DataSource
 from tests.conftest import write_jsonl
 from tests.datasets import hub_dataset, parquet_bytes, save_to_disk, write_parquet
@@ -132,3 +137,44 @@ def test_the_fingerprint_changes_with_any_file_of_the_source(tmp_path):
     sha, _ = resolve(source(path="one.parquet"), tmp_path, "train").fingerprint()
     write_parquet(single, PAIRS[:3])
     assert resolve(source(path="one.parquet"), tmp_path, "train").fingerprint()[0] != sha
+
+
+def _regex_glob(pattern: str):
+    """The translation to a regular expression that data_files patterns had before (and the datasets
+    library's meaning of them): the reference the linear-time matcher must agree with."""
+    out, i = "", 0
+    pattern = pattern.removeprefix("./")
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[" and "]" in pattern[i + 1:]:
+            end = pattern.index("]", i + 1)
+            out, i = out + "[" + re.escape(pattern[i + 1:end]).replace("\\-", "-") + "]", end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z", re.DOTALL)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("ab/*?[].-", max_size=8), st.text("ab/.-", max_size=10))
+def test_globs_match_as_the_hub_reads_them(pattern, name):
+    try:
+        reference = _regex_glob(pattern)
+    except re.error:  # an empty or reversed class: the regex refused it; the matcher takes it as matching nothing
+        assume(False)
+    assert Glob(pattern).matches(name) == bool(reference.match(name)), (pattern, name)
+
+
+def test_a_backtracking_glob_in_a_readme_costs_linear_time():
+    """`*a*a*a...*b` against a long name of a's: a regex backtracks for ages; the matcher steps once per
+    character (issue 20: a dataset README whose glob backtracked held the daemon's checks 300 s)."""
+    started = time.process_time()
+    assert not Glob("*a" * 30 + "*b").matches("a" * 5000)
+    assert not Glob("**/" * 30 + "x").matches("/" * 3000)
+    assert time.process_time() - started < 2.0

@@ -13,7 +13,7 @@ import pytest
 
 from runner.cli import main
 from runner.execute import library_output
-from runner.execute.events import EventLog
+from runner.execute.events import Console, EventLog, guard_console
 from tests.conftest import TINY_SPEC
 from tests.execute.test_job import FAST
 
@@ -60,6 +60,9 @@ def test_stdout_that_is_not_a_terminal_gets_json_lines_and_the_summary_goes_to_s
     out, err = capsys.readouterr()
     events = [json.loads(line) for line in out.splitlines()]
     assert events[0]["event"] == "run_started" and events[-1]["event"] == "run_finished"
+    steps = [event for event in events if event["event"] == "progress"]  # what `runner logs -f` shows
+    assert steps[-1]["step"] == steps[-1]["total_steps"] == 4 and isinstance(steps[-1]["loss"], float)
+    assert "progress" not in next(tmp_path.glob("runs/tiny/*/events.jsonl")).read_text()  # metrics.jsonl has them
     assert "What is trained" in err and "tiny: SUCCEEDED" in err
 
 
@@ -81,3 +84,63 @@ def test_library_warnings_are_kept_once_in_the_events_and_deprecations_dropped(t
         ("library_warning", "UserWarning", "padding side is right"),
         ("library_warning", "WARNING", "score.weight is newly initialized")]
     assert records[1]["source"] == "transformers.modeling_utils"
+
+
+# --- a console or a log that cannot be written (issue 20): the line is lost, never the run -------------
+
+def test_a_console_that_cannot_be_written_loses_lines_and_says_so_once(tmp_path, monkeypatch):
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader left: every write is EPIPE
+    with open("/dev/full", "w") as full, open(writer, "w") as pipe:
+        monkeypatch.setattr(sys, "stdout", full)
+        monkeypatch.setattr(sys, "stderr", pipe)
+        guard_console()
+        assert isinstance(sys.stdout, Console) and not sys.stdout.isatty()
+        events = EventLog(tmp_path / "events.jsonl", json_lines=True)
+        for step in range(3):
+            events.event("step", step=step)
+        print("the summary", file=sys.stderr)
+        events.close()
+        assert (sys.stdout.lost, sys.stderr.lost) == ("No space left on device", "Broken pipe")
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records] == ["step", "console_lost", "step", "step", "console_lost"]
+    assert [r["stream"] for r in records if r["event"] == "console_lost"] == ["stdout", "stderr"]
+
+
+def test_a_stream_closed_before_the_run_loses_its_lines(monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)  # what Python makes of a descriptor closed at start (runner run >&-)
+    guard_console()
+    print("into nothing")
+    assert not sys.stdout.isatty() and "closed" in sys.stdout.lost
+
+
+def test_an_event_file_that_cannot_be_written_loses_lines_and_says_so_once(tmp_path, capfd):
+    (tmp_path / "events.jsonl").symlink_to("/dev/full")
+    events = EventLog(tmp_path / "events.jsonl", console=False)
+    for step in range(3):
+        events.event("step", step=step)
+    events.close()
+    err = capfd.readouterr().err
+    assert err.count("No space left on device") == 1 and "events.jsonl" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stdout", ["/dev/full", "a pipe its reader closed"])
+def test_a_run_whose_stdout_fails_goes_on_and_succeeds(tiny_project, tmp_path, stdout):
+    spec = tiny_project(TINY_SPEC + FAST)
+    command = [sys.executable, "-m", "runner", "run", str(spec), "--runs-dir", str(tmp_path)]
+    if stdout == "/dev/full":
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=300)
+        code, err = done.returncode, done.stderr
+    else:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        process.stdout.close()
+        err = process.stderr.read()
+        code = process.wait(timeout=300)
+    assert code == 0 and "tiny: SUCCEEDED" in err and "Traceback" not in err, err[-3000:]
+    run = next(tmp_path.glob("runs/tiny/*/manifest.json")).parent
+    assert json.loads((run / "manifest.json").read_text())["state"] == "succeeded"
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [e["stream"] for e in events if e["event"] == "console_lost"] == ["stdout"]
+    assert events[-1]["event"] == "run_finished"

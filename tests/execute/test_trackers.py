@@ -1,12 +1,14 @@
 """Experiment trackers: every metric of metrics.jsonl, read back from TensorBoard's event files and
 MLflow's store, for runner's own loops (SFT, PPO) and a TRL recipe (DPO, through the run callback)."""
 
+import dataclasses
 import json
 
 import numpy
 import pytest
 
 from runner import trackers
+from runner.install import pip_install
 from tests.conftest import write_jsonl
 from tests.execute.test_job import FAST, run_spec
 from tests.execute.test_rl import QUICK, prompts  # noqa: F401  (a fixture)
@@ -104,8 +106,46 @@ def test_ppo_metrics_reach_the_trackers(tiny_project, prompts):  # noqa: F811
 
 
 def test_a_tracker_that_is_not_installed_stops_the_run_before_loading(tiny_project, monkeypatch):
-    monkeypatch.setitem(trackers.TRACKERS, "wandb", trackers.Tracker("wandb", ("no_such_module_here",), "wandb"))
+    absent = dataclasses.replace(trackers.TRACKERS["wandb"], modules=("no_such_module_here",))
+    monkeypatch.setitem(trackers.TRACKERS, "wandb", absent)
     code, run, manifest = run_spec(tiny_project, FAST + "outputs:\n  report_to: [wandb]\n")
     assert code == 1 and manifest.state == "failed" and manifest.timings.load_s is None
     assert manifest.error.message == "outputs.report_to names wandb, not installed here"
-    assert manifest.error.hint == "pip install 'runner-finetune[wandb]'"
+    assert manifest.error.hint == pip_install("wandb")  # its forms: tests/test_install.py
+
+
+class ListSink:
+    """A tracker added by one row of the table: every record it got, kept in memory."""
+
+    logged: list = []
+
+    def __init__(self, opening) -> None:
+        self.run = opening.run
+
+    def record(self) -> dict[str, str]:
+        return {"kept": str(len(ListSink.logged))}
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        ListSink.logged.append((step, values))
+
+    def close(self, state: str) -> None:
+        ListSink.logged.append(("closed", state))
+
+
+def test_a_tracker_is_one_row_of_the_table_and_an_unknown_name_is_never_another_tracker(tiny_project, monkeypatch):
+    """A new tracker is its row in runner.trackers.TRACKERS and its sink; a plan that names a tracker this runner
+    does not know fails at the start (it used to become W&B)."""
+    from runner.errors import RunnerError
+    from runner.execute.trackers import open_sinks
+    from runner.rundir import read_plan
+
+    monkeypatch.setitem(trackers.TRACKERS, "wandb", trackers.Tracker("wandb", ("json",), "wandb",
+                                                                     f"{__name__}:ListSink"))
+    ListSink.logged.clear()
+    code, run, manifest = run_spec(tiny_project, FAST + "outputs:\n  report_to: [wandb]\n")
+    assert code == 0, manifest.error
+    assert ListSink.logged[-1] == ("closed", "succeeded") and isinstance(ListSink.logged[0][0], int)
+    assert manifest.trackers["wandb"]["kept"].isdigit()
+    monkeypatch.delitem(trackers.TRACKERS, "wandb")
+    with pytest.raises(RunnerError, match="names wandb, which this runner does not know"):
+        open_sinks(read_plan(run.plan), run, run.path.parent, {})

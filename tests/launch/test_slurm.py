@@ -143,3 +143,38 @@ def test_ctrl_c_while_following_cancels_the_job_and_the_run_checkpoints(cluster,
     assert manifest.attempts[-1].state == "interrupted" and manifest.plan.device.count == 2
     run_dir = tmp_path / "runs" / "tiny" / manifest.run_id
     assert list((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json"))
+
+
+def test_a_pending_job_without_a_reason_shows_none_of_slurm_s_none(tmp_path, monkeypatch):
+    """scontrol writes Reason=None for a job with nothing to wait for: runner shows no reason, never
+    "(None)", in runner submit's lines and in the daemon's status alike."""
+    from runner.commands.submit import _describe
+    from runner.daemon.slurm_executor import SlurmRun
+
+    (tmp_path / "scontrol").write_text("#!/bin/sh\necho 'JobId=7 JobName=runner-x JobState=PENDING Reason=None "
+                                       "ExitCode=0:0 NodeList=(null) Command=/x/job.sbatch'\n")
+    (tmp_path / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    job = slurm.status("7")
+    assert job.state == "PENDING" and job.reason == ""
+    assert _describe(job) == "PENDING"
+    assert SlurmRun(1, "7", None, tmp_path / "log", status=job).detail == "queued in Slurm as job 7"
+    waiting = slurm.JobStatus("7", "PENDING", "Priority", "0:0", "", None)
+    assert _describe(waiting) == "PENDING (Priority)"
+    assert SlurmRun(1, "7", None, tmp_path / "log", status=waiting).detail == "queued in Slurm as job 7 (Priority)"
+
+
+def test_runner_submit_shows_the_job_s_json_events_as_sentences_and_waits_for_whole_lines(tmp_path, capsys):
+    from runner.commands.submit import _print_new
+
+    output = tmp_path / "slurm-7.out"
+    output.write_text('{"event": "progress", "step": 1, "total_steps": 2, "loss": 0.8192039728164673}\n'
+                      'Plan for tiny: sft\n{"event": "run_fin')
+    offset = _print_new(output, 0)
+    assert capsys.readouterr().out == "step 1/2  loss 0.8192\nPlan for tiny: sft\n"
+    with open(output, "a") as handle:
+        handle.write('ished", "state": "succeeded", "run_dir": "/r"}\ntiny: SUCCEEDED')
+    offset = _print_new(output, offset)
+    assert capsys.readouterr().out == "run finished: succeeded\n"
+    assert _print_new(output, offset, everything=True) == output.stat().st_size
+    assert capsys.readouterr().out == "tiny: SUCCEEDED\n"

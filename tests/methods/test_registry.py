@@ -1,6 +1,8 @@
 """The method registry: descriptors are found, complete and consistent, and nothing else names a method."""
 
 import ast
+import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import pytest
 
 from runner import formats
 from runner.errors import RunnerError
+from runner.execute.context import Trained
 from runner.methods import descriptors, registry
 from runner.plan.rows import KINDS
 from runner.spec.fielddocs import field_docs
@@ -33,8 +36,14 @@ def test_each_descriptor_is_complete(descriptor):
 
 
 @pytest.mark.parametrize("descriptor", registry.descriptors(), ids=registry.names())
-def test_each_recipe_imports_and_trains(descriptor):
-    assert callable(descriptor.load_recipe().train)
+def test_each_recipe_trains_from_the_run_context_and_has_an_example(descriptor):
+    """A recipe is `train(ctx) -> Trained` (what runner.execute.job calls), and a spec under specs/examples
+    trains its method (the examples are validated, planned and run by their own tests)."""
+    signature = inspect.signature(descriptor.load_recipe().train)
+    assert list(signature.parameters) == ["ctx"] and signature.return_annotation in ("Trained", Trained)
+    examples = [path for path in (REPO / "specs" / "examples").rglob("*.yaml")
+                if re.search(rf"^method: {descriptor.name}\b", path.read_text(), re.MULTILINE)]
+    assert examples, f"no example spec trains {descriptor.name}"
 
 
 @pytest.mark.parametrize("descriptor", registry.descriptors(), ids=registry.names())

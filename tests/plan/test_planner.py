@@ -256,6 +256,8 @@ def test_cuda_asked_without_gpu(tiny_project):
 
 def test_machine_is_a_frozen_record():
     assert dataclasses.is_dataclass(CPU) and not CPU.has_cuda and TWO_GPUS.has_cuda
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CPU.cuda_devices = 8  # a plan's machine is what it was planned for
 
 
 def test_packing_is_chosen_when_rows_vary_in_length(tiny_project, tmp_path):

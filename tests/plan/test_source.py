@@ -68,3 +68,16 @@ def test_a_hub_model_that_is_nowhere_says_how_to_download_it(tmp_path, monkeypat
     with pytest.raises(RunnerError, match="not in the local hub cache") as error:
         locate(ModelSource(hub="someorg/some-model"), tmp_path, tmp_path)
     assert "hf download someorg/some-model" in error.value.hint and "huggingface-cli" not in error.value.hint
+
+
+def test_a_sparse_terabyte_tokenizer_is_refused_before_it_is_read(tmp_path):
+    """A 1 GB sparse tokenizer.json was read whole by plan (5.4 GB, a traceback)."""
+    from runner.plan.source import load_tokenizer
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    with open(model / "tokenizer.json", "wb") as handle:
+        handle.truncate(1 << 40)
+    with pytest.raises(RunnerError, match="tokenizer.json is 1,099,511,627,776 bytes"):
+        load_tokenizer(locate(ModelSource.model_validate("./model"), tmp_path, tmp_path))

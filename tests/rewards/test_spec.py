@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from runner.install import pip_install
 from runner.rewards import pattern
 from runner.spec.check import check_spec
 from tests.conftest import BASE_SPEC, REPO, write_jsonl
@@ -108,7 +109,7 @@ def test_without_re2_the_patterns_are_a_warning_not_a_guess(prompts, monkeypatch
     assert result.errors == []
     (warning,) = result.warnings
     assert warning.path == "grpo.reward.regex" and "google-re2 is not installed here" in warning.summary
-    assert warning.hint == "where jobs run: pip install 'runner-finetune[rewards]'"
+    assert warning.hint == f"where jobs run: {pip_install('rewards')}" and "[rewards]" in warning.hint
 
 
 def test_declared_rewards_stay_torch_free():

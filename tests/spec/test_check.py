@@ -1,5 +1,7 @@
 """check_spec end to end: every diagnostic kind, with its field path, line and column."""
 
+import dataclasses
+
 from runner.spec.check import check_spec
 from tests.conftest import BASE_SPEC, write_jsonl
 
@@ -208,11 +210,40 @@ def test_a_missing_data_file_suggests_the_one_beside_it(project):
 
 def test_a_tracker_that_is_not_installed_is_a_warning_with_the_pip_command(project, monkeypatch):
     from runner import trackers
+    from runner.install import pip_install
 
-    monkeypatch.setitem(trackers.TRACKERS, "wandb", trackers.Tracker("wandb", ("no_such_module_here",), "wandb"))
+    absent = dataclasses.replace(trackers.TRACKERS["wandb"], modules=("no_such_module_here",))
+    monkeypatch.setitem(trackers.TRACKERS, "wandb", absent)
     result = check_spec(project(BASE_SPEC + "outputs:\n  report_to: [tensorboard, wandb]\n"))
     assert result.errors == []
     (warning,) = result.warnings
     assert warning.path == "outputs.report_to[1]" and "wandb is not installed here" in warning.summary
-    assert warning.hint == "where jobs run: pip install 'runner-finetune[wandb]'"
+    assert warning.hint == f"where jobs run: {pip_install('wandb')}"  # its forms: tests/test_install.py
     assert find(project(BASE_SPEC + "outputs:\n  report_to: [mlflow, mlflow]\n"), "outputs.report_to").is_error
+
+
+def test_job_references_that_lead_back_to_the_spec_are_errors(project):
+    """`{job: self}` and a <-> b used to pass validate and wait in `queued: dependency` forever (issue 20)."""
+    self_spec = BASE_SPEC.replace("./tiny-model", "{job: tiny}")
+    assert "a job cannot build on its own result" in find(project(self_spec), "base_model.job").summary
+    project(BASE_SPEC.replace("name: tiny", "name: b").replace("./tiny-model", "{job: c}"), name="b.yaml")
+    project(BASE_SPEC.replace("name: tiny", "name: c").replace("./tiny-model", "{job: a}"), name="c.yaml")
+    a = project(BASE_SPEC.replace("name: tiny", "name: a").replace("./tiny-model", "{job: b}"), name="a.yaml")
+    assert "makes a cycle: a -> b -> c -> a" in find(a, "base_model.job").summary
+    c = project(BASE_SPEC.replace("name: tiny", "name: c").replace("./tiny-model", "./tiny-model"), name="c.yaml")
+    assert check_spec(a).errors == [] and c.exists()  # the chain now ends at a model
+
+
+def test_a_yaml_file_with_a_name_line_is_not_a_spec_of_that_name(project):
+    """A CI file's `name:` beside the specs made every `{job: NAME}` of that name ambiguous (issue 20)."""
+    project(BASE_SPEC.replace("name: tiny", "name: first-stage"), name="first.yaml")
+    project("name: first-stage\non: [push]\njobs: {}\n", name="ci.yaml")
+    assert check_spec(project(BASE_SPEC.replace("./tiny-model", "{job: first-stage}"))).errors == []
+
+
+def test_a_flattened_section_key_is_shown_the_nesting_it_needs(project):
+    spec = project(BASE_SPEC + "trainable:\n  mode: lora\n  lora_r: 8\n  lora_dropout: 0.1\n")
+    assert find(spec, "trainable.lora_r").hint == "'r' is a key of 'lora': write lora: {r: 8}"
+    assert find(spec, "trainable.lora_dropout").hint == "'dropout' is a key of 'lora': write lora: {dropout: 0.1}"
+    assert find(project(BASE_SPEC + "trainable:\n  mode: lora\n  lroa: {r: 8}\n"), "trainable.lroa").hint == \
+        "did you mean 'lora'?"

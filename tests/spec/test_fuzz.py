@@ -54,3 +54,27 @@ def test_mutated_example(tmp_path, edits):
     path = tmp_path / "spec.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     assert_total(path)
+
+
+README_FRAGMENTS = ["configs:\n", "- config_name: ", "default", "  data_files:\n", "  - split: train\n", "    path: ",
+                    "'*.jsonl'", "'**/*'", "'[a-'", "'*a*a*a*a*b'", "  default: true\n", "&a ", "*a", "[", "]", "{",
+                    "}", ", ", "\n", "  ", "- ", ": ", "!!python/object ", "<<: ", "\\ud800", "'", '"', "\x00", "x"]
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(README_FRAGMENTS), max_size=40))
+def test_any_dataset_readme_front_matter(tmp_path, fragments):
+    """A dataset folder's README.md is anyone's file: its front matter and globs end in rows or a
+    DataFileError, never another exception (issue 20)."""
+    from runner.data.files import DataFileError
+    from runner.data.sources import resolve
+    from runner.spec.models import DataSource
+
+    folder = tmp_path / "rows"
+    folder.mkdir(exist_ok=True)
+    (folder / "train.jsonl").write_text('{"text": "a"}\n')
+    (folder / "README.md").write_text("---\n" + "".join(fragments) + "\n---\n", errors="surrogatepass")
+    try:
+        resolve(DataSource.model_validate("rows"), tmp_path, "train")
+    except DataFileError:
+        pass

@@ -132,11 +132,9 @@ def deep_row(folder: Path) -> str:
     return SPEC
 
 
-def gigabyte_row(folder: Path) -> str:
-    path = folder / "data" / "train.jsonl"
-    path.write_bytes(b'{"text": "')
-    with open(path, "r+b") as handle:
-        handle.truncate(1 << 30)  # one line of a gigabyte (sparse: no disk is used)
+def long_row(folder: Path) -> str:
+    """One line of 64 MiB of text (a sparse file of zeros is refused sooner: its NUL bytes are no text)."""
+    (folder / "data" / "train.jsonl").write_bytes(b'{"text": "' + b"x" * (64 << 20))
     return SPEC
 
 
@@ -227,6 +225,27 @@ def hub_readme(front_matter: str):
     return setup
 
 
+def alias_chain(levels: int) -> str:
+    """`a0: &a0 [x, x, ...]`, then each level a list of 9 aliases of the one before: 9**levels values."""
+    lines = ["a0: &a0 [" + ", ".join(["xxxxxxxx"] * 9) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
+def evals_with(files: dict[str, bytes | str | None], evals: str):
+    """A spec with `evals: {evals}`, and files beside it (None: a FIFO)."""
+    def setup(folder: Path) -> str:
+        for name, content in files.items():
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if content is None:
+                os.mkfifo(path)
+            else:
+                path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return spec_with(f"evals: {evals}\n")
+    return setup
+
+
 CASES = {
     # YAML
     "recursive alias": (lambda f: spec_with("x: &a [*a]\n"), "alias *a is used inside the value it names"),
@@ -255,7 +274,7 @@ CASES = {
     "data file is /dev/urandom": (device_data("/dev/urandom"), "character device, not a regular file"),
     "data file is /dev/zero": (device_data("/dev/zero"), "character device, not a regular file"),
     "100,000-deep JSON row": (deep_row, "nested more than 64 levels deep"),
-    "a 1 GB single-line row": (gigabyte_row, "longer than 16 MiB", 10.0),  # the kernel's time to read a GB
+    "a 64 MiB single-line row": (long_row, "longer than 16 MiB"),
     # tabular data files, folders and hub datasets
     "parquet file is a FIFO": (lambda f: os.mkfifo(f / "data" / "pipe.parquet")
                                or spec_with(**{"data/train.jsonl": "data/pipe.parquet"}), "FIFO (named pipe)"),
@@ -265,13 +284,21 @@ CASES = {
     "a .parquet file that is JSON": (data_file("x.parquet", b'{"text": "a"}\n'), "is not a parquet file"),
     "arrow body of 2**60 bytes": (patched_arrow("body", 2**60), "is not a readable arrow file"),
     "arrow batch of 2**40 rows": (patched_arrow("rows", 2**40), "is not a readable arrow file"),
-    "a 1 GB single-line CSV row": (data_file("x.csv", b"prompt,completion\n\"", size=1 << 30),
-                                   "longer than 16 MiB", 10.0),
+    "a 64 MiB single-line CSV row": (data_file("x.csv", b"prompt,completion\n\"" + b"x" * (64 << 20)),
+                                     "longer than 16 MiB"),
     "state.json names a file outside": (saved_state('{"_data_files": [{"filename": "../../etc/passwd"}]}'),
                                         "expected an arrow file in the folder"),
     "state.json nested 100,000 deep": (saved_state("[" * 100_000 + "]" * 100_000), "nested more than"),
     "hub README 10,000-deep front matter": (hub_readme("configs: " + "[" * 10_000 + "]" * 10_000),
-                                            "front matter is not valid YAML"),
+                                            "front matter cannot be read"),
+    "hub README 9x9 alias chain": (hub_readme(alias_chain(9)), "aliases expand to more than"),
+    "900 KB string aliased in samples": (lambda f: spec_with(f"description: &s {'x' * 900_000}\n"
+                                                             "samples: [*s, *s, *s, *s, *s, *s, *s, *s]\n"),
+                                         "aliases expand to more than 2,097,152 characters"),
+    "JSONL row with a lone surrogate": (data_file("x.jsonl", b'{"prompt": "\\ud800", "completion": "a"}\n'),
+                                        "lone surrogate \\ud800"),
+    "sparse 1 TB JSONL": (data_file("x.jsonl", b'{"text": "a"}\n', size=1 << 40), "holds a NUL byte at offset 14"),
+    "sparse 1 TB CSV": (data_file("x.csv", b"prompt,completion\n", size=1 << 40), "holds a NUL byte"),
     # model files
     "config.json is a list": (model_folder([]), "not a model config"),
     "config.json is a string": (model_folder('"llama"'), "not a model config"),
@@ -287,6 +314,18 @@ CASES = {
     "GGUF array of 2**63 items": (gguf_model(gguf_kv("x", 9, struct.pack("<IQ", 0, 2**63)), 1), "not a model file"),
     "GGUF 5,000 nested arrays": (gguf_model(gguf_string("x") + nested_arrays(5000), 1), "nests arrays more than"),
     "sparse 1 TB GGUF with kv_count 2**62": (gguf_model(b"", 2**62, size=1 << 40), "metadata keys"),
+    # evals
+    "test set is a FIFO": (evals_with({"data/test.jsonl": None}, "{sets: [{name: t, data: data/test.jsonl, "
+                                      "metrics: [exact_match]}]}"), "FIFO (named pipe)"),
+    "json schema 100,000 deep": (evals_with({"data/test.jsonl": '{"prompt": "p"}\n', "s.json": "[" * 100_000},
+                                            "{sets: [{name: t, data: data/test.jsonl, metrics: [{json_schema: "
+                                            "s.json}]}]}"), "nested more than"),
+    "task YAML 10,000 deep": (evals_with({"tasks/t.yaml": "task: t\nx: " + "[" * 10_000 + "]" * 10_000},
+                                         "{tasks: [{task: t, include_path: tasks}]}"), "evals.tasks[0]"),
+    "task YAML that includes itself": (evals_with({"tasks/t.yaml": "task: t\ninclude: t.yaml\n"},
+                                                  "{tasks: [{task: t, include_path: tasks}]}"),
+                                       "includes nest more than 8 levels"),
+    "include_path is /": (lambda f: spec_with("evals: {tasks: [{task: t, include_path: /}]}\n"), "entries", 15.0),
 }
 
 
