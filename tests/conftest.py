@@ -7,12 +7,24 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+TRAINING_STACK = ("torch", "transformers", "trl", "peft")
+
+
+def assert_imports_none_of(code: str, heavy: tuple[str, ...] = TRAINING_STACK) -> None:
+    """Run `code` in a fresh interpreter (from the repository) and fail if it leaves any of `heavy` imported:
+    the torch-free layers stay free of the training stack and of the optional extras."""
+    check = f"{code}\nimport sys\nfound = [m for m in {heavy!r} if m in sys.modules]\nassert not found, found\n"
+    completed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

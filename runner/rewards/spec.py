@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, RootModel, field_validator, model_validator
+from pydantic import Field, RootModel, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from runner import confine
@@ -128,8 +128,9 @@ class JsonCheck(_Answer):
     """The answer is a JSON document, conforming to a schema when one is given."""
 
     schema: dict[str, Any] | None = None
-    """A JSON Schema (keywords: type, properties, required, additionalProperties, items, enum, const,
-    minimum, maximum, exclusiveMinimum, exclusiveMaximum, minLength, maxLength, minItems, maxItems, pattern)."""
+    """A JSON Schema, the subset that evals' json_schema metric checks (type, enum, const, properties, required,
+    additionalProperties, items, minItems, maxItems, minLength, maxLength, minimum, maximum, exclusiveMinimum,
+    exclusiveMaximum, anyOf, allOf, oneOf, not) plus `pattern`, on RE2."""
 
     @field_validator("schema")
     @classmethod

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runner.daemon.states import State
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_imports_none_of
 from tests.daemon.harness import Daemon, handle, ledger, spec_text, wait_until
 
 def test_valid_invalid_half_written_and_duplicate_specs(daemon, tmp_path):
@@ -323,9 +323,5 @@ def test_declared_rewards_run_without_the_allow_option_and_reward_code_does_not(
 
 
 def test_the_daemon_modules_stay_torch_free():
-    code = ("import sys\nimport runner.daemon.supervisor, runner.commands.watch, runner.commands.status\n"
-            "import runner.daemon.web, runner.daemon.report, runner.commands.serve\n"
-            "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert completed.returncode == 0, completed.stderr
+    assert_imports_none_of("import runner.daemon.supervisor, runner.commands.watch, runner.commands.status\n"
+                           "import runner.daemon.web, runner.daemon.report, runner.commands.serve")
