@@ -11,12 +11,12 @@ For each strategy, `runner plan` machinery makes the plan (hardware.strategy ddp
 CPU processes); torchrun then starts 2 processes that each build the model as the executor does
 (a full copy per process for ddp; sharding.build for fsdp) and run runner's SFT loop
 (runner/methods/sft.py) for `--steps` steps, no checkpoint. Each process reports its peak RSS
-growth over its own baseline after imports (VmHWM reset through /proc/self/clear_refs); the
-estimate's "runtime" line is left out on both sides, as in bench/memory.py.
+growth over its own baseline after imports, tokenizer and data (VmHWM reset through
+/proc/self/clear_refs); the estimate's runtime, tokenizer and data lines are left out on both sides.
 
 glibc keeps freed heap memory in a process's RSS, so a peak of RSS also counts buffers freed long
 before (FSDP allocates and frees each block's gathered copy several times a step): the workers
-run with MALLOC_MMAP_THRESHOLD_=1 MiB (bench/memory.py's measuring_environment), which hands large
+run with MALLOC_MMAP_THRESHOLD_=1 MiB (measuring_environment), which hands large
 buffers back when they are freed, so the peak is memory in use, for both strategies
 (`--system-malloc` measures without it).
 
@@ -48,6 +48,16 @@ training: {{batch_size: {batch}, max_length: {length}, max_steps: {steps}, learn
 hardware: {{device: cpu, gpus: 2, strategy: {strategy}, precision: fp32, max_memory_gb: 64}}
 outputs: {{checkpoint_every: 1000}}
 """
+
+
+BASELINE_ITEMS = ("runtime", "tokenizer", "data")
+"""Estimate lines that the workers' baseline already holds."""
+
+
+def measuring_environment(system_malloc: bool) -> dict[str, str]:
+    """The environment of a measuring process: large buffers handed back to the system when freed
+    (see the module's docstring), unless `system_malloc` asks for glibc's default thresholds."""
+    return {**os.environ, **({} if system_malloc else {"MALLOC_MMAP_THRESHOLD_": str(2**20)})}
 
 
 def make_model(folder: Path, hidden: int, layers: int) -> int:
@@ -125,7 +135,6 @@ def main() -> None:
         worker(Path(args.worker), Path(args.out))
         return
 
-    from bench.memory import measuring_environment
     from runner.plan.planner import make_plan
 
     results = {}
@@ -142,7 +151,8 @@ def main() -> None:
             spec.write_text(SPEC.format(strategy=strategy, batch=args.batch, length=args.length, steps=args.steps))
             plan = make_plan(spec, run_root=folder)
             (folder / f"{strategy}.json").write_text(plan.model_dump_json())
-            estimate = sum(item.bytes for item in plan.memory.items if item.name != "runtime")
+            step = next(moment for moment in plan.memory.moments if moment.name == "a training step")
+            estimate = step.bytes - sum(item.bytes for item in plan.memory.items if item.name in BASELINE_ITEMS)
             command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                        __file__, "--worker", str(folder / f"{strategy}.json"), "--out", str(folder)]
             completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO,

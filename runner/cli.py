@@ -132,16 +132,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="write the plan and the script, print the script, submit nothing")
     submit.add_argument("--quiet", action="store_true", help="do not print the plan")
 
-    sample = commands.add_parser(
-        "sample", help="answer prompts with a finished run's model",
-        description="Answer prompts (greedy) with the model of a succeeded run: a run folder, or the latest "
-                    "succeeded run of a spec file, spec name or folder of runs. An adapter run loads its base "
-                    "model where it was trained from, or the same hub model found on this machine.")
-    sample.add_argument("run_dir", metavar="RUN", help="a run folder, a spec file, or a spec name")
+    sample = _on_a_run(
+        commands, "sample", "answer prompts with a finished run's model",
+        "Answer prompts (greedy) with the model of a succeeded run: a run folder, or the latest succeeded run of a "
+        "spec file, spec name or folder of runs. An adapter run loads its base model where it was trained from, or "
+        "the same hub model found on this machine.")
     sample.add_argument("prompts", nargs="+", metavar="PROMPT", help="a prompt, answered greedily (quote it)")
     sample.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N",
                         help="the longest answer, in tokens (default 64)")
-    _runs_dir(sample)
+
+    export = _on_a_run(
+        commands, "export", "write a LoRA run's adapter merged into its base, as a plain transformers folder",
+        "Merge a succeeded LoRA run's adapter into its base model and write a folder that "
+        "AutoModelForCausalLM.from_pretrained loads alone, with the tokenizer and a model card. A quantized base is "
+        "merged dequantised: the weights the run computed with. Runs on the CPU.")
+    export.add_argument("--out", metavar="DIR", help="the folder to write (default: RUN/merged); it must not exist")
 
     evaluate = commands.add_parser(
         "eval", help="evaluate a run, a model folder or a hub id (the spec's evals, or an evals file)",
@@ -311,6 +316,15 @@ def _state_dir(parser: argparse.ArgumentParser) -> None:
                         "config, or ~/.local/state/runner)")
 
 
+def _on_a_run(commands, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand on a finished run: RUN (a run folder, or the latest succeeded run of a spec), and the run root
+    to find it in."""
+    parser = commands.add_parser(name, help=summary, description=description)
+    parser.add_argument("run_dir", metavar="RUN", help="a run folder, a spec file, or a spec name")
+    _runs_dir(parser)
+    return parser
+
+
 def _runs_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", help=f"the run root (default: {RUN_ROOT_DEFAULT})")
 
@@ -345,6 +359,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from runner.commands.sample import sample
 
         return sample(args.run_dir, args.prompts, args.max_new_tokens, args.runs_dir)
+    if args.command == "export":
+        from runner.commands.export import export
+
+        return export(args.run_dir, args.out, args.runs_dir)
     if args.command == "eval":
         from runner.commands.eval import evaluate
 

@@ -104,7 +104,8 @@ class Metrics(Record):
     tokens_per_second: float | None = None
     trained_tokens: int | None = None
     peak_memory_bytes: int | None = None
-    """Peak GPU memory allocated (CUDA) or peak RSS of the process (CPU)."""
+    """What the plan's memory estimate predicts, measured: the process's peak resident memory (CPU), or the
+    GPU memory PyTorch reserved at its peak plus the CUDA context (CUDA)."""
     method: dict[str, float] = Field(default_factory=dict)
     """Method metrics of the last log line (DPO reward accuracy and margins, PPO scores...)."""
 
@@ -258,3 +259,5 @@ class Manifest(Record):
     """Where each experiment tracker of outputs.report_to got the metrics (TensorBoard log dir, MLflow
     tracking URI and run id, W&B run id); a resumed run continues there."""
     finished_at: str | None = None
+    checkpoints_removed_bytes: int | None = None
+    """The checkpoints deleted once the run succeeded (outputs.keep_checkpoints_after_success keeps them)."""

@@ -59,7 +59,7 @@ class Tracker:
         return pip_install(self.extra)
 
     def installed(self) -> bool:
-        return all(_importable(module) for module in self.modules)
+        return all(importable(module) for module in self.modules)
 
     def open(self, opening: SinkOpening) -> Sink:
         module, _, name = self.sink.partition(":")
@@ -74,7 +74,8 @@ TRACKERS = {tracker.name: tracker for tracker in (
 TRACKER_NAMES = tuple(TRACKERS)
 
 
-def _importable(module: str) -> bool:
+def importable(module: str) -> bool:
+    """Whether `module` can be imported here: found, never imported (validate stays light)."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):

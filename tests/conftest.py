@@ -33,6 +33,13 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
+def finished_checkpoints(runs: Path) -> list[Path]:
+    """The checkpoints under a run root's run folders that are complete: written and renamed into place (a
+    `checkpoint-N.partial` folder holds its done-file for a moment before it is renamed)."""
+    return [done.parent for done in runs.glob("*/checkpoints/checkpoint-*/trainer_state.json")
+            if not done.parent.name.endswith(".partial")]
+
+
 def write_safetensors_header(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
     """A safetensors file whose header names these tensors (the data is never read by validate)."""
     header, offset = {}, 0

@@ -18,6 +18,7 @@ from pathlib import Path
 from runner import confine
 from runner.errors import RunnerError
 from runner.evals import tasks
+from runner.install import pip_install
 
 NOT_METRICS = {"sample_len", "alias", "name"}
 """Keys of lm-eval's results that describe the task, not the model."""
@@ -41,7 +42,7 @@ def evaluate(model, tokenizer, task: str, include_path: Path | None, *, limit: i
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise RunnerError(f"evaluating the lm-eval task {task} needs lm-eval, which is not installed",
-                          f"install it: {tasks.INSTALL}") from None
+                          f"install it: {pip_install(tasks.EXTRA)}") from None
     found, _ = tasks.find_task(task, include_path)
     if include_path is not None:
         _check_confined(include_path, found)

@@ -38,7 +38,8 @@ DEFAULT_GEN_TOKENS = 256
 ASSUMED_CHOICES = 4
 """Choices per multiple-choice question, for the cost estimate (the doc decides; 4 is the common case)."""
 _TASK_LINE = re.compile(rb"^(?:task|group):\s*['\"]?([A-Za-z0-9_.-]+)['\"]?\s*$", re.MULTILINE)
-INSTALL = "pip install 'runner-finetune[evals]' (lm-eval-harness)"
+EXTRA = "evals"
+"""The extra that installs lm-eval-harness."""
 
 
 class _TaskLoader(yaml.SafeLoader):

@@ -9,7 +9,8 @@ from runner.execute.save import portable_name
 from runner.plan.render import human
 
 
-def write_card(folder: Path, manifest: Manifest) -> None:
+def write_card(folder: Path, manifest: Manifest, note: str | None = None) -> None:
+    """`note`: what was done to the run's model to make this folder (an export says how it merged)."""
     plan = manifest.plan
     t = plan.trainable
     hub_datasets = sorted({data.spec["hub"] for data in plan.inputs.data if data.spec.get("hub")})
@@ -26,6 +27,7 @@ def write_card(folder: Path, manifest: Manifest) -> None:
         f"Fine-tuned with [runner](https://pypi.org/project/runner-finetune/) from `{manifest.base_model.reference}` "
         f"({manifest.base_model.kind}), method **{manifest.method}**, run `{manifest.run_id}`.",
         *_weights_note(manifest),
+        *(["", note] if note else _quantized_note(plan)),
         "",
         "## What was trained",
         "",
@@ -76,6 +78,13 @@ def _weights_note(manifest: Manifest) -> list[str]:
         return []
     return ["", f"The base weights were read from `{Path(weights.path).name}` (sha256 `{weights.sha256[:16]}`, "
                 f"{weights.quantization}), dequantised to fp32."]
+
+
+def _quantized_note(plan) -> list[str]:
+    quantized = plan.trainable.quantized
+    if quantized is None:
+        return []
+    return ["", f"The frozen base was stored {quantized.storage().describe()} while the adapter trained."]
 
 
 def _score(value: float | None) -> str:

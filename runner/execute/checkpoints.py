@@ -3,9 +3,9 @@
     checkpoint-<step>/
       tensors/*.safetensors  the trainable parameters and the optimizer's state tensors, written by
                              torch.distributed.checkpoint with its Hugging Face storage writer: each
-                             process writes one file with the slices it holds (under FSDP its shards;
-                             a tensor that every process holds is written once), and the offsets
-                             of each slice in that file's JSON header
+                             process writes files of about 256 MiB with the slices it holds (under
+                             FSDP its shards; a tensor that every process holds is written once), and
+                             the offsets of each slice in each file's JSON header
       state.json             the rest: step, optimizer hyperparameters, learning-rate schedule
       rng-<rank>.json        each process's random-number state
       trainer_state.json     written last, after every process finished: marks the checkpoint complete
@@ -38,6 +38,8 @@ from runner.fsutil import write_atomically
 TENSORS = "tensors"
 STATE_FILE = "state.json"
 DONE_FILE = "trainer_state.json"
+FILE_BYTES = 256 * 2**20
+"""Tensors per checkpoint file, in bytes (runner.plan.memory.CHECKPOINT_FILE_BYTES counts the same)."""
 PICKLED_FORMAT = "state.pt"
 """Written by runner before checkpoints dropped pickle; never loaded."""
 
@@ -66,7 +68,8 @@ def save(folder: Path, step: int, training: Training, keep: int) -> Path:
     _barrier()
     tensors, state = _flatten(training)
     with _one_process_is_expected():
-        dcp.save(tensors, storage_writer=dcp.HuggingFaceStorageWriter(str(staging / TENSORS), save_distributed=True))
+        dcp.save(tensors, storage_writer=dcp.HuggingFaceStorageWriter(
+            str(staging / TENSORS), save_distributed=True, fqn_to_index_mapping=files_of(tensors)))
     write_atomically(staging / f"rng-{rank}.json", json.dumps(
         {"cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}))
     if rank == 0:
@@ -82,6 +85,21 @@ def save(folder: Path, step: int, training: Training, keep: int) -> Path:
             shutil.rmtree(old)
     _barrier()
     return target
+
+
+def files_of(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Which file (from 1) each tensor goes to: consecutive tensors, about FILE_BYTES a file. The writer
+    serialises a whole file in memory (twice: safetensors' bytes, then the stream's) before writing it, so
+    bounded files bound the memory a checkpoint takes on top of training (runner.plan.memory counts it).
+    Sizes are the tensors' global ones, so every process of a sharded run maps them alike."""
+    mapping, index, filled = {}, 1, 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        if filled and filled + size > FILE_BYTES:
+            index, filled = index + 1, 0
+        mapping[name] = index
+        filled += size
+    return mapping
 
 
 def load(checkpoint: Path, training: Training) -> int:

@@ -101,9 +101,15 @@ class Context:
                     processing_class=self.tokenizer)
 
     def train_with(self, trainer) -> Trained:
-        """For the TRL recipes: attach the run's callback, train (from the checkpoint when resuming) and
-        hand back what was trained."""
+        """For the TRL recipes: attach the run's callback, give the trainer LoRA+'s optimizer when the plan
+        asks for it, train (from the checkpoint when resuming) and hand back what was trained."""
         self.attach(trainer)
+        lora, training = self.plan.trainable.lora, self.settings.training
+        if lora is not None and lora.loraplus_lr_ratio:  # the trainer keeps an optimizer it is given
+            from runner.execute.trainable import optimizer
+
+            trainer.optimizer = optimizer(trainer.model, lora, training.learning_rate, training.weight_decay,
+                                          fused=training.device == "cuda")
         trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         return Trained.of(trainer)
 

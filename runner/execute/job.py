@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -118,6 +119,8 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
     if worker_of and state == "failed":  # node 0's launcher tells the first failure from its consequences
         _report_failure(run, manifest, rank, peer_gone)
     _finish(run, manifest, state)
+    if state == "succeeded" and rank == 0 and not settings.training.keep_checkpoints_after_success:
+        _remove_checkpoints(run, manifest, events)
     events.event("run_finished", state=state, run_dir=str(run.path),
                  error=manifest.error.message if manifest.error else None)
     library_output.detach()
@@ -220,6 +223,19 @@ def _peer_gone(error: BaseException) -> bool:
     return isinstance(error, dist.DistNetworkError) or bool(_PEER_GONE.search(str(error)))
 
 
+def _remove_checkpoints(run: RunDirectory, manifest: Manifest, events: EventLog) -> None:
+    """Checkpoints are there to resume an unfinished run; a succeeded one has its final model saved and
+    hashed, so they go (outputs.keep_checkpoints_after_success keeps them). The manifest already says
+    succeeded: a run stopped in between keeps its checkpoints, and nothing else changes."""
+    if not run.checkpoints.is_dir():
+        return
+    freed = sum(path.stat().st_size for path in run.checkpoints.rglob("*") if path.is_file())
+    manifest.checkpoints_removed_bytes = freed
+    run.write_manifest(manifest)
+    shutil.rmtree(run.checkpoints)
+    events.event("checkpoints_removed", bytes=freed)
+
+
 def _fail(manifest: Manifest, kind: str, message: str, hint: str | None, tail: str | None = None,
           state: str = "failed") -> str:
     manifest.error = RunError(kind=kind, message=message, hint=hint, traceback=tail)
@@ -259,10 +275,10 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
     if sharded:  # built on the meta device with its trainable selection; each process reads its slices
         model = sharding.build(plan, location)
     else:
-        model = loading.load_model(location, descriptor.head, loading.weights_dtype(plan),
-                                   pad_token_id=tokenizer.pad_token_id)
-        if settings.training.device == "cuda":
-            model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if settings.training.device == "cuda" else "cpu"
+        model = loading.load_base(plan, descriptor.head, pad_token_id=tokenizer.pad_token_id, device=device)
+        if plan.trainable.quantized is None:
+            model.to(device)  # a quantized model was loaded there, each weight quantised where it lives
     manifest.timings.load_s = round(time.monotonic() - started, 2)
     manifest.weights = loading.weights_origin(location)
     events.event("model_loaded", model=location.describe(), seconds=manifest.timings.load_s)
@@ -530,8 +546,13 @@ def _git(spec_path: Path) -> GitRecord | None:
 
 
 def _peak_memory() -> int:
+    """What the plan's estimate predicts (runner.plan.memory): on a GPU what the device gave out, PyTorch's
+    peak reservation plus the CUDA context (device memory in use less what PyTorch reserves now); on a CPU
+    the process's peak resident memory."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return int(torch.cuda.max_memory_allocated())
+        free, total = torch.cuda.mem_get_info()
+        context = max(0, total - free - torch.cuda.memory_reserved())  # other processes' memory counts too
+        return int(torch.cuda.max_memory_reserved() + context)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

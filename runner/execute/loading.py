@@ -19,7 +19,7 @@ from runner.fsutil import cache_directory, cached_record, file_sha256, stat_key
 from runner.manifest import WeightsOrigin
 from runner.methods.registry import SCORE
 from runner.plan import source
-from runner.plan.models import ModelIdentity, Plan
+from runner.plan.models import ModelIdentity, Plan, QuantizedBase
 from runner.plan.skeleton import model_class
 from runner.plan.source import ModelLocation
 
@@ -51,14 +51,46 @@ def load_tokenizer(location: ModelLocation):
     return tokenizer
 
 
-def load_model(location: ModelLocation, head: str, dtype: torch.dtype, *, pad_token_id: int | None = None):
-    """The model with the head a method trains (runner.methods.registry: CAUSAL_LM or SCORE)."""
+def load_model(location: ModelLocation, head: str, dtype: torch.dtype, *, pad_token_id: int | None = None,
+               quantized: QuantizedBase | None = None, device: str = "cpu"):
+    """The model with the head a method trains (runner.methods.registry: CAUSAL_LM or SCORE); with
+    `quantized`, its linear weights stored by bitsandbytes on `device` (where they are quantised), and
+    checked to be exactly the weights the plan counted."""
     folder, kwargs = weights_source(location)
     extra = {"num_labels": 1} if head == SCORE else {}
+    if quantized is not None:
+        extra.update(quantization_config=bitsandbytes_config(quantized), device_map={"": device})
     model = model_class(head).from_pretrained(folder, dtype=dtype, **kwargs, **extra)
     if head == SCORE and pad_token_id is not None:
         model.config.pad_token_id = pad_token_id  # the score is read at the last non-pad token
+    if quantized is not None:
+        stored = sorted(quantized_names(model))
+        if stored != sorted(quantized.quantized):
+            raise RunnerError(f"bitsandbytes quantized {len(stored)} weights of the model; the plan counted "
+                              f"{len(quantized.quantized)}", "make a new plan with this version of transformers")
     return model
+
+
+def load_base(plan: Plan, head: str, *, pad_token_id: int | None = None, device: str = "cpu"):
+    """The plan's base model as a run trains it: in the dtype its precision implies, quantized as it says."""
+    return load_model(location_of(plan), head, weights_dtype(plan), pad_token_id=pad_token_id,
+                      quantized=plan.trainable.quantized, device=device)
+
+
+def bitsandbytes_config(quantized: QuantizedBase):
+    from transformers import BitsAndBytesConfig
+
+    if quantized.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantized.type,
+                              bnb_4bit_use_double_quant=quantized.double_quant,
+                              bnb_4bit_compute_dtype=DTYPES[quantized.compute_dtype])
+
+
+def quantized_names(model) -> list[str]:
+    """The parameters bitsandbytes stores quantized (4-bit Params4bit, 8-bit Int8Params)."""
+    return [name for name, parameter in model.named_parameters()
+            if type(parameter).__name__ in ("Params4bit", "Int8Params")]
 
 
 def weights_source(location: ModelLocation) -> tuple[str, dict]:
@@ -122,18 +154,19 @@ def dequantised_gguf(gguf_path: Path) -> Path:
 
 
 def load_result(run, plan):
-    """The trained model of a run: its saved folder, or the base with the saved adapter."""
+    """The trained model of a run, on the CPU: its saved folder, or the base (quantized as the plan says)
+    with the saved adapter."""
     from runner.methods import registry
 
-    saved = run.model.is_dir()
-    location = ModelLocation("local", str(run.model), run.model) if saved else base_location(plan)
-    tokenizer = load_tokenizer(location)
-    model = load_model(location, registry.get(plan.method).head, torch.float32)
-    if saved:
-        return model, tokenizer
+    head = registry.get(plan.method).head
+    if run.model.is_dir():
+        location = ModelLocation("local", str(run.model), run.model)
+        return load_model(location, head, torch.float32), load_tokenizer(location)
+    location = base_location(plan)
+    base = load_model(location, head, torch.float32, quantized=plan.trainable.quantized, device="cpu")
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, run.adapter), tokenizer
+    return PeftModel.from_pretrained(base, run.adapter), load_tokenizer(location)
 
 
 def base_location(plan):
@@ -148,7 +181,7 @@ def base_location(plan):
         return trained
     if trained.hub_id is None:
         raise RunnerError(f"the base model of this run, {plan.inputs.base_model.reference} ({trained.path}), "
-                          "is not on this machine", "copy it to the same place, or sample on the training machine")
+                          "is not on this machine", "copy it to the same place, or use it on the training machine")
     revision = plan.inputs.base_model.revision if trained.kind == "hub" else None
     try:
         found = locate(ModelSource(hub=trained.hub_id, revision=revision), trained.path.parent, trained.path.parent)
@@ -157,5 +190,5 @@ def base_location(plan):
             raise
         found = locate(ModelSource(hub=trained.hub_id), trained.path.parent, trained.path.parent)
     if (found.kind, found.revision) != (trained.kind, trained.revision):
-        print(f"note: trained on {trained.describe()}; loading {found.describe()}", file=sys.stderr)
+        print(f"note: trained on {trained.describe()}; using {found.describe()}", file=sys.stderr)
     return found

@@ -28,6 +28,7 @@ class TrainingSettings:
     eval_every: int | None
     checkpoint_every: int
     keep_checkpoints: int
+    keep_checkpoints_after_success: bool
     learning_rate: float
     lr_scheduler: str
     weight_decay: float
@@ -66,7 +67,8 @@ class Settings:
             batch_size=steps.batch_size, micro_batch_size=value("training.micro_batch_size"),
             gradient_accumulation=value("training.gradient_accumulation"), total_steps=steps.total_steps,
             warmup_steps=steps.warmup_steps, eval_every=steps.eval_every, checkpoint_every=steps.checkpoint_every,
-            keep_checkpoints=value("outputs.keep_checkpoints"), learning_rate=value("training.learning_rate"),
+            keep_checkpoints=value("outputs.keep_checkpoints"),
+            keep_checkpoints_after_success=value("outputs.keep_checkpoints_after_success"), learning_rate=value("training.learning_rate"),
             lr_scheduler=value("training.lr_scheduler"), weight_decay=value("training.weight_decay"),
             max_grad_norm=value("training.max_grad_norm"), max_length=value("training.max_length"),
             seed=value("training.seed"), log_every=value("training.log_every"), device=value("hardware.device"),

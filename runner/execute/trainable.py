@@ -19,7 +19,7 @@ from runner import trainable
 from runner.errors import RunnerError
 from runner.manifest import ParameterChanges
 from runner.methods import registry
-from runner.plan.models import Plan
+from runner.plan.models import LoraPlan, Plan
 from runner.plan.skeleton import tied_parameters
 
 
@@ -44,10 +44,29 @@ def apply(model, plan: Plan):
 
     trained_modules = sorted({name.rsplit(".", 1)[0] for name in selection.trained})
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_rslora=lora.rslora,
-                        target_modules=lora.targets, modules_to_save=trained_modules or None, bias="none")
+                        use_dora=lora.dora, target_modules=lora.targets, modules_to_save=trained_modules or None,
+                        bias="none")
     wrapped = get_peft_model(model, config)
     initialise_adapters(wrapped, plan.value("training.seed"))
     return wrapped
+
+
+def optimizer(model, lora: LoraPlan | None, learning_rate: float, weight_decay: float = 0.0, *, extra=(),
+              **adamw):
+    """AdamW over the model's trained parameters (and `extra` ones, at the same rate). With LoRA+, PEFT's
+    groups: B matrices and one-dimensional trained weights at loraplus_lr_ratio x the learning rate; a
+    schedule scales every group's rate alike, so the ratio holds throughout."""
+    if lora is None or not lora.loraplus_lr_ratio:
+        trained = [p for p in model.parameters() if p.requires_grad] + list(extra)
+        return torch.optim.AdamW(trained, lr=learning_rate, weight_decay=weight_decay, **adamw)
+    from peft.optimizers import create_loraplus_optimizer
+
+    built = create_loraplus_optimizer(model, torch.optim.AdamW, lr=learning_rate,
+                                      loraplus_lr_ratio=lora.loraplus_lr_ratio, loraplus_weight_decay=weight_decay,
+                                      **adamw)
+    if extra:
+        built.add_param_group({"params": list(extra), "lr": learning_rate, "weight_decay": weight_decay})
+    return built
 
 
 def initialise_adapters(model, seed: int) -> None:
@@ -104,8 +123,21 @@ def fingerprints(model) -> dict[str, str]:
 
 
 def _fingerprint(tensor: torch.Tensor) -> str:
-    raw = tensor.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy()
-    return hashlib.sha256(memoryview(raw)).hexdigest()
+    """The bytes of a tensor; for a weight stored quantized, its codes and its quantization constants."""
+    digest = hashlib.sha256()
+    for part in (tensor, *_quantization_constants(tensor)):
+        digest.update(memoryview(part.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
+def _quantization_constants(parameter) -> list[torch.Tensor]:
+    """bitsandbytes keeps a 4-bit weight's block scales (and their own scales) in its quant_state, an 8-bit
+    weight's row scales in SCB: part of the weight's value, so part of its fingerprint."""
+    state = getattr(parameter, "quant_state", None)
+    constants = [value for _, value in sorted(state.as_dict(packed=True).items())
+                 if isinstance(value, torch.Tensor)] if state is not None else []
+    scales = getattr(parameter, "SCB", None)
+    return constants + ([scales] if isinstance(scales, torch.Tensor) else [])
 
 
 def adapters_changed(model) -> int:

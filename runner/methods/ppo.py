@@ -1,4 +1,5 @@
-"""PPO for language models (RLHF), written from shared/reference/ppo-design.md.
+"""PPO for language models (RLHF), after the N+ implementation details of RLHF with PPO (Huang et al., 2024)
+and TRL's PPOTrainer, with the differences below said where they are made.
 
 One iteration, top to bottom:
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from runner.errors import RunnerError
+from runner.execute import trainable
 from runner.execute.batches import shuffled_forever
 from runner.execute.context import Context, Trained
 from runner.execute.loop import lr_schedule, resume, save_checkpoint
@@ -238,7 +240,7 @@ class ValueFunction:
 
 
 def _reenable_adapters(model) -> None:
-    """PEFT's set_adapter freezes the inactive adapter; both must keep learning (pitfall 13)."""
+    """PEFT's set_adapter freezes the inactive adapter; both must keep learning, or the policy adapter silently stops training."""
     for name, parameter in model.named_parameters():
         if "lora_" in name:
             parameter.requires_grad_(True)
@@ -337,8 +339,8 @@ def train(ctx: Context) -> Trained:
     policy, tokenizer = ctx.model, ctx.tokenizer
     reference, value, scorer, stop_id = build(ctx)
     examples = ctx.splits["train"].examples  # the prompt, and the columns the reward's checks read
-    trainable = [p for p in policy.parameters() if p.requires_grad] + value.parameters()
-    optimizer = torch.optim.AdamW(trainable, lr=settings.training.learning_rate, eps=1e-5)
+    optimizer = trainable.optimizer(policy, ctx.plan.trainable.lora, settings.training.learning_rate,
+                                    extra=value.parameters(), eps=1e-5)
     schedule = lr_schedule(settings.training, optimizer)
     start = resume(ctx, optimizer, schedule, **_checkpointed(policy, value))
     order = shuffled_forever(len(examples), settings.training.seed, skip=start * settings.batch)
@@ -387,7 +389,8 @@ def rollout_batch(policy, reference, value, scorer, tokenizer, prompts: list[str
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     queries, query_mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
     query_length = queries.shape[1]
-    # An explicit config: the model's own generation_config must not change the sampler (pitfall 5).
+    # An explicit config: the model's own generation_config must not change the sampler (a checkpoint's
+    # generation_config.json may set top_k/top_p, and sampling from a truncated distribution biases the ratio).
     config = GenerationConfig(do_sample=True, temperature=settings.ppo.temperature, top_k=0, top_p=1.0,
                               max_new_tokens=settings.ppo.response_length, eos_token_id=stop_id, pad_token_id=pad_id)
     started = time.monotonic()

@@ -24,7 +24,7 @@ CAUSAL_LM, SCORE = "causal_lm", "score"
 """Model heads: next-token logits, or one scalar per sequence (a reward model)."""
 
 SUPERVISED, PAIRS, UNPAIRED, PROMPTS = "supervised", "pairs", "unpaired", "prompts"
-"""How rows become examples (runner/plan/rowkinds.py): tokens with a loss mask; chosen and rejected
+"""How rows become examples (runner/plan/rows.py): tokens with a loss mask; chosen and rejected
 answers to one prompt; single answers labelled desirable or not; prompts that the policy answers."""
 
 
@@ -181,6 +181,9 @@ class MethodDescriptor:
     """Whether the planner may pack rows into blocks (the section then has a `packing` field)."""
     generates: bool = True
     """Whether the trained model generates text (before/after samples, `runner sample`)."""
+    runner_loop: bool = False
+    """Whether the recipe is one of runner's own training loops (SFT's, PPO's), which checkpoint the trained
+    tensors alone, rather than a TRL trainer (which imports TRL and saves the model with each checkpoint)."""
     dropout: bool = True
     """Whether dropout acts while training. TRL's preference and reward trainers set every dropout
     probability to 0 (their `disable_dropout` defaults to true), as runner's PPO does: LoRA's dropout then

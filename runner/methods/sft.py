@@ -7,7 +7,7 @@ packing puts the whole batch in one row under a dense mask. This loop does what 
 PyTorch loop does, plus what a run needs:
 
     setup   batches of the plan (packed blocks with per-document attention, or padded rows),
-            AdamW (fused on GPU), the schedule, autocast, gradient checkpointing, DDP (or the
+            AdamW (fused on GPU; LoRA+ groups), the schedule, autocast, gradient checkpointing, DDP (or the
             FSDP model the job built), resume
     train   per step: micro-batches, loss = sum of token losses / tokens in the step (so
             packed or not, one micro-batch or eight, one process or eight, the gradient is the
@@ -26,7 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from runner.execute import sharding
+from runner.execute import sharding, trainable
 from runner.execute.batches import IGNORE, Micro, shuffled_forever, step_micro_batches
 from runner.execute.context import Context, Trained
 from runner.execute.loop import lr_schedule, resume, save_checkpoint
@@ -44,8 +44,8 @@ def train(ctx: Context) -> Trained:
     model = prepared(ctx.model if sharded else ctx.model.to(device), training)  # FSDP placed its shards already
     trained = [p for p in model.parameters() if p.requires_grad]
     fused = device.type == "cuda" and not training.offload  # offload steps on the CPU
-    optimizer = torch.optim.AdamW(trained, lr=training.learning_rate, weight_decay=training.weight_decay,
-                                  fused=fused)
+    optimizer = trainable.optimizer(model, ctx.plan.trainable.lora, training.learning_rate, training.weight_decay,
+                                    fused=fused)
     schedule = lr_schedule(training, optimizer)
     step = resume(ctx, optimizer, schedule, model=model)
     network = model if sharded else _distributed(model, device, world)

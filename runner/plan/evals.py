@@ -22,6 +22,7 @@ from runner.data import sources
 from runner.errors import RunnerError
 from runner.evals import cache, metrics, rows, tasks
 from runner.fsutil import file_sha256
+from runner.install import pip_install
 from runner.plan.identity import data_identity
 from runner.plan.models import EvalItem, EvalPlan, ModelIdentity, Steps
 from runner.plan.tokens import RowEncoder
@@ -111,7 +112,7 @@ def _plan_set(item: EvalSet, folder: Path, encoder: RowEncoder, evals: EvalsSpec
 
 def _plan_task(task: EvalTask, folder: Path) -> EvalItem:
     if tasks.lm_eval_folder() is None:
-        raise RunnerError(f"evals.tasks {task.label}: lm-eval is not installed", f"install it: {tasks.INSTALL}")
+        raise RunnerError(f"evals.tasks {task.label}: lm-eval is not installed", f"install it: {pip_install(tasks.EXTRA)}")
     include = folder / task.include_path if task.include_path else None
     try:
         found, _ = tasks.find_task(task.task, include)

@@ -154,6 +154,9 @@ class TrainableRow(Frozen):
     family: str
     status: Literal["trained", "frozen", "lora"]
     parameters: int
+    storage: str = ""
+    """How the group's base weights are stored where that is not the run's dtype: `nf4`, `fp4` or `int8` for a
+    quantized base; empty otherwise."""
     names: str
     """The parameter names of the group, with the layer index replaced by N."""
 
@@ -166,6 +169,35 @@ class LoraPlan(Frozen):
     dropout: float
     rslora: bool
     adapter_parameters: int
+    """A and B matrices, and with DoRA the magnitude vectors."""
+    dora: bool = False
+    loraplus_lr_ratio: float | None = None
+    """LoRA+: the learning rate of B matrices (and one-dimensional trained weights) over the others'."""
+
+    @property
+    def scaling(self) -> float:
+        """What the adapter's product is multiplied by: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+        return self.alpha / (self.r ** 0.5 if self.rslora else self.r)
+
+
+class QuantizedBase(Frozen):
+    """The frozen base stored quantized (trainable.quantize, resolved)."""
+
+    bits: Literal[4, 8]
+    type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bf16", "fp16", "fp32"]
+    quantized: list[str]
+    """The weights stored quantized (every linear layer of the blocks; not embeddings, norms or the head)."""
+    stored_bytes: int
+    """What those weights take, quantization constants included."""
+    requantized_gguf: bool = False
+    """The base is a GGUF file, dequantised to fp32 before it is quantized again."""
+
+    def storage(self):
+        from runner.quantization import Storage
+
+        return Storage(self.bits, self.type, self.double_quant, self.compute_dtype)
 
 
 class TrainablePlan(Frozen):
@@ -178,6 +210,8 @@ class TrainablePlan(Frozen):
     trained: list[str]
     """Every parameter name trained in full; the executor checks it applies the same set."""
     lora: LoraPlan | None = None
+    quantized: QuantizedBase | None = None
+    """QLoRA: how the frozen base is stored."""
     notes: list[str] = Field(default_factory=list)
     """What a reader must know: tied weights, new heads, depth of backpropagation."""
     lowest_trained_layer: int | None = None
@@ -247,6 +281,7 @@ class MemoryItem(Frozen):
 
 class MemoryEstimate(Frozen):
     items: list[MemoryItem]
+    """The terms of the moment of the run that needs the most (`peak`); they add up to total_bytes."""
     total_bytes: int
     without_checkpointing_bytes: int
     with_checkpointing_bytes: int
@@ -254,6 +289,32 @@ class MemoryEstimate(Frozen):
     budget_source: str
     fits: bool
     advice: list[str] = Field(default_factory=list)
+    measures: str = ""
+    """What the estimate predicts, as measured: the process's peak resident memory on a CPU, the memory the
+    GPU gives out on a GPU."""
+    peak: str = "a training step"
+    """The moment `items` describe."""
+    moments: list[MemoryItem] = Field(default_factory=list)
+    """Every moment of the run that was estimated, with its total (loading, a training step, writing a
+    checkpoint, saving)."""
+    unknown: list[str] = Field(default_factory=list)
+    """What cannot be known before loading, and how the estimate errs for it."""
+
+
+class DiskItem(Frozen):
+    name: str
+    bytes: int
+    note: str = ""
+    kept: bool = True
+    """Still there once the run has succeeded."""
+
+
+class DiskEstimate(Frozen):
+    """What a run writes: at most `peak_bytes` while it runs, `kept_bytes` after it succeeded."""
+
+    items: list[DiskItem]
+    peak_bytes: int
+    kept_bytes: int
 
 
 class RewardTermPlan(Frozen):
@@ -351,6 +412,8 @@ class Plan(Frozen):
     loss_mask: LossMaskPreview
     steps: Steps
     memory: MemoryEstimate
+    disk: DiskEstimate | None = None
+    """What the run writes (run folder and runner's cache)."""
     inputs: Inputs
     training_path: str
     """Which implementation runs the method (e.g. TRL DPOTrainer), and how."""

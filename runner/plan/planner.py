@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runner import confine, trainable
+from runner import confine, quantization, trainable
 from runner.data import mixing
 from runner.data.files import RowAt
 from runner.errors import RunnerError
@@ -21,11 +21,11 @@ from runner.formats import RowError
 from runner.install import pip_install
 from runner.methods import registry
 from runner.methods.registry import Batching, MethodDescriptor
-from runner.plan import identity, memory, source, strategy, table
+from runner.plan import disk, identity, memory, source, strategy, table
 from runner.plan.evals import plan_evals
 from runner.plan.machine import Machine, detect
-from runner.plan.models import (DeviceFacts, LossMaskPreview, MethodOption, Plan, Resolved, RewardPlan, RewardTermPlan,
-                                Steps, TokenStats)
+from runner.plan.models import (DeviceFacts, LossMaskPreview, MethodOption, Plan, QuantizedBase, Resolved, RewardPlan,
+                                RewardTermPlan, Steps, TokenStats)
 from runner.plan.packing import WORTH_IT, Layouts, keeps_documents_apart, layouts
 from runner.plan.rows import KINDS, mask_rule
 from runner.plan.skeleton import Skeleton, build
@@ -89,7 +89,7 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     config = source.load_config(location)
     tokenizer = source.load_tokenizer(location)
     skeleton = build(config, method.descriptor.head)
-    trainable_plan = _trainable(spec, method, skeleton, settings)
+    trainable_plan = _trainable(spec, method, skeleton, settings, location)
 
     use_chat = settings.pick("data.chat_template", spec.data.chat_template, lambda: _auto_chat_template(tokenizer))
     _require_rows_read(checked)
@@ -113,22 +113,27 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
                         "distil from a teacher of the same model family (the same tokenizer)")
     sizes = {"policy": skeleton.facts.total_parameters, "teacher": teacher.total_parameters if teacher else 0,
              "reward_model": _reward_parameters(reward_location) if reward_location else 0}
-    mem = _memory(spec, method, terms, settings, device, skeleton, trainable_plan, steps, max_length, packing, sizes)
     checkpoint_every = _resolve_outputs(spec, settings, steps)
+    kept = _Kept(data_tokens=_data_tokens(checked, steps, stats, terms), gguf_conversion=_converts_gguf(location))
+    mem, work = _memory(spec, method, terms, settings, device, skeleton, trainable_plan, steps, max_length, packing,
+                        sizes, kept)
     steps = steps.model_copy(update={"micro_batch_size": settings.entries["training.micro_batch_size"].value,
                                      "gradient_accumulation": settings.entries["training.gradient_accumulation"].value,
                                      "checkpoint_every": checkpoint_every})
     _record_method_settings(spec, method, settings)
 
     inputs = identity.inputs(spec_path, checked, location, reward_location, epoch_rows, teacher_location)
+    written = disk.estimate(skeleton.facts, work, steps, spec.outputs.keep_checkpoints,
+                            spec.outputs.keep_checkpoints_after_success, inputs.base_model)
     eval_plan = plan_evals(spec.evals, folder, tokenizer, use_chat, inputs.base_model, steps, spec.training.seed,
                            device.count) if spec.evals is not None and spec.evals.any() else None
     return Plan(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         name=spec.name, method=spec.method, spec=spec.model_dump(mode="json"),
         resolved=settings.entries, device=device, model=skeleton.facts, trainable=trainable_plan,
-        loss_mask=preview, steps=steps, memory=mem, inputs=inputs, training_path=_training_path(method, settings),
-        objective=method.descriptor.objective, reward=_reward_plan(spec),
+        loss_mask=preview, steps=steps, memory=mem, disk=written, inputs=inputs,
+        training_path=_training_path(method, settings), objective=method.descriptor.objective,
+        reward=_reward_plan(spec),
         options=[MethodOption(**vars(option)) for option in method.descriptor.options(method.section)],
         evals=eval_plan, confinement=confine.active(),
     )
@@ -205,7 +210,8 @@ def _resolve_device(spec: JobSpec, method: _Method, machine: Machine, settings: 
 
 # --- trainable ----------------------------------------------------------------------------------
 
-def _trainable(spec: JobSpec, method: _Method, skeleton: Skeleton, settings: Settings):
+def _trainable(spec: JobSpec, method: _Method, skeleton: Skeleton, settings: Settings,
+               location: source.ModelLocation):
     policy = spec.trainable.policy()
     new = method.descriptor.new_heads
     try:
@@ -223,8 +229,33 @@ def _trainable(spec: JobSpec, method: _Method, skeleton: Skeleton, settings: Set
     if spec.trainable.mode == "lora":
         lora_spec = spec.trainable.lora or LoraSpec()
         alpha = settings.pick("trainable.lora.alpha", lora_spec.alpha, lambda: (2.0 * lora_spec.r, "2 x r"))
-        lora = {"r": lora_spec.r, "alpha": float(alpha), "dropout": lora_spec.dropout, "rslora": lora_spec.rslora}
-    return table.build(skeleton.shapes, selection, mode=spec.trainable.mode, lora=lora, new=new, tied=skeleton.tied)
+        lora = {"r": lora_spec.r, "alpha": float(alpha), "dropout": lora_spec.dropout, "rslora": lora_spec.rslora,
+                "dora": lora_spec.dora, "loraplus_lr_ratio": lora_spec.loraplus_lr_ratio}
+    quantized = _quantized_base(spec, skeleton, settings, location)
+    return table.build(skeleton.shapes, selection, mode=spec.trainable.mode, lora=lora, new=new, tied=skeleton.tied,
+                       quantized=quantized)
+
+
+def _quantized_base(spec: JobSpec, skeleton: Skeleton, settings: Settings,
+                    location: source.ModelLocation) -> QuantizedBase | None:
+    wanted = spec.trainable.quantize
+    if wanted is None:
+        return None
+    if not quantization.installed():
+        raise PlanError("trainable.quantize needs bitsandbytes, which is not installed here",
+                        f"install it: {pip_install(quantization.EXTRA)}")
+    if location.is_gguf and not wanted.requantize_gguf:
+        raise PlanError(f"the base model is read from a GGUF file ({location.path.name}), already quantised in its "
+                        f"own format: {wanted.bits}-bit storage dequantises it to fp32 first, then quantises it again",
+                        "set trainable.quantize.requantize_gguf: true to accept the second rounding")
+    precision = settings.entries["hardware.precision"].value
+    compute = settings.pick("trainable.quantize.compute_dtype", wanted.compute_dtype,
+                            lambda: (precision, "the run's precision"))
+    stored = quantization.Storage(wanted.bits, wanted.type, wanted.double_quant, compute)
+    names = list(skeleton.quantizable)
+    size = sum(stored.weight_bytes(*skeleton.shapes[name]) for name in names)
+    return QuantizedBase(bits=wanted.bits, type=wanted.type, double_quant=wanted.double_quant, compute_dtype=compute,
+                         quantized=names, stored_bytes=math.ceil(size), requantized_gguf=location.is_gguf)
 
 
 # --- data and tokens ----------------------------------------------------------------------------
@@ -394,9 +425,46 @@ def _steps(spec: JobSpec, method: _Method, settings: Settings, device: DeviceFac
 
 # --- memory -------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Kept:
+    """What the run holds besides the model: facts read before memory is estimated."""
+
+    data_tokens: int
+    gguf_conversion: bool
+
+
+def _data_tokens(checked: SpecResult, steps: Steps, stats: TokenStats, terms: registry.MemoryTerms) -> int:
+    """Tokens of the encoded rows a run keeps: an epoch of training rows and the eval rows, at the measured mean."""
+    evaluation = checked.data.get("eval")
+    rows = steps.rows + (sum(report.usable for report in evaluation.sources) if evaluation else 0)
+    return math.ceil(rows * stats.mean_tokens * terms.sequences_per_row)
+
+
+def _converts_gguf(location: source.ModelLocation) -> bool:
+    """Whether a run would dequantise a GGUF file first (its fp32 copy is not cached yet)."""
+    return location.is_gguf and not any(source.gguf_companion(location.path).glob("*.safetensors"))
+
+
+def _padded(method: _Method, tokens: TokenStats, packing: Layouts | None, terms: registry.MemoryTerms) -> bool:
+    """Whether batches carry an attention mask: always, except in runner's own loop on rows that all fill
+    max_length (then nothing is padded; a TRL collator or a rollout may pad regardless)."""
+    full_length = tokens.rows_measured > 0 and tokens.truncated_rows == tokens.rows_measured
+    return not (method.descriptor.runner_loop and full_length and packing is None and not terms.generated_tokens)
+
+
+def _saved(settings: Settings, trainable_plan, total: int) -> tuple[int, int]:
+    """(parameters, bytes each) the final save writes."""
+    form = settings.entries["outputs.save"].value
+    if form == "adapter":
+        return trainable_plan.trainable_parameters, 4
+    if form == "merged":
+        return total, 2 if settings.entries["hardware.precision"].value in ("bf16", "fp16") else 4
+    return total, 4
+
+
 def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, settings: Settings, device: DeviceFacts,
             skeleton: Skeleton, trainable_plan, steps: Steps, max_length: int, packing: Layouts | None,
-            sizes: dict[str, int]):
+            sizes: dict[str, int], kept: _Kept):
     """`sizes`: the parameters of the policy and of the other models a method holds (ExtraModel.parameters_of)."""
     precision = settings.entries["hardware.precision"].value
     # A forward pass holds rows, or packed blocks; a step needs the per-device share of either.
@@ -420,13 +488,33 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
         extra_models=tuple(memory.extra_model(model, sizes[model.parameters_of]) for model in terms.models),
         adapter_inputs=sum(skeleton.shapes[target + ".weight"][1] for target in adapted),
         adapter_dropout=bool(lora and trainable_plan.lora.dropout > 0 and method.descriptor.dropout),
+        trl=not method.descriptor.runner_loop, vocab_size=skeleton.facts.vocab_size, data_tokens=kept.data_tokens,
+        gguf_conversion=kept.gguf_conversion, padded=_padded(method, steps.tokens, packing, terms),
     )
+    dora = bool(lora and trainable_plan.lora.dora)
+    adapted_shapes = [skeleton.shapes[target + ".weight"] for target in adapted]
+    outputs = sum(shape[0] for shape in adapted_shapes)
+    if device.type == "cpu":  # see Workload.adapter_heap_outputs; DoRA frees two such outputs per module
+        base = replace(base, adapter_heap_outputs=outputs * (2 if dora else 1))
+        if terms.generated_tokens and method.descriptor.runner_loop:  # see Workload.heap_passes
+            base = replace(base, heap_passes=memory.HEAP_KEPT_RL_PASSES)
+    if dora:  # the base output and the adapter's, for the magnitude's gradient and the adapter's
+        base = replace(base, adapter_outputs=2 * outputs,
+                       largest_adapted=max((math.prod(shape) for shape in adapted_shapes), default=0))
+    quantized = trainable_plan.quantized
+    if quantized:
+        base = replace(base, quantized_parameters=sum(math.prod(skeleton.shapes[n]) for n in quantized.quantized),
+                       quantized_bytes=quantized.stored_bytes,
+                       largest_quantized=max((math.prod(skeleton.shapes[n]) for n in quantized.quantized), default=0))
+    saved_parameters, saved_each = _saved(settings, trainable_plan, skeleton.facts.total_parameters)
+    base = replace(base, saved_parameters=saved_parameters, saved_bytes_each=saved_each)
     minibatches = method.descriptor.minibatches(method.section)
     unit, unit_name = per_device // minibatches, "minibatch" if minibatches > 1 else "per-device batch"
     host = int(device.host_memory_gb * memory.GIB) if device.host_memory_gb else None
     try:
         layout = strategy.choose(skeleton.facts, base, spec.hardware, device, unit, budget, host,
-                                 unsharded=method.descriptor.unsharded_reason(),
+                                 unsharded=method.descriptor.unsharded_reason() or (
+                                     "a quantized base is not sharded" if quantized else None),
                                  minimum=method.descriptor.min_micro_batch, unit_name=unit_name)
     except strategy.LayoutError as error:
         raise PlanError(f"method {method.name}: {error}", "set hardware.strategy: ddp (or auto), and give each "
@@ -461,12 +549,14 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
             f"the estimate ({estimate.total_bytes / memory.GIB:.1f} GiB per device) does not fit "
             f"{budget_source} ({budget / memory.GIB:.1f} GiB){tried}",
             "; ".join([*estimate.advice, _more_devices(method, skeleton, work, budget, device)]))
-    return estimate
+    return estimate, work
 
 
 def _more_devices(method: _Method, skeleton: Skeleton, work: memory.Workload, budget: int,
                   device: DeviceFacts) -> str:
     unsharded = method.descriptor.unsharded_reason()
+    if work.quantized_parameters and not unsharded:
+        return "a quantized base is not sharded, so more devices do not help"
     if unsharded:
         return f"{method.name} does not shard ({unsharded}), so more devices do not help"
     needed = strategy.devices_needed(skeleton.facts, work, budget, device.count)
@@ -489,6 +579,7 @@ def _resolve_outputs(spec: JobSpec, settings: Settings, steps: Steps) -> int:
         f"about five per run, at least {CHECKPOINT_MIN_STEPS} steps apart (a checkpoint with its optimizer state "
         "is about three times the weights)"))
     settings.given("outputs.keep_checkpoints", outputs.keep_checkpoints)
+    settings.given("outputs.keep_checkpoints_after_success", outputs.keep_checkpoints_after_success)
     settings.given("data.max_rejected", spec.data.max_rejected)
     return every
 

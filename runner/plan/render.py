@@ -26,7 +26,7 @@ def gib(size: int) -> str:
 
 def render(plan: Plan, *, colour: bool = False) -> str:
     sections = [_header(plan), _trainable(plan), _loss_mask(plan, colour), _reward(plan), _options(plan), _data(plan),
-                _steps(plan), render_evals(plan.evals) if plan.evals else "", _memory(plan), _settings(plan),
+                _steps(plan), render_evals(plan.evals) if plan.evals else "", _memory(plan), _disk(plan), _settings(plan),
                 _inputs(plan)]
     return "\n\n".join(section for section in sections if section) + "\n"
 
@@ -62,19 +62,38 @@ def _layout(plan: Plan) -> str:
 def _trainable(plan: Plan) -> str:
     t = plan.trainable
     lines = [f"What is trained: {human(t.trainable_parameters)} of {human(t.total_parameters)} parameters "
-             f"({t.trainable_percent:.2f}%)",
-             f"  {'blocks':<8} {'family':<11} {'status':<8} {'parameters':>10}  names"]
+             f"({t.trainable_percent:.2f}%)"]
+    storage = bool(t.quantized)
+    lines.append(f"  {'blocks':<8} {'family':<11} {'status':<8} " + (f"{'storage':<8} " if storage else "")
+                 + f"{'parameters':>10}  names")
     for row in t.table:
-        lines.append(f"  {row.layers:<8} {row.family:<11} {row.status:<8} {human(row.parameters):>10}  {row.names}")
+        stored = f"{row.storage or '-':<8} " if storage else ""
+        lines.append(f"  {row.layers:<8} {row.family:<11} {row.status:<8} {stored}{human(row.parameters):>10}  "
+                     f"{row.names}")
+    if t.quantized:
+        q = t.quantized
+        lines.append(f"  base storage: {q.storage().describe()}: {len(q.quantized)} linear weights in "
+                     f"{gib(q.stored_bytes)} with their scales; the rest in {q.compute_dtype}"
+                     + ("; the GGUF file is dequantised to fp32 first" if q.requantized_gguf else ""))
     if t.lora:
-        dropout = f"{t.lora.dropout:g}"
-        if t.lora.dropout > 0 and not registry.get(plan.method).dropout:  # the trainer sets every dropout to 0
-            dropout += f" (no effect: {plan.method} trains with dropout off)"
-        lines.append(f"  LoRA r={t.lora.r} alpha={t.lora.alpha:g} dropout={dropout}"
-                     f"{' rslora' if t.lora.rslora else ''}: {len(t.lora.targets)} modules, "
-                     f"{human(t.lora.adapter_parameters)} adapter parameters")
+        lines.append("  " + lora_line(t.lora, plan.method))
     lines += [f"  note: {note}" for note in t.notes]
     return "\n".join(lines)
+
+
+def lora_line(lora, method: str) -> str:
+    """The adapter's settings, each variant with what it changes."""
+    dropout = f"{lora.dropout:g}"
+    if lora.dropout > 0 and not registry.get(method).dropout:  # the trainer sets every dropout to 0
+        dropout += f" (no effect: {method} trains with dropout off)"
+    scale = f"alpha/sqrt(r) = {lora.scaling:.3g} (rsLoRA)" if lora.rslora else f"alpha/r = {lora.scaling:.3g}"
+    variants = [f"scale {scale}"]
+    if lora.dora:
+        variants.append("DoRA (a trained magnitude per output)")
+    if lora.loraplus_lr_ratio:
+        variants.append(f"LoRA+ (B matrices at {lora.loraplus_lr_ratio:g}x the learning rate)")
+    return (f"LoRA r={lora.r} alpha={lora.alpha:g} dropout={dropout}, {', '.join(variants)}: {len(lora.targets)} "
+            f"modules, {human(lora.adapter_parameters)} adapter parameters")
 
 
 def _loss_mask(plan: Plan, colour: bool) -> str:
@@ -206,11 +225,26 @@ def render_evals(evals: EvalPlan) -> str:
 def _memory(plan: Plan) -> str:
     m = plan.memory
     verdict = "fits" if m.fits else "DOES NOT FIT"
-    lines = [f"Memory per device: {gib(m.total_bytes)} of {gib(m.budget_bytes)} ({m.budget_source}): {verdict}",
-             f"  without gradient checkpointing {gib(m.without_checkpointing_bytes)}, with "
-             f"{gib(m.with_checkpointing_bytes)}"]
-    lines += [f"  {item.name:<17} {gib(item.bytes):>10}  {item.note}" for item in m.items if item.bytes]
+    lines = [f"Memory per device: {gib(m.total_bytes)} of {gib(m.budget_bytes)} ({m.budget_source}): {verdict}"]
+    if m.measures:
+        lines.append(f"  predicts: {m.measures}")
+    if len(m.moments) > 1:
+        lines.append(f"  peak while {m.peak}; " + ", ".join(f"{moment.name} {gib(moment.bytes)}"
+                                                             for moment in m.moments))
+    lines.append(f"  without gradient checkpointing {gib(m.without_checkpointing_bytes)}, with "
+                 f"{gib(m.with_checkpointing_bytes)}")
+    lines += [f"  {item.name:<19} {gib(item.bytes):>10}  {item.note}" for item in m.items if item.bytes]
+    lines += [f"  not known before loading: {note}" for note in m.unknown]
     lines += [f"  to fit: {hint}" for hint in m.advice]
+    return "\n".join(lines)
+
+
+def _disk(plan: Plan) -> str:
+    d = plan.disk
+    if d is None:
+        return ""
+    lines = [f"Disk: up to {gib(d.peak_bytes)} while it runs, {gib(d.kept_bytes)} kept after success"]
+    lines += [f"  {item.name:<19} {gib(item.bytes):>10}  {item.note}" for item in d.items]
     return "\n".join(lines)
 
 

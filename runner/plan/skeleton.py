@@ -16,6 +16,9 @@ class Skeleton:
     tied: dict[str, str]
     """Names that share another parameter (lm_head.weight -> model.embed_tokens.weight)."""
     facts: ModelFacts
+    quantizable: tuple[str, ...] = ()
+    """The weights a quantized base stores in 4 or 8 bits: those of the linear layers that transformers'
+    bitsandbytes integration converts (not the output head, nor what is tied to it)."""
 
 
 def model_class(head: str):
@@ -35,7 +38,19 @@ def build(config, head: str) -> Skeleton:
     with torch.device("meta"):
         model = model_class(head).from_config(config)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    return Skeleton(shapes, tied_parameters(model), facts_of(config, shapes))
+    return Skeleton(shapes, tied_parameters(model), facts_of(config, shapes), quantizable(model))
+
+
+def quantizable(model) -> tuple[str, ...]:
+    """The weights `from_pretrained(..., quantization_config=BitsAndBytesConfig(...))` converts: plain
+    linear layers, less the modules transformers keeps in full precision (the same rule, called here)."""
+    from torch import nn
+    from transformers.quantizers.base import get_keys_to_not_convert
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    kept = get_keys_to_not_convert(model)
+    return tuple(f"{name}.weight" for name, module in model.named_modules()
+                 if type(module) is nn.Linear and should_convert_module(name, kept))
 
 
 def tied_parameters(model) -> dict[str, str]:

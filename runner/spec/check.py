@@ -15,8 +15,9 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from runner import confine, trainable
+from runner import confine, quantization, trainable
 from runner.errors import RunnerError
+from runner.install import pip_install
 from runner.methods import registry
 from runner.data import sources
 from runner.data.files import DataFileError
@@ -129,6 +130,9 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
             check_evals(report, folder, evals, training, similar_file)
     if check_inputs and view.sections.get("outputs") is not None:
         _check_trackers(report, view.sections["outputs"].report_to)
+    trainable_spec = view.sections.get("trainable")
+    if check_inputs and trainable_spec is not None and trainable_spec.quantize is not None:
+        _check_quantization_installed(report)
     reward = getattr(view.sections.get(view.method or ""), "reward", None)
     if check_inputs and reward is not None:
         with _unexpected(report, (view.method, "reward")):
@@ -442,6 +446,18 @@ def _check_reward_columns(report: _Reporter, result: SpecResult, method: str, re
                                f"data.{role} {display_path(at.file)} {at.describe()} {why}",
                                "give every row that column, or map one with data.*.columns")
                     return
+
+
+def _check_quantization_installed(report: _Reporter) -> None:
+    """An error where jobs run (torch is here) and bitsandbytes is not: the run would fail at loading. Where
+    only specs are checked (a pre-commit hook without torch) a warning, like a tracker's."""
+    if quantization.installed():
+        return
+    where_jobs_run = quantization.runs_jobs()
+    report.add("error" if where_jobs_run else "warning", ("trainable", "quantize"),
+               "a quantized base needs bitsandbytes, which is not installed here"
+               + ("" if where_jobs_run else "; a run on this machine would fail at its start"),
+               f"{'install it' if where_jobs_run else 'where jobs run'}: {pip_install(quantization.EXTRA)}")
 
 
 def _check_selection(report: _Reporter, facts: modelinfo.ModelFacts, spec: TrainableSpec,

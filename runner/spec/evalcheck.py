@@ -15,6 +15,7 @@ from runner.data import sources
 from runner.data.files import DataFileError
 from runner.evals import metrics, rows, schema, tasks
 from runner.evals.gates import parse_gate
+from runner.install import pip_install
 from runner.spec.diagnostics import Diagnostic, Span
 from runner.spec.evals import EvalSet, EvalsSpec, EvalTask
 from runner.spec.yamlpos import FieldPath, format_path
@@ -35,7 +36,7 @@ def check_evals(report, folder: Path, evals: EvalsSpec, training: rows.TrainingP
             found[task.label] = task_file
     if evals.tasks and importlib.util.find_spec("lm_eval") is None:
         report.add("warning", ("evals", "tasks"), "lm-eval is not installed here; a run on this machine would "
-                   "fail at its start", f"where jobs run: {tasks.INSTALL}")
+                   "fail at its start", f"where jobs run: {pip_install(tasks.EXTRA)}")
     _check_gates(report, evals, found)
     _check_schedule(report, evals)
     return found

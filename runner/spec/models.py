@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, WrapValidator, create_model, field_validator
+from pydantic import BeforeValidator, Field, WrapValidator, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from runner import formats, trainable
@@ -110,7 +110,39 @@ class LoraSpec(Section):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
     """Dropout on the adapter input."""
     rslora: bool = False
-    """Scale by alpha / sqrt(r) (rank-stabilised LoRA)."""
+    """Scale by alpha / sqrt(r) instead of alpha / r (rank-stabilised LoRA): higher ranks then learn as fast as
+    low ones."""
+    dora: bool = False
+    """DoRA: split each adapted weight into a magnitude (one trained number per output) and a direction that
+    the adapter updates; closer to full fine-tuning, at some speed."""
+    loraplus_lr_ratio: Annotated[float, Field(ge=1)] | None = None
+    """LoRA+: the B matrices (and other one-dimensional trained weights, as PEFT groups them) learn at this
+    multiple of the learning rate; the LoRA+ paper suggests 16. Off when not given."""
+
+
+class QuantizeSpec(Section):
+    """The frozen base stored quantised by bitsandbytes (QLoRA); only the LoRA adapters train."""
+
+    bits: Literal[4, 8]
+    """4: 4-bit blocks of 64 weights (QLoRA); 8: LLM.int8."""
+    type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit code: nf4 (normal float, QLoRA's) or fp4."""
+    double_quant: bool = True
+    """4-bit: quantise the block scales too (about 0.4 bits a weight less)."""
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """4-bit: the dtype the weights are dequantised to for each matrix product; `auto` is the run's precision."""
+    requantize_gguf: bool = False
+    """A GGUF base is already quantised in its own format: it is dequantised to fp32 first, then quantised again
+    (a second rounding). Set true to accept that."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
+        return {"anyOf": [{"enum": [4, 8], "description": "the bits, with the defaults"}, handler(core_schema)]}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"bits": value} if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class TrainableSpec(Section):
@@ -125,6 +157,10 @@ class TrainableSpec(Section):
     """Extra parameters trained in full, anywhere: families (embeddings, lm_head, norm) or globs."""
     lora: LoraSpec | None = None
     """LoRA settings; only with mode: lora (defaults apply when omitted)."""
+    quantize: QuantizeSpec | None = None
+    """Store the frozen base quantised (QLoRA with `4`; only with mode: lora): `quantize: 4`, or
+    {bits: 4, type: nf4, double_quant: true, compute_dtype: auto}. Needs bitsandbytes:
+    pip install 'runner-finetune[qlora]'."""
 
     @field_validator("modules", "also")
     @classmethod
@@ -207,7 +243,10 @@ class OutputsSpec(Section):
     checkpoint_every: CountOrAuto = "auto"
     """Steps between checkpoints; `auto` is about five per run, at least 50 steps apart."""
     keep_checkpoints: Count = 2
-    """Newest checkpoints kept; older ones are deleted."""
+    """Newest checkpoints kept while the run goes; older ones are deleted."""
+    keep_checkpoints_after_success: bool = False
+    """Keep the checkpoints once the run has succeeded (they are there to resume an unfinished run; by default
+    they are deleted after the final model is saved)."""
     report_to: list[Literal[TRACKER_NAMES]] = Field(default_factory=list)
     """Experiment trackers that get every metric of metrics.jsonl: tensorboard (event files in the run
     folder), mlflow ($MLFLOW_TRACKING_URI, else sqlite:///<run root>/mlflow.db), wandb (offline unless

@@ -93,6 +93,39 @@ def saved_form_matches_mode(view: SpecView) -> Iterator[Problem]:
                       hint="use save: full (or auto) for full and freeze training")
 
 
+def quantized_base_trains_adapters(view: SpecView) -> Iterator[Problem]:
+    """A quantised base is frozen storage (bitsandbytes' weights take no gradient): only LoRA trains on it,
+    4-bit settings go with 4 bits, a GGUF file is quantised twice only when the spec says so, and merging
+    happens after the run (the merged model needs the dequantised base, bigger than what trained)."""
+    trainable = view.sections.get("trainable")
+    quantize = trainable.quantize if trainable else None
+    if quantize is None:
+        return
+    if trainable.mode != "lora":
+        yield Problem(("trainable", "quantize"), f"a quantized base cannot be trained in mode {trainable.mode}: its "
+                      "weights are frozen storage and take no gradient",
+                      hint="set mode: lora (QLoRA trains adapters on the quantized base), or remove quantize",
+                      at_key=True)
+    written = view.raw.get("trainable", {}).get("quantize")
+    if quantize.bits == 8 and isinstance(written, dict):
+        for key in ("type", "double_quant", "compute_dtype"):
+            if key in written:
+                yield Problem(("trainable", "quantize", key), f"'{key}' applies to 4-bit storage; 8-bit LLM.int8 "
+                              "has none", hint="remove it, or set bits: 4", at_key=True)
+    base = view.sections.get("base_model")
+    if base is not None and base.path is not None and base.path.lower().endswith(".gguf") \
+            and not quantize.requantize_gguf:
+        yield Problem(("trainable", "quantize"), f"{base.path} is a GGUF file, already quantised in its own "
+                      f"format: {quantize.bits}-bit storage dequantises it to fp32 first, then quantises it again",
+                      hint="set quantize.requantize_gguf: true to accept the second rounding, or start from the "
+                           "model's safetensors weights")
+    outputs = view.sections.get("outputs")
+    if outputs is not None and outputs.save == "merged":
+        yield Problem(("outputs", "save"), "save: merged with a quantized base: merging needs the base "
+                      "dequantised, larger than what trains", hint="keep save: adapter (or auto); after the run, "
+                      "`runner export RUN` merges it into the dequantised base on the CPU")
+
+
 def sections_match_method(view: SpecView) -> Iterator[Problem]:
     method = view.method
     if method is None:
@@ -195,6 +228,7 @@ RULES: tuple[Rule, ...] = (
     full_mode_takes_no_selection,
     lora_settings_need_lora_mode,
     saved_form_matches_mode,
+    quantized_base_trains_adapters,
     sections_match_method,
     data_format_suits_method,
     weights_mix_training_data,

@@ -116,7 +116,7 @@ def test_every_example_spec_is_valid(capsys):
 def test_validate_never_imports_the_training_stack():
     assert_imports_none_of(f"from runner.cli import main\nmain(['validate', {str(REPO / 'specs')!r}])",
                            (*TRAINING_STACK, "accelerate", "datasets", "tensorboardX", "mlflow", "wandb", "pyarrow",
-                            "lm_eval"))
+                            "lm_eval", "bitsandbytes"))
 
 
 def test_the_console_script_runs(project):

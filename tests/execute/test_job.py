@@ -14,7 +14,7 @@ from runner.execute.job import run_plan
 from runner.manifest import Manifest
 from runner.plan.planner import make_plan
 from runner.rundir import RunDirectory
-from tests.conftest import REPO, TINY_SPEC, write_jsonl
+from tests.conftest import REPO, TINY_SPEC, finished_checkpoints, write_jsonl
 from tests.datasets import hub_dataset, parquet_bytes, save_to_disk, write_arrow, write_csv, write_parquet
 from tests.plan.test_planner import CPU
 
@@ -252,7 +252,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_project, tmp_path):
     command = [sys.executable, "-m", "runner", "run", str(spec), "--runs-dir", str(tmp_path), "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not list((tmp_path / "runs" / "tiny").glob("*/checkpoints/checkpoint-*/trainer_state.json")):
+    while not finished_checkpoints(tmp_path / "runs" / "tiny"):
         assert time.monotonic() < deadline and process.poll() is None, "no checkpoint before the deadline"
         time.sleep(0.05)
     process.kill()

@@ -25,7 +25,7 @@ from runner.methods import registry
 from runner.methods.sft import accumulate_gradients, prepared
 from runner.plan.planner import make_plan
 from runner.rundir import RunDirectory
-from tests.conftest import REPO, TINY_SPEC
+from tests.conftest import REPO, TINY_SPEC, finished_checkpoints
 from tests.plan.test_planner import CPU
 
 TWO_PROCESSES = "hardware:\n  device: cpu\n  gpus: 2\n  strategy: fsdp\n"
@@ -88,7 +88,7 @@ def start_run(spec: Path, root: Path) -> subprocess.Popen:
 
 def after_first_checkpoint(process: subprocess.Popen, root: Path, signum: int) -> Path:
     deadline = time.monotonic() + 180
-    while not list(root.glob("runs/tiny/*/checkpoints/checkpoint-*/trainer_state.json")):
+    while not finished_checkpoints(root / "runs" / "tiny"):
         assert time.monotonic() < deadline and process.poll() is None, "no checkpoint before the deadline"
         time.sleep(0.05)
     os.killpg(process.pid, signum)  # the whole group, as the daemon and a terminal do
@@ -134,7 +134,8 @@ def test_a_killed_two_process_run_resumes_and_saves_an_ordinary_model(tiny_proje
     from transformers import AutoModelForCausalLM
 
     spec = tiny_project(TINY_SPEC + "training:\n  max_steps: 12\n  batch_size: 4\n  learning_rate: 1.0e-3\n"
-                        "outputs:\n  checkpoint_every: 2\nsamples: [What is your name?]\n" + TWO_PROCESSES)
+                        "outputs:\n  checkpoint_every: 2\n  keep_checkpoints_after_success: true\n"
+                        "samples: [What is your name?]\n" + TWO_PROCESSES)
     process = start_run(spec, tmp_path)
     run = RunDirectory(after_first_checkpoint(process, tmp_path, signal.SIGKILL))
     assert run.read_manifest().state == "running"

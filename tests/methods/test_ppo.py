@@ -20,7 +20,8 @@ B, T, PAD, STOP = 32, 8, 0, 3
 def settings(batch=B, micro_batch=8, learning_rate=1e-3, **changes):
     training = TrainingSettings(
         batch_size=batch, micro_batch_size=micro_batch, gradient_accumulation=1, total_steps=1, warmup_steps=0,
-        eval_every=None, checkpoint_every=100, keep_checkpoints=1, learning_rate=learning_rate, lr_scheduler="linear",
+        eval_every=None, checkpoint_every=100, keep_checkpoints=1, keep_checkpoints_after_success=False,
+        learning_rate=learning_rate, lr_scheduler="linear",
         weight_decay=0.0, max_grad_norm=1.0, max_length=64, seed=0, log_every=1, device="cpu", devices=1,
         precision="fp32", gradient_checkpointing=False, strategy="ddp", offload=False)
     section = dict(reward={"function": "scoring:score"}, kl_coef=0.05, num_ppo_epochs=1, response_length=T,

@@ -132,13 +132,13 @@ def test_preference_preview_shows_chosen_and_rejected(tiny_project, tmp_path):
     plan = plan_of(tiny_project, **{"method: sft": "method: dpo"}, extra="trainable:\n  mode: lora\n")
     parts = [(e.part, [s.text for s in e.spans if s.trained]) for e in plan.loss_mask.examples[:2]]
     assert parts == [("chosen", ["Chatty.<|im_end|>\n"]), ("rejected", ["No name.<|im_end|>\n"])]
-    assert plan.memory.items[-1].name == "runtime"
+    assert "runtime" in {item.name for item in plan.memory.items}
     assert not any(item.name == "reference model" for item in plan.memory.items)  # LoRA: adapters disabled
 
 
 def test_the_plan_says_when_the_trainer_ignores_lora_dropout(tiny_project, tmp_path):
     lora = "trainable:\n  mode: lora\n  lora: {dropout: 0.05}\n"
-    assert "dropout=0.05:" in render(plan_of(tiny_project, lora))  # runner's SFT loop keeps it
+    assert "dropout=0.05," in render(plan_of(tiny_project, lora))  # runner's SFT loop keeps it
     write_jsonl(tmp_path / "data" / "train.jsonl",
                 [{"prompt": "Your name?", "chosen": "Chatty.", "rejected": "No name."}] * 4)
     dpo = plan_of(tiny_project, **{"method: sft": "method: dpo"}, extra=lora)

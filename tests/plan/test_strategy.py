@@ -109,9 +109,9 @@ def test_the_sharded_estimate_divides_the_states_and_adds_the_gathered_blocks():
     work = memory.Workload(mode="full", precision="bf16", device="cuda", micro_batch=1, seq_len=2048,
                            checkpointing=True, trainable_parameters=facts.total_parameters, lowest_trained_layer=0)
     assert memory.block_parameters(facts) == 218_112_000  # Llama 3 8B's decoder layer
-    whole = {item.name: item.bytes for item in memory._items(facts, work, True)}
+    whole = {item.name: item.bytes for item in memory.step_items(facts, work, True)}
     for devices in (2, 8):
-        sharded = {item.name: item.bytes for item in memory._items(
+        sharded = {item.name: item.bytes for item in memory.step_items(
             facts, memory.Workload(**{**work.__dict__, "strategy": "fsdp", "devices": devices}), True)}
         for name in ("weights", "gradients", "optimizer"):
             assert sharded[name] == -(-whole[name] // devices)
@@ -160,3 +160,24 @@ def test_what_if_machines_are_checked_and_their_plans_are_not_run(tiny_project, 
     assert json.loads(out.read_text())["device"]["what_if"] is True
     assert main(["run", "--plan", str(out), "--runs-dir", str(tmp_path)]) == 2
     assert "was planned for a described machine (--machine)" in capsys.readouterr().err
+
+
+def test_8b_qlora_fits_one_24gb_gpu_and_what_lora_and_full_training_need(llama_8b):
+    """The plan docs/lora-and-memory.md shows: a 4-bit base stores the blocks' 7.0B linear weights in
+    about 3.4 GiB."""
+    machine = what_if("gpus=1,gpu_gb=24,ram_gb=64")
+    spec = LLAMA_8B_SPEC.replace("batch_size: 64", "batch_size: 16")
+
+    def plan(text):
+        path = llama_8b(text)
+        return make_plan(path, run_root=path.parent, machine=machine)
+
+    qlora = plan(spec + "trainable:\n  mode: lora\n  quantize: 4\n")
+    weights = {item.name: item.bytes for item in qlora.memory.items}["weights"]
+    assert qlora.memory.fits and qlora.trainable.quantized.compute_dtype == "bf16"
+    assert 3.3 * 2**30 < qlora.trainable.quantized.stored_bytes < 3.5 * 2**30 and weights < 6 * 2**30
+    lora = plan(spec + "trainable:\n  mode: lora\n")
+    assert lora.memory.fits and lora.value("training.micro_batch_size") < qlora.value("training.micro_batch_size")
+    with pytest.raises(PlanError) as raised:
+        plan(spec)
+    assert "does not fit GPU memory" in raised.value.message and "9 devices of 22.3 GiB" in raised.value.hint

@@ -222,6 +222,51 @@ def test_a_tracker_that_is_not_installed_is_a_warning_with_the_pip_command(proje
     assert find(project(BASE_SPEC + "outputs:\n  report_to: [mlflow, mlflow]\n"), "outputs.report_to").is_error
 
 
+QLORA = BASE_SPEC + "trainable:\n  mode: lora\n  quantize: {bits: 4, type: nf4}\n"
+
+
+def test_a_quantized_base_trains_adapters_only(project):
+    error = find(project(QLORA.replace("mode: lora", "mode: full")), "trainable.quantize")
+    assert error.severity == "error" and "cannot be trained in mode full" in error.summary
+    assert "mode: lora" in error.hint
+    assert find(project(QLORA.replace("mode: lora", "mode: freeze")), "trainable.quantize").severity == "error"
+    assert check_spec(project(QLORA)).errors == []
+
+
+def test_four_bit_settings_need_four_bits(project):
+    error = find(project(QLORA.replace("bits: 4", "bits: 8")), "trainable.quantize.type")
+    assert "applies to 4-bit storage" in error.summary and (error.span.line, error.span.column) == (9, 23)
+    assert check_spec(project(BASE_SPEC + "trainable:\n  mode: lora\n  quantize: 8\n")).errors == []
+
+
+def test_a_gguf_file_is_quantized_again_only_when_the_spec_says_so(project, tmp_path):
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")  # the rule reads the spec, not the file
+    spec = QLORA.replace("./tiny-model", "./model.gguf")
+    result = check_spec(project(spec))
+    error = next(d for d in result.diagnostics if d.path == "trainable.quantize")
+    assert "already quantised in its own format" in error.summary and "requantize_gguf: true" in error.hint
+    accepted = check_spec(project(spec.replace("type: nf4}", "type: nf4, requantize_gguf: true}")))
+    assert not [d for d in accepted.diagnostics if d.path == "trainable.quantize"]
+
+
+def test_a_quantized_base_merges_after_the_run(project):
+    error = find(project(QLORA + "outputs:\n  save: merged\n"), "outputs.save")
+    assert "runner export" in error.hint
+
+
+def test_a_missing_bitsandbytes_is_an_error_where_jobs_run_and_a_warning_where_specs_are_only_checked(
+        project, monkeypatch):
+    from runner import quantization
+    from runner.install import pip_install
+
+    monkeypatch.setattr(quantization, "installed", lambda: False)
+    error = find(project(QLORA), "trainable.quantize")
+    assert error.severity == "error" and error.hint == f"install it: {pip_install('qlora')}" and "[qlora]" in error.hint
+    monkeypatch.setattr(quantization, "runs_jobs", lambda: False)  # a pre-commit hook's environment
+    warning = find(project(QLORA), "trainable.quantize")
+    assert warning.severity == "warning" and pip_install("qlora") in warning.hint
+
+
 def test_job_references_that_lead_back_to_the_spec_are_errors(project):
     """`{job: self}` and a <-> b used to pass validate and wait in `queued: dependency` forever (issue 20)."""
     self_spec = BASE_SPEC.replace("./tiny-model", "{job: tiny}")

@@ -108,6 +108,7 @@ DESCRIPTOR = MethodDescriptor(
     learning_rates={"full": 3e-6, "freeze": 1e-5, "lora": 1e-5},
     training_path="runner's own PPO trainer (runner/methods/ppo.py)",
     recipe="runner.methods.ppo",
+    runner_loop=True,
     memory=memory,
     dropout=False,
     checks=(minibatch_arithmetic, shared_value_model_needs_lora),

@@ -27,6 +27,7 @@ DESCRIPTOR = MethodDescriptor(
     learning_rates={"full": 2e-5, "freeze": 1e-4, "lora": 2e-4},
     training_path="runner's SFT loop (runner/methods/sft.py); loss = token sum / tokens per step",
     recipe="runner.methods.sft",
+    runner_loop=True,
     packing=True,
     shards=True,
 )
