@@ -129,6 +129,22 @@ class Sample(Record):
     after: str | None = None
 
 
+class RewardScores(Record):
+    total: float
+    """Mean over the prompts of the weighted sum of the checks' scores."""
+    checks: dict[str, float]
+    """Each declared check's mean score (a pass rate for the checks that score 1 or 0)."""
+
+
+class RewardComparison(Record):
+    """The declared checks of the method's reward on the eval prompts: the base model's greedy answers, then
+    the trained model's (a reward model or function term is not part of it)."""
+
+    prompts: int
+    base: RewardScores
+    trained: RewardScores | None = None
+
+
 class Artifact(Record):
     path: str
     """Relative to the run directory."""
@@ -234,6 +250,8 @@ class Manifest(Record):
     metrics: Metrics = Field(default_factory=Metrics)
     parameters: ParameterChanges | None = None
     samples: list[Sample] = Field(default_factory=list)
+    reward: RewardComparison | None = None
+    """For a method with a declared reward and eval data: its checks, base model against trained model."""
     artifacts: list[Artifact] = Field(default_factory=list)
     evals: EvalsRecord | None = None
     """The spec's evals: base and result side by side, per-row files under evals/, and the gates."""

@@ -9,12 +9,24 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 from runner.plan.machine import Machine
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+TRAINING_STACK = ("torch", "transformers", "trl", "peft")
+
+
+def assert_imports_none_of(code: str, heavy: tuple[str, ...] = TRAINING_STACK) -> None:
+    """Run `code` in a fresh interpreter (from the repository) and fail if it leaves any of `heavy` imported:
+    the torch-free layers stay free of the training stack and of the optional extras."""
+    check = f"{code}\nimport sys\nfound = [m for m in {heavy!r} if m in sys.modules]\nassert not found, found\n"
+    completed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -166,6 +178,9 @@ def sigterm_at_sft_step(monkeypatch, step: int):
 REWARDS = "def score(prompts, completions):\n    return [float(len(c)) / 10 for c in completions]\n"
 QUICK_RL = "training:\n  max_steps: 2\n  batch_size: 8\n  learning_rate: 1.0e-3\n"
 """A PPO or GRPO job of two steps."""
+ADDITIONS = [{"prompt": f"What is {i} + 1?", "answer": i + 1, "space": " "} for i in range(8)]
+"""Prompt rows whose answer is a column of its own, for declared rewards."""
+QUICK_GRPO = "training:\n  max_steps: 2\n  batch_size: 8\n  learning_rate: 1.0e-2\n"
 
 
 # --- files other parts of runner read ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -84,6 +85,14 @@ def _load_plan(path: Path):
     return read_plan(path)
 
 
+def _metric_records(run) -> list[dict]:
+    """The training steps' metric lines (not the eval ones)."""
+    if not run.metrics.is_file():
+        return []
+    records = [json.loads(line) for line in run.metrics.read_text().splitlines() if line.strip()]
+    return [r for r in records if not any(key.startswith("eval_") for key in r)]
+
+
 def summary(run) -> str:
     manifest = run.read_manifest()
     if manifest is None:
@@ -104,6 +113,16 @@ def summary(run) -> str:
     scores = [value for key, value in manifest.metrics.method.items() if key == "objective/scores"]
     if scores:
         lines.append(f"  mean score of the last iteration: {scores[0]:.4f} ({metrics.steps} iterations)")
+    logged = (record.get("reward") for record in _metric_records(run))  # TRL's key: the mean reward of a step
+    rewards = [value for value in logged if isinstance(value, (int, float))]
+    if rewards:
+        lines.append(f"  mean reward per step: {rewards[0]:.3f} at the first, {rewards[-1]:.3f} at the last "
+                     f"({len(rewards)} steps logged)")
+    if manifest.reward and manifest.reward.trained:
+        base, trained = manifest.reward.base, manifest.reward.trained
+        checks = ", ".join(f"{name} {base.checks[name]:.2f} -> {trained.checks[name]:.2f}" for name in base.checks)
+        lines.append(f"  reward checks on {manifest.reward.prompts} eval prompts: base {base.total:.3f} -> trained "
+                     f"{trained.total:.3f} ({checks})")
     if manifest.parameters:
         p = manifest.parameters
         adapters = f", {p.adapters_changed} LoRA adapter tensors" if p.adapters_changed else ""

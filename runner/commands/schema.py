@@ -93,8 +93,10 @@ def spec_reference(job: dict) -> str:
         if definition.get("description"):
             lines.extend([_prose(definition["description"]), ""])
         target = _object(definition)
-        if target is None:
+        if target is None:  # a union or a list (a declared reward): the sections it is made of follow
             lines.append(f"Type: {_type(definition, definitions)}")
+            for ref in _refs(definition):
+                section(key, ref)
             return
         lines.extend(_table(target, definitions))
         for field, prop in target["properties"].items():

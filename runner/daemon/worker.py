@@ -168,7 +168,7 @@ def _check(request: dict) -> dict:
 def _ran_spec_code(plan) -> bool:
     """Whether planning ran code that came with the spec (an allowed trust_remote_code): such code
     may have changed this process, so the next request gets a fresh one."""
-    models = [plan.inputs.base_model, plan.inputs.reward_model]
+    models = [plan.inputs.base_model, plan.inputs.reward_model, plan.inputs.teacher_model]
     return any(model is not None and model.trust_remote_code for model in models)
 
 

@@ -7,6 +7,7 @@ Every function raises RowError for a row it cannot encode.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -96,7 +97,11 @@ def _unpaired_preview(encoder: RowEncoder, row: dict, format_name: str, place: d
 # --- prompts: the policy writes the answer --------------------------------------------------------------
 
 def _prompt_example(encoder: RowEncoder, row: dict, format_name: str) -> dict:
-    return {"prompt": encoder.prompt_text(row, format_name)}
+    """The rendered prompt, and the row's other plain values (the columns a reward's checks read, like the
+    right answer) as text: one type per column, whatever the rows hold (5, "5")."""
+    columns = {key: value if isinstance(value, str) else json.dumps(value) for key, value in row.items()
+               if key != "prompt" and isinstance(value, (str, int, float, bool))}
+    return {**columns, "prompt": encoder.prompt_text(row, format_name)}
 
 
 def _prompt_measure(encoder: RowEncoder, row: dict, format_name: str) -> tuple[int, bool]:

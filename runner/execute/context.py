@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,22 @@ class Context:
         if self.plan.trainable.mode == "lora":
             return None
         return copy.deepcopy(self.model).requires_grad_(False).eval()
+
+    @contextmanager
+    def reference_for(self, trainer_module):
+        """While a TRL trainer that builds its own reference (GRPO, RLOO) is made: its reload of the base from the
+        config's path (`create_model_from_path`, which fails on a GGUF's converted config and loses a hub
+        revision) returns `reference()` instead, and TRL prepares that copy as it would its own."""
+        reference = self.reference()
+        if reference is None:
+            yield
+            return
+        original = trainer_module.create_model_from_path
+        trainer_module.create_model_from_path = lambda *args, **kwargs: reference
+        try:
+            yield
+        finally:
+            trainer_module.create_model_from_path = original
 
     def trainer_inputs(self) -> dict:
         """What every TRL trainer of pairs or labelled answers takes besides its config: the model, the

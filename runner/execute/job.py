@@ -30,6 +30,7 @@ from runner.execute.context import Context, Trained
 from runner.execute.data import TooManyRejected, encoder_for, prepare, sample_prompts
 from runner.execute.events import Diverged, EventLog, MetricsLog
 from runner.execute.library_output import quiet_libraries
+from runner.execute.reward_check import RewardCheck
 from runner.execute.samples import generate
 from runner.execute.save import save_final
 from runner.execute.settings import RunSettings
@@ -39,8 +40,8 @@ from runner.fsutil import file_sha256, write_atomically
 from runner.launch import records
 from runner.launch.local import (JOIN_TIMEOUT_S, WORKER_RUN_DIR, Placement, die_with_parent, report_worker_failure,
                                  run_workers)
-from runner.manifest import (Artifact, Attempt, DataRecord, Environment, GitRecord, Manifest, Metrics, RunError,
-                             Sample, Timings)
+from runner.manifest import (Artifact, Attempt, DataRecord, Environment, GitRecord, Manifest, Metrics,
+                             RewardComparison, RunError, Sample, Timings)
 from runner.methods import registry
 from runner.plan.identity import versions
 from runner.plan.models import Plan
@@ -268,6 +269,12 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
         events.status(f"answering {len(prompts)} sample prompt(s) before training")
         befores = generate(model, tokenizer, [rendered for _, rendered in prompts], templated=encoder.use_chat_template)
         manifest.samples = [Sample(prompt=shown, before=answer) for (shown, _), answer in zip(prompts, befores)]
+    reward_check = RewardCheck.of(plan, settings.method, splits)
+    if reward_check and manifest.reward is None:
+        events.status(f"scoring the base model's answers to {len(reward_check.rows)} eval prompts with the reward's "
+                      "checks")
+        manifest.reward = RewardComparison(prompts=len(reward_check.rows),
+                                           base=reward_check.score(model, tokenizer, templated=encoder.use_chat_template))
 
     if evals is not None and plan.device.count == 1 and not sharded:  # the base, while in memory (else: after)
         _evaluate_base(evals, manifest, metrics, lambda: (model, tokenizer))
@@ -302,6 +309,11 @@ def _train(plan: Plan, descriptor: registry.MethodDescriptor, recipe, settings: 
         events.status(f"answering {len(prompts)} sample prompt(s) after training")
     afters = generate(result.model, tokenizer, [rendered for _, rendered in prompts],
                       templated=encoder.use_chat_template) if prompts else []
+    if reward_check and manifest.reward is not None:
+        events.status("scoring the trained model's answers with the reward's checks")
+        manifest.reward.trained = reward_check.score(result.model, tokenizer, templated=encoder.use_chat_template)
+        events.event("reward_compared", prompts=manifest.reward.prompts, base=manifest.reward.base.model_dump(),
+                     trained=manifest.reward.trained.model_dump())
     model = sharding.gather(result.model, plan, location) if sharded else result.model
     if not _is_rank_zero():
         return "succeeded"

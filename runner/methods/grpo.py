@@ -1,51 +1,33 @@
 """GRPO: TRL's GRPOTrainer. Each prompt gets num_generations completions; a completion's
-advantage is its score relative to the others of its group, so no value model is needed.
+advantage is its reward relative to the others of its group, so no value model is needed.
 
-The reward comes from the spec: a reward model (TRL reads it at the last token) or a
-function named as `module:function` in the spec's folder, called with (prompts,
-completions) -> one float each.
+The reward is the spec's: one TRL reward function per term (a declared check, a Python
+function, or the reward model, which TRL reads at the last token), weighted as the spec says.
+Every option of the section reaches GRPOConfig under TRL's name for it.
 """
 
 from __future__ import annotations
 
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer import grpo_trainer
 
 from runner.execute import arguments
 from runner.execute.context import Context, Trained
-from runner.execute.rewards import load_reward
+from runner.execute.rewards import sampling_options, train_against_reward
 from runner.methods.descriptors.grpo import GrpoSection
 
 
-def train(ctx: Context) -> Trained:
-    # --- setup ---
-    training = ctx.settings.training
+def config(ctx: Context, weights: list[float]) -> GRPOConfig:
     grpo: GrpoSection = ctx.settings.method
-    reward = load_reward(ctx.plan, grpo.reward, ctx.tokenizer, next(ctx.model.parameters()).device)
-    if reward.model is not None:
-        reward_funcs, reward_tokenizers = [reward.model], [ctx.tokenizer]
-    else:
-        def score(prompts, completions, **_):
-            return [float(v) for v in reward.function(list(prompts), list(completions))]
+    return GRPOConfig(
+        **arguments.common(ctx.settings.training, ctx.run),
+        **sampling_options(grpo),
+        loss_type=grpo.loss,
+        scale_rewards=grpo.scale_rewards,
+        importance_sampling_level=grpo.importance_sampling,
+        reward_weights=weights,
+    )
 
-        score.__name__ = grpo.reward.function.replace(":", ".")
-        reward_funcs, reward_tokenizers = [score], None
-    config = GRPOConfig(
-        **arguments.common(training, ctx.run),
-        num_generations=grpo.num_generations,
-        max_completion_length=grpo.max_completion_length,
-        temperature=grpo.temperature,
-        beta=grpo.beta,
-        epsilon=grpo.epsilon,
-        top_p=1.0,
-        top_k=0,
-    )
-    trainer = GRPOTrainer(
-        model=ctx.model,
-        reward_funcs=reward_funcs,
-        args=config,
-        train_dataset=ctx.dataset("train"),
-        processing_class=ctx.tokenizer,
-        reward_processing_classes=reward_tokenizers,
-    )
-    # --- train ---
-    return ctx.train_with(trainer)
+
+def train(ctx: Context) -> Trained:
+    return train_against_reward(ctx, GRPOTrainer, grpo_trainer, lambda weights: config(ctx, weights))

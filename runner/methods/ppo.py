@@ -31,11 +31,12 @@ from runner.execute import trainable
 from runner.execute.batches import shuffled_forever
 from runner.execute.context import Context, Trained
 from runner.execute.loop import lr_schedule, resume, save_checkpoint
-from runner.execute.rewards import load_reward
+from runner.execute.rewards import Reward, load_reward
 from runner.execute.settings import TrainingSettings
 from runner.execute.stopping import AgreedStop
 from runner.methods.descriptors.ppo import DESCRIPTOR, PpoSection
 from runner.methods.registry import CAUSAL_LM, Batching
+from runner.rewards.scoring import Completion
 
 # --- settings and the rollout record ---------------------------------------------------------------
 
@@ -246,25 +247,31 @@ def _reenable_adapters(model) -> None:
 
 
 class Scorer:
-    """One score per response: a reward model read at the last real token, or a named function."""
+    """One score per response: the sum of weight x score over the reward's terms (runner.execute.rewards). A
+    reward model reads the rollout's own tokens, at the last real one."""
 
-    def __init__(self, model=None, function=None, tokenizer=None):
-        self.model, self.function, self.tokenizer = model, function, tokenizer
+    def __init__(self, reward: Reward, tokenizer=None):
+        self.reward, self.tokenizer = reward, tokenizer
 
     @torch.no_grad()
-    def __call__(self, ids, attention, query_length: int, last, prompts: list[str], responses) -> torch.Tensor:
-        if self.model is not None:
-            backbone = getattr(self.model, self.model.base_model_prefix)
+    def __call__(self, ids, attention, query_length: int, last, prompts: list[str], rows: list[dict], responses
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+        """(the total score of each response, each term's mean score)."""
+        model_scores = None
+        if self.reward.model is not None:
+            model = self.reward.model
+            backbone = getattr(model, model.base_model_prefix)
             hidden = backbone(input_ids=ids, attention_mask=attention, position_ids=positions(attention),
                               use_cache=False).last_hidden_state
-            scores = self.model.score(hidden).squeeze(-1).float()
-            return scores[torch.arange(len(last)), query_length + last]
+            scores = model.score(hidden).squeeze(-1).float()
+            model_scores = scores[torch.arange(len(last)), query_length + last].tolist()
         texts = [self.tokenizer.decode(row[: int(end) + 1], skip_special_tokens=True)
                  for row, end in zip(responses.tolist(), last)]
-        values = self.function(prompts, texts)
-        if len(values) != len(texts):
-            raise RunnerError(f"the reward function returned {len(values)} scores for {len(texts)} responses")
-        return torch.tensor([float(v) for v in values], device=ids.device)
+        completions = [Completion(text, int(end) + 1) for text, end in zip(texts, last)]
+        per_term = self.reward.scores(prompts, completions, rows, model_scores)
+        total = self.reward.scorer.total(per_term)
+        means = {f"rewards/{name}/mean": sum(values) / len(values) for name, values in per_term.items()}
+        return torch.tensor(total, device=ids.device), means
 
 
 def disable_dropout(*models) -> None:
@@ -281,7 +288,7 @@ def build(ctx: Context):
     plan, policy, tokenizer = ctx.plan, ctx.model, ctx.tokenizer
     lora = hasattr(policy, "peft_config")
     reward = load_reward(plan, ctx.settings.method.reward, tokenizer, _device(policy))
-    scorer = Scorer(reward.model, reward.function, tokenizer)
+    scorer = Scorer(reward, tokenizer)
 
     reference = ctx.reference()
     value = _value_function(plan, ctx.settings.method, policy, reward.model, lora)
@@ -331,12 +338,12 @@ def train(ctx: Context) -> Trained:
     torch.manual_seed(settings.training.seed)
     policy, tokenizer = ctx.model, ctx.tokenizer
     reference, value, scorer, stop_id = build(ctx)
-    prompts = [example["prompt"] for example in ctx.splits["train"].examples]
+    examples = ctx.splits["train"].examples  # the prompt, and the columns the reward's checks read
     optimizer = trainable.optimizer(policy, ctx.plan.trainable.lora, settings.training.learning_rate,
                                     extra=value.parameters(), eps=1e-5)
     schedule = lr_schedule(settings.training, optimizer)
     start = resume(ctx, optimizer, schedule, **_checkpointed(policy, value))
-    order = shuffled_forever(len(prompts), settings.training.seed, skip=start * settings.batch)
+    order = shuffled_forever(len(examples), settings.training.seed, skip=start * settings.batch)
     events, metrics, stopping = ctx.events, ctx.metrics, AgreedStop(ctx.stop, world=1)  # one process
     sample_every = max(1, settings.iterations // max(settings.ppo.num_sample_generations, 1))
     tokens_seen = 0
@@ -345,9 +352,10 @@ def train(ctx: Context) -> Trained:
     # --- train ---
     iteration = start
     for iteration in range(start + 1, settings.iterations + 1):
-        batch = [prompts[next(order)] for _ in range(settings.batch)]
+        rows = [examples[next(order)] for _ in range(settings.batch)]
+        batch = [row["prompt"] for row in rows]
         timer = time.monotonic()
-        rollout = rollout_batch(policy, reference, value, scorer, tokenizer, batch, settings, stop_id)
+        rollout = rollout_batch(policy, reference, value, scorer, tokenizer, batch, rows, settings, stop_id)
         scoring_s = time.monotonic() - timer - rollout.generation_s
         timer = time.monotonic()
         stats = optimise(policy, value, optimizer, rollout, settings)
@@ -372,8 +380,8 @@ def train(ctx: Context) -> Trained:
 
 
 @torch.no_grad()
-def rollout_batch(policy, reference, value, scorer, tokenizer, prompts: list[str], settings: PpoSettings,
-                  stop_id: int) -> Rollout:
+def rollout_batch(policy, reference, value, scorer, tokenizer, prompts: list[str], rows: list[dict],
+                  settings: PpoSettings, stop_id: int) -> Rollout:
     from transformers import GenerationConfig
 
     device = _device(policy)
@@ -407,7 +415,7 @@ def rollout_batch(policy, reference, value, scorer, tokenizer, prompts: list[str
         ref_logp, _ = _in_chunks(lambda i: response_logprobs(reference, ids[i], attention[i], query_length,
                                                              responses[i], settings.ppo.temperature), settings)
     values = torch.cat([value(ids[i], attention[i], query_length) for i in _chunks(len(ids), settings)]).float()
-    scores = scorer(ids, attention, query_length, last, prompts, responses)
+    scores, term_means = scorer(ids, attention, query_length, last, prompts, rows, responses)
     if settings.ppo.missing_eos_penalty is not None:
         scores = scores - settings.ppo.missing_eos_penalty * (~stopped).float()
     logp, ref_logp, values = logp * mask, ref_logp * mask, values * mask
@@ -425,7 +433,7 @@ def rollout_batch(policy, reference, value, scorer, tokenizer, prompts: list[str
         "objective/rlhf_reward": (scores + non_score).mean().item(),
         "policy/entropy_avg": masked_mean(entropy, mask).item(),
         "val/num_eos_tokens": int(stopped.sum()), "val/eos_rate": stopped.float().mean().item(),
-        "val/response_length": mask.sum(1).float().mean().item(),
+        "val/response_length": mask.sum(1).float().mean().item(), **term_means,
     }
     return Rollout(ids=ids, attention=attention, responses=responses, mask=mask, logp=logp, values=values,
                    advantages=advantages, returns=returns, query_length=query_length, scores=scores, stats=stats,

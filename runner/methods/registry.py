@@ -39,8 +39,8 @@ class ExtraModel:
     """A model a method holds in memory beside the policy."""
 
     name: str
-    parameters_of: Literal["policy", "reward_model"]
-    """Whose size it has: the policy's, or the reward model's."""
+    parameters_of: Literal["policy", "reward_model", "teacher"]
+    """Whose size it has: the policy's, the reward model's or the teacher's."""
     trained: bool = False
     """Frozen: fp32 weights. Trained: fp32 weights, gradients and two AdamW states."""
     note: str = ""
@@ -49,6 +49,7 @@ class ExtraModel:
 REFERENCE = ExtraModel("reference model", "policy", note="frozen fp32 copy of the base")
 VALUE = ExtraModel("value model", "policy", trained=True, note="weights, gradients and AdamW states")
 REWARD = ExtraModel("reward model", "reward_model", note="frozen, fp32 (as the recipes load it)")
+TEACHER = ExtraModel("teacher model", "teacher", note="frozen, fp32 (as the distillation recipe loads it)")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,28 @@ class Finding:
 
 Check = Callable[[Any, Batching], Iterator[Finding]]
 """A method's own rule: (its section, the batching) -> what is wrong."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method option as the plan lists it: its value, its documented default, and where the value comes
+    from (the paper that introduced it)."""
+
+    name: str
+    value: Any
+    default: Any
+    origin: str
+
+
+def no_options(section: Any) -> list[Option]:
+    return []
+
+
+def options_of(section: Any, origins: Mapping[str, str]) -> list[Option]:
+    """The options named in `origins` ({field: origin}), with the section's values and the model's defaults."""
+    fields = type(section).model_fields
+    return [Option(name, getattr(section, name), fields[name].get_default(call_default_factory=True), origin)
+            for name, origin in origins.items()]
 
 
 def no_extra_memory(section: Any, mode: str) -> MemoryTerms:
@@ -152,6 +175,8 @@ class MethodDescriptor:
     """(section, trainable mode) -> {field: (value, rule)} for the section's `auto` fields."""
     section_hint: str | None = None
     """How to write the section, for a spec whose method needs one and lacks it."""
+    options: Callable[[Any], list[Option]] = no_options
+    """(section) -> the options the plan lists with their defaults and the papers they come from."""
     min_micro_batch: int = 1
     """Rows a micro-batch needs at least (KTO compares rows within one)."""
     single_device: bool = False

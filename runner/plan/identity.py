@@ -40,7 +40,8 @@ def versions() -> dict[str, str]:
 
 
 def inputs(spec_path: Path, checked: SpecResult, location: source.ModelLocation,
-           reward_location: source.ModelLocation | None = None, epoch_rows: list[int] | None = None) -> Inputs:
+           reward_location: source.ModelLocation | None = None, epoch_rows: list[int] | None = None,
+           teacher_location: source.ModelLocation | None = None) -> Inputs:
     """`epoch_rows`: the rows one epoch takes from each training source (the planner's count)."""
     data = []
     for role, report in checked.data.items():
@@ -50,7 +51,8 @@ def inputs(spec_path: Path, checked: SpecResult, location: source.ModelLocation,
     return Inputs(spec_path=str(spec_path.resolve()), spec_sha256=file_sha256(spec_path), data=data,
                   spec_source=str(checked.source.resolve()) if checked.source else None,
                   base_model=source.identity(location),
-                  reward_model=source.identity(reward_location) if reward_location else None, versions=versions())
+                  reward_model=source.identity(reward_location) if reward_location else None,
+                  teacher_model=source.identity(teacher_location) if teacher_location else None, versions=versions())
 
 
 def data_identity(role: str, written, report: SourceReport, epoch_rows: int | None = None) -> DataIdentity:
@@ -94,6 +96,8 @@ def check_fresh(plan: Plan, run_root: Path) -> None:
             models = [(checked.spec.base_model, recorded.base_model, "base model")]
             if recorded.reward_model is not None:
                 models.append((checked.spec.reward_source().model, recorded.reward_model, "reward model"))
+            if recorded.teacher_model is not None:
+                models.append((checked.spec.teacher_source(), recorded.teacher_model, "teacher model"))
             for spec_source, before, role in models:
                 current = source.identity(source.locate(spec_source, recorded.spec_folder, run_root))
                 if current != before:

@@ -239,6 +239,7 @@ class Inputs(Frozen):
     data: list[DataIdentity]
     base_model: ModelIdentity
     reward_model: ModelIdentity | None = None
+    teacher_model: ModelIdentity | None = None
     versions: dict[str, str]
     """runner, python and library versions at planning time."""
 
@@ -432,6 +433,30 @@ class DiskEstimate(Frozen):
     kept_bytes: int
 
 
+class RewardTermPlan(Frozen):
+    name: str
+    """The term's name in metrics (rewards/NAME/mean)."""
+    weight: float
+    what: str
+    """What it scores, in words."""
+
+
+class RewardPlan(Frozen):
+    """The reward of an RL method, as a formula over its named terms."""
+
+    formula: str
+    terms: list[RewardTermPlan]
+
+
+class MethodOption(Frozen):
+    """A method option with its documented default and where it comes from."""
+
+    name: str
+    value: Any
+    default: Any
+    origin: str
+
+
 class EvalItem(Frozen):
     """One evaluation as planned: what it reads, what it asks of the model, and what identifies it."""
 
@@ -509,6 +534,10 @@ class Plan(Frozen):
     """Which implementation runs the method (e.g. TRL DPOTrainer), and how."""
     objective: str = ""
     """The loss the method minimises, in words."""
+    reward: RewardPlan | None = None
+    """For methods trained against a reward: what a completion scores."""
+    options: list[MethodOption] = Field(default_factory=list)
+    """The method's options that the plan lists with their defaults and origins (the GRPO family's)."""
     confinement: Confinement | None = None
     """What the run may read for the spec (runner.confine): set when the plan was made under one (by
     the watch daemon), and enforced by `runner run --plan` wherever it runs."""

@@ -25,8 +25,8 @@ from runner.plan import disk, identity, memory, strategy, table
 from runner.model import source
 from runner.plan.evals import plan_evals
 from runner.plan.machine import Machine, detect
-from runner.plan.models import (DeviceFacts, LossMaskPreview, Plan, QuantizedBase, Resolved, ResolvedSettings, Steps,
-                                TokenStats)
+from runner.plan.models import (DeviceFacts, LossMaskPreview, MethodOption, Plan, QuantizedBase, Resolved,
+                                ResolvedSettings, RewardPlan, RewardTermPlan, Steps, TokenStats)
 from runner.encoding.packing import WORTH_IT, Layouts, keeps_documents_apart, layouts
 from runner.encoding.rows import KINDS, mask_rule
 from runner.model.skeleton import Skeleton, build
@@ -87,6 +87,7 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     device = _resolve_device(spec, method, machine, settings)
     location = source.locate(spec.base_model, folder, run_root)
     reward_location = _reward_location(spec, folder, run_root)
+    teacher_location = source.locate(spec.teacher_source(), folder, run_root) if spec.teacher_source() else None
     config = source.load_config(location)
     tokenizer = source.load_tokenizer(location)
     skeleton = build(config, method.descriptor.head)
@@ -107,17 +108,23 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
     steps = _steps(spec, method, settings, device, sum(epoch_rows), stats, trainable_plan.mode,
                    "eval" in checked.data)
     packing = _resolve_packing(spec, method, settings, lengths, steps, max_length, config)
-    reward_parameters = _reward_parameters(reward_location) if reward_location else 0
+    teacher = build(source.load_config(teacher_location), registry.CAUSAL_LM).facts if teacher_location else None
+    if teacher is not None and teacher.vocab_size != skeleton.facts.vocab_size:
+        raise PlanError(f"the teacher has a vocabulary of {teacher.vocab_size:,} tokens, the student "
+                        f"{skeleton.facts.vocab_size:,}: it cannot score the student's tokens",
+                        "distil from a teacher of the same model family (the same tokenizer)")
+    sizes = {"policy": skeleton.facts.total_parameters, "teacher": teacher.total_parameters if teacher else 0,
+             "reward_model": _reward_parameters(reward_location) if reward_location else 0}
     checkpoint_every = _resolve_outputs(spec, settings, steps)
     kept = _Kept(data_tokens=_data_tokens(checked, steps, stats, terms), gguf_conversion=_converts_gguf(location))
     mem, work = _memory(spec, method, terms, settings, device, skeleton, trainable_plan, steps, max_length, packing,
-                        reward_parameters, kept)
+                        sizes, kept)
     steps = steps.model_copy(update={"micro_batch_size": settings.entries["training.micro_batch_size"].value,
                                      "gradient_accumulation": settings.entries["training.gradient_accumulation"].value,
                                      "checkpoint_every": checkpoint_every})
     _record_method_settings(spec, method, settings)
 
-    inputs = identity.inputs(spec_path, checked, location, reward_location, epoch_rows)
+    inputs = identity.inputs(spec_path, checked, location, reward_location, epoch_rows, teacher_location)
     written = disk.estimate(skeleton.facts, work, steps, spec.outputs.keep_checkpoints,
                             spec.outputs.keep_checkpoints_after_success, inputs.base_model)
     eval_plan = plan_evals(spec.evals, folder, tokenizer, use_chat, inputs.base_model, steps, spec.training.seed,
@@ -128,9 +135,20 @@ def make_plan(spec_path: Path, *, run_root: Path, machine: Machine | None = None
         settings=ResolvedSettings.of_keys(settings.entries, method.name), device=device, model=skeleton.facts,
         trainable=trainable_plan,
         loss_mask=preview, steps=steps, memory=mem, disk=written, inputs=inputs,
-        training_path=_training_path(method, settings), objective=method.descriptor.objective, evals=eval_plan,
-        confinement=confine.active(),
+        training_path=_training_path(method, settings), objective=method.descriptor.objective,
+        reward=_reward_plan(spec),
+        options=[MethodOption(**vars(option)) for option in method.descriptor.options(method.section)],
+        evals=eval_plan, confinement=confine.active(),
     )
+
+
+def _reward_plan(spec: JobSpec) -> RewardPlan | None:
+    reward = spec.reward_source()
+    if reward is None:
+        return None
+    return RewardPlan(formula=reward.formula(), terms=[RewardTermPlan(name=name, weight=term.weight,
+                                                                      what=term.describe())
+                                                       for name, term in reward.named()])
 
 
 @dataclass(frozen=True)
@@ -449,7 +467,8 @@ def _saved(settings: Resolutions, trainable_plan, total: int) -> tuple[int, int]
 
 def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, settings: Resolutions, device: DeviceFacts,
             skeleton: Skeleton, trainable_plan, steps: Steps, max_length: int, packing: Layouts | None,
-            reward_parameters: int, kept: _Kept):
+            sizes: dict[str, int], kept: _Kept):
+    """`sizes`: the parameters of the policy and of the other models a method holds (ExtraModel.parameters_of)."""
     precision = settings.entries["hardware.precision"].value
     # A forward pass holds rows, or packed blocks; a step needs the per-device share of either.
     per_device = math.ceil(packing.blocks_per_step / device.count) if packing else steps.batch_size // device.count
@@ -463,7 +482,6 @@ def _memory(spec: JobSpec, method: _Method, terms: registry.MemoryTerms, setting
     seq_len = max_length if packing else min(max_length, _round_up(max(steps.tokens.max_tokens, 1), 8))
     lora = trainable_plan.mode == "lora"
     adapted = trainable_plan.lora.targets if lora else []
-    sizes = {"policy": skeleton.facts.total_parameters, "reward_model": reward_parameters}
     base = memory.Workload(
         mode=trainable_plan.mode, precision=precision, device=device.type, micro_batch=per_device,
         seq_len=seq_len, checkpointing=False, trainable_parameters=trainable_plan.trainable_parameters,

@@ -18,8 +18,8 @@ def gib(size: int) -> str:
 
 
 def render(plan: Plan, *, colour: bool = False) -> str:
-    sections = [_header(plan), _trainable(plan), _loss_mask(plan, colour), _data(plan), _steps(plan),
-                *([render_evals(plan.evals)] if plan.evals else []), _memory(plan), _disk(plan), _settings(plan),
+    sections = [_header(plan), _trainable(plan), _loss_mask(plan, colour), _reward(plan), _options(plan), _data(plan),
+                _steps(plan), render_evals(plan.evals) if plan.evals else "", _memory(plan), _disk(plan), _settings(plan),
                 _inputs(plan)]
     return "\n\n".join(section for section in sections if section) + "\n"
 
@@ -117,6 +117,26 @@ def _spans(example: MaskedExample, colour: bool) -> str:
         else:
             parts.append(f"[[{text}]]")
     return "".join(parts)
+
+
+def _reward(plan: Plan) -> str:
+    if plan.reward is None:
+        return ""
+    width = max(len(term.name) for term in plan.reward.terms)
+    lines = [f"Reward: {plan.reward.formula}  (a check scores 1 when it passes, 0 when it does not)"]
+    lines += [f"  {term.name:<{width}}  x{term.weight:<5g} {term.what}" for term in plan.reward.terms]
+    return "\n".join(lines)
+
+
+def _options(plan: Plan) -> str:
+    if not plan.options:
+        return ""
+    width = max(len(option.name) for option in plan.options)
+    lines = [f"{plan.method} options (value, and where it comes from):"]
+    for option in plan.options:
+        shown = "default" if option.value == option.default else f"default {option.default}"
+        lines.append(f"  {option.name:<{width}}  {option.value!s:<6} ({shown})  {option.origin}")
+    return "\n".join(lines)
 
 
 def _data(plan: Plan) -> str:
@@ -226,7 +246,9 @@ def _settings(plan: Plan) -> str:
     for key, entry in settings.items():
         if entry.rule != "spec":
             lines.append(f"  {key} = {entry.value}  ({entry.rule.removeprefix('auto: ')})")
-    given = [f"{key}={entry.value}" for key, entry in settings.items() if entry.rule == "spec"]
+    shown_above = {f"{plan.method}.reward", *(f"{plan.method}.{option.name}" for option in plan.options)}
+    given = [f"{key}={entry.value}" for key, entry in settings.items()
+             if entry.rule == "spec" and key not in shown_above]
     lines.append("  from the spec: " + ", ".join(given))
     return "\n".join(lines)
 

@@ -26,7 +26,9 @@ from runner.spec import datacheck, jobs, lockfile, modelinfo, rules
 from runner.spec.evalcheck import check_evals
 from runner.spec.diagnostics import Diagnostic, Span, sort_key
 from runner.spec.explain import explain
-from runner.spec.fields import HUB_ID_PATTERN, RewardSource
+from runner.rewards import pattern as patterns
+from runner.rewards.spec import DeclaredReward
+from runner.spec.fields import HUB_ID_PATTERN
 from runner.spec.models import DataSpec, JobSpec, ModelSource, TrainableSpec
 from runner.spec.yamlpos import FieldPath, YamlDocument, format_path, load_yaml
 from runner.trackers import TRACKERS
@@ -134,7 +136,7 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
     reward = getattr(view.sections.get(view.method or ""), "reward", None)
     if check_inputs and reward is not None:
         with _unexpected(report, (view.method, "reward")):
-            _check_reward_source(report, folder, view.method, reward)
+            _check_reward(report, result, folder, view.method, reward)
 
     result.diagnostics.sort(key=lambda d: (d.file != document.file, sort_key(d)))  # the spec's own first
     result.spec = spec if not result.errors else None
@@ -189,12 +191,15 @@ def _unexpected(report: _Reporter, path: FieldPath):
 def _code_uses(spec: JobSpec, document: YamlDocument) -> list[CodeUse]:
     sources: list[tuple[FieldPath, ModelSource]] = [(("base_model",), spec.base_model)]
     uses = []
-    reward = getattr(spec.method_section(), "reward", None)
-    if reward is not None and reward.function is not None:
-        where = (spec.method, "reward", "function")
-        uses.append(CodeUse("reward_function", where, document.locate(where), reward.function))
-    if reward is not None and reward.model is not None:
-        sources.append(((spec.method, "reward", "model"), reward.model))
+    reward = spec.reward_source()
+    for index, function in reward.functions() if reward is not None else ():
+        where = _reward_place(document, spec.method, index, "function")
+        uses.append(CodeUse("reward_function", where, document.locate(where), function))
+    for index, term in enumerate(reward.terms if reward is not None else ()):
+        if term.model is not None:
+            sources.append((_reward_place(document, spec.method, index, "model"), term.model))
+    if spec.teacher_source() is not None:
+        sources.append(((spec.method, "teacher"), spec.teacher_source()))
     for where, model in sources:
         if model.trust_remote_code:
             where = (*where, "trust_remote_code")
@@ -260,12 +265,22 @@ def _source_place(document: YamlDocument, role: str, index: int) -> FieldPath:
 
 
 def _as_written(loc: tuple, document: YamlDocument) -> tuple:
-    """A validation error's place as the spec writes it: a single source is validated as a list of one,
-    and `data.train[0].path` of `train: {path: x}` is `data.train.path`."""
-    if len(loc) > 2 and loc[0] == "data" and loc[1] in ("train", "eval") and loc[2] == 0:
-        if _source_place(document, loc[1], 0) == ("data", loc[1]):
+    """A validation error's place as the spec writes it: a field that takes one item or a list of them
+    (data.train, data.eval, a method's reward) validates one item as a list of one, and `data.train[0].path`
+    of `train: {path: x}` is `data.train.path`."""
+    if len(loc) > 2 and loc[2] == 0 and isinstance(document.data, dict):
+        section = document.data.get(loc[0])
+        written = section.get(loc[1]) if isinstance(section, dict) else None
+        if written is not None and not isinstance(written, list):
             return loc[:2] + loc[3:]
     return loc
+
+
+def _reward_place(document: YamlDocument, method: str, index: int, *rest: str) -> FieldPath:
+    """Where a reward term's field is written: method.reward[i].x, or method.reward.x for a single term."""
+    section = document.data.get(method) if isinstance(document.data, dict) else None
+    listed = isinstance(section, dict) and isinstance(section.get("reward"), list)
+    return (method, "reward", *((index,) if listed else ()), *rest)
 
 
 def similar_file(path: Path, relative: str) -> str | None:
@@ -395,6 +410,44 @@ def _check_trackers(report: _Reporter, names: list[str]) -> None:
                        f"where jobs run: {tracker.install}")
 
 
+def _check_reward(report: _Reporter, result: SpecResult, folder: Path, method: str, reward: DeclaredReward) -> None:
+    """What a reward names outside the spec (a reward model's `{job:}` is checked with every other one): the
+    functions' modules, the columns its checks read in every data row, and whether its patterns could be
+    checked here."""
+    for index, term in enumerate(reward.terms):
+        if term.function is not None and term.function_file(folder) is None:
+            module = term.function.split(":")[0]
+            if importlib.util.find_spec(module.split(".")[0]) is None:
+                report.add("error", _reward_place(report.document, method, index, "function"),
+                           f"module '{module}' is neither beside the spec ({Path(*module.split('.'))}.py) nor installed",
+                           "put the module next to the spec file, or install the package that has it")
+    if not patterns.available():
+        for index, kind, _ in reward.patterns():
+            report.add("warning", _reward_place(report.document, method, index, kind),
+                       "google-re2 is not installed here: this pattern was not checked, and a run on this machine "
+                       "would fail at its start", f"where jobs run: {patterns.re2_install()}")
+    if reward.columns():
+        _check_reward_columns(report, result, method, reward)
+
+
+def _check_reward_columns(report: _Reporter, result: SpecResult, method: str, reward: DeclaredReward) -> None:
+    """Every usable row of every source holds the columns the reward's checks read: the first row that does
+    not is an error on the check, naming the row."""
+    for role, checked in result.data.items():
+        for source_report in checked.sources:
+            if source_report.unchecked:
+                continue
+            for at, row, problem in source_report.source.rows(source_report.format):
+                found = reward.row_problem(row) if problem is None else None
+                if found is not None:
+                    index, why = found
+                    term = reward.terms[index]
+                    report.add("error", _reward_place(report.document, method, index, term.kind, "column"),
+                               f"data.{role} {display_path(at.file)} {at.describe()} {why}",
+                               "give every row that column, or map one with data.*.columns")
+                    return
+
+
 def _check_quantization_installed(report: _Reporter) -> None:
     """An error where jobs run (torch is here) and bitsandbytes is not: the run would fail at loading. Where
     only specs are checked (a pre-commit hook without torch) a warning, like a tracker's."""
@@ -405,15 +458,6 @@ def _check_quantization_installed(report: _Reporter) -> None:
                "a quantized base needs bitsandbytes, which is not installed here"
                + ("" if where_jobs_run else "; a run on this machine would fail at its start"),
                f"{'install it' if where_jobs_run else 'where jobs run'}: {pip_install(quantization.EXTRA)}")
-
-
-def _check_reward_source(report: _Reporter, folder: Path, method: str, reward: RewardSource) -> None:
-    if reward.function is not None and reward.function_file(folder) is None:
-        module = reward.function.split(":")[0]
-        if importlib.util.find_spec(module.split(".")[0]) is None:
-            report.add("error", (method, "reward", "function"),
-                       f"module '{module}' is neither beside the spec ({Path(*module.split('.'))}.py) nor installed",
-                       "put the module next to the spec file, or install the package that has it")
 
 
 def _check_selection(report: _Reporter, facts: modelinfo.ModelFacts, spec: TrainableSpec,

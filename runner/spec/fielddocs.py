@@ -14,16 +14,18 @@ import inspect
 
 @functools.cache
 def field_docs() -> dict[str, dict[str, str]]:
-    """{model class name: {field name: docstring}} for the spec models, the shared field types and each
-    method's section (in its descriptor module)."""
+    """{model class name: {field name: docstring}} for the spec models, the shared field types, the declared
+    rewards and each method's section (in its descriptor module)."""
     from runner.methods import registry
+    from runner.rewards import spec as rewards
     from runner.spec import evals, fields, models
 
     docs: dict[str, dict[str, str]] = {}
-    for module in (fields, models, evals, *registry.descriptor_modules()):
+    for module in (fields, models, evals, rewards, *registry.descriptor_modules()):
         for node in ast.parse(inspect.getsource(module)).body:
-            if isinstance(node, ast.ClassDef):
-                docs[node.name] = _class_docs(node)
+            if isinstance(node, ast.ClassDef):  # a field declared in a base class (of the same module) keeps its doc
+                inherited = [docs.get(base.id, {}) for base in node.bases if isinstance(base, ast.Name)]
+                docs[node.name] = {key: doc for found in [*inherited, _class_docs(node)] for key, doc in found.items()}
     # JobSpec is JobFields plus one section per registered method, made by create_model: no source of its own.
     made = {name: info.description for name, info in models.JobSpec.model_fields.items() if info.description}
     docs[models.JobSpec.__name__] = {**docs[models.JobFields.__name__], **made}

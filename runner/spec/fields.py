@@ -6,15 +6,12 @@ Both import from here, never from each other, so a descriptor's section model ca
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 import difflib
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, field_validator, model_validator
 from pydantic_core import PydanticCustomError
-
-from runner import confine
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
@@ -79,6 +76,9 @@ class SourceOfRows(Section):
     Each subclass declares the fields (path, hub, revision, config, split, columns) with its own docs."""
 
     ROW_KEYS: ClassVar[tuple[str, ...]] = ()
+    EXTRA_COLUMNS: ClassVar[bool] = False
+    """Whether `columns` may keep another column under its own name (one a reward check reads); a key close
+    to a row key is a typo all the same."""
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
@@ -107,7 +107,8 @@ class SourceOfRows(Section):
     @classmethod
     def _row_keys(cls, value: dict[str, str]) -> dict[str, str]:
         for key, column in value.items():
-            if key not in cls.ROW_KEYS:
+            typo = difflib.get_close_matches(key, cls.ROW_KEYS, n=1, cutoff=0.8)  # as formats.detect
+            if key not in cls.ROW_KEYS and (typo or not cls.EXTRA_COLUMNS):
                 raise not_one_of("columns", "'{word}' is not a row key{hint} (row keys: {choices})", key, cls.ROW_KEYS)
             if not column:
                 raise PydanticCustomError("columns", "columns.{key} names no column", {"key": key})
@@ -175,36 +176,3 @@ class ModelSource(Section):
         if self.hub:
             return self.hub + (f"@{self.revision}" if self.revision else "")
         return self.path if self.path else f"job:{self.job}"
-
-
-class RewardSource(Section):
-    """A reward model, or a Python function named explicitly (which runs as code)."""
-
-    model: ModelSource | None = None
-    """A reward model: {job: name} of a `reward` spec, {path: dir}, or a hub id."""
-    function: str | None = None
-    """`module:function`, imported and called with (prompts, completions) -> list of floats.
-    This executes code from your environment."""
-
-    @field_validator("function")
-    @classmethod
-    def _function(cls, value: str | None) -> str | None:
-        if value is not None and not FUNCTION_PATTERN.match(value):
-            raise PydanticCustomError("reward_function", "'{value}' is not 'module:function'", {"value": value})
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> RewardSource:
-        if (self.model is None) == (self.function is None):
-            raise PydanticCustomError("reward_source", "give exactly one of model or function")
-        return self
-
-    def function_file(self, spec_folder: Path) -> Path | None:
-        """The module file beside the spec that `function` names (`pkg.mod:f` is pkg/mod.py or
-        pkg/mod/__init__.py), or None: then the module must be installed."""
-        module = self.function.split(":")[0]
-        relative = Path(*module.split("."))
-        for candidate in ((spec_folder / relative).with_suffix(".py"), spec_folder / relative / "__init__.py"):
-            if candidate.is_file():
-                return confine.check(candidate, self.function)  # a link out of the folder is refused
-        return None

@@ -32,6 +32,7 @@ class DataSource(SourceOfRows):
     """One source of rows: exactly one of `path` or `hub`. A plain string is a path."""
 
     ROW_KEYS = tuple(sorted(formats.KNOWN_KEYS))
+    EXTRA_COLUMNS = True
 
     path: str | None = None
     """A .jsonl, .csv, .parquet or .arrow file, a `save_to_disk` folder, or a folder of such files
@@ -49,7 +50,8 @@ class DataSource(SourceOfRows):
     """The split to read (train, validation, test, ...); default: the only one, or `train` for data.train."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Row keys taken from columns of other names, {key: column}, e.g. {prompt: question, completion:
-    answer}; when given, rows hold these keys only."""
+    answer}; when given, rows hold these keys only (keep another column, such as one a reward check reads,
+    by naming it: {prompt: question, answer: answer})."""
     weight: Annotated[float, Field(gt=0, le=100)] = 1.0
     """Times each usable row of this source is used per epoch (data.train only): 2 uses every row twice,
     0.5 half of them (chosen from training.seed). An epoch is every source's rows taken so, shuffled
@@ -313,8 +315,12 @@ class JobFields(Section):
         return getattr(self, self.method) or self.descriptor().default_section()
 
     def reward_source(self):
-        """The reward model or function of a method trained against a reward, else None."""
+        """The declared reward (runner.rewards.spec.DeclaredReward) of a method trained against one, else None."""
         return getattr(self.method_section(), "reward", None)
+
+    def teacher_source(self) -> ModelSource | None:
+        """The teacher model of a method that distils one, else None."""
+        return getattr(self.method_section(), "teacher", None)
 
 
 def _job_spec() -> type[JobFields]:

@@ -50,15 +50,8 @@ def test_a_model_without_evals_asks_for_an_evals_file(chatty, tmp_path, capsys):
 
 
 def test_the_torch_free_eval_modules_import_neither_torch_nor_lm_eval():
-    import subprocess
-    import sys
+    from tests.helpers import assert_imports_none_of
 
-    from tests.helpers import REPO
-
-    code = ("import sys\n"
-            "import runner.commands.eval, runner.plan.evals, runner.spec.evalcheck, runner.evals.cache\n"
-            "import runner.evals.metrics, runner.evals.tasks, runner.evals.render, runner.evals.rows\n"
-            "heavy = [m for m in ('torch', 'transformers', 'lm_eval', 'datasets') if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert completed.returncode == 0, completed.stderr
+    assert_imports_none_of("import runner.commands.eval, runner.plan.evals, runner.spec.evalcheck, runner.evals.cache\n"
+                           "import runner.evals.metrics, runner.evals.tasks, runner.evals.render, runner.evals.rows",
+                           ("torch", "transformers", "lm_eval", "datasets"))

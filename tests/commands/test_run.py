@@ -9,6 +9,7 @@ from runner.manifest import Manifest, Metrics, RunError, Sample, Timings
 class _Run:
     def __init__(self, manifest: Manifest) -> None:
         self.path, self.manifest_file, self.manifest = Path("/runs/x/1"), Path("/runs/x/1/manifest.json"), manifest
+        self.metrics = self.path / "metrics.jsonl"  # none: the summary's per-step lines are left out
 
     def read_manifest(self) -> Manifest:
         return self.manifest

@@ -30,7 +30,7 @@ def test_the_spec_reference_has_every_key_of_every_section():
         for field in target.get("properties", {}):
             assert f"| `{field}` |" in reference, f"{name}.{field}"
     assert "| `learning_rate` | number (> 0) or `auto` | `auto` | Peak learning rate;" in reference
-    assert "## `trainable.lora` (LoraSpec)" in reference and "| `method` | `dpo` \\| `grpo`" in reference
+    assert "## `trainable.lora` (LoraSpec)" in reference and "| `method` | `distill` \\| `dpo` \\| `grpo`" in reference
 
 
 def test_example_specs_satisfy_the_schema():

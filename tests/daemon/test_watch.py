@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runner.daemon.states import State
-from tests.helpers import REPO
+from tests.helpers import REPO, assert_imports_none_of
 from tests.daemon.harness import Daemon, handle, ledger, spec_text, wait_until
 
 def test_valid_invalid_half_written_and_duplicate_specs(daemon, tmp_path):
@@ -293,10 +293,35 @@ def test_a_real_job_whose_log_cannot_be_written_runs_on(tmp_path, tiny_model_dir
     finally:
         created.stop()
 
+@pytest.mark.slow
+def test_declared_rewards_run_without_the_allow_option_and_reward_code_does_not(tmp_path, tiny_model_dir):
+    """A declared reward is data: the daemon trains with it as it is. A Python function is code from whoever
+    dropped the file: refused unless the daemon was started with --allow-reward-functions."""
+    created = Daemon(tmp_path, None, {**os.environ})
+    (created.folder / "model").symlink_to(tiny_model_dir)
+    (created.folder / "data").mkdir()
+    (created.folder / "data" / "train.jsonl").write_text(
+        "".join(json.dumps({"prompt": f"What is {i} + 1?", "answer": i + 1}) + "\n" for i in range(8)))
+    (created.folder / "scoring.py").write_text("def score(prompts, completions):\n    return [0.0] * len(completions)\n")
+    grpo = ("training: {max_steps: 1, batch_size: 4}\ntrainable: {mode: lora}\n"
+            "grpo:\n  num_generations: 2\n  max_completion_length: 4\n  reward:\n")
+    created.start()
+    try:
+        (created.folder / "checks.yaml").write_text(spec_text("checks", grpo + "    - numeric: {column: answer}\n"
+                                                                            "    - contains: {text: a}\n")
+                                                    .replace("method: sft", "method: grpo"))
+        (created.folder / "code.yaml").write_text(spec_text("code", grpo + "    - function: 'scoring:score'\n")
+                                                  .replace("method: sft", "method: grpo"))
+        jobs = {Path(job.path).stem: job for job in created.all_terminal(2, timeout=180)}
+        assert jobs["checks"].state == State.SUCCEEDED, jobs["checks"].reason
+        manifest = json.loads((Path(jobs["checks"].run_dir) / "manifest.json").read_text())
+        assert "rewards/numeric/mean" in manifest["metrics"]["method"]
+        assert jobs["code"].state == State.INVALID and "--allow-reward-functions" in jobs["code"].reason
+        assert jobs["code"].reason.startswith("grpo.reward[0].function: 'scoring:score' runs Python code")
+    finally:
+        created.stop()
+
+
 def test_the_daemon_modules_stay_torch_free():
-    code = ("import sys\nimport runner.daemon.supervisor, runner.commands.watch, runner.commands.status\n"
-            "import runner.daemon.web, runner.daemon.report, runner.commands.serve\n"
-            "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert completed.returncode == 0, completed.stderr
+    assert_imports_none_of("import runner.daemon.supervisor, runner.commands.watch, runner.commands.status\n"
+                           "import runner.daemon.web, runner.daemon.report, runner.commands.serve")

@@ -24,6 +24,21 @@ def test_ppo_with_a_reward_function(tiny_project, tmp_path, prompts):
     assert set(manifest.parameters.changed) == set(manifest.plan.trainable.trained)
 
 
+def test_ppo_scores_declared_checks_with_the_same_module(tiny_project, tmp_path, prompts):
+    write_jsonl(tmp_path / "data" / "prompts.jsonl", [{"prompt": f"What is {i} + 1?", "answer": i + 1} for i in range(8)])
+    code, run, manifest = run_spec(
+        tiny_project, QUICK_RL + "ppo:\n  response_length: 6\n  reward:\n    - contains: {text: a}\n"
+                              "    - numeric: {column: answer}\n      weight: 2\n"
+                              "    - length: {unit: tokens, max: 3, penalty: 0.5}\n",
+        **{"method: sft": "method: ppo", "data/train.jsonl": "data/prompts.jsonl"})
+    assert code == 0, manifest.error
+    for record in [json.loads(line) for line in run.metrics.read_text().splitlines()]:
+        means = [record[f"rewards/{name}/mean"] for name in ("contains", "numeric", "length")]
+        assert record["objective/scores"] == pytest.approx(means[0] + 2 * means[1] + means[2], abs=1e-5)
+        assert means[2] <= 0  # a penalty
+    assert manifest.plan.reward.formula == "contains + 2 x numeric + length"
+
+
 def test_grpo_with_a_reward_function(tiny_project, tmp_path, prompts):
     code, _, manifest = run_spec(
         tiny_project, QUICK_RL + "trainable:\n  mode: lora\ngrpo:\n  reward: {function: 'scoring:score'}\n"

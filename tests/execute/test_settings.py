@@ -7,7 +7,7 @@ from runner.execute.job import run_plan
 from runner.execute.settings import RunSettings
 from runner.methods import registry
 from runner.methods.descriptors.ppo import PpoSection
-from runner.spec.fields import RewardSource
+from runner.rewards.spec import DeclaredReward
 from tests.helpers import plan_of, write_jsonl
 
 
@@ -39,7 +39,7 @@ def test_the_method_section_comes_back_typed_with_its_autos_resolved(tiny_projec
     plan = plan_of(tiny_project, "trainable:\n  mode: lora\nppo:\n  reward: {function: 'scoring:score'}\n",
                    **{"method: sft": "method: ppo"})
     settings = RunSettings.of(plan, registry.get("ppo"))
-    assert isinstance(settings.method, PpoSection) and isinstance(settings.method.reward, RewardSource)
+    assert isinstance(settings.method, PpoSection) and isinstance(settings.method.reward, DeclaredReward)
     assert settings.method.value_model == "shared"  # `auto` in the spec, resolved by the descriptor
     assert settings.training.batch_size == plan.steps.batch_size
     assert settings.training.micro_batch_size == plan.settings.training.micro_batch_size.value

@@ -56,25 +56,30 @@ def separate_value(seed=1):
 class TokenFiveScorer:
     """Reward: the share of response tokens equal to token 5 (dense enough to learn from)."""
 
-    def __call__(self, ids, attention, query_length, last, prompts, responses):
+    def __call__(self, ids, attention, query_length, last, prompts, rows, responses):
         mask = torch.arange(responses.shape[1]).unsqueeze(0) <= last.unsqueeze(1)
-        return ((responses == 5) & mask).float().sum(1) / mask.float().sum(1)
+        return ((responses == 5) & mask).float().sum(1) / mask.float().sum(1), {}
 
 
 PROMPTS = [f"What is your name? {i}" for i in range(B)]
 
 
+def rows_of(prompts):
+    return [{"prompt": prompt} for prompt in prompts]
+
+
 def test_kl_is_exactly_zero_at_the_first_rollout(tokenizer):
     policy = llama()
     rollout = rollout_batch(policy, copy.deepcopy(policy), separate_value(), TokenFiveScorer(), tokenizer, PROMPTS,
-                            settings(), STOP)
+                            rows_of(PROMPTS), settings(), STOP)
     assert rollout.stats["objective/kl"] == 0.0 and rollout.stats["objective/non_score_reward"] == 0.0
 
 
 def test_first_minibatch_has_ratio_one_and_nothing_clipped(tokenizer):
     policy, value = llama(), separate_value()
     config = settings()
-    rollout = rollout_batch(policy, copy.deepcopy(policy), value, TokenFiveScorer(), tokenizer, PROMPTS, config, STOP)
+    rollout = rollout_batch(policy, copy.deepcopy(policy), value, TokenFiveScorer(), tokenizer, PROMPTS,
+                            rows_of(PROMPTS), config, STOP)
     policy.train()
     new_logp, _ = response_logprobs(policy, rollout.ids, rollout.attention, rollout.query_length,
                                     rollout.responses, config.ppo.temperature)
@@ -159,11 +164,11 @@ def test_truncation_table(row, last, stopped):
 def test_missing_stop_penalty_hits_only_responses_without_a_stop(tokenizer):
     class Zero(TokenFiveScorer):
         def __call__(self, ids, *args):
-            return torch.zeros(ids.shape[0])
+            return torch.zeros(ids.shape[0]), {}
 
     policy = llama()
     rollout = rollout_batch(policy, copy.deepcopy(policy), separate_value(), Zero(), tokenizer, PROMPTS,
-                            settings(missing_eos_penalty=1.0), STOP)
+                            rows_of(PROMPTS), settings(missing_eos_penalty=1.0), STOP)
     stopped = rollout.responses.eq(STOP).any(1)
     assert torch.equal(rollout.scores, -1.0 * (~stopped).float())
 
@@ -221,7 +226,8 @@ def test_policy_learns_a_synthetic_reward(tokenizer):
     ppo.disable_dropout(policy)
     scores = []
     for iteration in range(20):
-        rollout = rollout_batch(policy, reference, value, TokenFiveScorer(), tokenizer, PROMPTS[:16], config, STOP)
+        rollout = rollout_batch(policy, reference, value, TokenFiveScorer(), tokenizer, PROMPTS[:16],
+                                rows_of(PROMPTS[:16]), config, STOP)
         ppo.optimise(policy, value, optimizer, rollout, config)
         scores.append(rollout.stats["objective/scores"])
     first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
@@ -243,7 +249,8 @@ def test_lora_keeps_the_base_and_the_reference_is_the_base(tokenizer):
     config = settings(batch=8, micro_batch=4, num_ppo_epochs=2)
     value = separate_value()
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad] + value.parameters(), lr=1e-2)
-    rollout = rollout_batch(policy, None, value, TokenFiveScorer(), tokenizer, PROMPTS[:8], config, STOP)
+    rollout = rollout_batch(policy, None, value, TokenFiveScorer(), tokenizer, PROMPTS[:8], rows_of(PROMPTS[:8]),
+                            config, STOP)
     ppo.optimise(policy, value, optimizer, rollout, config)
     after = dict(policy.named_parameters())
     assert all(torch.equal(after[name], tensor) for name, tensor in base.items())
@@ -289,7 +296,7 @@ def test_entropy_is_never_negative_on_padded_batches(tokenizer):
     policy = llama()
     prompts = ["Hi", "What is your name? Tell me, please, what it is."] * 4
     rollout = rollout_batch(policy, copy.deepcopy(policy), separate_value(), TokenFiveScorer(), tokenizer, prompts,
-                            settings(batch=8, micro_batch=4), STOP)
+                            rows_of(prompts), settings(batch=8, micro_batch=4), STOP)
     assert rollout.stats["objective/entropy"] >= 0 and rollout.stats["policy/entropy_avg"] >= 0
 
 

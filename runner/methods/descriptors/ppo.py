@@ -9,12 +9,15 @@ from pydantic import Field
 
 from runner.methods.registry import (PROMPTS, REWARD, VALUE, Batching, Finding, MemoryTerms, MethodDescriptor,
                                      unless_lora)
-from runner.spec.fields import Count, RewardSource, Section
+from runner.rewards.spec import DeclaredReward
+from runner.spec.fields import Count, Section
 
 
 class PpoSection(Section):
-    reward: RewardSource
-    """Where scores come from."""
+    reward: DeclaredReward
+    """What a response scores: a list of weighted terms, each a declared check (exact, numeric, regex,
+    contains, json, format, length), a reward model ({model: ...}) or a Python function ({function:
+    module:name}). One term may be written without the list."""
     kl_coef: Annotated[float, Field(ge=0)] = 0.05
     """Weight of the KL penalty towards the reference model."""
     kl_estimator: Literal["k1", "k3"] = "k1"
@@ -94,7 +97,7 @@ def shared_value_model_needs_lora(section: PpoSection, batching: Batching) -> It
 
 DESCRIPTOR = MethodDescriptor(
     name="ppo",
-    summary="reinforcement learning against a reward model or function (runner's PPO)",
+    summary="reinforcement learning against declared checks, a reward model or a function (runner's PPO)",
     section=PpoSection,
     formats=("prompt_only", "prompt_completion", "messages", "preference"),
     rows=PROMPTS,
@@ -112,6 +115,7 @@ DESCRIPTOR = MethodDescriptor(
     minibatches=lambda section: section.num_mini_batches,
     episodes=lambda section: section.total_episodes,
     resolve=lambda section, mode: {"value_model": value_model(section, mode)},
-    section_hint="add  ppo: {reward: {model: {job: my-reward-model}}}  or  {reward: {function: my_module:score}}",
+    section_hint="add  ppo: {reward: {model: {job: my-reward-model}}}, or declared checks {reward: [{numeric: "
+                 "{column: answer}}]}, or a function {reward: {function: my_module:score}}",
     single_device=True,
 )
