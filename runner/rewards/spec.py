@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, RootModel, field_validator, model_validator
+from pydantic import ConfigDict, Field, RootModel, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from runner import confine
@@ -280,8 +280,14 @@ def _as_terms(value: Any) -> Any:
     return [value] if isinstance(value, dict) else value
 
 
-class DeclaredReward(RootModel[Annotated[list[RewardTerm], Field(min_length=1, max_length=MAX_TERMS)]]):
+class DeclaredReward(RootModel):
     """A reward: a list of weighted terms (or one term as a mapping)."""
+
+    # Built when first used, as the spec's sections are: `runner validate` pays for it only on a spec that
+    # declares a reward (RootModel[...] would build a parametrised class, and its validator, at import).
+    model_config = ConfigDict(defer_build=True)
+
+    root: Annotated[list[RewardTerm], Field(min_length=1, max_length=MAX_TERMS)]
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
