@@ -121,7 +121,7 @@ class ResolvedSettings(Frozen):
             *parents, last = rest.split(".")
             for part in parents:
                 node = node.setdefault(part, {})
-            node[last] = entry
+            node[last] = entry.model_dump()  # validated again, against the type the record declares for it
         return cls.model_validate(nested)
 
     def by_key(self, method: str) -> dict[str, Resolved]:

@@ -212,6 +212,8 @@ def test_the_settings_are_a_declared_record_and_a_version_1_plan_reads_into_it(t
     assert by_key["training.learning_rate"] is plan.settings.training.learning_rate and "sft.packing" in by_key
     with pytest.raises(ValueError, match="not_declared"):  # a key the record does not declare is refused
         ResolvedSettings.of_keys({**by_key, "hardware.not_declared": Resolved(value=1, rule="spec")}, "sft")
+    with pytest.raises(ValueError, match="precision"):  # and a value of another type than it declares
+        ResolvedSettings.of_keys({**by_key, "hardware.precision": Resolved(value="fp64", rule="spec")}, "sft")
     version_1 = plan.model_dump(mode="json", exclude={"settings"}) | {
         "plan_version": 1, "resolved": {key: entry.model_dump(mode="json") for key, entry in by_key.items()}}
     read = Plan.model_validate(version_1)
