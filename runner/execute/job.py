@@ -109,9 +109,7 @@ def run_plan(plan: Plan, *, run_root: Path, spec_text: str | None = None, consol
         restore()
     metrics.close(state)
     if worker_of and state == "failed":  # node 0's launcher tells the first failure from its consequences
-        error = manifest.error
-        report_worker_failure(run.path, manifest.attempts[-1].number, rank, error.kind, error.message, error.hint,
-                              error.traceback, unexpected)
+        report_worker_failure(run.path, manifest.attempts[-1].number, rank, manifest.error, unexpected)
     _finish(run, manifest, state)
     if state == "succeeded" and rank == 0 and not settings.training.keep_checkpoints_after_success:
         _remove_checkpoints(run, manifest, events)

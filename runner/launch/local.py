@@ -21,6 +21,7 @@ from pathlib import Path
 
 from runner.errors import UsageError
 from runner.launch.records import Failure, Reports
+from runner.manifest import RunError
 
 WORKER_RUN_DIR = "RUNNER_RUN_DIR"
 """Set for the worker processes of a multi-process run: the run directory they share."""
@@ -125,13 +126,14 @@ def run_workers(plan_file: Path, run_dir: Path, run_root: Path, per_node: int, p
     return WorkersEnded(code, reports.outcome(place.nodes, SETTLE_TIMEOUT_S), reports.signalled())
 
 
-def report_worker_failure(run_dir: Path, attempt: int, rank: int, kind: str, message: str, hint: str | None,
-                          traceback: str | None, error: BaseException | None) -> None:
-    """A worker's failure, for node 0's launcher to tell the first failure of the launch from its consequences:
-    `error` raised because another process went away is marked secondary."""
+def report_worker_failure(run_dir: Path, attempt: int, rank: int, failure: RunError,
+                          raised: BaseException | None) -> None:
+    """A worker's recorded failure, for node 0's launcher to tell the first failure of the launch from its
+    consequences: one `raised` because another process went away is marked secondary."""
     Reports(run_dir, attempt).rank_failed(Failure(
-        node=int(os.environ.get(NODE_RANK_ENV, "0")), host=socket.gethostname(), kind=kind, message=message,
-        at=time.time(), rank=rank, hint=hint, traceback=traceback, secondary=error is not None and _peer_gone(error)))
+        node=int(os.environ.get(NODE_RANK_ENV, "0")), host=socket.gethostname(), kind=failure.kind,
+        message=failure.message, at=time.time(), rank=rank, hint=failure.hint, traceback=failure.traceback,
+        secondary=raised is not None and _peer_gone(raised)))
 
 
 def _peer_gone(error: BaseException) -> bool:
