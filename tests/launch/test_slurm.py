@@ -121,9 +121,12 @@ def test_ctrl_c_while_following_cancels_the_job_and_the_run_checkpoints(cluster,
     # as well, and the run must still checkpoint once and end interrupted, not failed.
     spec = tiny_project(TINY_SPEC + LONG_RUN + "  gpus: 2\n")
     config = write_config(tmp_path, "cpus_per_process: 1\n")  # the test cluster's node has 2 CPUs
+    # Ctrl-C as a terminal delivers it, whatever this process inherited: a shell's background job (CI started
+    # with `&`) ignores SIGINT, and Python keeps an ignored SIGINT ignored.
     follower = subprocess.Popen([sys.executable, "-m", "runner", "submit", str(spec), "--runs-dir", str(tmp_path),
                                  "--quiet", "--config", str(config)], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 600  # an upper bound: two processes start slowly on a loaded 2-core machine
     while not list((tmp_path / "runs" / "tiny").glob("*/metrics.jsonl")):  # training has begun
         assert time.monotonic() < deadline and follower.poll() is None, follower.communicate()[0]
