@@ -164,9 +164,12 @@ def _regex_glob(pattern: str):
 @settings(max_examples=300, deadline=None)
 @given(st.text("ab/*?[].-", max_size=8), st.text("ab/.-", max_size=10))
 def test_globs_match_as_the_hub_reads_them(pattern, name):
+    # An empty class `[]` matches nothing in the matcher; the reference regex instead reads a `]` right after
+    # `[` as a member (as fnmatch does) and runs on to a later `]`: outside what the reference models.
+    assume("[]" not in pattern)
     try:
         reference = _regex_glob(pattern)
-    except re.error:  # an empty or reversed class: the regex refused it; the matcher takes it as matching nothing
+    except re.error:  # a reversed class: the regex refused it; the matcher takes it as matching nothing
         assume(False)
     assert Glob(pattern).matches(name) == bool(reference.match(name)), (pattern, name)
 
