@@ -18,10 +18,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runner.errors import UsageError
 from runner.launch.records import Failure, Reports
-from runner.manifest import RunError
+
+if TYPE_CHECKING:  # an annotation only: the launchers (Slurm's too) stay clear of the manifest's models
+    from runner.manifest import RunError
 
 WORKER_RUN_DIR = "RUNNER_RUN_DIR"
 """Set for the worker processes of a multi-process run: the run directory they share."""
