@@ -16,10 +16,10 @@ def schemas() -> dict[str, dict]:
     from runner.manifest import Manifest
     from runner.plan.models import Plan
     from runner.spec.fielddocs import describe_schema
-    from runner.spec.models import JobSpec
+    from runner.spec.models import schema_model
 
     header = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
-    job = {**header, "title": "runner job spec", **describe_schema(JobSpec.model_json_schema(), "JobSpec")}
+    job = {**header, "title": "runner job spec", **describe_schema(schema_model().model_json_schema(), "JobSpec")}
     plan = {**header, "title": "runner plan", **Plan.model_json_schema()}
     manifest = {**header, "title": "runner result manifest", **Manifest.model_json_schema()}
     slurm = {**header, "title": "runner Slurm settings (~/.config/runner/slurm.yaml)",

@@ -244,36 +244,40 @@ class MethodDescriptor:
 
 
 @functools.cache
-def _registered() -> dict[str, MethodDescriptor]:
+def names() -> tuple[str, ...]:
+    """The registered methods: one module each in runner/methods/descriptors/. Listing them imports none:
+    validating a spec reads its own method's descriptor only."""
     from runner.methods import descriptors
 
-    found: dict[str, MethodDescriptor] = {}
-    for module_info in pkgutil.iter_modules(descriptors.__path__):
-        module = importlib.import_module(f"{descriptors.__name__}.{module_info.name}")
-        descriptor = getattr(module, "DESCRIPTOR", None)
-        if not isinstance(descriptor, MethodDescriptor) or descriptor.name != module_info.name:
-            raise RunnerError(f"{module.__file__} defines no DESCRIPTOR named '{module_info.name}'",
-                              "each module in runner/methods/descriptors/ describes the method it is named after")
-        found[descriptor.name] = descriptor
-    return found
+    return tuple(module_info.name for module_info in pkgutil.iter_modules(descriptors.__path__))
 
 
-def names() -> tuple[str, ...]:
-    return tuple(_registered())
+@functools.cache
+def get(name: str) -> MethodDescriptor:
+    """The descriptor of a registered method; any other name is a clear error, never a fallback."""
+    if name not in names():
+        raise RunnerError(f"method '{name}' is not registered in this runner",
+                          f"registered methods: {', '.join(names())}; a plan made by another runner "
+                          "version must be made again")
+    from runner.methods import descriptors
+
+    module = importlib.import_module(f"{descriptors.__name__}.{name}")
+    descriptor = getattr(module, "DESCRIPTOR", None)
+    if not isinstance(descriptor, MethodDescriptor) or descriptor.name != name:
+        raise RunnerError(f"{module.__file__} defines no DESCRIPTOR named '{name}'",
+                          "each module in runner/methods/descriptors/ describes the method it is named after")
+    return descriptor
 
 
 def descriptors() -> tuple[MethodDescriptor, ...]:
-    return tuple(_registered().values())
+    """Every registered method's descriptor (this imports them all: the schema and the docs want them)."""
+    return tuple(get(name) for name in names())
 
 
-def get(name: str) -> MethodDescriptor:
-    """The descriptor of a registered method; any other name is a clear error, never a fallback."""
-    try:
-        return _registered()[name]
-    except KeyError:
-        raise RunnerError(f"method '{name}' is not registered in this runner",
-                          f"registered methods: {', '.join(names())}; a plan made by another runner "
-                          "version must be made again") from None
+def forget() -> None:
+    """Read the descriptors folder again (a test that adds a method file)."""
+    names.cache_clear()
+    get.cache_clear()
 
 
 def descriptor_modules() -> list:

@@ -12,6 +12,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -27,11 +28,13 @@ from runner.spec.evalcheck import check_evals
 from runner.spec.diagnostics import Diagnostic, Span, sort_key
 from runner.spec.explain import explain
 from runner.rewards import pattern as patterns
-from runner.rewards.spec import DeclaredReward
 from runner.spec.fields import HUB_ID_PATTERN
-from runner.spec.models import DataSpec, JobSpec, ModelSource, TrainableSpec
+from runner.spec.models import DataSpec, JobSpec, ModelSource, TrainableSpec, spec_model
 from runner.spec.yamlpos import FieldPath, YamlDocument, format_path, load_yaml
 from runner.trackers import TRACKERS
+
+if TYPE_CHECKING:  # a spec's reward is validated by its method's model: only RL specs import it
+    from runner.rewards.spec import DeclaredReward
 
 
 @dataclass(frozen=True)
@@ -93,12 +96,16 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
 
     broken: set[str] = set()
     spec = None
+    method = document.data.get("method") if isinstance(document.data, dict) else None
+    model = spec_model(method if isinstance(method, str) else None)
     try:
-        spec = JobSpec.model_validate(document.data)
+        spec = model.model_validate(document.data)
     except ValidationError as error:
         for item in error.errors(include_url=False):
+            if item["type"] == "extra_forbidden" and len(item["loc"]) == 1 and item["loc"][0] in registry.names():
+                continue  # another method's section: rules.sections_match_method says whose it is
             item["loc"] = _as_written(tuple(item["loc"]), document)
-            result.diagnostics.append(explain(item, document))
+            result.diagnostics.append(explain(item, document, model))
             broken.add(str(item["loc"][0]) if item["loc"] else "")
 
     view = rules.SpecView.of_spec(document.data, spec) if spec else rules.SpecView.of(document.data, broken)
@@ -167,7 +174,7 @@ def check_evals_file(path: Path):
     except ValidationError as error:
         for item in error.errors(include_url=False):
             item["loc"] = ("evals", *item["loc"])
-            diagnostics.append(explain(item, document))
+            diagnostics.append(explain(item, document, JobSpec))
     if evals is not None:
         with _unexpected(report, ("evals",)):
             check_evals(report, path.parent, evals, None, similar_file)

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from runner.spec.diagnostics import Diagnostic
 from runner.spec.fielddocs import field_docs
-from runner.spec.models import NAME_PATTERN, JobSpec
+from runner.spec.models import NAME_PATTERN
 from runner.spec.yamlpos import YamlDocument, format_path
 
 
@@ -74,20 +74,21 @@ def _same_but_case(word: Any, choices: list[str]) -> str | None:
     return f"values are case-sensitive: write '{same[0]}'" if same else None
 
 
-def explain(error: dict, document: YamlDocument) -> Diagnostic:
+def explain(error: dict, document: YamlDocument, model: type[BaseModel]) -> Diagnostic:
+    """The diagnostic for one of pydantic's errors in validating `document` with `model`."""
     loc = tuple(error["loc"])
     kind, value, context = error["type"], error.get("input"), error.get("ctx") or {}
     path = format_path(loc)
     summary, hint, at_key = error["msg"].removeprefix("Value error, "), None, False
 
     if kind == "extra_forbidden":
-        parent = model_at(JobSpec, loc[:-1])
+        parent = model_at(model, loc[:-1])
         known = list(parent.model_fields) if parent else []
         summary, at_key = f"unknown key '{loc[-1]}'", True
         hint = _flattened(parent, loc[-1], value) or _did_you_mean(loc[-1], known) or (
             f"keys allowed here: {', '.join(known)}" if known else None)
     elif kind == "missing":
-        parent = model_at(JobSpec, loc[:-1])
+        parent = model_at(model, loc[:-1])
         doc = field_docs().get(parent.__name__, {}).get(str(loc[-1]), "") if parent else ""
         summary = f"missing required key '{loc[-1]}'"
         hint = doc.splitlines()[0] if doc else None

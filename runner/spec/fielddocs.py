@@ -26,9 +26,9 @@ def field_docs() -> dict[str, dict[str, str]]:
             if isinstance(node, ast.ClassDef):  # a field declared in a base class (of the same module) keeps its doc
                 inherited = [docs.get(base.id, {}) for base in node.bases if isinstance(base, ast.Name)]
                 docs[node.name] = {key: doc for found in [*inherited, _class_docs(node)] for key, doc in found.items()}
-    # JobSpec is JobFields plus one section per registered method, made by create_model: no source of its own.
-    made = {name: info.description for name, info in models.JobSpec.model_fields.items() if info.description}
-    docs[models.JobSpec.__name__] = {**docs[models.JobFields.__name__], **made}
+    # The method's sections are added to JobSpec by create_model, from the descriptors: no source of their own.
+    made = {name: info.description for name, info in models.schema_model().model_fields.items() if info.description}
+    docs[models.JobSpec.__name__] = {**docs[models.JobSpec.__name__], **made}
     return docs
 
 

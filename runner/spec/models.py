@@ -11,6 +11,7 @@ resolves it and records the rule it used.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any, Literal
 
@@ -275,9 +276,10 @@ class OutputsSpec(Section):
         return value
 
 
-class JobFields(Section):
+class JobSpec(Section):
     """A fine-tuning job: what to train, on what, how, and where it goes. Each registered method adds its
-    own section (see `JobSpec` below)."""
+    own section: a spec validates against its method's model (`spec_model`), the JSON schema shows them all
+    (`schema_model`)."""
 
     version: Literal[1]
     """Spec language version; always 1."""
@@ -312,7 +314,7 @@ class JobFields(Section):
 
     def method_section(self) -> Section | None:
         """This method's settings: the spec's section, or its defaults when the method needs none given."""
-        return getattr(self, self.method) or self.descriptor().default_section()
+        return getattr(self, self.method, None) or self.descriptor().default_section()
 
     def reward_source(self):
         """The declared reward (runner.rewards.spec.DeclaredReward) of a method trained against one, else None."""
@@ -323,20 +325,34 @@ class JobFields(Section):
         return getattr(self.method_section(), "teacher", None)
 
 
-def _job_spec() -> type[JobFields]:
-    """JobFields with the registered methods as the `method` choices, and one optional section each."""
+@functools.cache
+def spec_model(method: str | None) -> type[JobSpec]:
+    """The model a spec of `method` validates against: JobSpec with the registered methods as the `method`
+    choices and that method's section. Checking a spec reads its own method's descriptor only (no other
+    method's section is imported or built: a tenth of validate's time); a section of another method in it is
+    not a field here, and `rules.sections_match_method` says whose it is. An unregistered method gets no
+    section (the `method` choices name the registered ones)."""
+    sections = (registry.get(method),) if method in registry.names() else ()
+    return _with_sections(sections, method_doc=None)
+
+
+@functools.cache
+def schema_model() -> type[JobSpec]:
+    """JobSpec with every registered method's section: the JSON schema and the field documentation."""
     methods = registry.descriptors()
-    choices = Literal[tuple(d.name for d in methods)]  # type: ignore[valid-type]
-    method_doc = "\n".join(f"{d.name}: {d.summary}" for d in methods)
+    return _with_sections(methods, method_doc="\n".join(f"{d.name}: {d.summary}" for d in methods))
+
+
+def _with_sections(methods: tuple[registry.MethodDescriptor, ...], method_doc: str | None) -> type[JobSpec]:
+    choices = Literal[registry.names()]  # type: ignore[valid-type]
     sections = {d.name: (d.section | None, Field(default=None, description=f"Settings for method {d.name}."))
                 for d in methods}
-    return create_model("JobSpec", __base__=JobFields, __module__=__name__,
+    return create_model("JobSpec", __base__=JobSpec, __module__=__name__,
                         method=(choices, Field(description=method_doc)), **sections)
 
 
-JobSpec = _job_spec()
-SECTION_MODELS: dict[str, type[Section]] = {d.name: d.section for d in registry.descriptors()}
 SECTIONS: dict[str, type[Section]] = {
     "base_model": ModelSource, "data": DataSpec, "trainable": TrainableSpec, "training": TrainingSpec,
-    "hardware": HardwareSpec, "outputs": OutputsSpec, "evals": EvalsSpec, **SECTION_MODELS,
+    "hardware": HardwareSpec, "outputs": OutputsSpec, "evals": EvalsSpec,
 }
+"""The sections every spec may have; a method's own section comes from its descriptor."""

@@ -15,7 +15,7 @@ import json
 from pydantic import ValidationError
 
 from runner.methods import registry
-from runner.spec.models import SECTION_MODELS, SECTIONS, JobSpec, Section
+from runner.spec.models import SECTIONS, JobSpec, Section
 from runner.spec.yamlpos import FieldPath
 
 
@@ -46,17 +46,19 @@ class SpecView:
 
     @classmethod
     def of_spec(cls, raw: dict[str, Any], spec: JobSpec) -> SpecView:
-        return cls(raw, {name: getattr(spec, name) for name in SECTIONS if getattr(spec, name) is not None})
+        given = {name: getattr(spec, name) for name in (*SECTIONS, spec.method)}
+        return cls(raw, {name: section for name, section in given.items() if section is not None})
 
     @classmethod
     def of(cls, raw: dict[str, Any], broken: set[str]) -> SpecView:
         """Validate each section on its own (the slow path, for specs with errors)."""
         view = cls(raw)
-        for name, model in SECTIONS.items():
+        method = {view.method: registry.get(view.method).section} if view.method else {}
+        for name, model in {**SECTIONS, **method}.items():
             if name in broken:
                 continue
             value = raw.get(name)
-            if value is None and name in ("base_model", "data", *SECTION_MODELS):
+            if value is None and name in ("base_model", "data", *method):
                 continue
             try:
                 view.sections[name] = model.model_validate(value if value is not None else {})
@@ -130,7 +132,7 @@ def sections_match_method(view: SpecView) -> Iterator[Problem]:
     method = view.method
     if method is None:
         return
-    for name in SECTION_MODELS:
+    for name in registry.names():
         if name != method and view.given(name):
             yield Problem((name,), f"a '{name}' section applies to method {name}; this spec's method is {method}",
                           hint=f"remove the '{name}' section, or set method: {name}", at_key=True)

@@ -119,6 +119,14 @@ def test_validate_never_imports_the_training_stack():
                             "lm_eval", "bitsandbytes"))
 
 
+def test_validating_a_spec_reads_its_own_methods_descriptor_only(project):
+    """validate runs on every commit (pre-commit): an SFT spec imports no other method's descriptor, nor the
+    declared rewards that the RL methods' sections hold (nor builds their validators)."""
+    others = tuple(f"runner.methods.descriptors.{name}" for name in registry.names() if name != "sft")
+    assert_imports_none_of(f"from runner.cli import main\nassert main(['validate', {str(project(BASE_SPEC))!r}]) == 0",
+                           (*others, "runner.rewards.spec"))
+
+
 def test_the_console_script_runs(project):
     completed = subprocess.run([sys.executable, "-m", "runner", "validate", str(project(BASE_SPEC))],
                                capture_output=True, text=True)

@@ -71,12 +71,12 @@ def test_an_unregistered_method_is_a_clear_error():
 def extra_descriptor_folder(tmp_path, monkeypatch):
     """A second folder in the descriptors package, as a new method's file would be."""
     monkeypatch.setattr(descriptors, "__path__", [*descriptors.__path__, str(tmp_path)])
-    registry._registered.cache_clear()
+    registry.forget()
     yield tmp_path
     for name in [name for name in sys.modules if name.startswith("runner.methods.descriptors.toy")]:
         del sys.modules[name]
     monkeypatch.undo()
-    registry._registered.cache_clear()
+    registry.forget()
 
 
 def test_a_new_descriptor_file_is_registered_without_editing_a_list(extra_descriptor_folder):
@@ -94,8 +94,10 @@ def test_a_new_descriptor_file_is_registered_without_editing_a_list(extra_descri
 
 def test_a_descriptor_module_must_describe_its_namesake(extra_descriptor_folder):
     (extra_descriptor_folder / "toy.py").write_text("DESCRIPTOR = None\n")
-    with pytest.raises(RunnerError, match="defines no DESCRIPTOR named 'toy'"):
-        registry.names()
+    assert "toy" in registry.names()  # found by its file; read when a spec names it, or by every descriptor
+    for read in (lambda: registry.get("toy"), registry.descriptors):
+        with pytest.raises(RunnerError, match="defines no DESCRIPTOR named 'toy'"):
+            read()
 
 
 # --- nothing outside the registry, the descriptors and the recipes branches on a method's name ---------

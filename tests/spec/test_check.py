@@ -100,6 +100,15 @@ def test_cross_field_rules(project):
     assert "not a multiple of micro_batch_size 4" in batch.summary and batch.hint == "use a batch_size of 8"
 
 
+def test_another_methods_section_is_said_once_whatever_it_holds(project):
+    """A spec validates against its own method's model: a section of another method is not checked field by
+    field there (that model does not know it), and the rule names whose section it is, once."""
+    path = project(BASE_SPEC + "grpo:\n  reward: {no_such_check: 1}\n  bogus: true\n")
+    (only,) = [d for d in check_spec(path).diagnostics if d.path.startswith("grpo")]
+    assert only.summary == "a 'grpo' section applies to method grpo; this spec's method is sft"
+    assert only.hint == "remove the 'grpo' section, or set method: grpo"
+
+
 def test_batch_arithmetic_counts_the_devices_of_every_node(project):
     path = project(BASE_SPEC + "training:\n  batch_size: 8\n  micro_batch_size: 2\nhardware:\n  gpus: 2\n  nodes: 3\n")
     batch = find(path, "training.batch_size")
