@@ -1,4 +1,4 @@
-"""lm-eval-harness tasks on a model in memory (the `evals` extra: pip install 'runner-finetune[evals]').
+"""lm-eval-harness tasks on a model in memory (the `evals` extra).
 
 lm-eval is imported here only, when a run evaluates a task. Its hub datasets are read from the datasets
 cache, never downloaded (HF_DATASETS_OFFLINE and HF_HUB_OFFLINE are set while it runs), and a task is

@@ -4,7 +4,7 @@ takes bounded memory, whatever the pattern.
 Python's `re` backtracks: `(a+)+$` against forty a's and a b takes longer than a run, and a spec could
 hold such a pattern (on purpose or not) and stall a shared box. RE2 (`google-re2`, a wheel on PyPI) has
 no backtracking, and so no backreferences or lookaround; a pattern that uses them is a validate error.
-It is an extra (`runner-finetune[rewards]`, part of `train`): `runner validate` without it checks
+It is an extra (`rewards`, part of `train`): `runner validate` without it checks
 everything else and says that the pattern was not checked; a run without it fails at its start.
 """
 

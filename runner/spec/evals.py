@@ -227,7 +227,7 @@ class EvalSet(Section):
 
 
 class EvalTask(Section):
-    """A task of lm-eval-harness (pip install 'runner-finetune[evals]'), run on the base and the result."""
+    """A task of lm-eval-harness (the `evals` extra, docs/install.md), run on the base and the result."""
 
     task: Annotated[str, Field(pattern=TASK_PATTERN)]
     """The task's name: one of lm-eval's, or one declared by a task YAML under include_path."""

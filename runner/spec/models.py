@@ -160,8 +160,8 @@ class TrainableSpec(Section):
     """LoRA settings; only with mode: lora (defaults apply when omitted)."""
     quantize: QuantizeSpec | None = None
     """Store the frozen base quantised (QLoRA with `4`; only with mode: lora): `quantize: 4`, or
-    {bits: 4, type: nf4, double_quant: true, compute_dtype: auto}. Needs bitsandbytes:
-    pip install 'runner-finetune[qlora]'."""
+    {bits: 4, type: nf4, double_quant: true, compute_dtype: auto}. Needs bitsandbytes: the `qlora`
+    extra (docs/install.md)."""
 
     @field_validator("modules", "also")
     @classmethod
