@@ -15,6 +15,7 @@ from pathlib import Path
 from runner.errors import RunnerError
 from runner.fsutil import write_atomically
 from runner.manifest import Manifest
+from runner.methods import registry
 from runner.plan.models import Plan
 from runner.readers import read_regular
 
@@ -57,6 +58,8 @@ def plan_sha256(plan: Plan) -> str:
     record = plan.model_dump(mode="json", include={"name", "method", "spec", "trainable", "steps", "inputs"})
     for key in ("versions", "spec_sha256"):  # the spec's content is in `spec`
         record["inputs"].pop(key)
+    for name in registry.names():  # the spec as plans made before each method had its own spec model hold it:
+        record["spec"].setdefault(name, None)  # every method's section, null but its own (those runs resume)
     record["spec"].pop("hardware")  # what it resolves to is in the settings
     record["spec"].pop("priority", None)  # when it runs, not what it trains
     evals = record["spec"].pop("evals", None)  # what is measured after training, and the gates on it, ...

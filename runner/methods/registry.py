@@ -275,7 +275,8 @@ def descriptors() -> tuple[MethodDescriptor, ...]:
 
 
 def forget() -> None:
-    """Read the descriptors folder again (a test that adds a method file)."""
+    """List the descriptors folder and read its descriptors again (a test that adds a method file). Models
+    made from the descriptors before (runner.spec.models' cached ones) keep the methods they were made with."""
     names.cache_clear()
     get.cache_clear()
 

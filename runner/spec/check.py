@@ -97,7 +97,7 @@ def check_spec(path: Path, *, check_inputs: bool = True, source: Path | None = N
     broken: set[str] = set()
     spec = None
     method = document.data.get("method") if isinstance(document.data, dict) else None
-    model = spec_model(method if isinstance(method, str) else None)
+    model = spec_model(method if method in registry.names() else None)
     try:
         spec = model.model_validate(document.data)
     except ValidationError as error:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from runner.spec.diagnostics import Diagnostic
-from runner.spec.fielddocs import field_docs
+from runner.spec.fielddocs import docs_of
 from runner.spec.models import NAME_PATTERN
 from runner.spec.yamlpos import YamlDocument, format_path
 
@@ -89,7 +89,7 @@ def explain(error: dict, document: YamlDocument, model: type[BaseModel]) -> Diag
             f"keys allowed here: {', '.join(known)}" if known else None)
     elif kind == "missing":
         parent = model_at(model, loc[:-1])
-        doc = field_docs().get(parent.__name__, {}).get(str(loc[-1]), "") if parent else ""
+        doc = docs_of(parent).get(str(loc[-1]), "") if parent else ""
         summary = f"missing required key '{loc[-1]}'"
         hint = doc.splitlines()[0] if doc else None
     elif kind == "literal_error":

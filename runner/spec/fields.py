@@ -1,7 +1,7 @@
 """Field types shared by the spec models and the method descriptors (runner/methods/descriptors/).
 
 Both import from here, never from each other, so a descriptor's section model can use them while
-`runner.spec.models` builds the JobSpec from the registered descriptors.
+`runner.spec.models` adds the descriptors' sections to the JobSpec (`spec_model`, `schema_model`).
 """
 
 from __future__ import annotations

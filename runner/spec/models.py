@@ -330,10 +330,13 @@ def spec_model(method: str | None) -> type[JobSpec]:
     """The model a spec of `method` validates against: JobSpec with the registered methods as the `method`
     choices and that method's section. Checking a spec reads its own method's descriptor only (no other
     method's section is imported or built: a tenth of validate's time); a section of another method in it is
-    not a field here, and `rules.sections_match_method` says whose it is. An unregistered method gets no
-    section (the `method` choices name the registered ones)."""
-    sections = (registry.get(method),) if method in registry.names() else ()
-    return _with_sections(sections, method_doc=None)
+    not a field here, and `rules.sections_match_method` says whose it is.
+    None, for a spec whose method is missing or not registered (passed as None, so that misspellings do not
+    each make a model the cache keeps): the model with every method's section. That spec is invalid already,
+    and whatever section it holds is still checked, every mistake at once."""
+    if method is None:
+        return schema_model()
+    return _with_sections((registry.get(method),), method_doc=None)
 
 
 @functools.cache

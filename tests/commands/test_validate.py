@@ -121,10 +121,12 @@ def test_validate_never_imports_the_training_stack():
 
 def test_validating_a_spec_reads_its_own_methods_descriptor_only(project):
     """validate runs on every commit (pre-commit): an SFT spec imports no other method's descriptor, nor the
-    declared rewards that the RL methods' sections hold (nor builds their validators)."""
+    declared rewards that the RL methods' sections hold (nor builds their validators), valid or not (the hint
+    for a missing key reads that key's model alone)."""
     others = tuple(f"runner.methods.descriptors.{name}" for name in registry.names() if name != "sft")
-    assert_imports_none_of(f"from runner.cli import main\nassert main(['validate', {str(project(BASE_SPEC))!r}]) == 0",
-                           (*others, "runner.rewards.spec"))
+    valid, unnamed = project(BASE_SPEC), project(BASE_SPEC.replace("name: tiny\n", ""), name="unnamed.yaml")
+    assert_imports_none_of(f"from runner.cli import main\nassert main(['validate', {str(valid)!r}]) == 0\n"
+                           f"assert main(['validate', {str(unnamed)!r}]) == 1", (*others, "runner.rewards.spec"))
 
 
 def test_the_console_script_runs(project):

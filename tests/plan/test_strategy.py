@@ -8,6 +8,7 @@ import random
 import pytest
 
 from runner.cli import main
+from runner.methods import registry
 from runner.plan import memory
 from runner.plan.machine import what_if
 from runner.plan.planner import PlanError, make_plan
@@ -126,6 +127,15 @@ def test_the_layout_is_not_part_of_a_runs_identity(tiny_project):
     assert plan_sha256(one) == plan_sha256(two)
     other = plan_of(tiny_project, "training:\n  learning_rate: 1.0e-3\n", machine=TWO_GPUS)
     assert plan_sha256(other) != plan_sha256(two)
+
+
+def test_a_plan_made_when_every_spec_held_every_methods_section_is_the_same_run(tiny_project):
+    """Plans made before each method had its own spec model hold every method's section in their spec, null but
+    their own: such a plan and one made now are the same run, so a run interrupted before the upgrade resumes."""
+    plan = plan_of(tiny_project)
+    assert set(plan.spec) & set(registry.names()) <= {plan.method}
+    before = plan.model_copy(update={"spec": {**dict.fromkeys(registry.names()), **plan.spec}})
+    assert plan_sha256(before) == plan_sha256(plan)
 
 
 def test_packing_micro_batches_and_priority_are_not_part_of_a_runs_identity(tiny_project):

@@ -44,6 +44,7 @@ def test_bad_enum_value_suggests_the_closest(project):
 def test_missing_required_key(project):
     error = find(project(BASE_SPEC.replace("name: tiny\n", "")), "name")
     assert error.summary == "missing required key 'name'"
+    assert error.hint == "Lowercase letters, digits and '-'; names the run directory and lets other specs refer to this one."
     assert error.span.line == 1
 
 
@@ -107,6 +108,12 @@ def test_another_methods_section_is_said_once_whatever_it_holds(project):
     (only,) = [d for d in check_spec(path).diagnostics if d.path.startswith("grpo")]
     assert only.summary == "a 'grpo' section applies to method grpo; this spec's method is sft"
     assert only.hint == "remove the 'grpo' section, or set method: grpo"
+
+
+def test_with_a_misspelt_method_every_section_is_still_checked(project):
+    path = project(BASE_SPEC.replace("method: sft", "method: grpoo") + "grpo:\n  bogus: true\n")
+    assert find(path, "method").hint == "did you mean 'grpo'?"
+    assert find(path, "grpo.bogus").summary == "unknown key 'bogus'"
 
 
 def test_batch_arithmetic_counts_the_devices_of_every_node(project):
