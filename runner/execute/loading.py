@@ -61,6 +61,8 @@ def load_model(location: ModelLocation, head: str, dtype: torch.dtype, *, pad_to
     if quantized is not None:
         extra.update(quantization_config=bitsandbytes_config(quantized), device_map={"": device})
     model = model_class(head).from_pretrained(folder, dtype=dtype, **kwargs, **extra)
+    if quantized is not None:
+        keep_stored_layout(model)
     if head == SCORE and pad_token_id is not None:
         model.config.pad_token_id = pad_token_id  # the score is read at the last non-pad token
     if quantized is not None:
@@ -85,6 +87,19 @@ def bitsandbytes_config(quantized: QuantizedBase):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantized.type,
                               bnb_4bit_use_double_quant=quantized.double_quant,
                               bnb_4bit_compute_dtype=DTYPES[quantized.compute_dtype])
+
+
+def keep_stored_layout(model) -> None:
+    """Keep every 4-bit weight in the layout bitsandbytes quantised it in. On a CPU with AVX512-BF16,
+    bitsandbytes (0.50) repacks a 4-bit weight in place into a CPU layout of its own the first time its layer
+    runs in eval mode without gradients (a sample before training, an eval during it). Measured on such a CPU:
+    the packed product has no backward, so every adapter upstream of a packed layer then gets no gradient
+    (LoRA silently trains nothing); the stored codes and scales change, so the proof of change would report the
+    base changed; and a layer whose input size is not a multiple of 64 fails. Every CPU then computes as the
+    ones without AVX512-BF16 do."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def quantized_names(model) -> list[str]:
