@@ -21,9 +21,13 @@ one; 23 of them are runner's).
 Later (issue 21 again, after the evals and declared rewards were added, idle machine): a spec is validated
 by its own method's model (`runner.spec.models.spec_model`), so validate no longer imports the nine other
 descriptors and the declared rewards, nor builds their validators: back to 0.994x of 7d71bf9 (from 1.13x).
-validate 0.390 s, import torch 2.341 s (6.0x), the floor 0.191 s (12.3x): with no code of its own validate
-would be at 12.3x, and one small pydantic model built and used already costs the rest of the 10x budget
-(0.24 s measured). 10x needs a validate without pydantic on its path.
+validate 0.390 s, import torch 2.341 s (6.0x), the floor 0.191 s (12.3x).
+On a faster machine (2026-12-04, idle, 9 runs): validate 0.163 s, import torch 1.118 s (6.8x), the floor
+0.086 s (13.0x), 0.976x of 7d71bf9. One two-field pydantic model defined and validated on top of the floor,
+with the plugin loader kept out as runner does, took 0.09 s (12x): 10x leaves runner ~28 ms over the floor,
+and it uses ~76 ms (its ~35 modules' imports ~37 ms, with ~40 pydantic class definitions and two dozen
+dataclasses; building the spec's validator 22 ms; the checks 3 ms). 10x needs a validate without pydantic on
+its path: a second validator of every field beside the models plan and run use.
 """
 
 from __future__ import annotations
