@@ -61,11 +61,10 @@ def load_model(location: ModelLocation, head: str, dtype: torch.dtype, *, pad_to
     if quantized is not None:
         extra.update(quantization_config=bitsandbytes_config(quantized), device_map={"": device})
     model = model_class(head).from_pretrained(folder, dtype=dtype, **kwargs, **extra)
-    if quantized is not None:
-        keep_stored_layout(model)
     if head == SCORE and pad_token_id is not None:
         model.config.pad_token_id = pad_token_id  # the score is read at the last non-pad token
     if quantized is not None:
+        keep_stored_layout(model)
         stored = sorted(quantized_names(model))
         if stored != sorted(quantized.quantized):
             raise RunnerError(f"bitsandbytes quantized {len(stored)} weights of the model; the plan counted "
